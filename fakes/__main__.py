@@ -1,0 +1,7 @@
+"""``python -m fakes``: the same as the ``mailfakes`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,417 @@
+"""Certificates of every kind a scenario needs, on trustme, ECDSA keys by default.
+
+One :class:`CertAuthority` belongs to one world (or one test session). It makes
+a trusted CA at construction and issues server certificates lazily, on the
+first request for a (host name, kind) pair. Clients trust the CA through
+:attr:`CertAuthority.ca_file` (a PEM path) or :meth:`CertAuthority.client_context`;
+servers present a certificate through :meth:`CertAuthority.server_context`.
+
+Each bad kind fails verification for its own reason (the ``verify_code`` of
+``ssl.SSLCertVerificationError``, see :func:`expected_verify_failure`):
+
+=====================  ===================================================  ====
+kind                   what the server presents                             code
+=====================  ===================================================  ====
+valid                  a leaf for the host from the trusted CA              --
+expired                the same, valid from 2 days ago to 1 day ago         10
+not_yet_valid          the same, valid from tomorrow on                     9
+wrong_host             a leaf for ``unrelated.example.test`` (SAN and CN)   62
+untrusted_ca           a leaf from a second CA that clients do not trust    20
+self_signed            a self-signed leaf for the host (not a CA)           18
+missing_intermediate   a leaf from an intermediate CA, sent without it      20
+=====================  ===================================================  ====
+
+``broken=True`` gives a server context that only speaks TLS 1.0 and 1.1, so
+the handshake with any modern client fails for lack of a shared protocol
+(the client sees ``SSLError`` with reason ``TLSV1_ALERT_PROTOCOL_VERSION``,
+not a certificate error).
+
+Key material lives only in a private temporary directory (mode 0700, files
+0600) that :meth:`CertAuthority.close` removes. Server contexts are loaded from
+files there with ``load_cert_chain`` (trustme's ``configure_cert`` would write
+the key to the system temp dir). Cost, measured with OpenSSL 3.0 on 2 cores:
+``CertAuthority()`` plus one valid server context takes about 1.7 ms, most of it
+OpenSSL parsing the key and certificate; later calls for the same context are
+dictionary look-ups.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ipaddress
+import os
+import re
+import secrets
+import shutil
+import ssl
+import tempfile
+import threading
+import warnings
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Final
+
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .spec import CERT_KINDS, CertKind, normalize_name
+
+ORGANIZATION: Final = "mailfakes"
+WRONG_HOST_NAME: Final = "unrelated.example.test"
+"""The only name a ``wrong_host`` certificate is valid for."""
+
+_DAY: Final = dt.timedelta(days=1)
+_LIFETIME: Final = dt.timedelta(days=365)
+
+VERIFY_FAILURES: Final[dict[str, tuple[int, str]]] = {
+    # OpenSSL X509_V_ERR_* code and the start of its message (OpenSSL 3 wording).
+    "expired": (10, "certificate has expired"),
+    "not_yet_valid": (9, "certificate is not yet valid"),
+    "wrong_host": (62, "Hostname mismatch"),
+    "untrusted_ca": (20, "unable to get local issuer certificate"),
+    "self_signed": (18, "self-signed certificate"),
+    "missing_intermediate": (20, "unable to get local issuer certificate"),
+}
+
+KIND_NOTES: Final[dict[str, str]] = {
+    "valid": "a certificate for the host, issued by the trusted CA",
+    "expired": "the validity period ended yesterday",
+    "not_yet_valid": "the validity period starts tomorrow",
+    "wrong_host": f"issued for {WRONG_HOST_NAME}, not for the host the client asked for",
+    "untrusted_ca": "issued by a second CA that the client does not trust",
+    "self_signed": "signed by its own key; no CA vouches for it",
+    "missing_intermediate": "issued by an intermediate CA that the server does not send",
+}
+
+
+def expected_verify_failure(kind: CertKind) -> tuple[int, str] | None:
+    """The ``(verify_code, reason)`` a verifying client reports for ``kind``.
+
+    ``None`` for ``valid``. ``reason`` is the start of the client's
+    ``verify_message`` under OpenSSL 3 (OpenSSL 1.1 writes "self signed").
+    """
+    if kind not in CERT_KINDS:
+        raise ValueError(f"unknown certificate kind {kind!r}; expected one of {', '.join(CERT_KINDS)}")
+    return VERIFY_FAILURES.get(kind)
+
+
+@dataclass(frozen=True)
+class IssuedCert:
+    """A server certificate written to the authority's private directory."""
+
+    host_name: str
+    kind: CertKind
+    cert_file: Path
+    """The chain exactly as the server presents it (PEM, leaf first)."""
+    key_file: Path
+    leaf_pem: bytes
+    served_count: int
+    """How many certificates the server sends (1 for every kind here)."""
+    omitted_pem: bytes
+    """Certificates a correct server would also send (the intermediate, for ``missing_intermediate``)."""
+    not_before: dt.datetime
+    not_after: dt.datetime
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def _validity(kind: CertKind, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    if kind == "expired":
+        return now - 2 * _DAY, now - _DAY
+    if kind == "not_yet_valid":
+        return now + _DAY, now + _DAY + _LIFETIME
+    return now - _DAY, now + _LIFETIME
+
+
+def _general_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
+def _file_stem(host_name: str) -> str:
+    """A file-name-safe stem for a host name, distinct for distinct names."""
+    stem = re.sub(r"[^a-z0-9.-]", "_", host_name)
+    if stem != host_name or len(stem) > 100 or stem.startswith("."):
+        digest = hashlib.sha256(host_name.encode()).hexdigest()[:10]
+        stem = f"{stem[:100].lstrip('.')}-{digest}"
+    return stem
+
+
+def _private_key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+
+
+def _self_signed(
+    host_name: str, key_type: trustme.KeyType, not_before: dt.datetime, not_after: dt.datetime
+) -> tuple[bytes, bytes]:
+    """A self-signed leaf for ``host_name``: (key PEM, certificate PEM).
+
+    Not a CA (basicConstraints CA:FALSE); OpenSSL reports it as error 18,
+    "self-signed certificate", at depth 0.
+    """
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+    if key_type == trustme.KeyType.RSA:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    else:
+        key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "mailfakes self-signed certificate"),
+            x509.NameAttribute(NameOID.COMMON_NAME, host_name),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName([_general_name(host_name)]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return _private_key_pem(key), cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _make_legacy_only(ctx: ssl.SSLContext) -> None:
+    """Let ``ctx`` speak TLS 1.0 and 1.1 only: no modern client shares a protocol with it."""
+    with warnings.catch_warnings():
+        # Python warns that TLSVersion.TLSv1/TLSv1_1 are deprecated: that is the point.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    # OpenSSL 3 refuses TLS < 1.2 (SHA-1 signatures) above security level 0.
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+
+
+class CertAuthority:
+    """One world's CA and the server certificates it issues.
+
+    Thread-safe; every result is cached, so repeated calls are cheap. The
+    server contexts returned are shared: do not modify them.
+    """
+
+    def __init__(self, *, key_type: trustme.KeyType = trustme.KeyType.ECDSA) -> None:
+        self.key_type = key_type
+        self.directory = Path(tempfile.mkdtemp(prefix="mailfakes-certs-"))
+        os.chmod(self.directory, 0o700)
+        self._finalizer = weakref.finalize(self, shutil.rmtree, self.directory, True)
+        self._lock = threading.RLock()
+        self._closed = False
+        self._ca = self._new_ca("trusted")
+        self.ca_pem: bytes = self._ca.cert_pem.bytes()
+        self.ca_file: Path = self._write("ca.pem", self.ca_pem)
+        self._untrusted_ca: trustme.CA | None = None
+        self._intermediate_ca: trustme.CA | None = None
+        self._issued: dict[tuple[str, CertKind], IssuedCert] = {}
+        self._contexts: dict[tuple[str, CertKind, bool], ssl.SSLContext] = {}
+
+    # -- life cycle ------------------------------------------------------
+
+    def close(self) -> None:
+        """Remove the private directory and everything in it. Idempotent."""
+        with self._lock:
+            self._closed = True
+            self._finalizer()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> CertAuthority:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else str(self.directory)
+        return f"<CertAuthority {self.subject} {state}>"
+
+    # -- clients ---------------------------------------------------------
+
+    @property
+    def subject(self) -> str:
+        """The trusted CA's subject, as RFC 4514 text."""
+        return x509.load_pem_x509_certificate(self.ca_pem).subject.rfc4514_string()
+
+    def client_context(self) -> ssl.SSLContext:
+        """A fresh client context that trusts this CA only, checks host names, TLS >= 1.2."""
+        ctx = ssl.create_default_context(cadata=self.ca_pem.decode("ascii"))
+        ctx.minimum_version = max(ctx.minimum_version, ssl.TLSVersion.TLSv1_2)
+        return ctx
+
+    # -- servers ---------------------------------------------------------
+
+    def server_context(
+        self, host_name: str, kind: CertKind = "valid", *, broken: bool = False
+    ) -> ssl.SSLContext:
+        """A server context presenting a certificate of ``kind`` for ``host_name``.
+
+        ``broken=True``: the context speaks only TLS 1.0/1.1, so a modern
+        client's handshake fails with ``SSLError`` (no shared protocol) before
+        any certificate is checked.
+        """
+        with self._lock:
+            issued = self.issue(host_name, kind)  # raises once closed
+            key = (issued.host_name, kind, broken)
+            ctx = self._contexts.get(key)
+            if ctx is None:
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                if broken:
+                    _make_legacy_only(ctx)
+                else:
+                    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+                ctx.load_cert_chain(issued.cert_file, issued.key_file)
+                self._contexts[key] = ctx
+            return ctx
+
+    def cert_file(self, host_name: str, kind: CertKind) -> Path:
+        """The PEM the server presents for (host_name, kind): the chain as served."""
+        return self.issue(host_name, kind).cert_file
+
+    def describe(self, host_name: str, kind: CertKind) -> dict[str, str]:
+        """Details of the served leaf, for demos and debugging.
+
+        Keys: host_name, kind, note, subject, issuer, sans, not_before,
+        not_after (ISO 8601, UTC), served (what the server sends), cert_file.
+        """
+        issued = self.issue(host_name, kind)
+        leaf = x509.load_pem_x509_certificate(issued.leaf_pem)
+        try:
+            san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            sans = ", ".join(
+                f"DNS:{n.value}" if isinstance(n, x509.DNSName) else f"IP:{n.value}"
+                for n in san
+                if isinstance(n, x509.DNSName | x509.IPAddress)
+            )
+        except x509.ExtensionNotFound:
+            sans = ""
+        served = "the leaf only"
+        if issued.omitted_pem:
+            served = "the leaf only, without its intermediate CA"
+        return {
+            "host_name": issued.host_name,
+            "kind": kind,
+            "note": KIND_NOTES[kind],
+            "subject": leaf.subject.rfc4514_string(),
+            "issuer": leaf.issuer.rfc4514_string(),
+            "sans": sans,
+            "not_before": issued.not_before.isoformat(),
+            "not_after": issued.not_after.isoformat(),
+            "served": served,
+            "cert_file": str(issued.cert_file),
+        }
+
+    def issue(self, host_name: str, kind: CertKind = "valid") -> IssuedCert:
+        """The certificate of ``kind`` for ``host_name``, made on first request."""
+        if kind not in CERT_KINDS:
+            raise ValueError(f"unknown certificate kind {kind!r}; expected one of {', '.join(CERT_KINDS)}")
+        name = normalize_name(host_name)
+        if not name:
+            raise ValueError(f"empty host name {host_name!r}")
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("CertAuthority is closed")
+            issued = self._issued.get((name, kind))
+            if issued is None:
+                issued = self._issue(name, kind)
+                self._issued[(name, kind)] = issued
+            return issued
+
+    # -- internals -------------------------------------------------------
+
+    def _new_ca(self, role: str, parent: trustme.CA | None = None) -> trustme.CA:
+        # A random token keeps the subjects of different CAs apart, so a client
+        # never confuses two worlds' CAs (or the trusted and untrusted one).
+        return trustme.CA(
+            parent_cert=parent,
+            path_length=8 if parent is not None else 9,
+            organization_name=ORGANIZATION,
+            organization_unit_name=f"mailfakes {role} CA {secrets.token_hex(4)}",
+            key_type=self.key_type,
+        )
+
+    def _write(self, file_name: str, data: bytes) -> Path:
+        path = self.directory / file_name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        return path
+
+    def _issuer_for(self, kind: CertKind) -> trustme.CA:
+        if kind == "untrusted_ca":
+            if self._untrusted_ca is None:
+                self._untrusted_ca = self._new_ca("untrusted")
+            return self._untrusted_ca
+        if kind == "missing_intermediate":
+            if self._intermediate_ca is None:
+                # What create_child_ca() does, with a readable subject.
+                self._intermediate_ca = self._new_ca("intermediate", parent=self._ca)
+            return self._intermediate_ca
+        return self._ca
+
+    def _issue(self, host_name: str, kind: CertKind) -> IssuedCert:
+        not_before, not_after = _validity(kind, _now())
+        omitted = b""
+        if kind == "self_signed":
+            key_pem, leaf_pem = _self_signed(host_name, self.key_type, not_before, not_after)
+        else:
+            subject_name = host_name
+            if kind == "wrong_host":
+                subject_name = WRONG_HOST_NAME if host_name != WRONG_HOST_NAME else "other." + WRONG_HOST_NAME
+            leaf = self._issuer_for(kind).issue_cert(
+                subject_name,
+                common_name=subject_name,
+                organization_name=ORGANIZATION,
+                organization_unit_name=f"mailfakes {kind} certificate",
+                not_before=not_before,
+                not_after=not_after,
+                key_type=self.key_type,
+            )
+            key_pem = leaf.private_key_pem.bytes()
+            leaf_pem = leaf.cert_chain_pems[0].bytes()
+            # The chain up to (not including) the root; empty unless an
+            # intermediate issued the leaf, and that one is left out on purpose.
+            omitted = b"".join(blob.bytes() for blob in leaf.cert_chain_pems[1:])
+        stem = f"{_file_stem(host_name)}.{kind}"
+        return IssuedCert(
+            host_name=host_name,
+            kind=kind,
+            cert_file=self._write(f"{stem}.crt.pem", leaf_pem),
+            key_file=self._write(f"{stem}.key.pem", key_pem),
+            leaf_pem=leaf_pem,
+            served_count=1,
+            omitted_pem=omitted,
+            not_before=not_before,
+            not_after=not_after,
+        )

@@ -1,0 +1,289 @@
+"""The ``mailfakes`` command: list, show and serve the scenario catalogue.
+
+Exit status: 0 on success, 2 on a usage or configuration error (unknown
+scenario, bad flag, port in use), with one clear line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import textwrap
+import threading
+from collections.abc import Sequence
+from typing import Any, NoReturn, TextIO
+
+from .spec import SpecError
+from .world import World, WorldError
+
+LANGS = ("en", "fr")
+
+
+class UsageError(Exception):
+    """A mistake of the user's: reported on one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, not argparse's usage block: the next step is --help.
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _catalogue() -> Any:
+    import scenarios
+
+    return scenarios
+
+
+def _get(scenario_id: str) -> Any:
+    cat = _catalogue()
+    try:
+        return cat.get(scenario_id)
+    except LookupError as exc:
+        msg = exc.args[0] if exc.args else str(exc)
+        raise UsageError(str(msg)) from None
+
+
+def _code_choices() -> list[str]:
+    return sorted({s.code for s in _catalogue().load_catalogue().values()})
+
+
+# -- list ----------------------------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
+    cat = _catalogue()
+    items = cat.select(code=args.code) if args.code else list(cat.load_catalogue().values())
+    if args.code and not items:
+        raise UsageError(f"no scenario has code {args.code!r}; codes: {', '.join(_code_choices())}")
+    if args.json:
+        rows = [
+            {
+                "id": s.id,
+                "code": s.expected_code,
+                "class": s.code,
+                "title": s.title[args.lang],
+                "smart_host": s.target.smart_host,
+                "mail_domain": s.target.mail_domain,
+            }
+            for s in items
+        ]
+        out.write(json.dumps(rows, ensure_ascii=False) + "\n")
+        return 0
+    width = max(len(s.id) for s in items)
+    for s in items:
+        out.write(f"{s.id:<{width}}  {s.expected_code:<8}  {s.title[args.lang]}\n")
+    return 0
+
+
+# -- show ----------------------------------------------------------------------
+
+
+def describe_world(scenario: Any) -> list[str]:
+    """Readable lines about a scenario's world (names, records, faults)."""
+    world = scenario.world
+    lines = [f"zone {world.zone}"]
+    for h in world.hosts:
+        what = h.kind
+        if h.kind == "smtp":
+            plan = h.smtp
+            bits = [f"tls={plan.tls}"]
+            if plan.cert != "valid":
+                bits.append(f"cert={plan.cert}")
+            if plan.greeting:
+                bits.append(f"greeting='{plan.greeting.line()}'")
+            bits += [f"{cmd} -> '{r.line()}'" for cmd, r in plan.replies.items()]
+            if plan.close_at:
+                extra = f" after {plan.close_at.after_bytes} bytes" if plan.close_at.point == "in_data" else ""
+                bits.append(f"cut {plan.close_at.how.upper()} at {plan.close_at.point}{extra}")
+            if plan.delays_ms:
+                bits.append("delays " + ", ".join(f"{k}={v}ms" for k, v in plan.delays_ms.items()))
+            what += " (" + ", ".join(bits) + ")"
+        elif h.kind == "close_on_accept":
+            what += f" ({h.close.upper()})"
+        if h.schedule:
+            what += f", faulty for the first {h.schedule.fail_first} session(s)"
+        if not h.a_record:
+            what += ", no A record"
+        lines.append(f"host {h.name}: {what}")
+    for r in world.records:
+        prio = f" {r.priority}" if r.type == "MX" else ""
+        lines.append(f"record {r.name} {r.type}{prio} {r.value}")
+    for f in world.dns_faults:
+        types = f" ({', '.join(sorted(f.types))} only)" if f.types else ""
+        extra = f", {f.delay_ms} ms" if f.delay_ms else ""
+        tcp = f", over TCP: {f.tcp}" if f.fault == "truncate" else ""
+        lines.append(f"dns fault on {f.name}: {f.fault}{types}{extra}{tcp}")
+    return lines
+
+
+def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
+    s = _get(args.id)
+    lang = args.lang
+    t = s.target
+    head = f"{s.id}: {s.title[lang]}"
+    w = out.write
+    w(head + "\n" + "=" * len(head) + "\n\n")
+    label = {"en": ("Cause", "Fix", "Expected codes", "World", "Target"),
+             "fr": ("Cause", "Correction", "Codes attendus", "Monde", "Cible")}[lang]
+    w(f"{label[0]}:\n{_wrap(s.cause[lang])}\n\n{label[1]}:\n{_wrap(s.fix[lang])}\n\n")
+    w(f"{label[2]}:\n")
+    for profile in ("eop", "eop-observed", "rfc3463", "postfix"):
+        w(f"  {profile:<13} {s.code_for(profile)}\n")
+    w(f"\n{label[4]}:\n")
+    w(f"  smart_host   {t.smart_host or '(none: MX lookup of ' + t.mail_domain + ')'}"
+      f"{' (by IP)' if t.connect_by_ip else ''}\n")
+    w(f"  mail_domain  {t.mail_domain}\n  require_tls  {str(t.require_tls).lower()}\n")
+    w(f"  mail_from    {t.mail_from}\n  rcpt_to      {', '.join(t.rcpt_to)}\n")
+    w(f"\n{label[3]}:\n")
+    for line in describe_world(s):
+        w(f"  {line}\n")
+    return 0
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(" ".join(text.split()), width=78, initial_indent="  ", subsequent_indent="  ")
+
+
+# -- serve ---------------------------------------------------------------------
+
+
+def serve_info(scenario: Any, world: World) -> dict[str, Any]:
+    """What a client needs to reach a served scenario (the ``--json`` line)."""
+    t = scenario.target
+    smart_host = t.smart_host
+    if smart_host is not None and t.connect_by_ip:
+        smart_host = world.address_of(smart_host)
+    return {
+        "scenario": scenario.id,
+        "code": scenario.expected_code,
+        "title": scenario.title["en"],
+        "smart_host": smart_host,
+        "mail_domain": t.mail_domain,
+        "port": world.port,
+        "dns_host": world.dns_host,
+        "dns_port": world.dns_port,
+        "ca_file": str(world.ca_file),
+        "hosts": dict(world.hosts),
+        "require_tls": t.require_tls,
+        "mail_from": t.mail_from,
+        "rcpt_to": list(t.rcpt_to),
+        "expected": {p: scenario.code_for(p) for p in ("eop", "eop-observed", "rfc3463", "postfix")},
+    }
+
+
+def _human_serve(info: dict[str, Any], scenario: Any, out: TextIO) -> None:
+    w = out.write
+    w(f"mailfakes: serving {info['scenario']} ({info['code']} {info['title']})\n")
+    for name, ip in info["hosts"].items():
+        w(f"  host {name:<28} {ip}:{info['port']}\n")
+    w(f"  DNS                                {info['dns_host']}:{info['dns_port']} (udp+tcp)\n")
+    w(f"  CA file                            {info['ca_file']}\n")
+    target = info["smart_host"] or f"MX of {info['mail_domain']}"
+    w(f"  deliver to {target}, from {info['mail_from']} to {', '.join(info['rcpt_to'])}"
+      f"{', TLS required' if info['require_tls'] else ''}\n")
+    w(f"  check DNS: dig @{info['dns_host']} -p {info['dns_port']} "
+      f"{info['smart_host'] or info['mail_domain']} {'A' if info['smart_host'] else 'MX'}\n")
+    w("Press Ctrl-C to stop.\n")
+    out.flush()
+
+
+def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    scenario = _get(args.id)
+    world = World(
+        scenario.world,
+        port=args.port,
+        subnet=args.subnet,
+        dns_host=args.dns_host,
+        dns_port=args.dns_port,
+        allow_non_loopback=args.allow_non_loopback,
+    )
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        world.start()
+        info = serve_info(scenario, world)
+        if args.json:
+            _human_serve(info, scenario, sys.stderr)
+            out.write(json.dumps(info, ensure_ascii=False) + "\n")
+            out.flush()
+        else:
+            _human_serve(info, scenario, out)
+        while not stop.wait(0.5):
+            pass
+        print("mailfakes: stopping", file=sys.stderr)
+    finally:
+        world.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+# -- entry point ----------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="mailfakes",
+        description="Fake DNS and SMTP servers on loopback that reproduce every cause of the Exchange "
+        "Online mail flow intelligence codes (4.4.312 to 4.7.320), so a delivery client can be "
+        "checked to report the right one.",
+        epilog="Run 'mailfakes COMMAND --help' for a command's options.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    pl = sub.add_parser("list", help="list the scenarios of the catalogue")
+    pl.add_argument("--json", action="store_true", help="print a JSON array of {id, code, title, ...}")
+    pl.add_argument("--code", metavar="CODE", help="only scenarios of this class (e.g. 4.4.317, other, success)")
+    pl.add_argument("--lang", choices=LANGS, default="en", help="language of the titles (default: en)")
+
+    ps = sub.add_parser("show", help="explain one scenario: cause, fix, world and expected codes")
+    ps.add_argument("id", metavar="ID", help="scenario id (see 'mailfakes list')")
+    ps.add_argument("--lang", choices=LANGS, default="en", help="language (default: en)")
+
+    pv = sub.add_parser(
+        "serve",
+        help="serve one scenario on loopback until Ctrl-C or SIGTERM",
+        description="Start the scenario's world (DNS, SMTP hosts, certificates) on loopback, print how "
+        "to reach it, and serve until SIGINT or SIGTERM; then stop cleanly and exit 0.",
+    )
+    pv.add_argument("id", metavar="ID", help="scenario id (see 'mailfakes list')")
+    pv.add_argument("--port", type=_port, default=0, help="SMTP port shared by all hosts (default: ephemeral)")
+    pv.add_argument("--json", action="store_true",
+                    help="print exactly one JSON line on stdout once ready; human output goes to stderr")
+    pv.add_argument("--dns-port", type=_port, default=0, help="DNS port, UDP and TCP (default: ephemeral)")
+    pv.add_argument("--dns-host", metavar="ADDR", help="DNS address (default: the world's 127.A.B.1)")
+    pv.add_argument("--subnet", metavar="127.A.B", help="put hosts at 127.A.B.2, .3, ... (default: random)")
+    pv.add_argument("--allow-non-loopback", action="store_true",
+                    help="allow a non-loopback --subnet/--dns-host (only inside a network namespace of yours)")
+    return p
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: expected a number from 0 to 65535") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {value}: expected a number from 0 to 65535")
+    return value
+
+
+COMMANDS = {"list": cmd_list, "show": cmd_show, "serve": cmd_serve}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args, sys.stdout)
+    except (UsageError, WorldError, SpecError) as exc:
+        print(f"mailfakes {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""The record of what happened in a world: DNS queries, connections, SMTP lines.
+
+Servers append events from the world's event-loop thread; tests, the CLI and
+demos read them from any thread, or subscribe to see them live.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+EventKind = Literal[
+    "dns",  # a DNS query and what it got
+    "connect",  # a TCP connection accepted (or refused by design)
+    "close",  # a connection ended
+    "smtp_in",  # a line the client sent
+    "smtp_out",  # a line the server sent
+    "tls",  # TLS handshake done or failed
+    "fault",  # a fault was applied
+    "message",  # a message was accepted
+    "error",  # an unexpected error inside the fakes
+]
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: EventKind
+    host: str
+    text: str
+    time: float = field(default_factory=time.monotonic)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"[{self.kind}] {self.host}: {self.text}"
+
+
+Subscriber = Callable[[Event], None]
+
+
+class EventLog:
+    """A thread-safe, append-only list of events with live subscribers.
+
+    Subscribers run in the thread that emits (the world's loop): they must
+    be quick and must not raise; an exception from one is recorded as an
+    ``error`` event instead of breaking the server.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: list[Event] = []
+        self._subscribers: list[Subscriber] = []
+
+    def emit(self, kind: EventKind, host: str, text: str, **data: Any) -> Event:
+        event = Event(kind=kind, host=host, text=text, data=data)
+        with self._lock:
+            self._events.append(event)
+            subscribers = list(self._subscribers)
+        for sub in subscribers:
+            try:
+                sub(event)
+            except Exception as exc:  # a bad subscriber must not stop a server
+                with self._lock:
+                    self._events.append(Event("error", host, f"subscriber failed: {exc!r}"))
+        return event
+
+    def subscribe(self, fn: Subscriber) -> Callable[[], None]:
+        """Call ``fn`` for every later event; returns a function that unsubscribes."""
+        with self._lock:
+            self._subscribers.append(fn)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if fn in self._subscribers:
+                    self._subscribers.remove(fn)
+
+        return unsubscribe
+
+    def events(self, kind: EventKind | None = None) -> list[Event]:
+        with self._lock:
+            return [e for e in self._events if kind is None or e.kind == kind]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._events.clear()
+
+    def errors(self) -> list[Event]:
+        return self.events("error")

@@ -1,0 +1,518 @@
+"""What a world is made of, as plain data: records, hosts, faults.
+
+Every fault the harness knows is a small frozen value here (the "what"); the
+servers in ``dns.py``, ``smtp.py`` and ``tcp.py`` apply them (the "how").
+``parse_world`` turns the ``[world]`` table of a scenario file, or an inline
+dict, into a :class:`WorldSpec`, and names the exact key of any bad value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, get_args
+
+RecordType = Literal["A", "AAAA", "MX", "CNAME", "TXT"]
+HostKind = Literal["smtp", "refuse", "blackhole", "silent", "close_on_accept"]
+CloseHow = Literal["fin", "rst"]
+TlsMode = Literal[
+    "starttls",  # STARTTLS advertised and working
+    "none",  # STARTTLS not advertised
+    "starttls_refused",  # advertised, answered 454
+    "starttls_broken",  # advertised, the handshake fails (no shared protocol)
+    "implicit",  # TLS from the first byte (port-465 style)
+    "implicit_broken",  # implicit TLS whose handshake fails
+]
+CertKind = Literal[
+    "valid",
+    "expired",
+    "not_yet_valid",
+    "wrong_host",
+    "untrusted_ca",
+    "self_signed",
+    "missing_intermediate",
+]
+Command = Literal[
+    "EHLO", "HELO", "MAIL", "RCPT", "DATA", "DATA_END", "STARTTLS", "RSET", "QUIT", "NOOP"
+]
+ClosePoint = Literal[
+    "before_greeting",  # accept, then close without a word
+    "after_greeting",  # send the greeting, then close
+    "after_ehlo",  # EHLO (or HELO) read, connection closed instead of the reply
+    "after_starttls",  # TLS handshake done, closed before the next reply
+    "after_mail",  # MAIL read, closed instead of the reply
+    "after_rcpt",  # RCPT read, closed instead of the reply
+    "in_data",  # after at least ``after_bytes`` bytes of message content
+    "after_final_dot",  # message kept, closed before the reply to the final dot
+]
+DnsFaultKind = Literal["nxdomain", "servfail", "refused", "drop", "nodata", "truncate", "delay"]
+TcpFallback = Literal["answer", "nxdomain", "servfail", "refused", "drop"]
+
+RECORD_TYPES: Final = get_args(RecordType)
+HOST_KINDS: Final = get_args(HostKind)
+CLOSE_HOWS: Final = get_args(CloseHow)
+TLS_MODES: Final = get_args(TlsMode)
+CERT_KINDS: Final = get_args(CertKind)
+COMMANDS: Final = get_args(Command)
+CLOSE_POINTS: Final = get_args(ClosePoint)
+DNS_FAULT_KINDS: Final = get_args(DnsFaultKind)
+TCP_FALLBACKS: Final = get_args(TcpFallback)
+DELAY_KEYS: Final = ("GREETING", "*", *COMMANDS)
+
+# Kinds whose behaviour is made per connection by our own code, so a
+# schedule ("fail the first N sessions") can apply to them.
+SCHEDULABLE_KINDS: Final = ("smtp", "silent", "close_on_accept")
+
+
+class SpecError(ValueError):
+    """A bad value in a world spec or scenario file.
+
+    The message names where the value came from (file), the dotted key, the
+    bad value and what is allowed, so the user can fix it without reading code.
+    """
+
+    def __init__(self, where: str, key: str, value: object, expected: str) -> None:
+        self.where = where
+        self.key = key
+        self.value = value
+        self.expected = expected
+        super().__init__(f"{where}: {key}: {value!r} is not valid; expected {expected}")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An SMTP reply the fake sends instead of its own.
+
+    ``close`` closes the connection after the reply is sent (``fin``: orderly
+    close; ``rst``: reset).
+    """
+
+    code: int
+    text: str = ""
+    enhanced: str | None = None
+    close: CloseHow | None = None
+
+    def line(self) -> str:
+        parts = [str(self.code)]
+        if self.enhanced:
+            parts.append(self.enhanced)
+        if self.text:
+            parts.append(self.text)
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class CloseAt:
+    """Close the connection abruptly at a named point of the dialogue."""
+
+    point: ClosePoint
+    how: CloseHow = "fin"
+    after_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Apply the host's fault to its first ``fail_first`` sessions only.
+
+    A session is one TCP connection to the host; the count is kept by the
+    running world, so it survives nothing but the world itself (a world
+    ``reset()`` starts it again). Later sessions get the healthy baseline.
+    """
+
+    fail_first: int
+
+
+@dataclass(frozen=True)
+class SmtpPlan:
+    """How an SMTP host behaves. The defaults are a healthy server."""
+
+    tls: TlsMode = "starttls"
+    cert: CertKind = "valid"
+    greeting: Reply | None = None
+    replies: Mapping[str, Reply] = field(default_factory=dict)
+    close_at: CloseAt | None = None
+    delays_ms: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls != "none"
+
+    @property
+    def implicit_tls(self) -> bool:
+        return self.tls in ("implicit", "implicit_broken")
+
+    def healthy(self) -> SmtpPlan:
+        """The baseline a scheduled host falls back to once its faults are spent."""
+        return SmtpPlan(tls="implicit" if self.implicit_tls else "starttls")
+
+    def delay_for(self, point: str) -> float:
+        """Seconds to wait before the reply at ``point`` (a command or GREETING)."""
+        ms = self.delays_ms.get(point, self.delays_ms.get("*", 0))
+        return ms / 1000.0
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """One host of a world: a DNS name bound to its own loopback address."""
+
+    name: str
+    kind: HostKind = "smtp"
+    a_record: bool = True
+    close: CloseHow = "fin"
+    smtp: SmtpPlan = field(default_factory=SmtpPlan)
+    schedule: Schedule | None = None
+
+
+@dataclass(frozen=True)
+class Record:
+    """A DNS record. For A records ``value`` is an address or a host's name."""
+
+    name: str
+    type: RecordType
+    value: str
+    priority: int = 10
+    ttl: int = 300
+
+
+@dataclass(frozen=True)
+class DnsFault:
+    """A fault on the answers for one name (and optionally some types only)."""
+
+    name: str
+    fault: DnsFaultKind
+    types: frozenset[str] | None = None
+    delay_ms: int = 0
+    tcp: TcpFallback = "answer"
+
+    def applies_to(self, qtype: str) -> bool:
+        return self.types is None or qtype in self.types
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """A small mail world: its DNS zone, records, hosts and DNS faults."""
+
+    zone: str = "test"
+    records: tuple[Record, ...] = ()
+    hosts: tuple[HostSpec, ...] = ()
+    dns_faults: tuple[DnsFault, ...] = ()
+
+    def host(self, name: str) -> HostSpec:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    @property
+    def uses_tls(self) -> bool:
+        return any(h.kind == "smtp" and h.smtp.uses_tls for h in self.hosts)
+
+
+# --------------------------------------------------------------------------
+# Parsing, with errors that point at the key.
+
+
+def normalize_name(name: str) -> str:
+    return name.strip().rstrip(".").lower()
+
+
+def in_zone(name: str, zone: str) -> bool:
+    zone = normalize_name(zone)
+    name = normalize_name(name)
+    return zone == "" or name == zone or name.endswith("." + zone)
+
+
+class Table:
+    """A dict read with typed getters that raise SpecError with the full key."""
+
+    def __init__(self, data: object, where: str, path: str) -> None:
+        if not isinstance(data, Mapping):
+            raise SpecError(where, path or "(top level)", data, "a table")
+        self.data: Mapping[str, Any] = data
+        self.where = where
+        self.path = path
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def fail(self, name: str, value: object, expected: str) -> SpecError:
+        return SpecError(self.where, self.key(name), value, expected)
+
+    def has(self, name: str) -> bool:
+        return name in self.data
+
+    def raw(self, name: str) -> Any:
+        self.used.add(name)
+        return self.data.get(name)
+
+    def str(self, name: str, default: str | None = None, *, required: bool = False) -> str:
+        if name not in self.data:
+            if required or default is None:
+                raise self.fail(name, None, "a string (this key is required)")
+            return default
+        value = self.raw(name)
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(name, value, "a non-empty string")
+        return value
+
+    def opt_str(self, name: str) -> str | None:
+        return self.str(name) if name in self.data else None
+
+    def int(self, name: str, default: int, *, lo: int = 0, hi: int = 2**31) -> int:
+        if name not in self.data:
+            return default
+        value = self.raw(name)
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise self.fail(name, value, f"an integer from {lo} to {hi}")
+        return value
+
+    def bool(self, name: str, default: bool) -> bool:
+        if name not in self.data:
+            return default
+        value = self.raw(name)
+        if not isinstance(value, bool):
+            raise self.fail(name, value, "true or false")
+        return value
+
+    def choice(self, name: str, allowed: tuple[str, ...], default: str | None = None) -> str:
+        if name not in self.data:
+            if default is None:
+                raise self.fail(name, None, "one of " + ", ".join(allowed) + " (required)")
+            return default
+        value = self.raw(name)
+        if value not in allowed:
+            raise self.fail(name, value, "one of " + ", ".join(allowed))
+        assert isinstance(value, str)
+        return value
+
+    def table(self, name: str) -> Table:
+        return Table(self.raw(name) if name in self.data else {}, self.where, self.key(name))
+
+    def tables(self, name: str) -> list[Table]:
+        if name not in self.data:
+            return []
+        value = self.raw(name)
+        if not isinstance(value, list):
+            raise self.fail(name, value, "an array of tables ([[...]])")
+        return [Table(v, self.where, f"{self.key(name)}[{i}]") for i, v in enumerate(value)]
+
+    def str_list(self, name: str) -> list[str]:
+        if name not in self.data:
+            return []
+        value = self.raw(name)
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self.fail(name, value, "a string or an array of strings")
+        return list(value)
+
+    def done(self, allowed: tuple[str, ...] | None = None) -> None:
+        """Reject keys nobody read: a typo must not pass silently."""
+        known = self.used if allowed is None else set(allowed) | self.used
+        for k in self.data:
+            if k not in known:
+                expected = "one of " + ", ".join(sorted(known)) if known else "no keys here"
+                raise SpecError(self.where, self.key(k), "(unknown key)", expected)
+
+
+_ENHANCED_HINT = "an enhanced status code like 4.3.2 (class 2, 4 or 5)"
+
+
+def _enhanced_ok(value: str) -> bool:
+    parts = value.split(".")
+    return (
+        len(parts) == 3
+        and parts[0] in ("2", "4", "5")
+        and all(p.isdigit() and 1 <= len(p) <= 3 for p in parts[1:])
+    )
+
+
+def parse_reply(t: Table) -> Reply:
+    code = t.int("code", -1, lo=200, hi=599)
+    if code < 0:
+        raise t.fail("code", None, "an SMTP reply code from 200 to 599 (required)")
+    enhanced = t.opt_str("enhanced")
+    if enhanced is not None and not _enhanced_ok(enhanced):
+        raise t.fail("enhanced", enhanced, _ENHANCED_HINT)
+    if enhanced is not None and enhanced[0] != str(code)[0]:
+        raise t.fail("enhanced", enhanced, f"a code of the same class as {code}")
+    text = t.str("text", "")
+    if "\r" in text or "\n" in text:
+        raise t.fail("text", text, "one line of text")
+    close = t.choice("close", CLOSE_HOWS, "") if t.has("close") else None
+    t.done()
+    return Reply(code=code, text=text, enhanced=enhanced, close=close)  # type: ignore[arg-type]
+
+
+def parse_smtp_plan(t: Table) -> SmtpPlan:
+    tls = t.choice("tls", TLS_MODES, "starttls")
+    cert = t.choice("cert", CERT_KINDS, "valid")
+    greeting = parse_reply(t.table("greeting")) if t.has("greeting") else None
+    replies: dict[str, Reply] = {}
+    rt = t.table("replies")
+    for cmd in list(rt.data):
+        if cmd not in COMMANDS:
+            raise rt.fail(cmd, "(unknown command)", "one of " + ", ".join(COMMANDS))
+        replies[cmd] = parse_reply(rt.table(cmd))
+    rt.done()
+    close_at = None
+    if t.has("close_at"):
+        ct = t.table("close_at")
+        point = ct.choice("point", CLOSE_POINTS)
+        how = ct.choice("how", CLOSE_HOWS, "fin")
+        after_bytes = ct.int("after_bytes", 0, lo=0, hi=10**9)
+        if after_bytes and point != "in_data":
+            raise ct.fail("after_bytes", after_bytes, "no after_bytes unless point is in_data")
+        ct.done()
+        close_at = CloseAt(point=point, how=how, after_bytes=after_bytes)  # type: ignore[arg-type]
+        if point == "after_starttls" and tls not in ("starttls",):
+            raise t.fail("close_at.point", point, "after_starttls only with tls = starttls")
+    delays: dict[str, int] = {}
+    if t.has("delay_ms"):
+        delays["*"] = t.int("delay_ms", 0, lo=0, hi=600_000)
+    dt = t.table("delays_ms")
+    for point in list(dt.data):
+        if point not in DELAY_KEYS:
+            raise dt.fail(point, "(unknown point)", "one of " + ", ".join(DELAY_KEYS))
+        delays[point] = dt.int(point, 0, lo=0, hi=600_000)
+    dt.done()
+    if cert != "valid" and tls == "none":
+        raise t.fail("cert", cert, "no certificate fault when tls = none")
+    return SmtpPlan(
+        tls=tls,  # type: ignore[arg-type]
+        cert=cert,  # type: ignore[arg-type]
+        greeting=greeting,
+        replies=replies,
+        close_at=close_at,
+        delays_ms=delays,
+    )
+
+
+_SMTP_KEYS: Final = ("tls", "cert", "greeting", "replies", "close_at", "delay_ms", "delays_ms")
+
+
+def parse_host(name: str, t: Table) -> HostSpec:
+    kind = t.choice("kind", HOST_KINDS, "smtp")
+    a_record = t.bool("a_record", True)
+    close = t.choice("close", CLOSE_HOWS, "fin")
+    if t.has("close") and kind != "close_on_accept":
+        raise t.fail("close", t.data["close"], "no close unless kind = close_on_accept")
+    if kind == "smtp":
+        smtp = parse_smtp_plan(t)
+    else:
+        for k in _SMTP_KEYS:
+            if t.has(k):
+                raise t.fail(k, t.data[k], f"no SMTP settings on a host of kind {kind}")
+        smtp = SmtpPlan()
+    schedule = None
+    if t.has("schedule"):
+        if kind not in SCHEDULABLE_KINDS:
+            raise t.fail(
+                "schedule", t.data["schedule"], "a schedule only on kinds " + ", ".join(SCHEDULABLE_KINDS)
+            )
+        st = t.table("schedule")
+        n = st.int("fail_first", 0, lo=1, hi=10**6)
+        if n == 0:
+            raise st.fail("fail_first", None, "a number of sessions from 1 (required)")
+        st.done()
+        schedule = Schedule(fail_first=n)
+    t.done()
+    return HostSpec(
+        name=name,
+        kind=kind,  # type: ignore[arg-type]
+        a_record=a_record,
+        close=close,  # type: ignore[arg-type]
+        smtp=smtp,
+        schedule=schedule,
+    )
+
+
+def _check_name(t: Table, key: str, name: str, zone: str) -> str:
+    norm = normalize_name(name)
+    labels = norm.split(".")
+    if not norm or any(not lab or len(lab) > 63 for lab in labels) or " " in norm:
+        raise t.fail(key, name, "a DNS name like mail.contoso.test")
+    if not in_zone(norm, zone):
+        raise t.fail(key, name, f"a name inside the world's zone {zone!r}")
+    return norm
+
+
+def _is_loopback(value: str) -> bool:
+    try:
+        return ipaddress.ip_address(value).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_record(t: Table, zone: str, host_names: set[str]) -> Record:
+    name = _check_name(t, "name", t.str("name", required=True), zone)
+    rtype = t.choice("type", RECORD_TYPES)
+    value = t.str("value", required=True)
+    priority = t.int("priority", 10, lo=0, hi=65535)
+    ttl = t.int("ttl", 300, lo=0, hi=2**31 - 1)
+    t.done()
+    if rtype == "A":
+        if normalize_name(value) in host_names:
+            value = normalize_name(value)
+        elif not (_is_loopback(value) and ipaddress.ip_address(value).version == 4):
+            raise t.fail(
+                "value", value, "a loopback IPv4 address (127.0.0.0/8) or the name of a host of this world"
+            )
+    elif rtype == "AAAA":
+        if not (_is_loopback(value) and ipaddress.ip_address(value).version == 6):
+            raise t.fail("value", value, "the IPv6 loopback address ::1")
+    elif rtype in ("MX", "CNAME"):
+        if value.strip() != ".":
+            value = normalize_name(value)
+            if not value:
+                raise t.fail("value", value, "a DNS name (or '.' for a null MX)")
+        elif rtype == "CNAME":
+            raise t.fail("value", value, "a DNS name")
+    return Record(name=name, type=rtype, value=value, priority=priority, ttl=ttl)  # type: ignore[arg-type]
+
+
+def parse_dns_fault(t: Table, zone: str) -> DnsFault:
+    name = _check_name(t, "name", t.str("name", required=True), zone)
+    fault = t.choice("fault", DNS_FAULT_KINDS)
+    types = t.str_list("types")
+    for ty in types:
+        if ty not in RECORD_TYPES:
+            raise t.fail("types", ty, "record types among " + ", ".join(RECORD_TYPES))
+    delay_ms = t.int("delay_ms", 0, lo=0, hi=600_000)
+    if fault == "delay" and delay_ms == 0:
+        raise t.fail("delay_ms", None, "a delay in milliseconds from 1 (required for fault = delay)")
+    tcp = t.choice("tcp", TCP_FALLBACKS, "answer")
+    if t.has("tcp") and fault != "truncate":
+        raise t.fail("tcp", tcp, "no tcp setting unless fault = truncate")
+    t.done()
+    return DnsFault(
+        name=name,
+        fault=fault,  # type: ignore[arg-type]
+        types=frozenset(types) if types else None,
+        delay_ms=delay_ms,
+        tcp=tcp,  # type: ignore[arg-type]
+    )
+
+
+def parse_world(data: Mapping[str, Any], where: str = "<world>", path: str = "") -> WorldSpec:
+    """Build a WorldSpec from a dict (a TOML ``[world]`` table or inline).
+
+    Raises SpecError naming ``where`` and the dotted key of the first bad value.
+    """
+    t = Table(data, where, path)
+    zone = normalize_name(t.str("zone", "test"))
+    ht = t.table("hosts")
+    hosts = []
+    for name in list(ht.data):
+        norm = _check_name(ht, name, name, zone)
+        hosts.append(parse_host(norm, ht.table(name)))
+    ht.done()
+    host_names = {h.name for h in hosts}
+    if len(host_names) != len(hosts):
+        raise t.fail("hosts", sorted(h.name for h in hosts), "each host name once")
+    records = tuple(parse_record(r, zone, host_names) for r in t.tables("records"))
+    faults = tuple(parse_dns_fault(f, zone) for f in t.tables("dns_faults"))
+    t.done()
+    return WorldSpec(zone=zone, records=records, hosts=tuple(hosts), dns_faults=faults)

@@ -1,0 +1,376 @@
+"""A running world: every host on its own loopback address, one DNS, one CA.
+
+:class:`World` binds a scenario's hosts to 127.A.B.2, .3, ... (one shared SMTP
+port), its DNS server to 127.A.B.1, and issues its certificates. It runs on
+one background event-loop thread when used from synchronous code, or on the
+caller's loop from async code. ``stop()`` is idempotent and leaves no
+thread, socket, task or key file behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import random
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from .certs import CertAuthority
+from .dns import FakeDNS
+from .events import Event, EventLog
+from .smtp import HostServer
+from .spec import WorldSpec, parse_world
+from .tcp import BlackholeEndpoint, RefuseEndpoint, bind_socket
+from .transcript import Message, Recorder, Transcript
+
+MAX_HOSTS = 250
+_BIND_ATTEMPTS = 8
+
+
+class WorldError(RuntimeError):
+    """A world could not start (port in use, non-loopback address, ...)."""
+
+
+class PortInUse(WorldError):
+    pass
+
+
+def is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def _random_subnet() -> str:
+    # 127.0.0.0/16 is left alone: other local services like to live there.
+    return f"127.{random.randrange(1, 255)}.{random.randrange(0, 256)}"
+
+
+class World:
+    """A mail world served on loopback.
+
+    Example::
+
+        with World(parse_world({"hosts": {"mail.contoso.test": {}}})) as w:
+            ip = w.address_of("mail.contoso.test")
+            smtplib.SMTP(ip, w.port, timeout=2).quit()
+
+    ``port`` is the SMTP port all hosts share (0: an ephemeral one);
+    ``subnet`` (like ``"127.5.6"``) fixes the addresses instead of a random
+    127.A.B.0/24; ``dns_host``/``dns_port`` place the DNS server. A
+    non-loopback address is refused unless ``allow_non_loopback`` is set,
+    because fault traffic must never leave the machine.
+    """
+
+    def __init__(
+        self,
+        spec: WorldSpec | Mapping[str, Any],
+        *,
+        port: int = 0,
+        subnet: str | None = None,
+        dns_host: str | None = None,
+        dns_port: int = 0,
+        allow_non_loopback: bool = False,
+        handshake_timeout: float = 10.0,
+        idle_timeout: float = 120.0,
+    ) -> None:
+        self.spec = spec if isinstance(spec, WorldSpec) else parse_world(spec)
+        if len(self.spec.hosts) > MAX_HOSTS:
+            raise WorldError(f"a world holds at most {MAX_HOSTS} hosts, this one has {len(self.spec.hosts)}")
+        if not 0 <= port <= 65535 or not 0 <= dns_port <= 65535:
+            raise WorldError(f"ports must be from 0 to 65535, not {port} / {dns_port}")
+        for label, addr in (("subnet", f"{subnet}.1" if subnet else None), ("dns_host", dns_host)):
+            if addr is None:
+                continue
+            try:
+                ipaddress.ip_address(addr)
+            except ValueError:
+                raise WorldError(f"{label} {addr!r} is not an IPv4 address (prefix)") from None
+            if not allow_non_loopback and not is_loopback(addr):
+                raise WorldError(
+                    f"{label} {addr} is not a loopback address: fault traffic must stay on this "
+                    "machine (127.0.0.0/8 or ::1); pass allow_non_loopback=True only inside a "
+                    "network namespace you made yourself"
+                )
+        self.requested_port = port
+        self.requested_subnet = subnet
+        self.requested_dns_host = dns_host
+        self.requested_dns_port = dns_port
+        self.allow_non_loopback = allow_non_loopback
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
+
+        self.events = EventLog()
+        self.recorder = Recorder(self.events)
+        self.port = 0
+        self.subnet = ""
+        self.dns_host = ""
+        self.dns_port = 0
+        self.hosts: dict[str, str] = {}
+        self.ca: CertAuthority | None = None
+        self.dns: FakeDNS | None = None
+        self._servers: list[HostServer] = []
+        self._endpoints: list[RefuseEndpoint | BlackholeEndpoint] = []
+        self._reserved: list[socket.socket] = []
+        self._pending: list[tuple[HostServer, socket.socket]] = []
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._state = "new"  # new -> running -> stopped
+        self._cond = threading.Condition()
+        self.events.subscribe(self._notify)
+
+    # -- facts for clients -------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._state == "running"
+
+    def address_of(self, name: str) -> str:
+        """The loopback address of a host of this world (by DNS name)."""
+        return self.hosts[name.rstrip(".").lower()]
+
+    @property
+    def ca_file(self) -> Path:
+        """PEM file of the CA that issued the good certificates: what a client should trust."""
+        if self.ca is None:
+            raise WorldError("the world is not running")
+        return self.ca.ca_file
+
+    def client_context(self) -> ssl.SSLContext:
+        """A fresh client SSLContext trusting this world's CA, with host name checks."""
+        if self.ca is None:
+            raise WorldError("the world is not running")
+        return self.ca.client_context()
+
+    @property
+    def sessions(self) -> list[Transcript]:
+        return list(self.recorder.sessions)
+
+    @property
+    def messages(self) -> list[Message]:
+        return list(self.recorder.messages)
+
+    @property
+    def dns_queries(self) -> list[Any]:
+        return list(self.dns.queries) if self.dns is not None else []
+
+    def reset(self) -> None:
+        """Forget transcripts, messages, queries, events and schedule counts."""
+        self.recorder.reset()
+        if self.dns is not None:
+            self.dns.reset()
+
+    def _notify(self, event: Event) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+        """Wait (bounded) until ``predicate()`` holds; re-checked at every event."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.05))
+        return True
+
+    # -- sync lifecycle ------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> World:
+        """Start on a background event-loop thread; returns self once everything listens."""
+        if self._state != "new":
+            raise WorldError(f"a world starts once; this one is {self._state}")
+        loop = asyncio.new_event_loop()
+        loop.set_exception_handler(self._loop_exception)
+        ready = threading.Event()
+        thread = threading.Thread(target=self._run_loop, args=(loop, ready), name="mailfakes-world", daemon=True)
+        thread.start()
+        ready.wait(timeout)
+        self._loop, self._thread = loop, thread
+        try:
+            asyncio.run_coroutine_threadsafe(self._astart(), loop).result(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @staticmethod
+    def _run_loop(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+        asyncio.set_event_loop(loop)
+        loop.call_soon(ready.set)
+        loop.run_forever()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop everything; safe to call twice, or after a failed start."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            if self._state == "running":
+                raise WorldError("this world runs on the caller's event loop: use 'await world.astop()'")
+            self._state = "stopped"
+            return
+        self._loop = self._thread = None
+        try:
+            if thread.is_alive():
+                asyncio.run_coroutine_threadsafe(self._astop(), loop).result(timeout)
+        finally:
+            if thread.is_alive():
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(timeout)
+            self._finish_loop(loop)
+
+    @staticmethod
+    def _finish_loop(loop: asyncio.AbstractEventLoop) -> None:
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.wait(pending, timeout=2.0))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, (ConnectionError, ssl.SSLError)):
+            return  # a client hung up mid-write: part of the game here
+        self.events.emit("error", "-", f"{context.get('message', 'error')}: {exc!r}")
+
+    def __enter__(self) -> World:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- async lifecycle -----------------------------------------------------
+
+    async def astart(self) -> World:
+        """Start on the running event loop."""
+        if self._state != "new":
+            raise WorldError(f"a world starts once; this one is {self._state}")
+        try:
+            await self._astart()
+        except BaseException:
+            await self._astop()
+            raise
+        return self
+
+    async def astop(self) -> None:
+        if self._thread is not None:
+            raise WorldError("this world runs on its own thread: use world.stop()")
+        await self._astop()
+
+    async def __aenter__(self) -> World:
+        return await self.astart()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.astop()
+
+    # -- the work ------------------------------------------------------------
+
+    async def _astart(self) -> None:
+        self._state = "running"
+        self.ca = CertAuthority()
+        for attempt in range(_BIND_ATTEMPTS):
+            subnet = self.requested_subnet or _random_subnet()
+            try:
+                self._bind(subnet)
+                break
+            except OSError as exc:
+                self._release_sockets()
+                if exc.errno != errno.EADDRINUSE:
+                    raise WorldError(f"cannot bind on {subnet}.0/24: {exc.strerror or exc}") from exc
+                if self.requested_subnet or attempt == _BIND_ATTEMPTS - 1 or self.requested_port:
+                    what = f"port {self.requested_port}" if self.requested_port else "a port"
+                    raise PortInUse(
+                        f"{what} is already in use on {subnet}.x ({exc.strerror}); "
+                        "choose another port, or 0 for an ephemeral one"
+                    ) from exc
+        self.dns = FakeDNS(
+            self.spec,
+            host=self.dns_host,
+            port=self.requested_dns_port,
+            address_of=self.address_of,
+            events=self.events,
+            allow_non_loopback=self.allow_non_loopback,
+        )
+        try:
+            await self.dns.start()
+        except OSError as exc:
+            raise PortInUse(
+                f"DNS port {self.requested_dns_port} on {self.dns_host} is in use ({exc.strerror})"
+            ) from exc
+        self.dns_port = self.dns.port
+        for server, sock in self._pending:
+            await server.start(sock)
+        self._pending = []
+
+    def _bind(self, subnet: str) -> None:
+        """Bind every host at subnet.N on one shared port (sockets only; no loop work)."""
+        self.subnet = subnet
+        self.dns_host = self.requested_dns_host or f"{subnet}.1"
+        port = self.requested_port
+        self.hosts = {}
+        self._pending = []
+        for i, host in enumerate(self.spec.hosts):
+            address = f"{subnet}.{i + 2}"
+            sock = bind_socket(address, port)
+            self._reserved.append(sock)
+            port = sock.getsockname()[1]
+            self.hosts[host.name] = address
+            if host.kind == "refuse":
+                self._endpoints.append(RefuseEndpoint(sock))
+            elif host.kind == "blackhole":
+                self._endpoints.append(BlackholeEndpoint(sock))
+            else:
+                server = HostServer(
+                    host,
+                    address,
+                    recorder=self.recorder,
+                    contexts=self._server_context,
+                    handshake_timeout=self.handshake_timeout,
+                    idle_timeout=self.idle_timeout,
+                )
+                self._servers.append(server)
+                self._pending.append((server, sock))
+        if not self.spec.hosts:
+            # Nothing listens, but the world still owns its port (clients are told it).
+            sock = bind_socket(self.dns_host, port)
+            self._reserved.append(sock)
+            port = sock.getsockname()[1]
+        self.port = port
+
+    def _server_context(self, name: str, kind: str, broken: bool) -> ssl.SSLContext:
+        assert self.ca is not None
+        return self.ca.server_context(name, kind, broken=broken)  # type: ignore[arg-type]
+
+    def _release_sockets(self) -> None:
+        for ep in self._endpoints:
+            ep.close()
+        for sock in self._reserved:
+            sock.close()
+        self._endpoints, self._reserved, self._servers, self._pending = [], [], [], []
+
+    async def _astop(self) -> None:
+        if self._state == "stopped":
+            return
+        self._state = "stopped"
+        for server in self._servers:
+            await server.stop()
+        if self.dns is not None:
+            await self.dns.stop()
+        self._release_sockets()
+        # Let connection_lost callbacks and cancelled handlers run to their end.
+        for _ in range(3):
+            await asyncio.sleep(0)
+        if self.ca is not None:
+            self.ca.close()
