@@ -55,7 +55,10 @@ def _code_choices() -> list[str]:
 
 def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
     cat = _catalogue()
-    items = cat.select(code=args.code) if args.code else list(cat.load_catalogue().values())
+    try:
+        items = cat.select(code=args.code) if args.code else list(cat.load_catalogue().values())
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if args.code and not items:
         raise UsageError(f"no scenario has code {args.code!r}; codes: {', '.join(_code_choices())}")
     if args.json:
@@ -96,7 +99,9 @@ def describe_world(scenario: Any) -> list[str]:
                 bits.append(f"greeting='{plan.greeting.line()}'")
             bits += [f"{cmd} -> '{r.line()}'" for cmd, r in plan.replies.items()]
             if plan.close_at:
-                extra = f" after {plan.close_at.after_bytes} bytes" if plan.close_at.point == "in_data" else ""
+                extra = (
+                    f" after {plan.close_at.after_bytes} bytes" if plan.close_at.point == "in_data" else ""
+                )
                 bits.append(f"cut {plan.close_at.how.upper()} at {plan.close_at.point}{extra}")
             if plan.delays_ms:
                 bits.append("delays " + ", ".join(f"{k}={v}ms" for k, v in plan.delays_ms.items()))
@@ -126,15 +131,19 @@ def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
     head = f"{s.id}: {s.title[lang]}"
     w = out.write
     w(head + "\n" + "=" * len(head) + "\n\n")
-    label = {"en": ("Cause", "Fix", "Expected codes", "World", "Target"),
-             "fr": ("Cause", "Correction", "Codes attendus", "Monde", "Cible")}[lang]
+    label = {
+        "en": ("Cause", "Fix", "Expected codes", "World", "Target"),
+        "fr": ("Cause", "Correction", "Codes attendus", "Monde", "Cible"),
+    }[lang]
     w(f"{label[0]}:\n{_wrap(s.cause[lang])}\n\n{label[1]}:\n{_wrap(s.fix[lang])}\n\n")
     w(f"{label[2]}:\n")
     for profile in ("eop", "eop-observed", "rfc3463", "postfix"):
         w(f"  {profile:<13} {s.code_for(profile)}\n")
     w(f"\n{label[4]}:\n")
-    w(f"  smart_host   {t.smart_host or '(none: MX lookup of ' + t.mail_domain + ')'}"
-      f"{' (by IP)' if t.connect_by_ip else ''}\n")
+    w(
+        f"  smart_host   {t.smart_host or '(none: MX lookup of ' + t.mail_domain + ')'}"
+        f"{' (by IP)' if t.connect_by_ip else ''}\n"
+    )
     w(f"  mail_domain  {t.mail_domain}\n  require_tls  {str(t.require_tls).lower()}\n")
     w(f"  mail_from    {t.mail_from}\n  rcpt_to      {', '.join(t.rcpt_to)}\n")
     w(f"\n{label[3]}:\n")
@@ -182,10 +191,14 @@ def _human_serve(info: dict[str, Any], scenario: Any, out: TextIO) -> None:
     w(f"  DNS                                {info['dns_host']}:{info['dns_port']} (udp+tcp)\n")
     w(f"  CA file                            {info['ca_file']}\n")
     target = info["smart_host"] or f"MX of {info['mail_domain']}"
-    w(f"  deliver to {target}, from {info['mail_from']} to {', '.join(info['rcpt_to'])}"
-      f"{', TLS required' if info['require_tls'] else ''}\n")
-    w(f"  check DNS: dig @{info['dns_host']} -p {info['dns_port']} "
-      f"{info['smart_host'] or info['mail_domain']} {'A' if info['smart_host'] else 'MX'}\n")
+    w(
+        f"  deliver to {target}, from {info['mail_from']} to {', '.join(info['rcpt_to'])}"
+        f"{', TLS required' if info['require_tls'] else ''}\n"
+    )
+    w(
+        f"  check DNS: dig @{info['dns_host']} -p {info['dns_port']} "
+        f"{info['smart_host'] or info['mail_domain']} {'A' if info['smart_host'] else 'MX'}\n"
+    )
     w("Press Ctrl-C to stop.\n")
     out.flush()
 
@@ -236,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("list", help="list the scenarios of the catalogue")
     pl.add_argument("--json", action="store_true", help="print a JSON array of {id, code, title, ...}")
-    pl.add_argument("--code", metavar="CODE", help="only scenarios of this class (e.g. 4.4.317, other, success)")
+    pl.add_argument(
+        "--code", metavar="CODE", help="only scenarios of this class (e.g. 4.4.317, other, success)"
+    )
     pl.add_argument("--lang", choices=LANGS, default="en", help="language of the titles (default: en)")
 
     ps = sub.add_parser("show", help="explain one scenario: cause, fix, world and expected codes")
@@ -250,14 +265,22 @@ def build_parser() -> argparse.ArgumentParser:
         "to reach it, and serve until SIGINT or SIGTERM; then stop cleanly and exit 0.",
     )
     pv.add_argument("id", metavar="ID", help="scenario id (see 'mailfakes list')")
-    pv.add_argument("--port", type=_port, default=0, help="SMTP port shared by all hosts (default: ephemeral)")
-    pv.add_argument("--json", action="store_true",
-                    help="print exactly one JSON line on stdout once ready; human output goes to stderr")
+    pv.add_argument(
+        "--port", type=_port, default=0, help="SMTP port shared by all hosts (default: ephemeral)"
+    )
+    pv.add_argument(
+        "--json",
+        action="store_true",
+        help="print exactly one JSON line on stdout once ready; human output goes to stderr",
+    )
     pv.add_argument("--dns-port", type=_port, default=0, help="DNS port, UDP and TCP (default: ephemeral)")
     pv.add_argument("--dns-host", metavar="ADDR", help="DNS address (default: the world's 127.A.B.1)")
     pv.add_argument("--subnet", metavar="127.A.B", help="put hosts at 127.A.B.2, .3, ... (default: random)")
-    pv.add_argument("--allow-non-loopback", action="store_true",
-                    help="allow a non-loopback --subnet/--dns-host (only inside a network namespace of yours)")
+    pv.add_argument(
+        "--allow-non-loopback",
+        action="store_true",
+        help="allow a non-loopback --subnet/--dns-host (only inside a network namespace of yours)",
+    )
     return p
 
 
@@ -265,7 +288,9 @@ def _port(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid port {text!r}: expected a number from 0 to 65535") from None
+        raise argparse.ArgumentTypeError(
+            f"invalid port {text!r}: expected a number from 0 to 65535"
+        ) from None
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"invalid port {value}: expected a number from 0 to 65535")
     return value

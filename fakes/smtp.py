@@ -17,7 +17,7 @@ import functools
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
@@ -61,7 +61,7 @@ class _Handler:
         return self.proto.exception(error)
 
 
-class FaultySMTP(SMTP):  # type: ignore[misc]
+class FaultySMTP(SMTP):
     """An aiosmtpd session that follows a :class:`SmtpPlan`."""
 
     def __init__(
@@ -248,7 +248,10 @@ class FaultySMTP(SMTP):  # type: ignore[misc]
                 )
             )
             self.host.recorder.events.emit(
-                "message", self.host.spec.name, f"message kept ({len(content)} bytes)", session=self.t.session_id
+                "message",
+                self.host.spec.name,
+                f"message kept ({len(content)} bytes)",
+                session=self.t.session_id,
             )
         if cut_now:
             assert ca is not None
@@ -332,7 +335,7 @@ class ImplicitTLSGate(asyncio.Protocol):
                 server_side=True,
                 ssl_handshake_timeout=self.host.handshake_timeout,
             )
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             self.host.connections.discard(raw)
             self.host.tls_failed(self.t, exc)
             self.host.closed(self.t, None)
@@ -374,6 +377,8 @@ class HostServer:
         self.server: asyncio.Server | None = None
 
     async def start(self, sock: socket.socket) -> None:
+        if self.spec.kind == "smtp" and self.spec.smtp.uses_tls:
+            self._context(self.spec.smtp)  # certificates are part of "ready"
         sock.listen(128)
         sock.setblocking(False)
         self.server = await asyncio.get_running_loop().create_server(self.make_protocol, sock=sock)
@@ -382,7 +387,7 @@ class HostServer:
         if self.server is not None:
             self.server.close()
         for transport in list(self.connections):
-            transport.abort()
+            cast(asyncio.Transport, transport).abort()
         self.connections.clear()
         if self.server is not None:
             await self.server.wait_closed()
@@ -404,7 +409,9 @@ class HostServer:
         if kind == "silent":
             t.add("*", "fault: the server accepts and never speaks")
             return SilentProtocol(self.connections, functools.partial(self.closed, t))
-        if kind == "close_on_accept" or (plan.close_at is not None and plan.close_at.point == "before_greeting"):
+        if kind == "close_on_accept" or (
+            plan.close_at is not None and plan.close_at.point == "before_greeting"
+        ):
             how = spec.close if kind == "close_on_accept" else plan.close_at.how  # type: ignore[union-attr]
             t.add("*", f"fault: connection cut with {how.upper()} before the greeting")
             t.ended_by = f"server-{how}"
@@ -419,7 +426,9 @@ class HostServer:
     def closed(self, t: Transcript, error: BaseException | None) -> None:
         if t.ended_by is None:
             t.ended_by = "client"
-        self.recorder.events.emit("close", self.spec.name, f"connection closed ({t.ended_by})", session=t.session_id)
+        self.recorder.events.emit(
+            "close", self.spec.name, f"connection closed ({t.ended_by})", session=t.session_id
+        )
 
     def tls_done(self, t: Transcript, transport: Any, plan: SmtpPlan) -> None:
         ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
@@ -428,7 +437,9 @@ class HostServer:
             # The client finished a handshake on a bad certificate: it did not verify.
             t.client_verified = False
         t.add("*", f"TLS established ({t.tls_version}, certificate {plan.cert})")
-        self.recorder.events.emit("tls", self.spec.name, f"TLS established ({t.tls_version})", session=t.session_id)
+        self.recorder.events.emit(
+            "tls", self.spec.name, f"TLS established ({t.tls_version})", session=t.session_id
+        )
 
     def tls_failed(self, t: Transcript, exc: BaseException | None) -> None:
         reason = tls_failure_reason(exc)
@@ -436,5 +447,6 @@ class HostServer:
         if any(alert in reason.upper() for alert in CERT_REJECTION_ALERTS):
             t.client_verified = True
         t.add("*", f"TLS handshake failed: {reason}")
-        self.recorder.events.emit("tls", self.spec.name, f"TLS handshake failed: {reason}", session=t.session_id)
-
+        self.recorder.events.emit(
+            "tls", self.spec.name, f"TLS handshake failed: {reason}", session=t.session_id
+        )

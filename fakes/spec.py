@@ -33,9 +33,7 @@ CertKind = Literal[
     "self_signed",
     "missing_intermediate",
 ]
-Command = Literal[
-    "EHLO", "HELO", "MAIL", "RCPT", "DATA", "DATA_END", "STARTTLS", "RSET", "QUIT", "NOOP"
-]
+Command = Literal["EHLO", "HELO", "MAIL", "RCPT", "DATA", "DATA_END", "STARTTLS", "RSET", "QUIT", "NOOP"]
 ClosePoint = Literal[
     "before_greeting",  # accept, then close without a word
     "after_greeting",  # send the greeting, then close
@@ -65,6 +63,9 @@ DELAY_KEYS: Final = ("GREETING", "*", *COMMANDS)
 SCHEDULABLE_KINDS: Final = ("smtp", "silent", "close_on_accept")
 
 
+UNKNOWN_KEY: Final = object()  # the "value" of a key nobody expects
+
+
 class SpecError(ValueError):
     """A bad value in a world spec or scenario file.
 
@@ -77,7 +78,13 @@ class SpecError(ValueError):
         self.key = key
         self.value = value
         self.expected = expected
-        super().__init__(f"{where}: {key}: {value!r} is not valid; expected {expected}")
+        if value is None:
+            shown = "missing"
+        elif value is UNKNOWN_KEY:
+            shown = "unknown key"
+        else:
+            shown = f"{value!r} is not valid"
+        super().__init__(f"{where}: {key}: {shown}; expected {expected}")
 
 
 @dataclass(frozen=True)
@@ -235,7 +242,8 @@ class Table:
         self.used: set[str] = set()
 
     def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
+        shown = f'"{name}"' if "." in name or " " in name else name
+        return f"{self.path}.{shown}" if self.path else shown
 
     def fail(self, name: str, value: object, expected: str) -> SpecError:
         return SpecError(self.where, self.key(name), value, expected)
@@ -247,7 +255,7 @@ class Table:
         self.used.add(name)
         return self.data.get(name)
 
-    def str(self, name: str, default: str | None = None, *, required: bool = False) -> str:
+    def string(self, name: str, default: str | None = None, *, required: bool = False) -> str:
         if name not in self.data:
             if required or default is None:
                 raise self.fail(name, None, "a string (this key is required)")
@@ -257,10 +265,10 @@ class Table:
             raise self.fail(name, value, "a non-empty string")
         return value
 
-    def opt_str(self, name: str) -> str | None:
-        return self.str(name) if name in self.data else None
+    def opt_string(self, name: str) -> str | None:
+        return self.string(name) if name in self.data else None
 
-    def int(self, name: str, default: int, *, lo: int = 0, hi: int = 2**31) -> int:
+    def integer(self, name: str, default: int, *, lo: int = 0, hi: int = 2**31) -> int:
         if name not in self.data:
             return default
         value = self.raw(name)
@@ -268,7 +276,7 @@ class Table:
             raise self.fail(name, value, f"an integer from {lo} to {hi}")
         return value
 
-    def bool(self, name: str, default: bool) -> bool:
+    def boolean(self, name: str, default: bool) -> bool:
         if name not in self.data:
             return default
         value = self.raw(name)
@@ -298,7 +306,7 @@ class Table:
             raise self.fail(name, value, "an array of tables ([[...]])")
         return [Table(v, self.where, f"{self.key(name)}[{i}]") for i, v in enumerate(value)]
 
-    def str_list(self, name: str) -> list[str]:
+    def string_list(self, name: str) -> list[str]:
         if name not in self.data:
             return []
         value = self.raw(name)
@@ -314,13 +322,13 @@ class Table:
         for k in self.data:
             if k not in known:
                 expected = "one of " + ", ".join(sorted(known)) if known else "no keys here"
-                raise SpecError(self.where, self.key(k), "(unknown key)", expected)
+                raise SpecError(self.where, self.key(k), UNKNOWN_KEY, expected)
 
 
-_ENHANCED_HINT = "an enhanced status code like 4.3.2 (class 2, 4 or 5)"
+ENHANCED_HINT = "an enhanced status code like 4.3.2 (class 2, 4 or 5)"
 
 
-def _enhanced_ok(value: str) -> bool:
+def enhanced_ok(value: str) -> bool:
     parts = value.split(".")
     return (
         len(parts) == 3
@@ -330,19 +338,19 @@ def _enhanced_ok(value: str) -> bool:
 
 
 def parse_reply(t: Table) -> Reply:
-    code = t.int("code", -1, lo=200, hi=599)
+    code = t.integer("code", -1, lo=200, hi=599)
     if code < 0:
         raise t.fail("code", None, "an SMTP reply code from 200 to 599 (required)")
-    enhanced = t.opt_str("enhanced")
-    if enhanced is not None and not _enhanced_ok(enhanced):
-        raise t.fail("enhanced", enhanced, _ENHANCED_HINT)
+    enhanced = t.opt_string("enhanced")
+    if enhanced is not None and not enhanced_ok(enhanced):
+        raise t.fail("enhanced", enhanced, ENHANCED_HINT)
     if enhanced is not None and enhanced[0] != str(code)[0]:
         raise t.fail("enhanced", enhanced, f"a code of the same class as {code}")
-    text = t.str("text", "")
+    text = t.string("text", "")
     if "\r" in text or "\n" in text:
         raise t.fail("text", text, "one line of text")
     close = t.choice("close", CLOSE_HOWS, "") if t.has("close") else None
-    t.done()
+    t.done(("code", "enhanced", "text", "close"))
     return Reply(code=code, text=text, enhanced=enhanced, close=close)  # type: ignore[arg-type]
 
 
@@ -354,7 +362,7 @@ def parse_smtp_plan(t: Table) -> SmtpPlan:
     rt = t.table("replies")
     for cmd in list(rt.data):
         if cmd not in COMMANDS:
-            raise rt.fail(cmd, "(unknown command)", "one of " + ", ".join(COMMANDS))
+            raise rt.fail(cmd, UNKNOWN_KEY, "one of " + ", ".join(COMMANDS))
         replies[cmd] = parse_reply(rt.table(cmd))
     rt.done()
     close_at = None
@@ -362,21 +370,21 @@ def parse_smtp_plan(t: Table) -> SmtpPlan:
         ct = t.table("close_at")
         point = ct.choice("point", CLOSE_POINTS)
         how = ct.choice("how", CLOSE_HOWS, "fin")
-        after_bytes = ct.int("after_bytes", 0, lo=0, hi=10**9)
+        after_bytes = ct.integer("after_bytes", 0, lo=0, hi=10**9)
         if after_bytes and point != "in_data":
             raise ct.fail("after_bytes", after_bytes, "no after_bytes unless point is in_data")
-        ct.done()
+        ct.done(("point", "how", "after_bytes"))
         close_at = CloseAt(point=point, how=how, after_bytes=after_bytes)  # type: ignore[arg-type]
         if point == "after_starttls" and tls not in ("starttls",):
             raise t.fail("close_at.point", point, "after_starttls only with tls = starttls")
     delays: dict[str, int] = {}
     if t.has("delay_ms"):
-        delays["*"] = t.int("delay_ms", 0, lo=0, hi=600_000)
+        delays["*"] = t.integer("delay_ms", 0, lo=0, hi=600_000)
     dt = t.table("delays_ms")
     for point in list(dt.data):
         if point not in DELAY_KEYS:
-            raise dt.fail(point, "(unknown point)", "one of " + ", ".join(DELAY_KEYS))
-        delays[point] = dt.int(point, 0, lo=0, hi=600_000)
+            raise dt.fail(point, UNKNOWN_KEY, "one of " + ", ".join(DELAY_KEYS))
+        delays[point] = dt.integer(point, 0, lo=0, hi=600_000)
     dt.done()
     if cert != "valid" and tls == "none":
         raise t.fail("cert", cert, "no certificate fault when tls = none")
@@ -395,7 +403,7 @@ _SMTP_KEYS: Final = ("tls", "cert", "greeting", "replies", "close_at", "delay_ms
 
 def parse_host(name: str, t: Table) -> HostSpec:
     kind = t.choice("kind", HOST_KINDS, "smtp")
-    a_record = t.bool("a_record", True)
+    a_record = t.boolean("a_record", True)
     close = t.choice("close", CLOSE_HOWS, "fin")
     if t.has("close") and kind != "close_on_accept":
         raise t.fail("close", t.data["close"], "no close unless kind = close_on_accept")
@@ -413,12 +421,12 @@ def parse_host(name: str, t: Table) -> HostSpec:
                 "schedule", t.data["schedule"], "a schedule only on kinds " + ", ".join(SCHEDULABLE_KINDS)
             )
         st = t.table("schedule")
-        n = st.int("fail_first", 0, lo=1, hi=10**6)
+        n = st.integer("fail_first", 0, lo=1, hi=10**6)
         if n == 0:
             raise st.fail("fail_first", None, "a number of sessions from 1 (required)")
-        st.done()
+        st.done(("fail_first",))
         schedule = Schedule(fail_first=n)
-    t.done()
+    t.done(("kind", "a_record", "close", "schedule", *_SMTP_KEYS))
     return HostSpec(
         name=name,
         kind=kind,  # type: ignore[arg-type]
@@ -429,7 +437,7 @@ def parse_host(name: str, t: Table) -> HostSpec:
     )
 
 
-def _check_name(t: Table, key: str, name: str, zone: str) -> str:
+def check_name(t: Table, key: str, name: str, zone: str) -> str:
     norm = normalize_name(name)
     labels = norm.split(".")
     if not norm or any(not lab or len(lab) > 63 for lab in labels) or " " in norm:
@@ -447,12 +455,12 @@ def _is_loopback(value: str) -> bool:
 
 
 def parse_record(t: Table, zone: str, host_names: set[str]) -> Record:
-    name = _check_name(t, "name", t.str("name", required=True), zone)
+    name = check_name(t, "name", t.string("name", required=True), zone)
     rtype = t.choice("type", RECORD_TYPES)
-    value = t.str("value", required=True)
-    priority = t.int("priority", 10, lo=0, hi=65535)
-    ttl = t.int("ttl", 300, lo=0, hi=2**31 - 1)
-    t.done()
+    value = t.string("value", required=True)
+    priority = t.integer("priority", 10, lo=0, hi=65535)
+    ttl = t.integer("ttl", 300, lo=0, hi=2**31 - 1)
+    t.done(("name", "type", "value", "priority", "ttl"))
     if rtype == "A":
         if normalize_name(value) in host_names:
             value = normalize_name(value)
@@ -474,19 +482,19 @@ def parse_record(t: Table, zone: str, host_names: set[str]) -> Record:
 
 
 def parse_dns_fault(t: Table, zone: str) -> DnsFault:
-    name = _check_name(t, "name", t.str("name", required=True), zone)
+    name = check_name(t, "name", t.string("name", required=True), zone)
     fault = t.choice("fault", DNS_FAULT_KINDS)
-    types = t.str_list("types")
+    types = t.string_list("types")
     for ty in types:
         if ty not in RECORD_TYPES:
             raise t.fail("types", ty, "record types among " + ", ".join(RECORD_TYPES))
-    delay_ms = t.int("delay_ms", 0, lo=0, hi=600_000)
+    delay_ms = t.integer("delay_ms", 0, lo=0, hi=600_000)
     if fault == "delay" and delay_ms == 0:
         raise t.fail("delay_ms", None, "a delay in milliseconds from 1 (required for fault = delay)")
     tcp = t.choice("tcp", TCP_FALLBACKS, "answer")
     if t.has("tcp") and fault != "truncate":
         raise t.fail("tcp", tcp, "no tcp setting unless fault = truncate")
-    t.done()
+    t.done(("name", "fault", "types", "delay_ms", "tcp"))
     return DnsFault(
         name=name,
         fault=fault,  # type: ignore[arg-type]
@@ -502,11 +510,11 @@ def parse_world(data: Mapping[str, Any], where: str = "<world>", path: str = "")
     Raises SpecError naming ``where`` and the dotted key of the first bad value.
     """
     t = Table(data, where, path)
-    zone = normalize_name(t.str("zone", "test"))
+    zone = normalize_name(t.string("zone", "test"))
     ht = t.table("hosts")
     hosts = []
     for name in list(ht.data):
-        norm = _check_name(ht, name, name, zone)
+        norm = check_name(ht, name, name, zone)
         hosts.append(parse_host(norm, ht.table(name)))
     ht.done()
     host_names = {h.name for h in hosts}
@@ -514,5 +522,5 @@ def parse_world(data: Mapping[str, Any], where: str = "<world>", path: str = "")
         raise t.fail("hosts", sorted(h.name for h in hosts), "each host name once")
     records = tuple(parse_record(r, zone, host_names) for r in t.tables("records"))
     faults = tuple(parse_dns_fault(f, zone) for f in t.tables("dns_faults"))
-    t.done()
+    t.done(("zone", "hosts", "records", "dns_faults"))
     return WorldSpec(zone=zone, records=records, hosts=tuple(hosts), dns_faults=faults)

@@ -192,7 +192,9 @@ class World:
         loop = asyncio.new_event_loop()
         loop.set_exception_handler(self._loop_exception)
         ready = threading.Event()
-        thread = threading.Thread(target=self._run_loop, args=(loop, ready), name="mailfakes-world", daemon=True)
+        thread = threading.Thread(
+            target=self._run_loop, args=(loop, ready), name="mailfakes-world", daemon=True
+        )
         thread.start()
         ready.wait(timeout)
         self._loop, self._thread = loop, thread

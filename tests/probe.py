@@ -111,23 +111,34 @@ class RawSMTP:
         self.sock.close()
 
 
-def connect_outcome(ip: str, port: int, timeout: float = 0.5) -> str:
-    """'connected', 'refused' or 'timeout' for a bare TCP connect."""
+def open_connection(ip: str, port: int, timeout: float = 0.5) -> tuple[socket.socket | None, str]:
+    """A TCP connect: (socket, 'connected'), or (None, 'refused' | 'timeout' | 'reset')."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         sock.connect((ip, port))
-        return "connected"
+        return sock, "connected"
     except ConnectionRefusedError:
-        return "refused"
+        outcome = "refused"
     except TimeoutError:
-        return "timeout"
+        outcome = "timeout"
+    except ConnectionResetError:  # accepted, then reset before connect() returned
+        outcome = "reset"
     except OSError as exc:
-        if exc.errno == errno.ECONNREFUSED:
-            return "refused"
-        raise
-    finally:
         sock.close()
+        if exc.errno == errno.ECONNREFUSED:
+            return None, "refused"
+        raise
+    sock.close()
+    return None, outcome
+
+
+def connect_outcome(ip: str, port: int, timeout: float = 0.5) -> str:
+    """'connected', 'refused', 'timeout' or 'reset' for a bare TCP connect."""
+    sock, outcome = open_connection(ip, port, timeout)
+    if sock is not None:
+        sock.close()
+    return outcome
 
 
 def dns_query(
@@ -160,7 +171,9 @@ def resolve_a(server: str, port: int, name: str, timeout: float = 0.5) -> Resolu
     return Resolution(rcode, addrs)
 
 
-def resolve_mx(server: str, port: int, domain: str, timeout: float = 0.5) -> tuple[str, list[tuple[int, str]]]:
+def resolve_mx(
+    server: str, port: int, domain: str, timeout: float = 0.5
+) -> tuple[str, list[tuple[int, str]]]:
     try:
         resp = dns_query(server, port, domain, "MX", timeout=timeout)
     except dns.exception.Timeout:

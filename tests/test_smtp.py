@@ -64,7 +64,9 @@ def test_default_host_accepts_and_keeps_the_message_with_its_envelope(make_world
 
 
 def test_421_greeting_is_followed_by_close(make_world):
-    world, ip, port = one_host(make_world, greeting={"code": 421, "enhanced": "4.3.2", "text": "Service not available"})
+    world, ip, port = one_host(
+        make_world, greeting={"code": 421, "enhanced": "4.3.2", "text": "Service not available"}
+    )
     c = RawSMTP.connect(ip, port)
     assert c.reply().lines == ["421 4.3.2 Service not available"]
     assert c.wait_closed() == "fin"
@@ -73,7 +75,7 @@ def test_421_greeting_is_followed_by_close(make_world):
 
 
 def test_greeting_with_any_code_and_text_keeps_the_session_open(make_world):
-    world, ip, port = one_host(make_world, greeting={"code": 220, "text": "*****************"})
+    _world, ip, port = one_host(make_world, greeting={"code": 220, "text": "*****************"})
     c = RawSMTP.connect(ip, port)
     assert c.reply().lines == ["220 *****************"]
     assert c.cmd("EHLO client.test").code == 250
@@ -105,7 +107,9 @@ def test_reply_override_for_each_command(make_world, command):
 
 
 def test_reply_override_then_close_with_rst(make_world):
-    world, ip, port = one_host(make_world, replies={"EHLO": {"code": 421, "enhanced": "4.7.0", "text": "go away", "close": "rst"}})
+    _world, ip, port = one_host(
+        make_world, replies={"EHLO": {"code": 421, "enhanced": "4.7.0", "text": "go away", "close": "rst"}}
+    )
     c = RawSMTP.connect(ip, port)
     c.reply()
     c.send("EHLO client.test")
@@ -227,7 +231,9 @@ def test_abrupt_close_after_starttls(make_world, how):
 
 
 def test_close_in_the_middle_of_data_after_n_bytes(make_world):
-    world, ip, port = one_host(make_world, tls="none", close_at={"point": "in_data", "after_bytes": 100, "how": "rst"})
+    world, ip, port = one_host(
+        make_world, tls="none", close_at={"point": "in_data", "after_bytes": 100, "how": "rst"}
+    )
     c = RawSMTP.connect(ip, port)
     c.reply()
     c.cmd("EHLO client.test")
@@ -260,7 +266,7 @@ def test_close_after_the_final_dot_keeps_the_message_unreplied(make_world):
 
 
 def test_delay_before_a_reply(make_world):
-    world, ip, port = one_host(make_world, tls="none", delays_ms={"EHLO": 300})
+    _world, ip, port = one_host(make_world, tls="none", delays_ms={"EHLO": 300})
     c = RawSMTP.connect(ip, port)
     c.reply()
     started = time.monotonic()
@@ -272,7 +278,7 @@ def test_delay_before_a_reply(make_world):
 
 
 def test_delay_before_the_greeting_makes_a_short_client_time_out(make_world):
-    world, ip, port = one_host(make_world, delay_ms=2000)
+    _world, ip, port = one_host(make_world, delay_ms=2000)
     c = RawSMTP.connect(ip, port, timeout=0.2)
     with pytest.raises(TimeoutError):
         c.reply()
@@ -295,7 +301,7 @@ def test_schedule_fails_the_first_sessions_then_behaves(make_world):
 
 
 def test_garbage_on_the_socket_gets_an_error_and_the_host_keeps_serving(make_world):
-    world, ip, port = one_host(make_world, tls="none")
+    _world, ip, port = one_host(make_world, tls="none")
     c = RawSMTP.connect(ip, port)
     c.reply()
     c.sock.sendall(b"\x00\xff\xfe garbage \x80\r\n")
@@ -308,7 +314,9 @@ def test_garbage_on_the_socket_gets_an_error_and_the_host_keeps_serving(make_wor
 
 
 def test_transcript_records_both_directions_in_order(make_world):
-    world, ip, port = one_host(make_world, tls="none", replies={"RCPT": {"code": 550, "enhanced": "5.1.1", "text": "unknown"}})
+    world, ip, port = one_host(
+        make_world, tls="none", replies={"RCPT": {"code": 550, "enhanced": "5.1.1", "text": "unknown"}}
+    )
     c = RawSMTP.connect(ip, port)
     c.reply()
     c.cmd("EHLO client.test")

@@ -1,0 +1,797 @@
+"""A fake authoritative DNS server for one world, on loopback UDP and TCP.
+
+:class:`FakeDNS` answers for the world's zone only (AA set, never recursing or
+forwarding; any other name gets REFUSED) from the records of a
+:class:`~fakes.spec.WorldSpec`, plus an A record for every host, and applies
+the spec's per-name :class:`~fakes.spec.DnsFault` values: NXDOMAIN, SERVFAIL,
+REFUSED, NODATA, silence, a truncated UDP answer and delays. Every query is
+recorded in :attr:`FakeDNS.queries` and emitted as a ``dns`` event.
+
+Malformed input: a datagram or TCP message whose 12-byte header parses and
+that is a query (QR clear) is answered FORMERR with the same id; anything
+shorter, or a packet with QR set, is ignored. Both are recorded with rcode
+``MALFORMED``. A TCP connection with bad framing (a zero length, or a length
+above :data:`MAX_TCP_MESSAGE`) is closed.
+
+The sockets are served with the loop's ``add_reader``/``add_writer`` (a
+selector loop, the default on Linux) rather than asyncio transports, so that
+``stop()`` closes every socket synchronously and leaves no accept task, timer
+or half-made connection behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from dnslib import AAAA, CNAME, EDNS0, MX, NS, QTYPE, RCODE, RR, SOA, TXT, A, DNSHeader, DNSLabel, DNSRecord
+
+from fakes.events import EventLog
+from fakes.spec import DnsFault, WorldSpec, in_zone, normalize_name
+
+__all__ = ["MAX_TCP_MESSAGE", "DnsQuery", "FakeDNS", "Transport"]
+
+Transport = Literal["udp", "tcp"]
+
+MAX_TCP_MESSAGE: Final = 4096  # largest query accepted over TCP; a bigger frame closes the connection
+MAX_TCP_OUTBOX: Final = 1 << 20  # unsent answer bytes kept for a client that does not read
+TCP_BACKLOG: Final = 128
+READ_BATCH: Final = 64  # datagrams or accepts handled per readiness callback
+MAX_CNAME_CHAIN: Final = 16  # CNAME hops followed inside the zone before giving up
+PORT_ATTEMPTS: Final = 32  # tries at finding a port free on both UDP and TCP
+UDP_PLAIN_LIMIT: Final = 512  # UDP answer size without EDNS (RFC 1035)
+UDP_EDNS_LIMIT: Final = 1232  # what we advertise and use at most with EDNS
+SOA_TTL: Final = 0  # negative answers are not cached: a world's faults change between tests
+
+_HEADER = struct.Struct("!HH")  # id, flags: the start of every DNS header
+_QR_BIT: Final = 0x8000
+_OPCODE_QUERY: Final = 0
+_CLASS_IN: Final = 1
+
+
+@dataclass(frozen=True)
+class DnsQuery:
+    """One query the server received and what it did with it.
+
+    ``rcode`` is the rcode sent (``NOERROR``, ``NXDOMAIN``, ...), ``DROPPED``
+    when nothing was sent, or ``MALFORMED`` for a packet that was not a valid
+    query. ``answers`` holds the answer section as short text such as
+    ``"A 127.0.0.2"``, ``"MX 10 mx.contoso.test"`` or ``"CNAME www.test"``.
+    """
+
+    name: str
+    qtype: str
+    transport: Transport
+    rcode: str
+    answers: tuple[str, ...] = ()
+    fault: str | None = None
+    peer: str = ""
+    delay_ms: int = 0
+    time: float = field(default_factory=time.monotonic, compare=False)
+
+
+class _WorldError(Exception):
+    """The world is wired wrong (e.g. no address for a host): a bug, answered SERVFAIL."""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    rtype: str
+    value: str
+    priority: int
+    ttl: int
+    host_ref: bool  # an A record whose value is a host's name, resolved by address_of
+
+
+@dataclass
+class _Outcome:
+    """What to send for one query (``reply`` None: send nothing)."""
+
+    reply: bytes | None
+    record: DnsQuery
+    delay: float = 0.0
+    error: str | None = None
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _peer_text(addr: Any) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host, port = addr[0], addr[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(addr)
+
+
+def _label_text(label: Any) -> str:
+    text = str(label)
+    return "." if text == "." else text.rstrip(".")
+
+
+def _txt_chunks(value: str) -> list[bytes]:
+    data = value.encode()
+    return [data[i : i + 255] for i in range(0, len(data), 255)] or [b""]
+
+
+class _Zone:
+    """The spec's records indexed by name, with the synthesized apex records."""
+
+    def __init__(self, spec: WorldSpec) -> None:
+        self.apex = normalize_name(spec.zone)
+        self.records: dict[str, list[_Entry]] = {}
+        for r in spec.records:
+            value = r.value.strip()
+            if r.type in ("MX", "CNAME") and value != ".":
+                value = normalize_name(value)
+            host_ref = r.type == "A" and not _is_ip(value)
+            if host_ref:
+                value = normalize_name(value)
+            self._add(r.name, _Entry(r.type, value, r.priority, r.ttl, host_ref))
+        for h in spec.hosts:
+            if h.a_record:
+                name = normalize_name(h.name)
+                self._add(name, _Entry("A", name, 0, 300, True))
+        self.faults: dict[str, list[DnsFault]] = {}
+        for f in spec.dns_faults:
+            self.faults.setdefault(normalize_name(f.name), []).append(f)
+        # Names that own no record but have descendants that do ("empty
+        # non-terminals") exist: they answer NODATA, not NXDOMAIN (RFC 8020).
+        self.empty_non_terminals: set[str] = set()
+        for name in self.records:
+            parts = name.split(".")
+            for i in range(1, len(parts)):
+                parent = ".".join(parts[i:])
+                if not in_zone(parent, self.apex) or parent == self.apex:
+                    break
+                self.empty_non_terminals.add(parent)
+        self.ns_name = f"ns.{self.apex}" if self.apex else "ns"
+        self.soa = SOA(
+            mname=self.ns_name + ".",
+            rname=(f"hostmaster.{self.apex}" if self.apex else "hostmaster") + ".",
+            times=(1, 3600, 600, 86400, SOA_TTL),
+        )
+
+    def _add(self, name: str, entry: _Entry) -> None:
+        entries = self.records.setdefault(normalize_name(name), [])
+        if entry not in entries:
+            entries.append(entry)
+
+    def exists(self, name: str) -> bool:
+        return name == self.apex or name in self.records or name in self.empty_non_terminals
+
+    def fault_for(self, name: str, qtype: str) -> DnsFault | None:
+        for f in self.faults.get(name, ()):
+            if f.applies_to(qtype):
+                return f
+        return None
+
+    def soa_rr(self) -> RR:
+        return RR(DNSLabel(self.apex or "."), QTYPE.SOA, rdata=self.soa, ttl=SOA_TTL)
+
+
+class _Answer:
+    """The sections of a normal (fault-free) answer."""
+
+    def __init__(self) -> None:
+        self.rcode: int = RCODE.NOERROR
+        self.rrs: list[RR] = []
+        self.texts: list[str] = []
+        self.authority: list[RR] = []
+
+
+class FakeDNS:
+    """An authoritative DNS server for ``spec.zone`` on loopback UDP and TCP.
+
+    ``address_of(host_name)`` gives the loopback IPv4 address of a world host;
+    it is called at query time for every A record whose value is a host name
+    and for the automatic A record of each host with ``a_record=True``. Without
+    it such a query is a wiring bug: it is answered SERVFAIL and an ``error``
+    event is emitted.
+
+    ``start()`` and ``stop()`` run on the server's event loop; ``queries`` and
+    ``reset()`` may be used from any thread.
+    """
+
+    def __init__(
+        self,
+        spec: WorldSpec,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        address_of: Callable[[str], str] | None = None,
+        events: EventLog | None = None,
+        allow_non_loopback: bool = False,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.address_of = address_of
+        self.events = events
+        self.allow_non_loopback = allow_non_loopback
+        self.queries: list[DnsQuery] = []
+        self._spec = spec
+        self._zone = _Zone(spec)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._udp: socket.socket | None = None
+        self._tcp: socket.socket | None = None
+        self._conns: set[_TcpConn] = set()
+        self._timers: set[asyncio.TimerHandle] = set()
+
+    # ------------------------------------------------------------------
+    # Life cycle
+
+    @property
+    def spec(self) -> WorldSpec:
+        return self._spec
+
+    def set_spec(self, spec: WorldSpec) -> None:
+        """Serve another world from now on (same sockets); cheap, for per-test worlds."""
+        zone = _Zone(spec)
+        self._spec, self._zone = spec, zone
+
+    @property
+    def running(self) -> bool:
+        return self._udp is not None
+
+    def reset(self) -> None:
+        """Forget the recorded queries (between tests)."""
+        self.queries.clear()
+
+    async def start(self, *, allow_non_loopback: bool | None = None) -> None:
+        """Bind UDP and TCP on ``(host, port)``; port 0 picks one free on both.
+
+        Raises ValueError for a host that is not a loopback IP literal, unless
+        ``allow_non_loopback`` (here or in the constructor) is True.
+        """
+        if self._udp is not None:
+            raise RuntimeError("FakeDNS is already running")
+        allow = self.allow_non_loopback if allow_non_loopback is None else allow_non_loopback
+        try:
+            ip = ipaddress.ip_address(self.host)
+        except ValueError:
+            raise ValueError(
+                f"FakeDNS host {self.host!r} is not an IP address; give a loopback literal such as "
+                "127.0.0.1 or ::1 (the fake does no name lookups)"
+            ) from None
+        if not ip.is_loopback and not allow:
+            raise ValueError(
+                f"refusing to bind FakeDNS on {self.host}: it is not a loopback address, so DNS "
+                "traffic would leave the machine; use 127.0.0.0/8 or ::1, or pass "
+                "allow_non_loopback=True if you really mean it"
+            )
+        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        udp_sock, tcp_sock = self._bind_pair(family)
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_reader(udp_sock.fileno(), self._udp_readable)
+            loop.add_reader(tcp_sock.fileno(), self._accept)
+        except BaseException:
+            loop.remove_reader(udp_sock.fileno())
+            loop.remove_reader(tcp_sock.fileno())
+            udp_sock.close()
+            tcp_sock.close()
+            raise
+        self._loop, self._udp, self._tcp = loop, udp_sock, tcp_sock
+
+    def _bind_pair(self, family: socket.AddressFamily) -> tuple[socket.socket, socket.socket]:
+        attempts = PORT_ATTEMPTS if self.port == 0 else 1
+        for attempt in range(attempts):
+            udp = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                udp.setblocking(False)
+                udp.bind((self.host, self.port))
+                port = int(udp.getsockname()[1])
+            except BaseException:
+                udp.close()
+                raise
+            tcp = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                tcp.setblocking(False)
+                # Lets a restarted server rebind while old connections sit in
+                # TIME_WAIT; Linux still refuses a port another socket listens on.
+                tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                tcp.bind((self.host, port))
+                tcp.listen(TCP_BACKLOG)
+            except OSError as exc:
+                tcp.close()
+                udp.close()
+                if exc.errno == errno.EADDRINUSE and attempt + 1 < attempts:
+                    continue
+                raise
+            except BaseException:
+                tcp.close()
+                udp.close()
+                raise
+            self.port = port
+            return udp, tcp
+        raise OSError(errno.EADDRINUSE, "no port free on both UDP and TCP")  # pragma: no cover
+
+    async def stop(self) -> None:
+        """Close every socket and connection and cancel delayed answers; idempotent.
+
+        Everything is closed before this returns: no callback or task is left.
+        """
+        self.close()
+
+    def close(self) -> None:
+        """Synchronous :meth:`stop`; call it on the server's loop thread."""
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        for conn in list(self._conns):
+            conn.close()
+        loop = self._loop
+        for sock in (self._udp, self._tcp):
+            if sock is not None:
+                if loop is not None and sock.fileno() >= 0:
+                    loop.remove_reader(sock.fileno())
+                sock.close()
+        self._udp = self._tcp = None
+        self._loop = None
+
+    async def __aenter__(self) -> FakeDNS:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------
+    # Receiving and sending
+
+    def _schedule(self, delay: float, fn: Callable[[], None]) -> None:
+        if delay <= 0:
+            fn()
+            return
+        assert self._loop is not None
+        holder: list[asyncio.TimerHandle] = []
+
+        def fire() -> None:
+            self._timers.discard(holder[0])
+            fn()
+
+        handle = self._loop.call_later(delay, fire)
+        holder.append(handle)
+        self._timers.add(handle)
+
+    def _udp_readable(self) -> None:
+        sock = self._udp
+        for _ in range(READ_BATCH):
+            if sock is None or sock is not self._udp:
+                return
+            try:
+                data, addr = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue  # e.g. a queued ICMP error; the next datagram is fine
+            self._on_udp(data, addr, sock)
+
+    def _on_udp(self, data: bytes, addr: Any, sock: socket.socket) -> None:
+        outcome = self._process(data, "udp", addr)
+        reply = outcome.reply
+        if reply is None:
+            return
+
+        def send() -> None:
+            if sock is self._udp:
+                with contextlib.suppress(OSError):  # a full buffer loses a datagram, as UDP may
+                    sock.sendto(reply, addr)
+
+        self._schedule(outcome.delay, send)
+
+    def _accept(self) -> None:
+        listener, loop = self._tcp, self._loop
+        for _ in range(READ_BATCH):
+            if listener is None or loop is None or listener is not self._tcp:
+                return
+            try:
+                sock, addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue  # the client reset before we accepted (ECONNABORTED) and the like
+            sock.setblocking(False)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = _TcpConn(self, loop, sock, addr)
+            self._conns.add(conn)
+            loop.add_reader(sock.fileno(), conn.readable)
+
+    def _on_tcp(self, data: bytes, conn: _TcpConn) -> None:
+        outcome = self._process(data, "tcp", conn.peer)
+        reply = outcome.reply
+        if reply is None:
+            return
+        conn.pending += 1
+
+        def send() -> None:
+            conn.pending -= 1
+            conn.send(reply)
+
+        self._schedule(outcome.delay, send)
+
+    # ------------------------------------------------------------------
+    # Deciding the answer
+
+    def _process(self, data: bytes, transport: Transport, addr: Any) -> _Outcome:
+        peer = _peer_text(addr)
+        try:
+            outcome = self._decide(data, transport, peer)
+        except Exception as exc:  # a bug in the fake: say so, answer SERVFAIL if we can
+            outcome = self._failure(data, transport, peer, f"{type(exc).__name__}: {exc}")
+        self._record(outcome)
+        return outcome
+
+    def _record(self, outcome: _Outcome) -> None:
+        q = outcome.record
+        self.queries.append(q)
+        if self.events is None:
+            return
+        if outcome.error is not None:
+            self.events.emit("error", q.name or "-", f"FakeDNS: {outcome.error}", transport=q.transport)
+        text = f"{q.qtype} {q.name} -> {q.rcode} [{', '.join(q.answers)}]"
+        if q.fault:
+            text += f" (fault: {q.fault})"
+        if q.delay_ms:
+            text += f" after {q.delay_ms} ms"
+        self.events.emit(
+            "dns",
+            q.name or "-",
+            text,
+            transport=q.transport,
+            qtype=q.qtype,
+            rcode=q.rcode,
+            answers=q.answers,
+            fault=q.fault,
+            peer=q.peer,
+            delay_ms=q.delay_ms,
+        )
+
+    def _malformed(self, data: bytes, transport: Transport, peer: str, why: str) -> _Outcome:
+        reply: bytes | None = None
+        if len(data) >= 12:
+            qid, flags = _HEADER.unpack_from(data)
+            if not flags & _QR_BIT:
+                # Header only: id and opcode echoed, QR set, rcode FORMERR.
+                out_flags = _QR_BIT | (flags & 0x7800) | (flags & 0x0100) | RCODE.FORMERR
+                reply = struct.pack("!HHHHHH", qid, out_flags, 0, 0, 0, 0)
+        record = DnsQuery(
+            name="",
+            qtype="",
+            transport=transport,
+            rcode="MALFORMED",
+            fault=f"{why}; {'FORMERR sent' if reply else 'ignored'}",
+            peer=peer,
+        )
+        return _Outcome(reply=reply, record=record)
+
+    def _failure(self, data: bytes, transport: Transport, peer: str, error: str) -> _Outcome:
+        reply: bytes | None = None
+        name, qtype = "", ""
+        try:
+            request = DNSRecord.parse(data)
+            if request.questions:
+                name = normalize_name(str(request.questions[0].qname))
+                qtype = str(QTYPE[request.questions[0].qtype])
+            response = self._response(request, RCODE.SERVFAIL, aa=False)
+            reply = response.pack()
+        except Exception:
+            reply = None
+        record = DnsQuery(
+            name=name,
+            qtype=qtype,
+            transport=transport,
+            rcode="SERVFAIL" if reply else "DROPPED",
+            peer=peer,
+        )
+        return _Outcome(reply=reply, record=record, error=error)
+
+    def _response(self, request: Any, rcode: int, *, aa: bool) -> Any:
+        header = DNSHeader(
+            id=request.header.id,
+            bitmap=0,
+            qr=1,
+            opcode=request.header.opcode,
+            aa=1 if aa else 0,
+            rd=request.header.rd,
+            ra=0,
+            cd=request.header.cd,
+            rcode=rcode,
+        )
+        return DNSRecord(header, questions=list(request.questions[:1]))
+
+    def _decide(self, data: bytes, transport: Transport, peer: str) -> _Outcome:
+        try:
+            request = DNSRecord.parse(data)
+        except Exception as exc:
+            return self._malformed(data, transport, peer, f"unparsable: {exc}")
+        if request.header.qr:
+            return self._malformed(data, transport, peer, "a response, not a query")
+        edns = next((rr for rr in request.ar if rr.rtype == QTYPE.OPT), None)
+
+        def finish(
+            response: Any, name: str, qtype: str, texts: list[str], fault: DnsFault | None
+        ) -> _Outcome:
+            if edns is not None:
+                response.add_ar(EDNS0(udp_len=UDP_EDNS_LIMIT))
+            packed = response.pack()
+            if transport == "tcp":
+                limit = 65535
+            elif edns is None:
+                limit = UDP_PLAIN_LIMIT
+            else:
+                limit = max(UDP_PLAIN_LIMIT, min(int(edns.rclass), UDP_EDNS_LIMIT))
+            if len(packed) > limit:
+                packed = self._truncated(request, response.header.rcode, aa=bool(response.header.aa))
+                texts = []
+            record = DnsQuery(
+                name=name,
+                qtype=qtype,
+                transport=transport,
+                rcode=str(RCODE[response.header.rcode]),
+                answers=tuple(texts),
+                fault=fault.fault if fault else None,
+                peer=peer,
+                delay_ms=fault.delay_ms if fault else 0,
+            )
+            return _Outcome(reply=packed, record=record, delay=record.delay_ms / 1000.0)
+
+        if request.header.opcode != _OPCODE_QUERY:
+            name = normalize_name(str(request.questions[0].qname)) if request.questions else ""
+            return finish(self._response(request, RCODE.NOTIMP, aa=False), name, "", [], None)
+        if len(request.questions) != 1:
+            return finish(self._response(request, RCODE.FORMERR, aa=False), "", "", [], None)
+        question = request.questions[0]
+        name = normalize_name(str(question.qname))
+        qtype = str(QTYPE[question.qtype])
+        zone = self._zone
+        if question.qclass != _CLASS_IN or not in_zone(name, zone.apex):
+            return finish(self._response(request, RCODE.REFUSED, aa=False), name, qtype, [], None)
+
+        fault = zone.fault_for(name, qtype)
+        kind: str | None = fault.fault if fault else None
+        if kind == "truncate" and fault is not None:
+            if transport == "udp":
+                packed = self._truncated(request, RCODE.NOERROR, aa=True)
+                record = DnsQuery(
+                    name=name,
+                    qtype=qtype,
+                    transport=transport,
+                    rcode="NOERROR",
+                    fault="truncate",
+                    peer=peer,
+                    delay_ms=fault.delay_ms,
+                )
+                return _Outcome(reply=packed, record=record, delay=fault.delay_ms / 1000.0)
+            kind = None if fault.tcp == "answer" else fault.tcp
+        if kind == "drop" and fault is not None:
+            record = DnsQuery(
+                name=name,
+                qtype=qtype,
+                transport=transport,
+                rcode="DROPPED",
+                fault=fault.fault,
+                peer=peer,
+                delay_ms=fault.delay_ms,
+            )
+            return _Outcome(reply=None, record=record)
+        if kind == "servfail":
+            return finish(self._response(request, RCODE.SERVFAIL, aa=False), name, qtype, [], fault)
+        if kind == "refused":
+            return finish(self._response(request, RCODE.REFUSED, aa=False), name, qtype, [], fault)
+        if kind in ("nxdomain", "nodata"):
+            rcode = RCODE.NXDOMAIN if kind == "nxdomain" else RCODE.NOERROR
+            response = self._response(request, rcode, aa=True)
+            response.add_auth(zone.soa_rr())
+            return finish(response, name, qtype, [], fault)
+
+        # No fault, a delay, or a TCP retry of a truncated answer: the real answer.
+        try:
+            answer = self._answer(question.qname, name, question.qtype)
+        except _WorldError as exc:
+            outcome = finish(self._response(request, RCODE.SERVFAIL, aa=False), name, qtype, [], fault)
+            outcome.error = str(exc)
+            return outcome
+        response = self._response(request, answer.rcode, aa=True)
+        for rr in answer.rrs:
+            response.add_answer(rr)
+        for rr in answer.authority:
+            response.add_auth(rr)
+        return finish(response, name, qtype, answer.texts, fault)
+
+    def _truncated(self, request: Any, rcode: int, *, aa: bool) -> bytes:
+        response = self._response(request, rcode, aa=aa)
+        response.header.tc = 1
+        packed: bytes = response.pack()
+        return packed
+
+    def _answer(self, qlabel: Any, name: str, qtype: int) -> _Answer:
+        """The authoritative answer for ``name``, following CNAMEs inside the zone."""
+        zone = self._zone
+        out = _Answer()
+        label, current = qlabel, name
+        seen: set[str] = set()
+        for _ in range(MAX_CNAME_CHAIN):
+            if not in_zone(current, zone.apex) or current in seen:
+                return out  # the client chases an outside target itself; a loop ends here
+            seen.add(current)
+            if not zone.exists(current):
+                out.rcode = RCODE.NXDOMAIN
+                out.authority.append(zone.soa_rr())
+                return out
+            entries = zone.records.get(current, [])
+            matched = self._rrset(label, current, entries, qtype)
+            if matched:
+                for rr, text in matched:
+                    out.rrs.append(rr)
+                    out.texts.append(text)
+                return out
+            cname = next((e for e in entries if e.rtype == "CNAME"), None)
+            if cname is None or qtype == QTYPE.CNAME:
+                out.authority.append(zone.soa_rr())  # NODATA
+                return out
+            out.rrs.append(RR(label, QTYPE.CNAME, rdata=CNAME(cname.value + "."), ttl=cname.ttl))
+            out.texts.append(f"CNAME {cname.value}")
+            label, current = DNSLabel(cname.value), cname.value
+        return out
+
+    def _rrset(self, label: Any, name: str, entries: list[_Entry], qtype: int) -> list[tuple[RR, str]]:
+        zone = self._zone
+        want_any = qtype == QTYPE.ANY
+        out: list[tuple[RR, str]] = []
+        if name == zone.apex:
+            if want_any or qtype == QTYPE.SOA:
+                out.append((RR(label, QTYPE.SOA, rdata=zone.soa, ttl=SOA_TTL), f"SOA {zone.soa}"))
+            if want_any or qtype == QTYPE.NS:
+                ns = RR(label, QTYPE.NS, rdata=NS(zone.ns_name + "."), ttl=SOA_TTL)
+                out.append((ns, f"NS {zone.ns_name}"))
+        selected = [e for e in entries if want_any or QTYPE[qtype] == e.rtype]
+        # MX by preference (then name); everything else keeps the spec's order.
+        selected.sort(key=lambda e: (e.priority, e.value) if e.rtype == "MX" else (-1, ""))
+        for e in selected:
+            out.append(self._rr(label, e))
+        return out
+
+    def _rr(self, label: Any, e: _Entry) -> tuple[RR, str]:
+        if e.rtype == "A":
+            addr = self._address(e.value) if e.host_ref else e.value
+            return RR(label, QTYPE.A, rdata=A(addr), ttl=e.ttl), f"A {addr}"
+        if e.rtype == "AAAA":
+            return RR(label, QTYPE.AAAA, rdata=AAAA(e.value), ttl=e.ttl), f"AAAA {e.value}"
+        if e.rtype == "MX":
+            target = "." if e.value == "." else e.value + "."
+            rr = RR(label, QTYPE.MX, rdata=MX(target, e.priority), ttl=e.ttl)
+            return rr, f"MX {e.priority} {_label_text(target)}"
+        if e.rtype == "CNAME":
+            return RR(label, QTYPE.CNAME, rdata=CNAME(e.value + "."), ttl=e.ttl), f"CNAME {e.value}"
+        if e.rtype == "TXT":
+            return RR(label, QTYPE.TXT, rdata=TXT(_txt_chunks(e.value)), ttl=e.ttl), f"TXT {e.value}"
+        raise _WorldError(f"record type {e.rtype!r} is not supported")
+
+    def _address(self, host_name: str) -> str:
+        if self.address_of is None:
+            raise _WorldError(f"A record for host {host_name!r} but FakeDNS has no address_of")
+        try:
+            addr = self.address_of(host_name)
+        except Exception as exc:
+            raise _WorldError(f"address_of({host_name!r}) failed: {exc!r}") from exc
+        try:
+            ok = ipaddress.ip_address(addr).version == 4
+        except ValueError:
+            ok = False
+        if not ok:
+            raise _WorldError(f"address_of({host_name!r}) gave {addr!r}, not an IPv4 address")
+        return addr
+
+
+class _TcpConn:
+    """One TCP client: 2-byte length-prefixed messages, any number, split anyhow."""
+
+    def __init__(
+        self, server: FakeDNS, loop: asyncio.AbstractEventLoop, sock: socket.socket, peer: Any
+    ) -> None:
+        self.server = server
+        self.loop = loop
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.peer = peer
+        self.inbox = bytearray()
+        self.outbox = bytearray()
+        self.writing = False
+        self.pending = 0  # answers scheduled but not sent yet
+        self.eof = False
+        self.closed = False
+
+    def readable(self) -> None:
+        if self.closed:
+            return
+        try:
+            data = self.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        if not data:
+            # The client is done sending: answers still due are sent, then we close.
+            self.eof = True
+            self.loop.remove_reader(self.fd)
+            self.maybe_finish()
+            return
+        self.inbox += data
+        while len(self.inbox) >= 2 and not self.closed:
+            (length,) = struct.unpack_from("!H", self.inbox)
+            if length == 0 or length > MAX_TCP_MESSAGE:
+                self.bad_framing(length)
+                return
+            if len(self.inbox) < 2 + length:
+                return
+            message = bytes(self.inbox[2 : 2 + length])
+            del self.inbox[: 2 + length]
+            self.server._on_tcp(message, self)
+
+    def bad_framing(self, length: int) -> None:
+        why = f"bad TCP framing: length {length} (allowed 1 to {MAX_TCP_MESSAGE}); connection closed"
+        record = DnsQuery(
+            name="", qtype="", transport="tcp", rcode="MALFORMED", fault=why, peer=_peer_text(self.peer)
+        )
+        self.server._record(_Outcome(reply=None, record=record))
+        self.close()
+
+    def send(self, reply: bytes) -> None:
+        if self.closed:
+            return
+        self.outbox += struct.pack("!H", len(reply)) + reply
+        if len(self.outbox) > MAX_TCP_OUTBOX:
+            self.close()  # the client does not read its answers
+            return
+        self.flush()
+
+    def flush(self) -> None:
+        if self.closed:
+            return
+        try:
+            sent = self.sock.send(self.outbox)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self.close()
+            return
+        del self.outbox[:sent]
+        if self.outbox and not self.writing:
+            self.loop.add_writer(self.fd, self.flush)
+            self.writing = True
+        elif not self.outbox and self.writing:
+            self.loop.remove_writer(self.fd)
+            self.writing = False
+        self.maybe_finish()
+
+    def maybe_finish(self) -> None:
+        if self.eof and self.pending == 0 and not self.outbox:
+            self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if not self.eof:
+            self.loop.remove_reader(self.fd)
+        if self.writing:
+            self.loop.remove_writer(self.fd)
+        self.sock.close()
+        self.inbox.clear()
+        self.outbox.clear()
+        self.server._conns.discard(self)

@@ -1,0 +1,574 @@
+"""The scenario catalogue: one TOML file per scenario, loaded and checked.
+
+A scenario file names the failure a delivery client must report (an Exchange
+Online "mail flow intelligence" code, ``other`` or ``success``), the codes
+other conventions expect (RFC 3463, Postfix, named alternates), a title and an
+explanation in English and French, the delivery target the client is given and
+the small mail world that produces the failure (parsed by
+:func:`fakes.spec.parse_world`).
+
+The file format (unknown keys anywhere are errors)::
+
+    id = "tls-cert-expired"     # required, [a-z0-9-], equal to the file name stem
+    code = "4.7.320"            # required: an EOP code (EOP_CODES), "other" or "success"
+    server_code = "5.1.1"       # required iff code is "other" (4xx/5xx) or "success" (2.x.x)
+    rfc3463 = "4.7.5"           # required: what a strictly RFC 3463 client reports
+    postfix = "4.7.5"           # optional: what Postfix reports
+    [alternates]                # optional: codes under other profiles (ALTERNATE_PROFILES)
+    eop-observed = "4.4.317"
+    [title]                     # en and fr, one line each
+    [explain.en]                # cause and fix; same for [explain.fr]
+    [target]                    # mail_domain (required), smart_host, connect_by_ip,
+                                # require_tls (true), mail_from, rcpt_to
+    [world]                     # see fakes.spec.parse_world
+
+Every name must lie under the reserved ``.test`` domain, the smart host and
+mail domain inside the world's zone; ``connect_by_ip = true`` needs a smart
+host that is a host of the world; a scenario of code ``other`` must name a
+``server_code`` that some host of its world replies with.
+
+Every bad value raises :class:`ScenarioError` (a :class:`fakes.spec.SpecError`)
+whose message names the file, the dotted key, the bad value and what is
+allowed. :func:`load_catalogue` reads a whole directory (the package directory
+by default, cached), :func:`get` and :func:`select` pick scenarios from it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import functools
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final
+
+from fakes.spec import (
+    ENHANCED_HINT,
+    SpecError,
+    Table,
+    WorldSpec,
+    check_name,
+    enhanced_ok,
+    normalize_name,
+    parse_world,
+)
+
+EOP_CODES: Final = ("4.4.312", "4.4.315", "4.4.316", "4.4.317", "4.4.318", "4.7.320")
+"""The six Exchange Online codes, in the order of the catalogue."""
+
+CODES: Final = (*EOP_CODES, "other", "success")
+"""Every allowed value of a scenario's ``code``, in catalogue order."""
+
+EOP_TITLES: Final[dict[str, dict[str, str]]] = {
+    "4.4.312": {"en": "DNS query failed", "fr": "La requête DNS a échoué"},
+    "4.4.315": {"en": "Connection timed out", "fr": "Délai de connexion expiré"},
+    "4.4.316": {"en": "Connection refused", "fr": "Connexion refusée"},
+    "4.4.317": {"en": "Cannot connect to remote server", "fr": "Connexion au serveur distant impossible"},
+    "4.4.318": {"en": "Connection was closed abruptly", "fr": "Connexion coupée brutalement"},
+    "4.7.320": {"en": "Certificate validation failed", "fr": "La validation du certificat a échoué"},
+}
+
+PROFILES: Final = ("eop", "eop-observed", "rfc3463", "postfix")
+"""Code conventions :meth:`Scenario.code_for` knows."""
+
+ALTERNATE_PROFILES: Final = ("eop-observed",)
+"""Profiles a scenario may name under ``[alternates]``."""
+
+LANGUAGES: Final = ("en", "fr")
+DEFAULT_MAIL_FROM: Final = "sender@fabrikam.test"
+RESERVED_TLD: Final = "test"
+CATALOGUE_DIR: Final = Path(__file__).resolve().parent
+
+_TOP_KEYS: Final = (
+    "id",
+    "code",
+    "server_code",
+    "rfc3463",
+    "postfix",
+    "alternates",
+    "title",
+    "explain",
+    "target",
+    "world",
+)
+_TARGET_KEYS: Final = ("smart_host", "connect_by_ip", "mail_domain", "require_tls", "mail_from", "rcpt_to")
+_EXPLAIN_KEYS: Final = ("cause", "fix")
+_ID_RE: Final = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+_TOML_POS_RE: Final = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
+_LANGUAGE_NAMES: Final = {"en": "English", "fr": "French"}
+
+
+class ScenarioError(SpecError):
+    """A bad scenario file: names the file, the dotted key, the value and what is allowed."""
+
+    def __init__(
+        self, where: str, key: str, value: object, expected: str, *, message: str | None = None
+    ) -> None:
+        super().__init__(where, key, value, expected)
+        if message is not None:
+            self.args = (message,)
+
+
+class UnknownScenario(KeyError):
+    """No scenario has this id (or no id matches this glob); suggests close matches."""
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        ids = list(known)
+        close = [i for i in ids if name and name in i]
+        close += [i for i in difflib.get_close_matches(name, ids, n=5, cutoff=0.6) if i not in close]
+        self.name = name
+        self.suggestions: tuple[str, ...] = tuple(close[:5])
+        if self.suggestions:
+            hint = "did you mean " + ", ".join(self.suggestions) + "?"
+        elif ids:
+            hint = "known scenarios: " + ", ".join(ids)
+        else:
+            hint = "the catalogue is empty"
+        self.message = f"unknown scenario {name!r}; {hint}"
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the delivery client is told: where to deliver, and with what envelope."""
+
+    smart_host: str | None
+    mail_domain: str
+    connect_by_ip: bool
+    require_tls: bool
+    mail_from: str
+    rcpt_to: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One catalogue entry: the expected codes, the explanation, the target and the world."""
+
+    id: str
+    code: str
+    server_code: str | None
+    rfc3463: str
+    postfix: str | None
+    alternates: Mapping[str, str]
+    title: Mapping[str, str]
+    cause: Mapping[str, str]
+    fix: Mapping[str, str]
+    target: Target
+    world: WorldSpec
+    path: Path
+
+    @property
+    def expected_code(self) -> str:
+        """The EOP code for a failure; the server's own code for ``other`` and ``success``."""
+        if self.server_code is not None:
+            return self.server_code
+        return self.code
+
+    @property
+    def is_success(self) -> bool:
+        return self.code == "success"
+
+    @property
+    def eop_title(self) -> Mapping[str, str] | None:
+        """The title of the EOP code (en, fr), or None for ``other`` and ``success``."""
+        return EOP_TITLES.get(self.code)
+
+    def code_for(self, profile: str = "eop") -> str:
+        """The code a client following ``profile`` (one of :data:`PROFILES`) must report."""
+        if profile == "eop":
+            return self.expected_code
+        if profile == "rfc3463":
+            return self.rfc3463
+        if profile == "postfix":
+            return self.postfix or self.rfc3463
+        if profile in ALTERNATE_PROFILES:
+            return self.alternates.get(profile, self.expected_code)
+        raise ValueError(f"unknown code profile {profile!r}; expected one of " + ", ".join(PROFILES))
+
+
+# --------------------------------------------------------------------------
+# Parsing one file.
+
+
+def _where(path: Path) -> str:
+    """The file as the user should see it: relative to the working directory when inside it."""
+    if path.is_absolute():
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            return str(path)
+    return str(path)
+
+
+def _fail(t: Table, name: str, value: object, expected: str) -> ScenarioError:
+    return ScenarioError(t.where, t.key(name), value, expected)
+
+
+def _is_reserved(name: str) -> bool:
+    norm = normalize_name(name)
+    return norm == RESERVED_TLD or norm.endswith("." + RESERVED_TLD)
+
+
+def _enhanced(t: Table, name: str, classes: str, *, required: bool, why: str = "") -> str | None:
+    """Read an enhanced status code (like 4.7.5) whose class is among ``classes``."""
+    hint = ENHANCED_HINT if classes == "245" else f"an enhanced status code of class {'/'.join(classes)}"
+    if not t.has(name):
+        if required:
+            raise _fail(t, name, None, f"{hint} (required{why})")
+        return None
+    value = t.raw(name)
+    if not isinstance(value, str) or not enhanced_ok(value) or value[0] not in classes:
+        raise _fail(t, name, value, hint)
+    return value
+
+
+def _texts(t: Table, name: str) -> dict[str, str]:
+    """Read a table of one text per language; every language is required and distinct."""
+    if not t.has(name):
+        raise _fail(t, name, None, "a table with one text per language: " + ", ".join(LANGUAGES))
+    lt = t.table(name)
+    lt.done(LANGUAGES)
+    texts: dict[str, str] = {}
+    for lang in LANGUAGES:
+        if not lt.has(lang):
+            raise _fail(lt, lang, None, f"a non-empty {_LANGUAGE_NAMES[lang]} text (required)")
+        value = lt.string(lang)
+        texts[lang] = " ".join(value.split())
+    first = texts[LANGUAGES[0]]
+    for lang in LANGUAGES[1:]:
+        if texts[lang] == first:
+            raise _fail(
+                lt, lang, texts[lang], f"a {_LANGUAGE_NAMES[lang]} text, not a copy of the English one"
+            )
+    return texts
+
+
+def _explain(t: Table) -> tuple[dict[str, str], dict[str, str]]:
+    if not t.has("explain"):
+        raise _fail(t, "explain", None, "a table [explain.en] and [explain.fr], each with cause and fix")
+    et = t.table("explain")
+    et.done(LANGUAGES)
+    cause: dict[str, str] = {}
+    fix: dict[str, str] = {}
+    for lang in LANGUAGES:
+        if not et.has(lang):
+            raise _fail(et, lang, None, f"a table [explain.{lang}] with cause and fix (required)")
+        lt = et.table(lang)
+        lt.done(_EXPLAIN_KEYS)
+        for key, out in (("cause", cause), ("fix", fix)):
+            if not lt.has(key):
+                raise _fail(lt, key, None, f"a non-empty {_LANGUAGE_NAMES[lang]} text (required)")
+            out[lang] = " ".join(lt.string(key).split())
+    for key, texts in (("cause", cause), ("fix", fix)):
+        for lang in LANGUAGES[1:]:
+            if texts[lang] == texts[LANGUAGES[0]]:
+                raise ScenarioError(
+                    t.where,
+                    f"explain.{lang}.{key}",
+                    texts[lang],
+                    f"a {_LANGUAGE_NAMES[lang]} text, not a copy of the English one",
+                )
+    return cause, fix
+
+
+def _address(t: Table, key: str, value: str) -> str:
+    local, at, domain = value.rpartition("@")
+    if not at or not local or not domain or any(c.isspace() for c in value) or "<" in value:
+        raise _fail(t, key, value, "a mail address like user@contoso.test")
+    if not _is_reserved(domain):
+        raise _fail(
+            t, key, value, f"an address under the reserved .{RESERVED_TLD} domain, like user@contoso.test"
+        )
+    return f"{local}@{normalize_name(domain)}"
+
+
+def _parse_target(t: Table, world: WorldSpec) -> Target:
+    if not t.has("target"):
+        raise _fail(t, "target", None, "a table [target] with at least mail_domain")
+    tt = t.table("target")
+    tt.done(_TARGET_KEYS)
+    zone = world.zone
+    host_names = [h.name for h in world.hosts]
+    if not tt.has("mail_domain"):
+        raise _fail(tt, "mail_domain", None, "a DNS name like contoso.test (required)")
+    mail_domain = check_name(tt, "mail_domain", tt.string("mail_domain"), zone)
+    smart_host = None
+    if tt.has("smart_host"):
+        smart_host = check_name(tt, "smart_host", tt.string("smart_host"), zone)
+    connect_by_ip = tt.boolean("connect_by_ip", False)
+    if connect_by_ip:
+        if smart_host is None:
+            raise _fail(
+                tt, "connect_by_ip", True, "true only with a smart_host that names a host of the world"
+            )
+        if smart_host not in host_names:
+            raise _fail(
+                tt,
+                "smart_host",
+                smart_host,
+                "a host of the world when connect_by_ip = true: one of "
+                + (", ".join(host_names) or "(none)"),
+            )
+    require_tls = tt.boolean("require_tls", True)
+    mail_from = _address(tt, "mail_from", tt.string("mail_from", DEFAULT_MAIL_FROM))
+    if tt.has("rcpt_to"):
+        rcpts = tt.string_list("rcpt_to")
+        if not rcpts:
+            raise _fail(tt, "rcpt_to", [], "at least one address")
+    else:
+        rcpts = [f"user@{mail_domain}"]
+    rcpt_to = tuple(_address(tt, f"rcpt_to[{i}]", r) for i, r in enumerate(rcpts))
+    return Target(
+        smart_host=smart_host,
+        mail_domain=mail_domain,
+        connect_by_ip=connect_by_ip,
+        require_tls=require_tls,
+        mail_from=mail_from,
+        rcpt_to=rcpt_to,
+    )
+
+
+def _check_world(where: str, world: WorldSpec) -> None:
+    """Catalogue rules on top of parse_world: every name under the reserved .test domain."""
+    if not _is_reserved(world.zone):
+        raise ScenarioError(
+            where, "world.zone", world.zone, f"{RESERVED_TLD!r} or a zone under .{RESERVED_TLD}"
+        )
+    for i, r in enumerate(world.records):
+        if r.type in ("MX", "CNAME") and r.value != "." and not _is_reserved(r.value):
+            raise ScenarioError(
+                where,
+                f"world.records[{i}].value",
+                r.value,
+                f"a name under the reserved .{RESERVED_TLD} domain",
+            )
+
+
+def _replied_codes(world: WorldSpec) -> list[str]:
+    """Enhanced codes that some SMTP host of the world sends of its own accord."""
+    codes: list[str] = []
+    for h in world.hosts:
+        if h.kind != "smtp":
+            continue
+        replies = [h.smtp.greeting, *h.smtp.replies.values()]
+        codes += [r.enhanced for r in replies if r is not None and r.enhanced and r.enhanced not in codes]
+    return codes
+
+
+def parse_scenario(data: Mapping[str, Any], where: str, path: Path) -> Scenario:
+    """Build a Scenario from the parsed TOML of the file at ``path`` (shown as ``where``)."""
+    t = Table(data, where, "")
+    t.done(_TOP_KEYS)  # a misspelt key is reported before the required key it hides
+
+    if not t.has("id"):
+        raise _fail(t, "id", None, f"the file name without .toml ({path.stem!r}) (required)")
+    sid = t.string("id")
+    if not _ID_RE.fullmatch(sid):
+        raise _fail(t, "id", sid, "lowercase letters, digits and single hyphens, like tls-cert-expired")
+    if sid != path.stem:
+        raise _fail(t, "id", sid, f"the file name without .toml ({path.stem!r})")
+
+    code = t.choice("code", CODES)
+    server_code: str | None = None
+    if code == "other":
+        server_code = _enhanced(t, "server_code", "45", required=True, why=" when code = 'other'")
+    elif code == "success":
+        server_code = _enhanced(t, "server_code", "2", required=True, why=" when code = 'success'")
+    elif t.has("server_code"):
+        raise _fail(
+            t, "server_code", t.raw("server_code"), "no server_code unless code is 'other' or 'success'"
+        )
+    classes = "2" if code == "success" else "45"
+    rfc3463 = _enhanced(t, "rfc3463", classes, required=True)
+    assert rfc3463 is not None
+    postfix = _enhanced(t, "postfix", classes, required=False)
+
+    alternates: dict[str, str] = {}
+    at = t.table("alternates")
+    at.done(ALTERNATE_PROFILES)
+    for profile in ALTERNATE_PROFILES:
+        if at.has(profile):
+            value = at.raw(profile)
+            if not isinstance(value, str) or not (value in EOP_CODES or enhanced_ok(value)):
+                raise _fail(at, profile, value, "one of " + ", ".join(EOP_CODES) + " or an enhanced code")
+            alternates[profile] = value
+
+    title = _texts(t, "title")
+    for lang, text in title.items():
+        if len(text) > 100:
+            raise ScenarioError(where, f"title.{lang}", text, "a title of at most 100 characters")
+    cause, fix = _explain(t)
+
+    if not t.has("world"):
+        raise _fail(t, "world", None, "a table [world] describing the hosts and DNS (required)")
+    world = parse_world(t.raw("world"), where=where, path="world")
+    _check_world(where, world)
+    target = _parse_target(t, world)
+
+    if code == "other":
+        replied = _replied_codes(world)
+        if server_code not in replied:
+            raise _fail(
+                t,
+                "server_code",
+                server_code,
+                "the enhanced code of a reply some host of the world sends: "
+                + (", ".join(replied) or "(none)"),
+            )
+
+    return Scenario(
+        id=sid,
+        code=code,
+        server_code=server_code,
+        rfc3463=rfc3463,
+        postfix=postfix,
+        alternates=MappingProxyType(alternates),
+        title=MappingProxyType(title),
+        cause=MappingProxyType(cause),
+        fix=MappingProxyType(fix),
+        target=target,
+        world=world,
+        path=path,
+    )
+
+
+def _syntax_error(where: str, err: tomllib.TOMLDecodeError, text: str) -> ScenarioError:
+    reason = str(err)
+    m = _TOML_POS_RE.search(reason)
+    if m:
+        line, col = int(m.group(1)), int(m.group(2))
+        reason = reason[: m.start()]
+    else:  # "(at end of document)"
+        reason = re.sub(r"\s*\(at end of document\)\s*$", "", reason)
+        line, col = text.count("\n") + 1, 1
+    return ScenarioError(
+        where,
+        f"line {line}",
+        reason,
+        "valid TOML",
+        message=f"{where}: line {line}, column {col}: invalid TOML: {reason}",
+    )
+
+
+def load_file(path: str | os.PathLike[str]) -> Scenario:
+    """Read and check one scenario file. Raises ScenarioError (OSError if unreadable)."""
+    p = Path(path)
+    where = _where(p)
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ScenarioError(where, "(file)", raw[e.start : e.end], "a UTF-8 text file") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise _syntax_error(where, e, text) from None
+    try:
+        return parse_scenario(data, where, p)
+    except ScenarioError:
+        raise
+    except SpecError as e:
+        raise ScenarioError(e.where, e.key, e.value, e.expected) from None
+
+
+# --------------------------------------------------------------------------
+# The catalogue.
+
+
+def _scenario_files(directory: Path) -> list[Path]:
+    """Every *.toml under ``directory``, subdirectories included (hidden ones skipped)."""
+    found: list[Path] = []
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+        found += [Path(root, f) for f in sorted(files) if f.endswith(".toml") and not f.startswith(".")]
+    return found
+
+
+def _sort_key(s: Scenario) -> tuple[int, str]:
+    return (CODES.index(s.code), s.id)
+
+
+def _load_dir(directory: Path) -> dict[str, Scenario]:
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: not a scenario directory")
+    seen: dict[str, Scenario] = {}
+    for path in _scenario_files(directory):
+        s = load_file(path)
+        if s.id in seen:
+            raise ScenarioError(
+                _where(path),
+                "id",
+                s.id,
+                f"an id used by one file only; {_where(seen[s.id].path)} has the same id",
+            )
+        seen[s.id] = s
+    return {s.id: s for s in sorted(seen.values(), key=_sort_key)}
+
+
+@functools.cache
+def _default_catalogue() -> tuple[Scenario, ...]:
+    return tuple(_load_dir(CATALOGUE_DIR).values())
+
+
+def load_catalogue(directory: str | os.PathLike[str] | None = None) -> dict[str, Scenario]:
+    """All scenarios of ``directory`` (default: this package, cached), by id.
+
+    Sorted by code (the order of :data:`CODES`), then id. Each call returns a
+    new dict; the scenarios themselves are immutable.
+    """
+    if directory is None:
+        return {s.id: s for s in _default_catalogue()}
+    return _load_dir(Path(directory))
+
+
+def clear_cache() -> None:
+    """Forget the cached default catalogue (after editing its files)."""
+    _default_catalogue.cache_clear()
+
+
+def get(scenario_id: str, catalogue: Mapping[str, Scenario] | None = None) -> Scenario:
+    """The scenario with this id; UnknownScenario (a KeyError) suggests close ids."""
+    cat = load_catalogue() if catalogue is None else catalogue
+    try:
+        return cat[scenario_id]
+    except KeyError:
+        raise UnknownScenario(scenario_id, cat) from None
+
+
+def select(
+    ids_or_globs: Sequence[str] = (),
+    code: str | None = None,
+    catalogue: Mapping[str, Scenario] | None = None,
+) -> list[Scenario]:
+    """Scenarios whose id matches one of ``ids_or_globs`` (all when empty), optionally of one code.
+
+    Patterns are fnmatch globs (``tls-cert-*``); results follow the order of
+    the patterns, then catalogue order, without repeats. A pattern that
+    matches nothing raises UnknownScenario. ``code`` matches the scenario's
+    ``code`` (``4.4.312``, ``other``, ...) or its expected code (``5.1.1``).
+    """
+    cat = load_catalogue() if catalogue is None else catalogue
+    if isinstance(ids_or_globs, str):
+        ids_or_globs = (ids_or_globs,)
+    if code is not None and code not in CODES and not enhanced_ok(code):
+        raise ValueError(
+            f"unknown code {code!r}; expected one of " + ", ".join(CODES) + " or an enhanced code"
+        )
+    chosen: list[str] = []
+    for pattern in ids_or_globs or ("*",):
+        matches = [i for i in cat if fnmatch.fnmatchcase(i, pattern)]
+        if not matches:
+            raise UnknownScenario(pattern, cat)
+        chosen += [i for i in matches if i not in chosen]
+    found = [cat[i] for i in chosen]
+    if code is not None:
+        found = [s for s in found if code in (s.code, s.expected_code)]
+    return found

@@ -1,0 +1,470 @@
+"""The scenario catalogue: the real files load and cover every code; bad files fail clearly."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import scenarios
+from fakes.spec import SpecError
+from scenarios import (
+    CODES,
+    EOP_CODES,
+    EOP_TITLES,
+    LANGUAGES,
+    Scenario,
+    ScenarioError,
+    UnknownScenario,
+    get,
+    load_catalogue,
+    load_file,
+    markdown_table,
+    select,
+)
+
+# --------------------------------------------------------------------------
+# The real catalogue.
+
+MIN_PER_CODE = {
+    "4.4.312": 5,
+    "4.4.315": 1,
+    "4.4.316": 1,
+    "4.4.317": 4,
+    "4.4.318": 4,
+    "4.7.320": 5,
+    "other": 2,
+    "success": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def catalogue() -> dict[str, Scenario]:
+    return load_catalogue()
+
+
+def _names(s: Scenario) -> list[tuple[str, str]]:
+    """Every DNS name or mail domain a scenario mentions, with where it comes from."""
+    w, t = s.world, s.target
+    out = [("world.zone", w.zone), ("target.mail_domain", t.mail_domain)]
+    if t.smart_host:
+        out.append(("target.smart_host", t.smart_host))
+    out += [("target.mail_from", t.mail_from.rpartition("@")[2])]
+    out += [("target.rcpt_to", r.rpartition("@")[2]) for r in t.rcpt_to]
+    out += [("world.hosts", h.name) for h in w.hosts]
+    out += [("world.records.name", r.name) for r in w.records]
+    out += [
+        ("world.records.value", r.value) for r in w.records if r.type in ("MX", "CNAME") and r.value != "."
+    ]
+    out += [("world.dns_faults.name", f.name) for f in w.dns_faults]
+    return out
+
+
+def test_catalogue_loads_with_enough_scenarios(catalogue: dict[str, Scenario]) -> None:
+    assert len(catalogue) >= 25
+    counts = Counter(s.code for s in catalogue.values())
+    for code, minimum in MIN_PER_CODE.items():
+        assert counts[code] >= minimum, f"{code}: {counts[code]} scenarios, want at least {minimum}"
+    assert set(counts) <= set(CODES)
+
+
+def test_catalogue_is_sorted_by_code_then_id(catalogue: dict[str, Scenario]) -> None:
+    keys = [(CODES.index(s.code), s.id) for s in catalogue.values()]
+    assert keys == sorted(keys)
+
+
+def test_ids_match_file_names(catalogue: dict[str, Scenario]) -> None:
+    for sid, s in catalogue.items():
+        assert s.id == sid == s.path.stem
+        assert s.path.suffix == ".toml"
+        assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", sid)
+
+
+def _sentences(text: str) -> int:
+    return len(re.findall(r"[.!?](?:\s|$)", text))
+
+
+def test_texts_in_both_languages_and_distinct(catalogue: dict[str, Scenario]) -> None:
+    for s in catalogue.values():
+        for field in ("title", "cause", "fix"):
+            texts = getattr(s, field)
+            assert set(texts) == set(LANGUAGES), (s.id, field)
+            assert all(texts[lang].strip() for lang in LANGUAGES), (s.id, field)
+            assert texts["en"] != texts["fr"], (s.id, field)
+        for lang in LANGUAGES:
+            assert 2 <= _sentences(s.cause[lang]) <= 4, (s.id, lang, "cause")
+            assert 1 <= _sentences(s.fix[lang]) <= 3, (s.id, lang, "fix")
+
+
+def test_all_names_under_reserved_test_domain(catalogue: dict[str, Scenario]) -> None:
+    for s in catalogue.values():
+        for where, name in _names(s):
+            assert name == "test" or name.endswith(".test"), (s.id, where, name)
+
+
+def test_codes_are_consistent(catalogue: dict[str, Scenario]) -> None:
+    for s in catalogue.values():
+        if s.code in EOP_CODES:
+            assert s.server_code is None
+            assert s.expected_code == s.code == s.code_for("eop")
+            assert s.rfc3463[0] in "45"
+        elif s.code == "other":
+            assert s.server_code is not None and s.server_code[0] in "45"
+            assert s.expected_code == s.server_code == s.rfc3463
+        else:
+            assert s.server_code == "2.0.0" == s.expected_code
+        assert s.code_for("rfc3463") == s.rfc3463
+        assert s.code_for("postfix") == (s.postfix or s.rfc3463)
+        assert s.code_for("eop-observed") == s.alternates.get("eop-observed", s.expected_code)
+
+
+def test_certificate_scenarios_have_observed_alternate(catalogue: dict[str, Scenario]) -> None:
+    certs = [s for s in catalogue.values() if s.code == "4.7.320"]
+    assert certs
+    for s in certs:
+        assert s.code_for("eop-observed") == "4.4.317", s.id
+        assert s.code_for("eop") == "4.7.320"
+    assert {s.world.hosts[0].smtp.cert for s in certs} >= {
+        "expired",
+        "not_yet_valid",
+        "wrong_host",
+        "untrusted_ca",
+        "self_signed",
+        "missing_intermediate",
+    }
+
+
+def test_unknown_profile_is_rejected(catalogue: dict[str, Scenario]) -> None:
+    with pytest.raises(ValueError, match="eop-observed"):
+        next(iter(catalogue.values())).code_for("exim")
+
+
+def test_eop_titles_cover_the_six_codes() -> None:
+    assert set(EOP_TITLES) == set(EOP_CODES)
+    for titles in EOP_TITLES.values():
+        assert set(titles) == set(LANGUAGES)
+
+
+def test_catalogue_is_cached_but_returns_a_fresh_dict(catalogue: dict[str, Scenario]) -> None:
+    again = load_catalogue()
+    assert again is not catalogue
+    assert list(again) == list(catalogue)
+    assert all(again[i] is catalogue[i] for i in catalogue)
+
+
+def test_markdown_table_has_one_row_per_scenario(catalogue: dict[str, Scenario]) -> None:
+    table = markdown_table(catalogue.values())
+    lines = table.splitlines()
+    assert lines[0].startswith("| id | code | title |")
+    assert len(lines) == 2 + len(catalogue)
+    for line, s in zip(lines[2:], catalogue.values(), strict=True):
+        assert line.startswith(f"| `{s.id}` | {s.code}")
+        assert s.title["en"] in line
+        assert line.count(" | ") == 3  # no stray pipes inside a cell
+    assert markdown_table(catalogue) == table
+    assert "NXDOMAIN" in table and "RST" in table
+
+
+# --------------------------------------------------------------------------
+# get() and select().
+
+
+def test_get_returns_the_scenario(catalogue: dict[str, Scenario]) -> None:
+    assert get("tls-cert-expired") is catalogue["tls-cert-expired"]
+
+
+def test_get_unknown_id_suggests_close_match() -> None:
+    with pytest.raises(UnknownScenario) as info:
+        get("tls-cert-expird")
+    assert isinstance(info.value, KeyError)
+    assert "tls-cert-expird" in str(info.value)
+    assert "tls-cert-expired" in str(info.value)
+    assert "tls-cert-expired" in info.value.suggestions
+
+
+def test_select_by_glob_and_code(catalogue: dict[str, Scenario]) -> None:
+    certs = select(["tls-cert-*"])
+    assert len(certs) >= 5 and all(s.code == "4.7.320" for s in certs)
+    assert [s.id for s in select(code="4.4.316")] == [s.id for s in catalogue.values() if s.code == "4.4.316"]
+    assert all(s.code == "4.4.312" for s in select(["dns-*"], code="4.4.312"))
+    assert [s.id for s in select(code="5.1.1")] == ["smtp-rcpt-550-unknown-user"]
+    assert len(select()) == len(catalogue)
+    assert select("baseline-delivered")[0].id == "baseline-delivered"  # a lone string is one pattern
+
+
+def test_select_keeps_pattern_order_without_repeats() -> None:
+    got = [s.id for s in select(["tls-cert-expired", "dns-nxdomain", "tls-cert-*"])]
+    assert got[:2] == ["tls-cert-expired", "dns-nxdomain"]
+    assert len(got) == len(set(got))
+
+
+def test_select_pattern_matching_nothing_fails() -> None:
+    with pytest.raises(UnknownScenario, match="dns-nxdomain"):
+        select(["dns-nxdomian"])
+    with pytest.raises(ValueError, match=re.escape("4.4.312")):
+        select(code="4.4.999x")
+
+
+# --------------------------------------------------------------------------
+# Bad scenario files: each error names the file, the dotted key and the value.
+
+BASE = """\
+id = "{id}"
+code = "4.7.320"
+rfc3463 = "4.7.5"
+
+[title]
+en = "Certificate expired"
+fr = "Certificat expiré"
+
+[explain.en]
+cause = "The certificate is out of date. The client rejects it."
+fix = "Renew the certificate."
+
+[explain.fr]
+cause = "Le certificat est périmé. Le client le rejette."
+fix = "Renouvelez le certificat."
+
+[target]
+smart_host = "mail.contoso.test"
+mail_domain = "contoso.test"
+
+[world]
+zone = "test"
+
+[world.hosts."mail.contoso.test"]
+kind = "smtp"
+cert = "expired"
+"""
+
+MX_RECORD = """
+[[world.records]]
+name = "contoso.test"
+type = "MX"
+value = "mail.contoso.test"
+priority = 10
+"""
+
+
+def write(directory: Path, text: str, stem: str = "bad", sid: str | None = None) -> Path:
+    path = directory / f"{stem}.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.replace("{id}", sid or stem), encoding="utf-8")
+    return path
+
+
+def edit(old: str, new: str, text: str = BASE) -> str:
+    assert old in text, old
+    return text.replace(old, new, 1)
+
+
+def fails(path: Path, *fragments: str) -> ScenarioError:
+    with pytest.raises(ScenarioError) as info:
+        load_file(path)
+    message = str(info.value)
+    assert path.name in message, message
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    assert isinstance(info.value, SpecError)
+    return info.value
+
+
+def test_base_file_is_valid(tmp_path: Path) -> None:
+    s = load_file(write(tmp_path, BASE + MX_RECORD))
+    assert s.id == "bad" and s.code == "4.7.320" and s.expected_code == "4.7.320"
+    assert s.target.rcpt_to == ("user@contoso.test",)
+    assert s.target.mail_from == "sender@fabrikam.test"
+    assert s.target.require_tls is True and s.target.connect_by_ip is False
+    assert s.code_for("eop-observed") == "4.7.320"  # no alternate: the documented code
+    assert s.code_for("postfix") == "4.7.5"  # no postfix code: the RFC 3463 one
+
+
+def test_toml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, edit('code = "4.7.320"', 'code = "4.7.320'))
+    err = fails(path, "line 2", "invalid TOML")
+    assert err.key == "line 2"
+
+
+@pytest.mark.parametrize(
+    ("old", "key", "hint"),
+    [
+        ('mail_domain = "contoso.test"\n', "target.mail_domain", "required"),
+        ('rfc3463 = "4.7.5"\n', "rfc3463", "required"),
+        ('code = "4.7.320"\n', "code", "required"),
+    ],
+)
+def test_missing_required_key(tmp_path: Path, old: str, key: str, hint: str) -> None:
+    err = fails(write(tmp_path, edit(old, "")), f"{key}: missing", hint)
+    assert err.key == key
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    path = write(tmp_path, edit('code = "4.7.320"', 'code = "4.7.320"\ncodde = "4.4.317"'))
+    fails(path, "codde", "unknown key", "rfc3463")
+
+
+def test_unknown_nested_key(tmp_path: Path) -> None:
+    path = write(tmp_path, edit('cert = "expired"', 'cert = "expired"\ntsl = "none"'))
+    fails(path, 'world.hosts."mail.contoso.test".tsl', "unknown key")
+
+
+def test_unknown_key_in_target(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, edit('mail_domain = "contoso.test"', 'mail_domain = "contoso.test"\nsmarthost = "x"')
+    )
+    fails(path, "target.smarthost", "unknown key", "smart_host")
+
+
+def test_bad_code_lists_allowed_codes(tmp_path: Path) -> None:
+    path = write(tmp_path, edit('code = "4.7.320"', 'code = "4.4.999"'))
+    fails(path, "code: '4.4.999'", *EOP_CODES, "other", "success")
+
+
+def test_bad_enum_in_world_lists_allowed_values(tmp_path: Path) -> None:
+    path = write(tmp_path, edit('cert = "expired"', 'cert = "expird"'))
+    fails(path, 'world.hosts."mail.contoso.test".cert', "'expird'", "not_yet_valid", "missing_intermediate")
+
+
+def test_wrong_type(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE + edit("priority = 10", 'priority = "high"', MX_RECORD))
+    fails(path, "world.records[0].priority", "'high'", "integer")
+
+
+def test_wrong_type_in_target(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, edit('mail_domain = "contoso.test"', 'mail_domain = "contoso.test"\nrequire_tls = "yes"')
+    )
+    fails(path, "target.require_tls", "'yes'", "true or false")
+
+
+def test_non_loopback_address_rejected(tmp_path: Path) -> None:
+    record = '\n[[world.records]]\nname = "mail.contoso.test"\ntype = "A"\nvalue = "8.8.8.8"\n'
+    fails(write(tmp_path, BASE + record), "world.records[0].value", "'8.8.8.8'", "loopback")
+
+
+def test_smart_host_outside_zone(tmp_path: Path) -> None:
+    path = write(tmp_path, edit('smart_host = "mail.contoso.test"', 'smart_host = "mail.contoso.example"'))
+    fails(path, "target.smart_host", "'mail.contoso.example'", "zone")
+
+
+def test_world_name_outside_zone(tmp_path: Path) -> None:
+    text = edit(
+        'zone = "test"', 'zone = "contoso.test"', edit('"mail.contoso.test"]', '"mail.fabrikam.test"]')
+    )
+    fails(write(tmp_path, text), 'world.hosts."mail.fabrikam.test"', "'mail.fabrikam.test'", "contoso.test")
+
+
+def test_zone_outside_reserved_domain(tmp_path: Path) -> None:
+    text = BASE.replace("contoso.test", "contoso.example").replace('zone = "test"', 'zone = "example"')
+    fails(write(tmp_path, text), "world.zone", "'example'", ".test")
+
+
+def test_mx_value_outside_reserved_domain(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE + edit('value = "mail.contoso.test"', 'value = "mx.contoso.com"', MX_RECORD))
+    fails(path, "world.records[0].value", "'mx.contoso.com'", ".test")
+
+
+def test_recipient_outside_reserved_domain(tmp_path: Path) -> None:
+    text = edit(
+        'mail_domain = "contoso.test"',
+        'mail_domain = "contoso.test"\nrcpt_to = ["a@contoso.test", "b@x.com"]',
+    )
+    fails(write(tmp_path, text), "target.rcpt_to[1]", "'b@x.com'", ".test")
+
+
+def test_missing_french_title(tmp_path: Path) -> None:
+    fails(write(tmp_path, edit('fr = "Certificat expiré"\n', "")), "title.fr: missing", "French")
+
+
+def test_missing_french_fix(tmp_path: Path) -> None:
+    fails(
+        write(tmp_path, edit('fix = "Renouvelez le certificat."\n', "")), "explain.fr.fix: missing", "French"
+    )
+
+
+def test_missing_french_explanation(tmp_path: Path) -> None:
+    text = edit('[explain.fr]\ncause = "Le certificat est périmé. Le client le rejette."\n', "")
+    text = edit('fix = "Renouvelez le certificat."\n', "", text)
+    fails(write(tmp_path, text), "explain.fr: missing", "cause and fix")
+
+
+def test_french_copy_of_english_rejected(tmp_path: Path) -> None:
+    fails(write(tmp_path, edit("Renouvelez le certificat.", "Renew the certificate.")), "explain.fr.fix")
+
+
+def test_unknown_language(tmp_path: Path) -> None:
+    fails(
+        write(tmp_path, edit('fr = "Certificat expiré"', 'fr = "Certificat expiré"\nde = "Abgelaufen"')),
+        "title.de",
+    )
+
+
+def test_server_code_missing_for_other(tmp_path: Path) -> None:
+    err = fails(
+        write(tmp_path, edit('code = "4.7.320"', 'code = "other"')), "server_code: missing", "'other'"
+    )
+    assert err.key == "server_code"
+
+
+def test_server_code_forbidden_for_eop_code(tmp_path: Path) -> None:
+    path = write(tmp_path, edit('code = "4.7.320"', 'code = "4.7.320"\nserver_code = "5.1.1"'))
+    fails(path, "server_code: '5.1.1'", "no server_code")
+
+
+def test_server_code_must_come_from_the_world(tmp_path: Path) -> None:
+    path = write(tmp_path, edit('code = "4.7.320"', 'code = "other"\nserver_code = "5.1.1"'))
+    fails(path, "server_code: '5.1.1'", "reply")
+
+
+def test_bad_enhanced_code(tmp_path: Path) -> None:
+    fails(write(tmp_path, edit('rfc3463 = "4.7.5"', 'rfc3463 = "4.7"')), "rfc3463: '4.7'", "enhanced")
+
+
+def test_unknown_alternate_profile(tmp_path: Path) -> None:
+    text = edit("[title]", '[alternates]\neop-obsreved = "4.4.317"\n\n[title]')
+    fails(write(tmp_path, text), "alternates.eop-obsreved", "eop-observed")
+
+
+def test_connect_by_ip_needs_a_host_of_the_world(tmp_path: Path) -> None:
+    text = edit('smart_host = "mail.contoso.test"', 'smart_host = "old.contoso.test"\nconnect_by_ip = true')
+    fails(write(tmp_path, text), "target.smart_host", "'old.contoso.test'", "mail.contoso.test")
+
+
+def test_id_must_match_file_name(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE, stem="tls-expired", sid="tls-cert-expired")
+    err = fails(path, "id: 'tls-cert-expired'", "'tls-expired'")
+    assert err.key == "id"
+
+
+def test_id_must_be_lowercase_words(tmp_path: Path) -> None:
+    fails(write(tmp_path, BASE, stem="Bad_Id"), "id: 'Bad_Id'", "lowercase")
+
+
+def test_duplicate_ids_name_both_files(tmp_path: Path) -> None:
+    first = write(tmp_path / "dns", BASE, stem="twice")
+    second = write(tmp_path / "tls", BASE, stem="twice")
+    with pytest.raises(ScenarioError) as info:
+        load_catalogue(tmp_path)
+    message = str(info.value)
+    assert str(first.relative_to(tmp_path)) in message or str(first) in message
+    assert "dns" in message and "tls" in message and "twice.toml" in message
+    assert "id: 'twice'" in message
+    assert str(second) in message
+
+
+def test_load_catalogue_from_directory(tmp_path: Path) -> None:
+    write(tmp_path, BASE, stem="b-expired")
+    write(tmp_path, edit('code = "4.7.320"', 'code = "4.4.317"'), stem="a-tls")
+    write(tmp_path, edit('code = "4.7.320"', 'code = "4.4.312"'), stem="z-dns")
+    cat = load_catalogue(tmp_path)
+    assert list(cat) == ["z-dns", "a-tls", "b-expired"]  # by code order, then id
+    assert [s.id for s in select(["*-tls", "b-*"], catalogue=cat)] == ["a-tls", "b-expired"]
+    with pytest.raises(UnknownScenario, match="a-tls"):
+        get("a-tsl", catalogue=cat)
+
+
+def test_package_exports() -> None:
+    for name in scenarios.__all__:
+        assert hasattr(scenarios, name), name

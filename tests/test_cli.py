@@ -1,0 +1,172 @@
+"""The mailfakes command, run as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+from probe import RawSMTP, connect_outcome
+
+import scenarios
+
+CMD = [sys.executable, "-m", "fakes"]
+
+
+def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CMD, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def read_line(proc: subprocess.Popen[str], timeout: float) -> str:
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert ready, f"no line on stdout within {timeout} s"
+    return proc.stdout.readline()
+
+
+@pytest.fixture
+def serve() -> Iterator:
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [*CMD, "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+def test_list_human_and_json():
+    human = run("list")
+    assert human.returncode == 0
+    ids = list(scenarios.load_catalogue())
+    assert all(i in human.stdout for i in ids)
+    rows = json.loads(run("list", "--json").stdout)
+    assert {r["id"] for r in rows} == set(ids)
+    assert all({"id", "code", "title"} <= set(r) for r in rows)
+
+
+def test_list_by_code():
+    rows = json.loads(run("list", "--json", "--code", "4.7.320").stdout)
+    assert len(rows) >= 5 and all(r["code"] == "4.7.320" for r in rows)
+
+
+def test_show_in_both_languages():
+    s = scenarios.get("tls-cert-expired")
+    en = run("show", s.id)
+    fr = run("show", s.id, "--lang", "fr")
+    assert en.returncode == fr.returncode == 0
+    assert s.title["en"] in en.stdout and s.title["fr"] in fr.stdout
+    assert "4.7.320" in en.stdout and "eop-observed" in en.stdout
+    assert "cert=expired" in en.stdout
+
+
+def test_serve_json_prints_one_line_once_ready_then_stops_on_sigterm(serve):
+    proc = serve("tls-cert-expired", "--json")
+    info = json.loads(read_line(proc, 15))
+    for key in (
+        "scenario",
+        "code",
+        "smart_host",
+        "mail_domain",
+        "port",
+        "dns_host",
+        "dns_port",
+        "ca_file",
+        "hosts",
+        "require_tls",
+        "mail_from",
+        "rcpt_to",
+    ):
+        assert key in info
+    assert info["scenario"] == "tls-cert-expired" and info["code"] == "4.7.320"
+    assert os.path.exists(info["ca_file"])
+    ip = info["hosts"][info["smart_host"]]
+    c = RawSMTP.connect(ip, info["port"])
+    assert c.reply().code == 220
+    c.close()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert out == ""  # nothing after the one JSON line
+    assert "serving tls-cert-expired" in err  # human output went to stderr
+    assert not os.path.exists(info["ca_file"])
+    assert connect_outcome(ip, info["port"]) == "refused"
+
+
+def test_serve_codes_for_success_and_other_scenarios(serve):
+    success = next(s for s in scenarios.load_catalogue().values() if s.code == "success")
+    other = next(s for s in scenarios.load_catalogue().values() if s.code == "other")
+    for s in (success, other):
+        proc = serve(s.id, "--json")
+        info = json.loads(read_line(proc, 15))
+        assert info["code"] == s.server_code
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=10)
+        assert proc.returncode == 0
+
+
+def test_serve_mx_scenario_has_no_smart_host(serve):
+    s = next(s for s in scenarios.load_catalogue().values() if s.target.smart_host is None)
+    proc = serve(s.id, "--json")
+    info = json.loads(read_line(proc, 15))
+    assert info["smart_host"] is None and info["mail_domain"] == s.target.mail_domain
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["serve", "no-such-scenario"], "unknown scenario"),
+        (["show", "tls-cert-expird"], "tls-cert-expired"),  # suggests the close match
+        (["serve", "baseline-delivered", "--port", "notaport"], "invalid port"),
+        (["serve", "baseline-delivered", "--bogus"], "unrecognized arguments: --bogus"),
+        (["list", "--code", "5.9.9"], "no scenario has code"),
+        (["list", "--code", "bogus"], "unknown code 'bogus'"),
+        (["serve", "baseline-delivered", "--subnet", "192.168.7"], "not a loopback address"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_errors_are_one_line_and_exit_2(args, needle):
+    result = run(*args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert needle in lines[0]
+    assert result.stdout == ""
+
+
+def test_port_in_use_exits_2_and_leaves_nothing_running():
+    blocker = socket.socket()
+    blocker.bind(("127.88.3.2", 0))  # where the first host of --subnet 127.88.3 goes
+    blocker.listen(1)
+    port = blocker.getsockname()[1]
+    try:
+        result = run("serve", "baseline-delivered", "--port", str(port), "--subnet", "127.88.3", "--json")
+    finally:
+        blocker.close()
+    assert result.returncode == 2
+    assert f"port {port} is already in use" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stdout == ""
+
+
+def test_help_describes_every_command():
+    top = run("--help")
+    assert top.returncode == 0
+    for command in ("list", "show", "serve"):
+        assert command in top.stdout
+    assert "--json" in run("serve", "--help").stdout
