@@ -7,7 +7,7 @@ SCENARIO ?= baseline-delivered
 PORT   ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint serve bench clean
+.PHONY: venv test lint serve bench clean readme-table
 
 venv: $(STAMP)
 
@@ -33,3 +33,6 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+readme-table: $(STAMP)
+	$(BIN)/python -m scenarios README.md

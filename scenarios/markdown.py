@@ -159,3 +159,16 @@ def markdown_table(scenarios: Iterable[Scenario] | Mapping[str, Scenario]) -> st
         code = s.code if s.server_code is None else f"{s.code} ({s.server_code})"
         lines.append(f"| `{s.id}` | {code} | {_cell(s.title['en'])} | {_cell(wire_summary(s))} |")
     return "\n".join(lines) + "\n"
+
+
+START_MARK: Final = "<!-- catalogue:start -->"
+END_MARK: Final = "<!-- catalogue:end -->"
+
+
+def with_table(readme: str, table: str) -> str:
+    """``readme`` with the text between the catalogue markers replaced by ``table``."""
+    head, start, rest = readme.partition(START_MARK)
+    _, end, tail = rest.partition(END_MARK)
+    if not start or not end:
+        raise ValueError(f"the README has no {START_MARK} ... {END_MARK} section")
+    return f"{head}{START_MARK}\n{table}{END_MARK}{tail}"

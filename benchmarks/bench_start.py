@@ -1,0 +1,114 @@
+"""How fast a world is ready: in-process start, and ``mailfakes serve --json``.
+
+Prints the figures and compares them with the targets of issue #2:
+
+- in-process: time from ``World(...).start()`` to ready (DNS and every host
+  listening, certificates issued) for a full TLS scenario, median of N runs
+  (target <= 5 ms);
+- CLI: time from starting ``mailfakes serve ID --json`` to its JSON line on
+  stdout, median of M runs (target <= 1 s).
+
+Also checks that the cycles leave thread and fd counts unchanged.
+
+Usage: python benchmarks/bench_start.py [--runs 200] [--cli-runs 10] [--scenario baseline-delivered]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import scenarios
+from fakes import World
+
+TARGET_START_MS = 5.0
+TARGET_CLI_S = 1.0
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def bench_in_process(scenario_id: str, runs: int) -> list[float]:
+    spec = scenarios.get(scenario_id).world
+    with World(spec):  # warm-up: imports, OpenSSL tables
+        pass
+    fds, threads = len(os.listdir("/proc/self/fd")), threading.active_count()
+    times = []
+    for _ in range(runs):
+        world = World(spec)
+        started = time.perf_counter()
+        world.start()
+        times.append((time.perf_counter() - started) * 1000)
+        world.stop()
+    leaked_fds = len(os.listdir("/proc/self/fd")) - fds
+    leaked_threads = threading.active_count() - threads
+    print(f"  leaks after {runs} cycles: {leaked_fds} fds, {leaked_threads} threads")
+    return times
+
+
+def bench_cli(scenario_id: str, runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fakes", "serve", scenario_id, "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        if not ready:
+            proc.kill()
+            raise SystemExit("mailfakes serve printed nothing within 30 s")
+        proc.stdout.readline()
+        times.append(time.perf_counter() - started)
+        proc.send_signal(signal.SIGTERM)
+        if proc.wait(10) != 0:
+            raise SystemExit(f"mailfakes serve exited {proc.returncode} after SIGTERM")
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=200, help="in-process start/stop cycles (default 200)")
+    parser.add_argument("--cli-runs", type=int, default=10, help="CLI runs (default 10)")
+    parser.add_argument(
+        "--scenario", default="baseline-delivered", help="scenario to start (default: baseline-delivered)"
+    )
+    args = parser.parse_args()
+
+    s = scenarios.get(args.scenario)
+    tls_hosts = sum(1 for h in s.world.hosts if h.kind == "smtp" and h.smtp.uses_tls)
+    python = sys.version.split()[0]
+    print(f"scenario {s.id}: {len(s.world.hosts)} host(s), {tls_hosts} with TLS; ", end="")
+    print(f"python {python}, {os.cpu_count()} cpus")
+
+    t = bench_in_process(args.scenario, args.runs)
+    med = statistics.median(t)
+    verdict = "OK" if med <= TARGET_START_MS else "OVER TARGET"
+    print(
+        f"in-process start to ready: median {med:.2f} ms, p90 {pct(t, 0.9):.2f} ms, "
+        f"min {min(t):.2f} ms over {args.runs} runs (target <= {TARGET_START_MS} ms: {verdict})"
+    )
+
+    c = bench_cli(args.scenario, args.cli_runs)
+    med_c = statistics.median(c)
+    verdict = "OK" if med_c <= TARGET_CLI_S else "OVER TARGET"
+    print(
+        f"CLI 'mailfakes serve --json' to JSON line: median {med_c * 1000:.0f} ms, "
+        f"max {max(c) * 1000:.0f} ms "
+        f"over {args.cli_runs} runs (target <= {TARGET_CLI_S * 1000:.0f} ms: {verdict})"
+    )
+
+
+if __name__ == "__main__":
+    main()
