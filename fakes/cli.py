@@ -13,10 +13,12 @@ import sys
 import textwrap
 import threading
 from collections.abc import Sequence
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from .spec import SpecError
-from .world import World, WorldError
+
+if TYPE_CHECKING:
+    from .world import World
 
 LANGS = ("en", "fr")
 
@@ -204,6 +206,8 @@ def _human_serve(info: dict[str, Any], scenario: Any, out: TextIO) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    from .world import World
+
     scenario = _get(args.id)
     world = World(
         scenario.world,
@@ -213,8 +217,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         dns_port=args.dns_port,
         allow_non_loopback=args.allow_non_loopback,
     )
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stop: threading.Event = args.stop
     try:
         world.start()
         info = serve_info(scenario, world)
@@ -229,8 +232,6 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         print("mailfakes: stopping", file=sys.stderr)
     finally:
         world.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     return 0
 
 
@@ -301,6 +302,13 @@ COMMANDS = {"list": cmd_list, "show": cmd_show, "serve": cmd_serve}
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # A signal that arrives while the world starts must still end in a clean
+    # stop and exit 0: install the handlers before the heavy imports.
+    args.stop = threading.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda *_: args.stop.set()) for sig in signals}
+    from .world import WorldError
+
     try:
         return COMMANDS[args.command](args, sys.stdout)
     except (UsageError, WorldError, SpecError) as exc:
@@ -308,6 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

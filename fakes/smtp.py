@@ -13,28 +13,25 @@ host's listener and chooses each connection's behaviour (its schedule).
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
 from .spec import CloseHow, HostSpec, Reply, SmtpPlan
-from .tcp import CloseOnAcceptProtocol, SilentProtocol, cut
+from .tcp import CloseOnAcceptProtocol, SilentProtocol, cut, peer_of
 from .transcript import CERT_REJECTION_ALERTS, Message, Recorder, Transcript
 
 # (host name, cert kind, broken) -> server context; supplied by the world.
 ContextSource = Callable[[str, str, bool], ssl.SSLContext]
 
 IDENT = "ESMTP mailfakes"
+TLS_CLOSE_GRACE = 0.2  # seconds a TLS close waits for the client's close_notify
 STARTTLS_REFUSED = Reply(454, "TLS not available due to temporary reason", "4.7.0")
-
-
-def _peer(transport: asyncio.BaseTransport) -> str:
-    peer = transport.get_extra_info("peername")
-    return f"{peer[0]}:{peer[1]}" if peer else "?"
 
 
 def tls_failure_reason(exc: BaseException | None) -> str:
@@ -87,14 +84,19 @@ class FaultySMTP(SMTP):
         self.t = transcript
         self._raw = raw_transport
         self._greeted = False
-        self._point = "GREETING"
+        # The point each pending reply answers (GREETING, a command verb, DATA_END),
+        # oldest first: it picks the delay of the reply.
+        self._expect: collections.deque[str] = collections.deque(["GREETING"])
         self._delayed = False
         self._substitute: str | None = None
         self._pending_close: CloseHow | None = None
         self._in_data = False
         self._data_bytes = 0
+        self._tail = b""  # the end of the message content so far, to spot CRLF.CRLF
         self._buf = b""
         self._registered = False
+        self._lost = False
+        self._handshake_timer: asyncio.TimerHandle | None = None
 
     # -- connection life --------------------------------------------------
 
@@ -104,26 +106,57 @@ class FaultySMTP(SMTP):
             self._registered = True
             if self._raw is None:
                 self._raw = transport
-            self.host.connections.add(self._raw)
-            self.t.peer = _peer(self._raw)
+            self.host.live.add(self)
+            self.t.peer = peer_of(self._raw)
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self._raw is not None:
-            self.host.connections.discard(self._raw)
-        self.host.closed(self.t, error)
+        if self._lost:
+            return
+        self._lost = True
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+        self.host.forget(self, error)
         super().connection_lost(error)
+
+    def shutdown(self) -> None:
+        """End the session now (world stop): also during a TLS handshake,
+        when asyncio would not report the loss to this protocol."""
+        self._terminate()
+
+    def _terminate(self) -> None:
+        if self._raw is not None:
+            cut(self._raw, "fin")
+        self.connection_lost(None)
 
     def data_received(self, data: bytes) -> None:
         if self._in_data:
-            self._data_bytes += len(data)
+            rest = self._count_content(data)
             ca = self.plan.close_at
             if ca is not None and ca.point == "in_data" and self._data_bytes >= max(ca.after_bytes, 1):
-                self.t.add("C", f"<message content, {self._data_bytes} bytes so far>")
+                if rest is None:
+                    self.t.add("C", f"<message content, {self._data_bytes} bytes so far>")
                 self._cut(ca.how, f"after {self._data_bytes} bytes of message content")
                 return
+            if rest:
+                self._record_client(rest)
         else:
             self._record_client(data)
         super().data_received(data)
+
+    def _count_content(self, data: bytes) -> bytes | None:
+        """Count message bytes; at the final dot, leave data mode and return what follows."""
+        window = self._tail + data
+        i = window.find(b"\r\n.\r\n")
+        if i < 0:
+            self._data_bytes += len(data)
+            self._tail = window[-4:]
+            return None
+        end = i + 5 - len(self._tail)  # just after the terminator, in data
+        self._data_bytes += max(end - 3, 0)
+        self._in_data = False
+        self.t.add("C", f"<message content, {self._data_bytes} bytes>")
+        self._expect.append("DATA_END")
+        return data[end:]
 
     def _record_client(self, data: bytes) -> None:
         self._buf += data
@@ -131,6 +164,7 @@ class FaultySMTP(SMTP):
             raw, _, self._buf = self._buf.partition(b"\n")
             line = raw.rstrip(b"\r").decode("utf-8", "replace")
             self.t.add("C", line)
+            self._expect.append(line.split(" ", 1)[0].upper()[:16] or "*")
             self.host.recorder.events.emit("smtp_in", self.host.spec.name, line, session=self.t.session_id)
         if len(self._buf) > 4096:  # a runaway line: keep the transcript bounded
             self.t.add("C", self._buf[:80].decode("utf-8", "replace") + "... (line too long)")
@@ -154,6 +188,13 @@ class FaultySMTP(SMTP):
         self.t.add("*", "server closes the connection")
         if self.transport is not None:
             self.transport.close()
+        self._close_tls_soon()
+
+    def _close_tls_soon(self) -> None:
+        # Under TLS, close() waits for the client's close_notify (30 s by
+        # default) before the FIN: give it a moment, then close the socket.
+        if self._raw is not None and self._raw is not self.transport:
+            asyncio.get_running_loop().call_later(TLS_CLOSE_GRACE, cut, self._raw, "fin")
 
     async def _park(self) -> None:
         # The connection is closing: connection_lost() cancels this task.
@@ -173,18 +214,22 @@ class FaultySMTP(SMTP):
             text, self._substitute = self._substitute, None
         if not self._delayed:
             self._delayed = True
-            delay = self.plan.delay_for(self._point)
+            delay = self.plan.delay_for(self._expect[0] if self._expect else "*")
             if delay:
                 self.t.add("*", f"fault: reply delayed by {int(delay * 1000)} ms")
                 await asyncio.sleep(delay)
         if self._in_data and not text.startswith("354"):
-            self._in_data = False
-            self.t.add("C", f"<message content, {self._data_bytes} bytes>")
+            self._in_data = False  # a reply ends the data phase (e.g. 552 too much data)
+        if final:
+            self._delayed = False
+            if self._expect:
+                self._expect.popleft()
         self.t.add("S", text)
         self.host.recorder.events.emit("smtp_out", self.host.spec.name, text, session=self.t.session_id)
         if text.startswith("354"):
             self._in_data = True
             self._data_bytes = 0
+            self._tail = b"\r\n"  # the CRLF that ended the DATA line
         await super().push(text)
         if greeting:
             await self._after_greeting(text)
@@ -206,8 +251,6 @@ class FaultySMTP(SMTP):
 
     async def intercept(self, name: str, arg: str | None, default: Callable[..., Awaitable[None]]) -> None:
         """Run before every command: cut, replace the reply, or let aiosmtpd answer."""
-        self._point = name
-        self._delayed = False
         ca = self.plan.close_at
         if ca is not None and _cuts_on(ca.point, name):
             self._cut(ca.how, f"after {name}, before its reply")
@@ -216,7 +259,13 @@ class FaultySMTP(SMTP):
         if reply is None and name == "STARTTLS" and self.plan.tls == "starttls_refused":
             reply = STARTTLS_REFUSED
         if reply is None:
+            if name == "STARTTLS" and self.tls_context is not None:
+                timeout = self.host.handshake_timeout
+                loop = asyncio.get_running_loop()
+                self._handshake_timer = loop.call_later(timeout, self._handshake_timed_out)
             await default(self, arg)
+            if name == "QUIT":
+                self._close_tls_soon()
             return
         self.t.add("*", f"fault: reply to {name} replaced")
         self._pending_close = reply.close
@@ -229,8 +278,6 @@ class FaultySMTP(SMTP):
 
     async def data_end(self, envelope: Envelope) -> str:
         """The final dot arrived: keep the message, or not, as the plan says."""
-        self._point = "DATA_END"
-        self._delayed = False
         reply = self.plan.replies.get("DATA_END")
         ca = self.plan.close_at
         cut_now = ca is not None and ca.point == "after_final_dot"
@@ -255,8 +302,6 @@ class FaultySMTP(SMTP):
             )
         if cut_now:
             assert ca is not None
-            self._in_data = False
-            self.t.add("C", f"<message content, {self._data_bytes} bytes>")
             self._cut(ca.how, "after the final dot, before the reply")
             await self._park()
         if reply is not None:
@@ -267,7 +312,16 @@ class FaultySMTP(SMTP):
 
     # -- TLS and errors ---------------------------------------------------
 
+    def _handshake_timed_out(self) -> None:
+        self.t.add("*", f"TLS handshake timed out after {self.host.handshake_timeout} s")
+        self.t.ended_by = "timeout"
+        self._terminate()
+
     def tls_established(self) -> None:
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+        self._buf = b""  # plaintext before STARTTLS is discarded (RFC 3207 4.2)
         self.host.tls_done(self.t, self.transport, self.plan)
         ca = self.plan.close_at
         if ca is not None and ca.point == "after_starttls":
@@ -321,8 +375,8 @@ class ImplicitTLSGate(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.raw = transport
-        self.host.connections.add(transport)
-        self.t.peer = _peer(transport)
+        self.host.live.add(self)
+        self.t.peer = peer_of(transport)
         self.task = asyncio.get_running_loop().create_task(self._handshake(transport))
 
     async def _handshake(self, raw: asyncio.BaseTransport) -> None:
@@ -336,22 +390,32 @@ class ImplicitTLSGate(asyncio.Protocol):
                 ssl_handshake_timeout=self.host.handshake_timeout,
             )
         except (TimeoutError, OSError) as exc:
-            self.host.connections.discard(raw)
+            if isinstance(exc, TimeoutError):
+                self.t.ended_by = "timeout"
             self.host.tls_failed(self.t, exc)
-            self.host.closed(self.t, None)
+            self.host.forget(self, None)
             return
-        assert tls is not None
+        if tls is None:  # the connection was lost during the handshake
+            self.host.forget(self, None)
+            return
+        self.host.live.discard(self)  # the SMTP session owns the connection now
         smtp = FaultySMTP(self.host, self.plan, self.t, tls_context=None, raw_transport=raw)
         tls.set_protocol(smtp)
         smtp.connection_made(tls)
         self.host.tls_done(self.t, tls, self.plan)
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def shutdown(self) -> None:
         if self.raw is not None:
-            self.host.connections.discard(self.raw)
+            cut(self.raw, "fin")
         if self.task is not None and not self.task.done():
             self.task.cancel()
-        self.host.closed(self.t, exc)
+        self.host.forget(self, None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # Only reached when the connection is lost before start_tls took over.
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        self.host.forget(self, exc)
 
 
 class HostServer:
@@ -373,8 +437,9 @@ class HostServer:
         self.contexts = contexts
         self.handshake_timeout = handshake_timeout
         self.idle_timeout = idle_timeout
-        self.connections: set[asyncio.BaseTransport] = set()
+        self.live: set[Any] = set()  # protocols with an open connection; each has shutdown()
         self.server: asyncio.Server | None = None
+        self.stopping = False
 
     async def start(self, sock: socket.socket) -> None:
         if self.spec.kind == "smtp" and self.spec.smtp.uses_tls:
@@ -384,11 +449,21 @@ class HostServer:
         self.server = await asyncio.get_running_loop().create_server(self.make_protocol, sock=sock)
 
     async def stop(self) -> None:
+        self.stopping = True
+        loop = asyncio.get_running_loop()
         if self.server is not None:
+            # Stop accepting first: connections accepted already get their
+            # transports over the next iterations (closing the server before
+            # that makes asyncio drop them half made, sockets left open).
+            for sock in self.server.sockets:
+                loop.remove_reader(sock.fileno())
+            for _ in range(3):
+                await asyncio.sleep(0)
             self.server.close()
-        for transport in list(self.connections):
-            cast(asyncio.Transport, transport).abort()
-        self.connections.clear()
+        for _ in range(3):
+            for proto in list(self.live):
+                proto.shutdown()
+            await asyncio.sleep(0)
         if self.server is not None:
             await self.server.wait_closed()
             self.server = None
@@ -408,14 +483,13 @@ class HostServer:
         self.recorder.events.emit("connect", spec.name, f"connection accepted ({kind})", session=t.session_id)
         if kind == "silent":
             t.add("*", "fault: the server accepts and never speaks")
-            return SilentProtocol(self.connections, functools.partial(self.closed, t))
-        if kind == "close_on_accept" or (
-            plan.close_at is not None and plan.close_at.point == "before_greeting"
-        ):
+            return SilentProtocol(self, t)
+        cut_first = plan.close_at is not None and plan.close_at.point == "before_greeting"
+        if kind == "close_on_accept" or cut_first:
             how = spec.close if kind == "close_on_accept" else plan.close_at.how  # type: ignore[union-attr]
             t.add("*", f"fault: connection cut with {how.upper()} before the greeting")
             t.ended_by = f"server-{how}"
-            return CloseOnAcceptProtocol(self.connections, how, functools.partial(self.closed, t))
+            return CloseOnAcceptProtocol(self, t, how)
         if plan.implicit_tls:
             return ImplicitTLSGate(self, plan, t, self._context(plan))
         ctx = self._context(plan) if plan.tls.startswith("starttls") else None
@@ -423,9 +497,15 @@ class HostServer:
 
     # -- shared bookkeeping -------------------------------------------------
 
-    def closed(self, t: Transcript, error: BaseException | None) -> None:
+    def forget(self, proto: object, error: BaseException | None) -> None:
+        """A connection ended: drop it from the live set and record the end once."""
+        self.live.discard(proto)
+        t: Transcript = proto.t  # type: ignore[attr-defined]
+        if t.closed:
+            return
+        t.closed = True
         if t.ended_by is None:
-            t.ended_by = "client"
+            t.ended_by = "stop" if self.stopping else "client"
         self.recorder.events.emit(
             "close", self.spec.name, f"connection closed ({t.ended_by})", session=t.session_id
         )

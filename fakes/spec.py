@@ -61,6 +61,7 @@ DELAY_KEYS: Final = ("GREETING", "*", *COMMANDS)
 # Kinds whose behaviour is made per connection by our own code, so a
 # schedule ("fail the first N sessions") can apply to them.
 SCHEDULABLE_KINDS: Final = ("smtp", "silent", "close_on_accept")
+MAX_HOST_NAME: Final = 64
 
 
 UNKNOWN_KEY: Final = object()  # the "value" of a key nobody expects
@@ -347,8 +348,10 @@ def parse_reply(t: Table) -> Reply:
     if enhanced is not None and enhanced[0] != str(code)[0]:
         raise t.fail("enhanced", enhanced, f"a code of the same class as {code}")
     text = t.string("text", "")
-    if "\r" in text or "\n" in text:
-        raise t.fail("text", text, "one line of text")
+    if not all(" " <= ch <= "~" for ch in text):
+        # Replies go out in ASCII (RFC 5321 4.5.3.1); a control character
+        # or an accented letter could not be sent as written.
+        raise t.fail("text", text, "one line of printable ASCII text")
     close = t.choice("close", CLOSE_HOWS, "") if t.has("close") else None
     t.done(("code", "enhanced", "text", "close"))
     return Reply(code=code, text=text, enhanced=enhanced, close=close)  # type: ignore[arg-type]
@@ -376,7 +379,7 @@ def parse_smtp_plan(t: Table) -> SmtpPlan:
         ct.done(("point", "how", "after_bytes"))
         close_at = CloseAt(point=point, how=how, after_bytes=after_bytes)  # type: ignore[arg-type]
         if point == "after_starttls" and tls not in ("starttls",):
-            raise t.fail("close_at.point", point, "after_starttls only with tls = starttls")
+            raise ct.fail("point", point, "after_starttls only with tls = starttls")
     delays: dict[str, int] = {}
     if t.has("delay_ms"):
         delays["*"] = t.integer("delay_ms", 0, lo=0, hi=600_000)
@@ -511,10 +514,15 @@ def parse_world(data: Mapping[str, Any], where: str = "<world>", path: str = "")
     """
     t = Table(data, where, path)
     zone = normalize_name(t.string("zone", "test"))
+    if not zone or any(not label for label in zone.split(".")):
+        raise t.fail("zone", t.data.get("zone"), "a DNS zone like test or contoso.test (not the root)")
     ht = t.table("hosts")
     hosts = []
     for name in list(ht.data):
         norm = check_name(ht, name, name, zone)
+        if len(norm) > MAX_HOST_NAME:
+            # A certificate's common name holds at most 64 characters.
+            raise ht.fail(name, name, f"a host name of at most {MAX_HOST_NAME} characters")
         hosts.append(parse_host(norm, ht.table(name)))
     ht.done()
     host_names = {h.name for h in hosts}

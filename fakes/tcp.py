@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from .spec import CloseHow
+from .transcript import Transcript
 
 
 def cut(transport: asyncio.BaseTransport, how: CloseHow) -> None:
@@ -97,23 +98,34 @@ class BlackholeEndpoint:
         self.sock.close()
 
 
-class TrackedProtocol(asyncio.Protocol):
-    """Base for our raw protocols: registers its transport so stop() can cut it."""
+class Owner(Protocol):
+    """What a raw protocol reports to: the host server that accepted it."""
 
-    def __init__(self, registry: set[asyncio.BaseTransport], on_close: Any = None) -> None:
-        self.registry = registry
+    live: set[Any]
+
+    def forget(self, proto: object, error: BaseException | None) -> None: ...
+
+
+class TrackedProtocol(asyncio.Protocol):
+    """Base for our raw protocols: known to the host until closed, so stop() can end it."""
+
+    def __init__(self, owner: Owner, transcript: Transcript) -> None:
+        self.owner = owner
+        self.t = transcript
         self.transport: asyncio.BaseTransport | None = None
-        self.on_close = on_close
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
-        self.registry.add(transport)
+        self.t.peer = peer_of(transport)
+        self.owner.live.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.owner.forget(self, exc)
+
+    def shutdown(self) -> None:
         if self.transport is not None:
-            self.registry.discard(self.transport)
-        if self.on_close is not None:
-            self.on_close(exc)
+            cut(self.transport, "fin")
+        self.owner.forget(self, None)
 
 
 class SilentProtocol(TrackedProtocol):
@@ -126,10 +138,15 @@ class SilentProtocol(TrackedProtocol):
 class CloseOnAcceptProtocol(TrackedProtocol):
     """Closes each connection as soon as it is accepted, with FIN or RST."""
 
-    def __init__(self, registry: set[asyncio.BaseTransport], how: CloseHow, on_close: Any = None) -> None:
-        super().__init__(registry, on_close)
+    def __init__(self, owner: Owner, transcript: Transcript, how: CloseHow) -> None:
+        super().__init__(owner, transcript)
         self.how: CloseHow = how
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         cut(transport, self.how)
+
+
+def peer_of(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    return f"{peer[0]}:{peer[1]}" if peer else "?"

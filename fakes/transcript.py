@@ -55,7 +55,9 @@ class Transcript:
     # False: it completed the handshake on a bad certificate (it did not);
     # None: cannot be told (the certificate was valid, or no TLS happened).
     client_verified: bool | None = None
-    ended_by: str | None = None  # "client", "server-fin", "server-rst", "server-close", "stop"
+    # "client", "server-fin", "server-rst", "server-close", "timeout", "stop"
+    ended_by: str | None = None
+    closed: bool = False
     opened: float = field(default_factory=time.monotonic)
 
     def add(self, direction: Direction, text: str) -> None:

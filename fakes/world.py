@@ -49,9 +49,12 @@ def is_loopback(address: str) -> bool:
         return False
 
 
+_RANDOM = random.SystemRandom()  # not the global generator: tests may seed that one alike in every worker
+
+
 def _random_subnet() -> str:
     # 127.0.0.0/16 is left alone: other local services like to live there.
-    return f"127.{random.randrange(1, 255)}.{random.randrange(0, 256)}"
+    return f"127.{_RANDOM.randrange(1, 255)}.{_RANDOM.randrange(0, 256)}"
 
 
 class World:
@@ -122,6 +125,7 @@ class World:
         self._reserved: list[socket.socket] = []
         self._pending: list[tuple[HostServer, socket.socket]] = []
         self._thread: threading.Thread | None = None
+        self._restore_handler: tuple[asyncio.AbstractEventLoop, Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._state = "new"  # new -> running -> stopped
         self._cond = threading.Condition()
@@ -257,10 +261,24 @@ class World:
         """Start on the running event loop."""
         if self._state != "new":
             raise WorldError(f"a world starts once; this one is {self._state}")
+        # Errors inside the fakes become 'error' events here too; the
+        # caller's own handler still sees them.
+        loop = asyncio.get_running_loop()
+        previous = loop.get_exception_handler()
+
+        def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            self._loop_exception(loop, context)
+            if previous is not None:
+                previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+
+        loop.set_exception_handler(handler)
+        self._restore_handler = (loop, previous)
         try:
             await self._astart()
         except BaseException:
-            await self._astop()
+            await self.astop()
             raise
         return self
 
@@ -268,6 +286,10 @@ class World:
         if self._thread is not None:
             raise WorldError("this world runs on its own thread: use world.stop()")
         await self._astop()
+        if self._restore_handler is not None:
+            loop, previous = self._restore_handler
+            self._restore_handler = None
+            loop.set_exception_handler(previous)
 
     async def __aenter__(self) -> World:
         return await self.astart()
@@ -291,7 +313,7 @@ class World:
                 self._release_sockets()
                 if exc.errno != errno.EADDRINUSE:
                     raise WorldError(f"cannot bind on {subnet}.0/24: {exc.strerror or exc}") from exc
-                if self.requested_subnet or attempt == _BIND_ATTEMPTS - 1 or self.requested_port:
+                if self.requested_subnet or attempt == _BIND_ATTEMPTS - 1:
                     what = f"port {self.requested_port}" if self.requested_port else "a port"
                     raise PortInUse(
                         f"{what} is already in use on {subnet}.x ({exc.strerror}); "
@@ -332,6 +354,11 @@ class World:
             if host.kind == "refuse":
                 self._endpoints.append(RefuseEndpoint(sock))
             elif host.kind == "blackhole":
+                if not BlackholeEndpoint.overflow_drops_syns():
+                    raise WorldError(
+                        f"host {host.name} must time out, but net.ipv4.tcp_abort_on_overflow=1 on this "
+                        "machine makes a full accept queue answer RST (connection refused); set it to 0"
+                    )
                 self._endpoints.append(BlackholeEndpoint(sock))
             else:
                 server = HostServer(

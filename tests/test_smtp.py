@@ -196,9 +196,12 @@ CLOSE_POINTS = {
 @pytest.mark.parametrize("point", list(CLOSE_POINTS))
 def test_abrupt_close_at_each_point(make_world, point, how):
     world, ip, port = one_host(make_world, tls="none", close_at={"point": point, "how": how})
-    c = RawSMTP.connect(ip, port)
     commands = CLOSE_POINTS[point]
     try:
+        try:
+            c = RawSMTP.connect(ip, port)
+        except ConnectionResetError:  # the reset can beat connect() itself
+            raise Closed("rst", "connecting") from None
         if point != "before_greeting":
             assert c.reply().code == 220
         for line in commands[:-1]:
@@ -330,3 +333,84 @@ def test_transcript_records_both_directions_in_order(make_world):
     assert "C: RCPT TO:<nobody@contoso.test>" in lines
     assert lines[lines.index("C: RCPT TO:<nobody@contoso.test>") + 1] == "S: 550 5.1.1 unknown"
     assert lines[-1] == "S: 221 Bye"
+
+
+def test_a_stalled_starttls_handshake_times_out(make_world):
+    world = make_world({"hosts": {H: {}}}, handshake_timeout=0.3)
+    c = greet_ehlo(world)
+    assert c.cmd("STARTTLS").code == 220
+    # Never send a ClientHello: the server gives up after its handshake timeout.
+    assert c.wait_closed() in ("fin", "rst")
+    ended(world)
+    assert world.sessions[0].ended_by == "timeout"
+
+
+def test_a_421_greeting_over_implicit_tls_closes_promptly(make_world):
+    world, ip, port = one_host(make_world, tls="implicit", greeting={"code": 421, "text": "busy"})
+    raw = socket.create_connection((ip, port), timeout=2)
+    tcp = raw.dup()  # to watch the TCP connection under the TLS one
+    c = RawSMTP(client_context(str(world.ca_file)).wrap_socket(raw, server_hostname=H))
+    started = time.monotonic()
+    assert c.reply().code == 421
+    c.wait_closed()  # the server's close_notify; the client does not answer it
+    tcp.settimeout(2)
+    assert tcp.recv(1) == b""  # the FIN follows without waiting for the client's close_notify
+    tcp.close()
+    assert time.monotonic() - started < 1.5
+
+
+def test_lines_pipelined_after_the_final_dot_are_in_the_transcript(make_world):
+    world, ip, port = one_host(make_world, tls="none")
+    c = RawSMTP.connect(ip, port)
+    c.reply()
+    c.cmd("EHLO client.test")
+    c.cmd("MAIL FROM:<a@fabrikam.test>")
+    c.cmd("RCPT TO:<user@contoso.test>")
+    c.cmd("DATA")
+    c.sock.sendall(b"Subject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+    assert c.reply().code == 250
+    assert c.reply().code == 221
+    ended(world)
+    lines = world.sessions[0].client_lines()
+    assert lines[-2:] == ["<message content, 20 bytes>", "QUIT"]
+
+
+def test_the_delay_for_every_reply_covers_commands_the_fake_does_not_know(make_world):
+    _world, ip, port = one_host(make_world, tls="none", delays_ms={"*": 200, "GREETING": 0})
+    c = RawSMTP.connect(ip, port)
+    c.reply()
+    started = time.monotonic()
+    assert c.cmd("FOO bar").code == 500
+    assert time.monotonic() - started >= 0.19
+
+
+def test_stop_while_clients_keep_connecting_leaves_nothing_open():
+    import os
+    import threading
+
+    from fakes import World
+
+    fds = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        world = World({"hosts": {H: {"tls": "none"}}}).start()
+        ip, port = world.address_of(H), world.port
+        socks: list[socket.socket] = []
+        for _ in range(40):  # a burst in the accept queue when stop() comes
+            socks.append(socket.create_connection((ip, port), timeout=1))
+        stopper = threading.Thread(target=world.stop)
+        stopper.start()
+        stopper.join(10)
+        for s in socks:
+            s.close()
+        assert all(t.ended_by is not None for t in world.sessions)
+        assert not world.events.errors()
+    assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_stop_during_an_implicit_tls_handshake_ends_the_session_cleanly(make_world):
+    world, ip, port = one_host(make_world, tls="implicit")
+    s = socket.create_connection((ip, port), timeout=2)  # never sends a ClientHello
+    assert world.wait_until(lambda: bool(world.sessions) and world.sessions[0].peer != "?", 2)
+    world.stop()
+    s.close()
+    assert world.sessions[0].ended_by == "stop"

@@ -1,0 +1,47 @@
+"""World specs: values that cannot work are refused before anything starts."""
+
+from __future__ import annotations
+
+import pytest
+
+from fakes import SpecError, parse_world
+
+
+@pytest.mark.parametrize(
+    ("world", "key", "expected"),
+    [
+        ({"hosts": {"mx.test": {"greeting": {"code": 421, "text": "réessayez"}}}}, "greeting.text", "ASCII"),
+        ({"hosts": {"mx.test": {"replies": {"RCPT": {"code": 550, "text": "a\r\nb"}}}}}, "RCPT.text", "ASCII"),
+        ({"zone": "."}, "zone", "not the root"),
+        ({"hosts": {("a" * 60) + ".test": {}}}, "hosts", "at most 64"),
+        ({"hosts": {"mx.test": {"close_at": {"point": "after_starttls"}, "tls": "none"}}}, "close_at.point", "tls"),
+        ({"hosts": {"mx.test": {"tsl": "none"}}}, 'hosts."mx.test".tsl', "unknown key"),
+        ({"hosts": {"mx.test": {"kind": "refuse", "cert": "expired"}}}, "cert", "kind refuse"),
+        ({"records": [{"name": "mx.test", "type": "A", "value": "8.8.8.8"}]}, "value", "loopback"),
+        ({"hosts": {"mx.test": {"schedule": {"fail_first": 0}}}}, "fail_first", "from 1"),
+        ({"hosts": {"mx.test": {"kind": "blackhole", "schedule": {"fail_first": 1}}}}, "schedule", "only on kinds"),
+        ({"dns_faults": [{"name": "mx.test", "fault": "delay"}]}, "delay_ms", "required"),
+        ({"hosts": {"mx.test": {"greeting": {"code": 421, "enhanced": "2.0.0"}}}}, "enhanced", "same class"),
+    ],
+)
+def test_bad_world_values_name_their_key(world, key, expected):
+    with pytest.raises(SpecError) as err:
+        parse_world(world, where="inline")
+    message = str(err.value)
+    assert message.startswith("inline: ")
+    assert key in message and expected in message
+
+
+def test_a_good_world_parses_into_frozen_values():
+    spec = parse_world(
+        {
+            "hosts": {"MX.Contoso.Test.": {"cert": "expired", "replies": {"RCPT": {"code": 550, "enhanced": "5.1.1"}}}},
+            "records": [{"name": "contoso.test", "type": "MX", "value": "mx.contoso.test", "priority": 5}],
+        }
+    )
+    host = spec.host("mx.contoso.test")
+    assert host.smtp.cert == "expired"
+    assert host.smtp.replies["RCPT"].line() == "550 5.1.1"
+    assert spec.records[0].priority == 5
+    with pytest.raises(AttributeError):
+        host.kind = "refuse"  # type: ignore[misc]
