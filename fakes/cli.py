@@ -15,6 +15,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
+from .codes import PROFILES as PROFILE_CHOICES
 from .spec import SpecError
 
 if TYPE_CHECKING:
@@ -235,6 +236,48 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+# -- deliver -------------------------------------------------------------------
+
+
+def cmd_deliver(args: argparse.Namespace, out: TextIO) -> int:
+    from .client import deliver_scenario
+    from .runtime import Runtime
+    from .world import World
+
+    cat = _catalogue()
+    try:
+        chosen = cat.select(args.ids, code=args.code)
+    except (LookupError, ValueError) as exc:
+        raise UsageError(str(exc.args[0] if exc.args else exc)) from None
+    if not chosen:
+        raise UsageError("no scenario matches")
+    failures = 0
+    width = max(len(s.id) for s in chosen)
+    with Runtime() as runtime:
+        for s in chosen:
+            if args.stop.is_set():
+                break
+            world = World(s.world, runtime=runtime).start()
+            try:
+                report = deliver_scenario(s, world, profile=args.profile, timeout=args.timeout)
+            finally:
+                world.stop()
+            expected = s.code_for(args.profile)
+            ok = report.code == expected
+            failures += not ok
+            if args.json:
+                row = {"scenario": s.id, "expected": expected, **report.as_dict(), "ok": ok}
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            else:
+                mark = "ok  " if ok else "DIFF"
+                out.write(f"{mark} {s.id:<{width}}  expected {expected:<8} {report.line()}\n")
+                if args.verbose:
+                    for line in report.dialogue:
+                        out.write(f"       {line}\n")
+            out.flush()
+    return 1 if failures else 0
+
+
 # -- entry point ----------------------------------------------------------------
 
 
@@ -282,7 +325,37 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow a non-loopback --subnet/--dns-host (only inside a network namespace of yours)",
     )
+    pd = sub.add_parser(
+        "deliver",
+        help="run the reference delivery client against scenarios and show what it reports",
+        description="Serve each selected scenario in turn and deliver one message to it with the reference "
+        "client (an outbound connector: DNS through the world's server, MX fallback, STARTTLS required, "
+        "certificate checked). Prints the report in the Exchange trace style. Exit status: 0 when every "
+        "reported code is the expected one under the profile, 1 otherwise, 2 on a usage error.",
+    )
+    pd.add_argument(
+        "ids", nargs="*", metavar="ID", help="scenario ids or globs (default: the whole catalogue)"
+    )
+    pd.add_argument("--code", metavar="CODE", help="only scenarios of this class (e.g. 4.4.317)")
+    pd.add_argument(
+        "--profile", choices=PROFILE_CHOICES, default="eop", help="code convention (default: eop)"
+    )
+    pd.add_argument("--json", action="store_true", help="one JSON object per scenario (JSON lines)")
+    pd.add_argument(
+        "--timeout", type=_seconds, default=1.0, help="connect, read and DNS timeout (default: 1 s)"
+    )
+    pd.add_argument("-v", "--verbose", action="store_true", help="show the client's side of the dialogue")
     return p
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: expected seconds, e.g. 0.5") from None
+    if not 0 < value <= 600:
+        raise argparse.ArgumentTypeError(f"invalid duration {value}: expected more than 0 and at most 600 s")
+    return value
 
 
 def _port(text: str) -> int:
@@ -297,7 +370,7 @@ def _port(text: str) -> int:
     return value
 
 
-COMMANDS = {"list": cmd_list, "show": cmd_show, "serve": cmd_serve}
+COMMANDS = {"list": cmd_list, "show": cmd_show, "serve": cmd_serve, "deliver": cmd_deliver}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,6 +25,7 @@ from typing import Any
 from .certs import CertAuthority
 from .dns import FakeDNS
 from .events import Event, EventLog
+from .runtime import Runtime
 from .smtp import HostServer
 from .spec import WorldSpec, parse_world
 from .tcp import BlackholeEndpoint, RefuseEndpoint, bind_socket
@@ -67,6 +68,8 @@ class World:
             smtplib.SMTP(ip, w.port, timeout=2).quit()
 
     ``port`` is the SMTP port all hosts share (0: an ephemeral one);
+    ``runtime`` shares one loop thread and CA between worlds (see
+    :class:`fakes.runtime.Runtime`); without it a world has its own.
     ``subnet`` (like ``"127.5.6"``) fixes the addresses instead of a random
     127.A.B.0/24; ``dns_host``/``dns_port`` place the DNS server. A
     non-loopback address is refused unless ``allow_non_loopback`` is set,
@@ -84,6 +87,7 @@ class World:
         allow_non_loopback: bool = False,
         handshake_timeout: float = 10.0,
         idle_timeout: float = 120.0,
+        runtime: Runtime | None = None,
     ) -> None:
         self.spec = spec if isinstance(spec, WorldSpec) else parse_world(spec)
         if len(self.spec.hosts) > MAX_HOSTS:
@@ -124,9 +128,10 @@ class World:
         self._endpoints: list[RefuseEndpoint | BlackholeEndpoint] = []
         self._reserved: list[socket.socket] = []
         self._pending: list[tuple[HostServer, socket.socket]] = []
-        self._thread: threading.Thread | None = None
+        self._runtime = runtime
+        self._own_runtime: Runtime | None = None
+        self._sync_runtime: Runtime | None = None  # the runtime a sync start() used
         self._restore_handler: tuple[asyncio.AbstractEventLoop, Any] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._state = "new"  # new -> running -> stopped
         self._cond = threading.Condition()
         self.events.subscribe(self._notify)
@@ -190,58 +195,43 @@ class World:
     # -- sync lifecycle ------------------------------------------------------
 
     def start(self, timeout: float = 10.0) -> World:
-        """Start on a background event-loop thread; returns self once everything listens."""
+        """Start on a background event-loop thread; returns self once everything listens.
+
+        The thread is the world's own, unless a shared ``runtime`` was given.
+        """
         if self._state != "new":
             raise WorldError(f"a world starts once; this one is {self._state}")
-        loop = asyncio.new_event_loop()
-        loop.set_exception_handler(self._loop_exception)
-        ready = threading.Event()
-        thread = threading.Thread(
-            target=self._run_loop, args=(loop, ready), name="mailfakes-world", daemon=True
-        )
-        thread.start()
-        ready.wait(timeout)
-        self._loop, self._thread = loop, thread
+        runtime = self._runtime
+        if runtime is None:
+            runtime = self._own_runtime = Runtime().start(timeout)
+        elif not runtime.running:
+            raise WorldError("the shared runtime is not running: call runtime.start() first")
+        self._sync_runtime = runtime
+        runtime.attach(self.events)
         try:
-            asyncio.run_coroutine_threadsafe(self._astart(), loop).result(timeout)
+            runtime.run(self._astart(), timeout)
         except BaseException:
             self.stop()
             raise
         return self
 
-    @staticmethod
-    def _run_loop(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
-        asyncio.set_event_loop(loop)
-        loop.call_soon(ready.set)
-        loop.run_forever()
-
     def stop(self, timeout: float = 10.0) -> None:
         """Stop everything; safe to call twice, or after a failed start."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
+        runtime = self._sync_runtime
+        if runtime is None:
             if self._state == "running":
                 raise WorldError("this world runs on the caller's event loop: use 'await world.astop()'")
             self._state = "stopped"
             return
-        self._loop = self._thread = None
+        self._sync_runtime = None
         try:
-            if thread.is_alive():
-                asyncio.run_coroutine_threadsafe(self._astop(), loop).result(timeout)
+            if runtime.running:
+                runtime.run(self._astop(), timeout)
         finally:
-            if thread.is_alive():
-                loop.call_soon_threadsafe(loop.stop)
-                thread.join(timeout)
-            self._finish_loop(loop)
-
-    @staticmethod
-    def _finish_loop(loop: asyncio.AbstractEventLoop) -> None:
-        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for task in pending:
-            task.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.wait(pending, timeout=2.0))
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
+            runtime.detach(self.events)
+            if self._own_runtime is not None:
+                self._own_runtime = None
+                runtime.close(timeout)
 
     def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc = context.get("exception")
@@ -283,8 +273,8 @@ class World:
         return self
 
     async def astop(self) -> None:
-        if self._thread is not None:
-            raise WorldError("this world runs on its own thread: use world.stop()")
+        if self._sync_runtime is not None:
+            raise WorldError("this world runs on a runtime thread: use world.stop()")
         await self._astop()
         if self._restore_handler is not None:
             loop, previous = self._restore_handler
@@ -303,7 +293,8 @@ class World:
 
     async def _astart(self) -> None:
         self._state = "running"
-        self.ca = CertAuthority()
+        # A shared runtime lends its CA (and its cached certificates).
+        self.ca = self._runtime.ca if self._runtime is not None else CertAuthority()
         for attempt in range(_BIND_ATTEMPTS):
             subnet = self.requested_subnet or _random_subnet()
             try:
@@ -401,5 +392,5 @@ class World:
         # Let connection_lost callbacks and cancelled handlers run to their end.
         for _ in range(3):
             await asyncio.sleep(0)
-        if self.ca is not None:
+        if self.ca is not None and self._runtime is None:
             self.ca.close()

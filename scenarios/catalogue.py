@@ -47,6 +47,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
+from fakes.codes import EOP_TITLES as EOP_TITLES
+from fakes.codes import PROFILES as PROFILES
 from fakes.spec import (
     ENHANCED_HINT,
     SpecError,
@@ -58,23 +60,11 @@ from fakes.spec import (
     parse_world,
 )
 
-EOP_CODES: Final = ("4.4.312", "4.4.315", "4.4.316", "4.4.317", "4.4.318", "4.7.320")
+EOP_CODES: Final = tuple(EOP_TITLES)
 """The six Exchange Online codes, in the order of the catalogue."""
 
 CODES: Final = (*EOP_CODES, "other", "success")
 """Every allowed value of a scenario's ``code``, in catalogue order."""
-
-EOP_TITLES: Final[dict[str, dict[str, str]]] = {
-    "4.4.312": {"en": "DNS query failed", "fr": "La requête DNS a échoué"},
-    "4.4.315": {"en": "Connection timed out", "fr": "Délai de connexion expiré"},
-    "4.4.316": {"en": "Connection refused", "fr": "Connexion refusée"},
-    "4.4.317": {"en": "Cannot connect to remote server", "fr": "Connexion au serveur distant impossible"},
-    "4.4.318": {"en": "Connection was closed abruptly", "fr": "Connexion coupée brutalement"},
-    "4.7.320": {"en": "Certificate validation failed", "fr": "La validation du certificat a échoué"},
-}
-
-PROFILES: Final = ("eop", "eop-observed", "rfc3463", "postfix")
-"""Code conventions :meth:`Scenario.code_for` knows."""
 
 ALTERNATE_PROFILES: Final = ("eop-observed",)
 """Profiles a scenario may name under ``[alternates]``."""

@@ -636,7 +636,7 @@ def test_port_in_use_is_an_error(serve: Serve, loop_thread: LoopThread) -> None:
     assert not second.running
 
 
-@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.1", "::", "localhost"])
+@pytest.mark.parametrize("host", ["0.0.0.0", "8.8.8.8", "::", "localhost"])
 def test_non_loopback_bind_is_refused(loop_thread: LoopThread, host: str) -> None:
     server = FakeDNS(world(), host=host)
     with pytest.raises(ValueError, match="loopback"):

@@ -1,0 +1,501 @@
+"""The reference delivery client: what an outbound connector does, step by step.
+
+It resolves the smart host (or the MX hosts of the mail domain, in preference
+order) through one DNS server, connects with a timeout, says EHLO, requires
+STARTTLS by default, verifies the certificate against a CA file and the host
+name, and sends one message. It falls back to the next MX host after a
+connection failure, a 4xx greeting or a session lost before MAIL, as an MTA
+does. The outcome is a :class:`DeliveryReport` whose line reads like an
+Exchange Online trace::
+
+    450 4.4.316 Connection refused [Message=...] [LastAttemptedServerName=mx1.contoso.test]
+    [LastAttemptedIP=127.0.3.2:2525]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from typing import Any
+
+from .codes import CERT_MESSAGES, Failure, code_for, first_enhanced_code, title
+from .resolver import Answer, StubResolver
+
+DEFAULT_TIMEOUT = 2.0
+EHLO_NAME = "mailfakes-client.test"
+
+# ssl verify codes -> Failure.detail for certificates.
+_VERIFY_DETAILS = {
+    9: "not_yet_valid",
+    10: "expired",
+    18: "self_signed",
+    19: "self_signed",
+    2: "chain",
+    20: "untrusted",
+    21: "untrusted",
+    62: "hostname",
+}
+
+_CLASS_TEXT = {
+    "dns": "DNS query failed",
+    "timeout": "Connection timed out",
+    "refused": "Connection refused",
+    "cannot_connect": "Cannot connect to remote server",
+    "closed": "Connection was closed abruptly",
+    "certificate": "Certificate validation failed",
+}
+
+
+@dataclass
+class Attempt:
+    """One host tried: its name, address and how it went."""
+
+    name: str
+    ip: str | None
+    failure: Failure | None = None
+
+
+@dataclass
+class DeliveryReport:
+    """What the reference client concluded, and how it got there."""
+
+    failure: Failure
+    profile: str
+    port: int
+    server: str | None = None
+    ip: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    dns: list[Answer] = field(default_factory=list)
+    dialogue: list[str] = field(default_factory=list)
+    reply: str = ""  # the server's last reply line, when there was one
+    seconds: float = 0.0
+
+    @property
+    def code(self) -> str:
+        """The reported code under the report's profile (``4.4.316``, ``5.1.1``, ``2.0.0``)."""
+        return code_for(self.failure, self.profile)
+
+    @property
+    def delivered(self) -> bool:
+        return self.failure.cls == "delivered"
+
+    def line(self) -> str:
+        """The report in the Exchange trace style."""
+        code = self.code
+        if self.failure.cls in ("delivered", "server_reply") and self.reply:
+            head = (
+                self.reply
+                if first_enhanced_code(self.reply) == code
+                else f"{self.reply[:3]} {code} {self.reply[4:]}"
+            )
+        else:
+            basic = "550" if code.startswith("5.") else "450"
+            text = title(code) or _CLASS_TEXT.get(self.failure.cls, self.failure.cls)
+            head = f"{basic} {code} {text}"
+            if self.failure.message:
+                head += f" [Message={self.failure.message}]"
+        tags = ""
+        if self.server:
+            tags += f" [LastAttemptedServerName={self.server}]"
+        if self.ip:
+            tags += f" [LastAttemptedIP={self.ip}:{self.port}]"
+        return head + tags
+
+    __str__ = line
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "profile": self.profile,
+            "class": self.failure.cls,
+            "detail": self.failure.detail,
+            "report": self.line(),
+            "delivered": self.delivered,
+            "server": self.server,
+            "ip": self.ip,
+            "port": self.port,
+            "seconds": round(self.seconds, 4),
+            "dialogue": list(self.dialogue),
+        }
+
+
+class _Closed(Exception):
+    def __init__(self, how: str) -> None:
+        super().__init__(how)
+        self.how = how
+
+
+class _Session:
+    """Line-level SMTP over a socket that may become TLS."""
+
+    def __init__(self, sock: socket.socket, log: list[str]) -> None:
+        self.sock: socket.socket = sock
+        self.buf = b""
+        self.log = log
+
+    def _recv(self) -> bytes:
+        try:
+            data = self.sock.recv(65536)
+        except ConnectionResetError:
+            raise _Closed("RST") from None
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            raise _Closed("FIN") from None
+        if not data:
+            raise _Closed("FIN")
+        return data
+
+    def reply(self) -> tuple[int, list[str]]:
+        lines: list[str] = []
+        while True:
+            while b"\n" not in self.buf:
+                self.buf += self._recv()
+                if len(self.buf) > 65536:
+                    raise _Closed("garbage")
+            raw, _, self.buf = self.buf.partition(b"\n")
+            line = raw.rstrip(b"\r").decode("utf-8", "replace")
+            self.log.append(f"S: {line}")
+            lines.append(line)
+            if line[3:4] != "-":
+                try:
+                    return int(line[:3]), lines
+                except ValueError:
+                    raise _Closed("garbage") from None
+
+    def send(self, line: str, shown: str | None = None) -> None:
+        self.log.append(f"C: {shown or line}")
+        try:
+            self.sock.sendall(line.encode() + b"\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            raise _Closed("RST") from None
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            raise _Closed("FIN") from None
+
+    def cmd(self, line: str) -> tuple[int, list[str]]:
+        self.send(line)
+        return self.reply()
+
+
+def build_message(mail_from: str, rcpt_to: list[str] | tuple[str, ...]) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = mail_from
+    msg["To"] = ", ".join(rcpt_to)
+    msg["Subject"] = "mailfakes delivery test"
+    msg["Date"] = formatdate(localtime=False)
+    msg["Message-ID"] = make_msgid(domain="mailfakes.test")
+    msg.set_content("This message was sent by the mailfakes reference client.\n" * 4)
+    return msg.as_bytes()
+
+
+class DeliveryClient:
+    """An outbound connector in a few hundred lines. See :func:`deliver`."""
+
+    def __init__(
+        self,
+        *,
+        dns_host: str,
+        dns_port: int,
+        port: int,
+        ca_file: str | None = None,
+        require_tls: bool = True,
+        timeout: float = DEFAULT_TIMEOUT,
+        dns_timeout: float | None = None,
+        profile: str = "eop",
+    ) -> None:
+        self.resolver = StubResolver(dns_host, dns_port, timeout=dns_timeout or timeout)
+        self.port = port
+        self.ca_file = ca_file
+        self.require_tls = require_tls
+        self.timeout = timeout
+        self.profile = profile
+        code_for(Failure("dns"), profile)  # reject an unknown profile now
+
+    # -- resolution -----------------------------------------------------------
+
+    def _dns_failure(self, answer: Answer, *, exchange: bool = False) -> Failure:
+        rcode = answer.rcode
+        if rcode == "NOERROR":
+            detail = "no_address" if exchange else "nodata"
+        elif rcode == "NXDOMAIN":
+            detail = "no_address" if exchange else "nxdomain"
+        elif rcode in ("TIMEOUT", "CLOSED"):
+            detail = "timeout"
+        elif rcode == "REFUSED":
+            detail = "refused"
+        else:
+            detail = "servfail"
+        return Failure("dns", detail, message=f"DNS {answer.describe()}")
+
+    def _addresses(self, name: str, *, exchange: bool = False) -> list[str] | Failure:
+        answer = self.resolver.query(name, "A")
+        addresses = answer.values("A") if answer.ok else []
+        return addresses or self._dns_failure(answer, exchange=exchange)
+
+    def hosts_for(self, smart_host: str | None, mail_domain: str) -> list[str] | Failure:
+        """Names to try, in order: the smart host, or the MX hosts of the domain."""
+        if smart_host:
+            return [smart_host]
+        answer = self.resolver.query(mail_domain, "MX")
+        if not answer.ok:
+            return self._dns_failure(answer)
+        mx = sorted((int(pref), host) for pref, host in (v.split(" ", 1) for v in answer.values("MX")))
+        if not mx:
+            return [mail_domain]  # no MX: the domain itself is the implicit MX (RFC 5321 5.1)
+        if len(mx) == 1 and mx[0][1] in ("", "."):
+            return Failure("dns", "null_mx", message=f"{mail_domain} publishes a null MX: it accepts no mail")
+        return [host for _, host in mx]
+
+    # -- delivery ---------------------------------------------------------------
+
+    def deliver(
+        self,
+        *,
+        smart_host: str | None,
+        mail_domain: str,
+        mail_from: str,
+        rcpt_to: list[str] | tuple[str, ...],
+        smart_host_ip: str | None = None,
+        message: bytes | None = None,
+    ) -> DeliveryReport:
+        """Deliver one message; never raises for a delivery failure: the report says it."""
+        started = time.monotonic()
+        report = DeliveryReport(Failure("dns"), self.profile, self.port)
+        data = message if message is not None else build_message(mail_from, list(rcpt_to))
+        if smart_host_ip:  # the connector names an address: no DNS at all
+            targets: list[tuple[str, str]] = [(smart_host or smart_host_ip, smart_host_ip)]
+        else:
+            names = self.hosts_for(smart_host, mail_domain)
+            if isinstance(names, Failure):
+                report.failure = names
+                return self._done(report, started)
+            targets = [(name, "") for name in names]
+        last: Failure | None = None
+        for name, ip_or_blank in targets:
+            addresses: list[str] | Failure = (
+                [ip_or_blank] if ip_or_blank else self._addresses(name, exchange=smart_host is None)
+            )
+            if isinstance(addresses, Failure):
+                report.attempts.append(Attempt(name, None, addresses))
+                report.server, report.ip = name, None
+                last = addresses
+                continue
+            for ip in addresses:
+                report.server, report.ip = name, ip
+                failure = self._session(name, ip, mail_from, list(rcpt_to), data, report)
+                report.attempts.append(Attempt(name, ip, failure))
+                last = failure
+                if not _try_next(failure):
+                    report.failure = failure
+                    return self._done(report, started)
+        assert last is not None
+        report.failure = last
+        return self._done(report, started)
+
+    def _done(self, report: DeliveryReport, started: float) -> DeliveryReport:
+        report.dns = list(self.resolver.log)
+        report.seconds = time.monotonic() - started
+        return report
+
+    def _connect(self, ip: str, log: list[str]) -> socket.socket | Failure:
+        log.append(f"*: connecting to {ip}:{self.port}")
+        try:
+            return socket.create_connection((ip, self.port), timeout=self.timeout)
+        except ConnectionRefusedError:
+            return Failure("refused", "refused", message=f"connection to {ip}:{self.port} refused (RST)")
+        except TimeoutError:
+            return Failure(
+                "timeout", "connect", message=f"no answer from {ip}:{self.port} in {self.timeout:g} s"
+            )
+        except ConnectionResetError:
+            return Failure("closed", "before_greeting", message="connection reset before the greeting (RST)")
+        except OSError as exc:
+            return Failure("refused", "unreachable", message=f"cannot reach {ip}:{self.port}: {exc.strerror}")
+
+    def _session(
+        self, name: str, ip: str, mail_from: str, rcpt_to: list[str], data: bytes, report: DeliveryReport
+    ) -> Failure:
+        log = report.dialogue
+        sock = self._connect(ip, log)
+        if isinstance(sock, Failure):
+            return sock
+        s = _Session(sock, log)
+        stage = "the greeting"
+        try:
+            code, lines = s.reply()
+            report.reply = lines[-1]
+            if code == 421 or (400 <= code < 500):
+                return Failure("cannot_connect", "greeting_421", first_enhanced_code(lines[-1]), lines[-1])
+            if code != 220:
+                return _server_reply(lines[-1])
+            stage = "EHLO"
+            code, lines = s.cmd(f"EHLO {EHLO_NAME}")
+            report.reply = lines[-1]
+            if code == 421:
+                return Failure("cannot_connect", "ehlo_421", first_enhanced_code(lines[-1]), lines[-1])
+            if code != 250:
+                return _server_reply(lines[-1])
+            if any(line[4:].upper().startswith("STARTTLS") for line in lines):
+                stage = "STARTTLS"
+                code, lines = s.cmd("STARTTLS")
+                report.reply = lines[-1]
+                if code != 220:
+                    if self.require_tls:
+                        return Failure(
+                            "cannot_connect", "starttls_refused", first_enhanced_code(lines[-1]), lines[-1]
+                        )
+                else:
+                    stage = "the TLS handshake"
+                    failure = self._starttls(s, name)
+                    if failure is not None:
+                        return failure
+                    stage = "EHLO after STARTTLS"
+                    code, lines = s.cmd(f"EHLO {EHLO_NAME}")
+                    report.reply = lines[-1]
+                    if code != 250:
+                        return _server_reply(lines[-1])
+            elif self.require_tls:
+                return Failure(
+                    "cannot_connect",
+                    "no_starttls",
+                    message="TLS is required but the server did not offer STARTTLS",
+                )
+            stage = "MAIL"
+            for line in [f"MAIL FROM:<{mail_from}>", *[f"RCPT TO:<{r}>" for r in rcpt_to], "DATA"]:
+                stage = line.split()[0]
+                code, lines = s.cmd(line)
+                report.reply = lines[-1]
+                if code >= 400:
+                    return _server_reply(lines[-1])
+            stage = "the message content"
+            body = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+            body = b"\r\n".join(b"." + ln if ln.startswith(b".") else ln for ln in body.split(b"\r\n"))
+            if not body.endswith(b"\r\n"):
+                body += b"\r\n"
+            log.append(f"C: <message content, {len(body)} bytes>")
+            try:
+                s.sock.sendall(body + b".\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                raise _Closed("RST") from None
+            stage = "the final dot"
+            code, lines = s.reply()
+            report.reply = lines[-1]
+            if code >= 400:
+                return _server_reply(lines[-1])
+            with contextlib.suppress(_Closed, OSError):
+                s.cmd("QUIT")
+            return Failure("delivered", "", first_enhanced_code(lines[-1]) or "2.0.0", lines[-1])
+        except _Closed as closed:
+            return Failure("closed", stage, message=f"connection closed ({closed.how}) during {stage}")
+        except TimeoutError:
+            return Failure("timeout", "reply", message=f"no reply to {stage} in {self.timeout:g} s")
+        except OSError as exc:
+            return Failure("closed", stage, message=f"connection lost during {stage}: {exc}")
+        finally:
+            s.sock.close()
+
+    def _starttls(self, s: _Session, name: str) -> Failure | None:
+        context = (
+            ssl.create_default_context(cafile=self.ca_file) if self.ca_file else ssl.create_default_context()
+        )
+        try:
+            s.sock = context.wrap_socket(s.sock, server_hostname=name)
+        except ssl.SSLCertVerificationError as exc:
+            detail = _VERIFY_DETAILS.get(exc.verify_code, "unknown")
+            s.log.append(f"*: certificate rejected: {exc.verify_message} ({exc.verify_code})")
+            return Failure(
+                "certificate", detail, message=CERT_MESSAGES.get(detail, "CertificateValidationFailure")
+            )
+        except (ssl.SSLError, ConnectionResetError, EOFError) as exc:
+            reason = getattr(exc, "reason", None) or type(exc).__name__
+            s.log.append(f"*: TLS handshake failed: {reason}")
+            return Failure("cannot_connect", "tls_handshake", message=f"TLS handshake failed: {reason}")
+        assert isinstance(s.sock, ssl.SSLSocket)
+        s.log.append(f"*: TLS {s.sock.version()} established, certificate verified for {name}")
+        s.buf = b""
+        return None
+
+
+def _server_reply(line: str) -> Failure:
+    code = first_enhanced_code(line)
+    if code is None:
+        code = f"{line[:1] if line[:1] in '245' else '4'}.0.0"
+    return Failure("server_reply", "", code, line)
+
+
+def _try_next(failure: Failure) -> bool:
+    """Whether an MTA tries the next host after this failure."""
+    if failure.cls in ("timeout", "refused"):
+        return True
+    if failure.cls == "cannot_connect" and failure.detail in ("greeting_421", "ehlo_421"):
+        return True
+    return failure.cls == "closed" and failure.detail in ("the greeting", "before_greeting", "EHLO")
+
+
+def deliver(
+    *,
+    dns_host: str,
+    dns_port: int,
+    port: int,
+    mail_domain: str,
+    smart_host: str | None = None,
+    smart_host_ip: str | None = None,
+    ca_file: str | None = None,
+    require_tls: bool = True,
+    mail_from: str = "sender@fabrikam.test",
+    rcpt_to: list[str] | tuple[str, ...] = (),
+    timeout: float = DEFAULT_TIMEOUT,
+    dns_timeout: float | None = None,
+    profile: str = "eop",
+    message: bytes | None = None,
+) -> DeliveryReport:
+    """Deliver one message like an outbound connector and report how it went.
+
+    Example::
+
+        report = deliver(dns_host=w.dns_host, dns_port=w.dns_port, port=w.port,
+                         smart_host="mail.contoso.test", mail_domain="contoso.test",
+                         ca_file=str(w.ca_file), rcpt_to=["user@contoso.test"])
+        print(report)        # 450 4.7.320 Certificate validation failed [Message=CertificateExpired] ...
+        report.code          # '4.7.320'
+    """
+    client = DeliveryClient(
+        dns_host=dns_host,
+        dns_port=dns_port,
+        port=port,
+        ca_file=ca_file,
+        require_tls=require_tls,
+        timeout=timeout,
+        dns_timeout=dns_timeout,
+        profile=profile,
+    )
+    return client.deliver(
+        smart_host=smart_host,
+        mail_domain=mail_domain,
+        mail_from=mail_from,
+        rcpt_to=list(rcpt_to) or [f"user@{mail_domain}"],
+        smart_host_ip=smart_host_ip,
+        message=message,
+    )
+
+
+def deliver_scenario(scenario: Any, world: Any, **options: Any) -> DeliveryReport:
+    """Run the reference client against a served scenario (its target, its world)."""
+    t = scenario.target
+    ip = world.address_of(t.smart_host) if t.smart_host and t.connect_by_ip else None
+    return deliver(
+        dns_host=world.dns_host,
+        dns_port=world.dns_port,
+        port=world.port,
+        mail_domain=t.mail_domain,
+        smart_host=t.smart_host,
+        smart_host_ip=ip,
+        ca_file=str(world.ca_file),
+        require_tls=t.require_tls,
+        mail_from=t.mail_from,
+        rcpt_to=t.rcpt_to,
+        **options,
+    )

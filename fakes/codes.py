@@ -1,0 +1,156 @@
+"""Failure classes, the codes each profile gives them, and finding a code in a report.
+
+One place knows: the six Exchange Online mail flow intelligence codes and
+their titles, how a failure seen on the wire (a :class:`Failure`) is reported
+under each profile (``eop``, ``eop-observed``, ``rfc3463``, ``postfix``), and
+how to read the reported code back out of what a client produced (a trace
+line, a log, an SMTP reply, an exception).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final, Literal, get_args
+
+FailureClass = Literal[
+    "dns",  # 4.4.312 the DNS query failed
+    "timeout",  # 4.4.315 the TCP connection timed out
+    "refused",  # 4.4.316 the TCP connection was refused
+    "cannot_connect",  # 4.4.317 421, no STARTTLS, 454, failed TLS handshake
+    "closed",  # 4.4.318 the connection was closed abruptly
+    "certificate",  # 4.7.320 certificate validation failed
+    "server_reply",  # the server answered with its own error
+    "delivered",  # the message was accepted
+]
+FAILURE_CLASSES: Final = get_args(FailureClass)
+
+Profile = Literal["eop", "eop-observed", "rfc3463", "postfix"]
+PROFILES: Final = get_args(Profile)
+
+EOP_CODES: Final[dict[str, str]] = {
+    "dns": "4.4.312",
+    "timeout": "4.4.315",
+    "refused": "4.4.316",
+    "cannot_connect": "4.4.317",
+    "closed": "4.4.318",
+    "certificate": "4.7.320",
+}
+
+EOP_TITLES: Final[dict[str, dict[str, str]]] = {
+    "4.4.312": {"en": "DNS query failed", "fr": "La requête DNS a échoué"},
+    "4.4.315": {"en": "Connection timed out", "fr": "Délai de connexion expiré"},
+    "4.4.316": {"en": "Connection refused", "fr": "Connexion refusée"},
+    "4.4.317": {"en": "Cannot connect to remote server", "fr": "Connexion au serveur distant impossible"},
+    "4.4.318": {"en": "Connection was closed abruptly", "fr": "Connexion coupée brutalement"},
+    "4.7.320": {"en": "Certificate validation failed", "fr": "La validation du certificat a échoué"},
+}
+
+# The [Message=...] words Exchange Online traces use for certificate failures.
+CERT_MESSAGES: Final[dict[str, str]] = {
+    "expired": "CertificateExpired",
+    "not_yet_valid": "CertificateNotYetValid",
+    "hostname": "SubjectMismatch",
+    "untrusted": "UntrustedRoot",
+    "self_signed": "UntrustedRoot",
+    "chain": "IncompleteChain",
+    "unknown": "CertificateValidationFailure",
+}
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What went wrong (or right) in one delivery attempt, independent of any profile.
+
+    ``detail`` says which cause of the class it was; ``server_code`` is the
+    enhanced code of the server's reply when there was one.
+    """
+
+    cls: FailureClass
+    detail: str = ""
+    server_code: str | None = None
+    message: str = ""
+
+    def code(self, profile: str = "eop") -> str:
+        return code_for(self, profile)
+
+
+# rfc3463 and postfix (they agree on everything the catalogue covers).
+_DNS_NOT_FOUND: Final = ("nxdomain", "nodata", "no_address", "null_mx")
+_CANNOT_CONNECT_RFC: Final[dict[str, str]] = {
+    "greeting_421": "4.3.2",
+    "ehlo_421": "4.3.2",
+    "no_starttls": "4.7.4",
+    "starttls_refused": "4.7.0",
+    "tls_handshake": "4.7.5",
+}
+
+
+def code_for(failure: Failure, profile: str = "eop") -> str:
+    """The code a client following ``profile`` reports for ``failure``."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; expected one of " + ", ".join(PROFILES))
+    cls = failure.cls
+    if cls in ("server_reply", "delivered"):
+        return failure.server_code or ("2.0.0" if cls == "delivered" else "4.0.0")
+    if profile == "eop":
+        return EOP_CODES[cls]
+    if profile == "eop-observed":
+        return "4.4.317" if cls == "certificate" else EOP_CODES[cls]
+    if cls == "dns":
+        return "5.4.4" if failure.detail in _DNS_NOT_FOUND else "4.4.3"
+    if cls in ("timeout", "refused"):
+        return "4.4.1"
+    if cls == "closed":
+        return "4.4.2"
+    if cls == "certificate":
+        return "4.7.5"
+    rfc = _CANNOT_CONNECT_RFC.get(failure.detail, "4.4.0")
+    if failure.detail in ("greeting_421", "ehlo_421", "starttls_refused") and failure.server_code:
+        return failure.server_code
+    return rfc
+
+
+def title(code: str, lang: str = "en") -> str:
+    """The EOP title of a code ('' for codes that are not EOP codes)."""
+    return EOP_TITLES.get(code, {}).get(lang, "")
+
+
+_ENHANCED: Final = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+
+
+def first_enhanced_code(text: str | bytes) -> str | None:
+    """The first RFC 3463 enhanced status code in ``text`` (``4.4.316``), or None.
+
+    Addresses and version numbers do not match: the code must stand alone.
+    """
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    m = _ENHANCED.search(text)
+    return ".".join(m.groups()) if m else None
+
+
+def find_code(report: object, profile: str = "eop") -> str | None:
+    """The code a client reported, read from what it produced.
+
+    ``report`` may be a string or bytes (a trace line like ``450 4.4.316
+    Connection refused [Message=...]``, a log, several lines: the first
+    enhanced code wins), a ``(code, text)`` reply tuple, an exception (mapped
+    through :func:`fakes.classify.classify`, then ``profile``), or an object
+    with a ``code`` attribute (a :class:`fakes.client.DeliveryReport`).
+    """
+    if isinstance(report, BaseException):
+        from .classify import classify
+
+        failure = classify(report)
+        return code_for(failure, profile) if failure is not None else first_enhanced_code(str(report))
+    if isinstance(report, (str, bytes)):
+        return first_enhanced_code(report)
+    if isinstance(report, tuple) and len(report) == 2 and isinstance(report[0], int):
+        return first_enhanced_code(report[1]) if isinstance(report[1], (str, bytes)) else None
+    if isinstance(report, Failure):
+        return code_for(report, profile)
+    code = getattr(report, "code", None)
+    if isinstance(code, str):
+        return first_enhanced_code(code) or code
+    return first_enhanced_code(str(report))

@@ -1,0 +1,337 @@
+"""pytest plugin: the catalogue as fixtures, one test per scenario, one-line asserts.
+
+Installed with the package (``pytest11`` entry point ``mailfakes``)::
+
+    @pytest.mark.mail_scenarios("tls-cert-*", "dns-*")
+    def test_my_client_reports_the_right_code(mail_scenario):
+        report = my_deliver(host=mail_scenario.smart_host, port=mail_scenario.port,
+                            dns=(mail_scenario.dns_host, mail_scenario.dns_port),
+                            cafile=mail_scenario.ca_file)
+        mail_scenario.assert_reported(report)
+
+A session-scoped runtime owns one event-loop thread and one CA; each
+scenario's world starts once per session (per xdist worker) and is reset
+before every test that uses it, so a test pays for a reset, not a start.
+Errors raised inside the fakes' thread fail the test that was running.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .codes import PROFILES, find_code, title
+
+if TYPE_CHECKING:
+    import ssl
+
+    from .client import DeliveryReport
+    from .runtime import Runtime
+    from .transcript import Message, Transcript
+    from .world import World
+
+MARKER = "mail_scenarios"
+
+
+class FakesError(Exception):
+    """Something failed inside the fakes while a test ran."""
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mailfakes", "mailfakes: fake DNS and SMTP servers on loopback")
+    group.addoption(
+        "--mail-profile",
+        default="eop",
+        choices=PROFILES,
+        help="code convention the client under test follows (default: eop, the documented "
+        "Exchange Online codes)",
+    )
+    group.addoption(
+        "--mail-scenarios",
+        default=None,
+        metavar="GLOBS",
+        help="comma-separated scenario id globs: run mail_scenario tests only for these "
+        "(e.g. 'tls-*,dns-nxdomain')",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}(*id_globs, code=None): run the test once per catalogue scenario whose id matches one "
+        "of the globs (all when none) and, if given, whose code is `code` (e.g. '4.7.320'); the test "
+        "receives it as the `mail_scenario` fixture.",
+    )
+
+
+def _selection(config: pytest.Config, marker: pytest.Mark | None) -> list[Any]:
+    import scenarios
+
+    globs = tuple(marker.args) if marker is not None else ()
+    code = marker.kwargs.get("code") if marker is not None else None
+    try:
+        chosen = scenarios.select(globs, code=code)
+    except (LookupError, ValueError) as exc:
+        raise pytest.UsageError(f"@pytest.mark.{MARKER}: {exc.args[0] if exc.args else exc}") from None
+    option = config.getoption("--mail-scenarios")
+    if option:
+        patterns = [p.strip() for p in option.split(",") if p.strip()]
+        chosen = [s for s in chosen if any(fnmatch.fnmatchcase(s.id, p) for p in patterns)]
+    return chosen
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "mail_scenario" not in metafunc.fixturenames:
+        return
+    if any(
+        "mail_scenario" in getattr(m, "args", ("",))[0]
+        for m in metafunc.definition.iter_markers("parametrize")
+    ):
+        return  # the test chose its scenarios itself (indirect parametrization)
+    chosen = _selection(metafunc.config, metafunc.definition.get_closest_marker(MARKER))
+    ids = [s.id for s in chosen]
+    metafunc.parametrize("mail_scenario", ids, ids=ids, indirect=True)
+
+
+class MailRuntime:
+    """The session's loop thread and CA, and one running world per scenario."""
+
+    def __init__(self) -> None:
+        from .runtime import Runtime
+
+        self.runtime: Runtime = Runtime().start()
+        self._worlds: dict[str, World] = {}
+        self._extra: list[World] = []
+
+    def world_for(self, scenario: Any) -> World:
+        world = self._worlds.get(scenario.id)
+        if world is None or not world.running:
+            from .world import World
+
+            world = World(scenario.world, runtime=self.runtime).start()
+            self._worlds[scenario.id] = world
+        return world
+
+    def new_world(self, spec: Any, **options: Any) -> World:
+        from .world import World
+
+        world = World(spec, runtime=self.runtime, **options).start()
+        self._extra.append(world)
+        return world
+
+    def close(self) -> None:
+        for world in [*self._worlds.values(), *self._extra]:
+            world.stop()
+        self._worlds.clear()
+        self._extra.clear()
+        self.runtime.close()
+
+
+@pytest.fixture(scope="session")
+def mail_runtime() -> Iterator[MailRuntime]:
+    """The session-scoped runtime behind ``mail_scenario`` and ``mail_world``."""
+    rt = MailRuntime()
+    yield rt
+    rt.close()
+
+
+def _check_errors(world: World, runtime: Runtime) -> None:
+    errors = world.events.errors() + runtime.errors.events("error")
+    runtime.errors.clear()
+    if errors:
+        raise FakesError(
+            "errors inside the mailfakes servers during this test:\n" + "\n".join(map(str, errors))
+        )
+
+
+class MailScenario:
+    """A running catalogue scenario, with everything a client needs and the checks a test needs."""
+
+    def __init__(self, scenario: Any, world: World, profile: str) -> None:
+        self.scenario = scenario
+        self.world = world
+        self.profile = profile
+
+    # -- what the scenario is ------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return str(self.scenario.id)
+
+    @property
+    def title(self) -> str:
+        return str(self.scenario.title["en"])
+
+    @property
+    def expected_code(self) -> str:
+        """The code the client must report under the active profile."""
+        return str(self.scenario.code_for(self.profile))
+
+    code = expected_code
+
+    # -- how to reach it -----------------------------------------------------
+
+    @property
+    def smart_host(self) -> str | None:
+        """The connector's smart host: a name, an IP (connector set by address), or None (MX lookup)."""
+        t = self.scenario.target
+        if t.smart_host and t.connect_by_ip:
+            return self.world.address_of(t.smart_host)
+        return t.smart_host  # type: ignore[no-any-return]
+
+    @property
+    def mail_domain(self) -> str:
+        return str(self.scenario.target.mail_domain)
+
+    @property
+    def port(self) -> int:
+        return self.world.port
+
+    @property
+    def dns_host(self) -> str:
+        return self.world.dns_host
+
+    @property
+    def dns_port(self) -> int:
+        return self.world.dns_port
+
+    @property
+    def ca_file(self) -> str:
+        return str(self.world.ca_file)
+
+    @property
+    def hosts(self) -> dict[str, str]:
+        return dict(self.world.hosts)
+
+    @property
+    def require_tls(self) -> bool:
+        return bool(self.scenario.target.require_tls)
+
+    @property
+    def mail_from(self) -> str:
+        return str(self.scenario.target.mail_from)
+
+    @property
+    def rcpt_to(self) -> list[str]:
+        return list(self.scenario.target.rcpt_to)
+
+    def address_of(self, name: str) -> str:
+        return self.world.address_of(name)
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client context trusting the world's CA, checking host names."""
+        return self.world.client_context()
+
+    def info(self) -> dict[str, Any]:
+        """The same facts as ``mailfakes serve --json``."""
+        from .cli import serve_info
+
+        return serve_info(self.scenario, self.world)
+
+    # -- what happened -------------------------------------------------------
+
+    @property
+    def transcript(self) -> list[Transcript]:
+        """The SMTP sessions of this test, oldest first."""
+        return self.world.sessions
+
+    @property
+    def messages(self) -> list[Message]:
+        return self.world.messages
+
+    @property
+    def dns_queries(self) -> list[Any]:
+        return self.world.dns_queries
+
+    def deliver(self, **options: Any) -> DeliveryReport:
+        """Run the reference delivery client against this scenario."""
+        from .client import deliver_scenario
+
+        options.setdefault("profile", self.profile)
+        return deliver_scenario(self.scenario, self.world, **options)
+
+    def assert_reported(self, report: object, *, profile: str | None = None) -> None:
+        """Assert that ``report`` carries the expected code (see :func:`fakes.codes.find_code`)."""
+        profile = profile or self.profile
+        expected = str(self.scenario.code_for(profile))
+        found = find_code(report, profile)
+        if found == expected:
+            return
+        raise AssertionError(self._mismatch(report, expected, found, profile))
+
+    def _mismatch(self, report: object, expected: str, found: str | None, profile: str) -> str:
+        shown = repr(report) if isinstance(report, BaseException) else str(report)
+        if len(shown) > 300:
+            shown = shown[:300] + "..."
+        expected_title = title(expected) or self.title
+        lines = [
+            f"scenario {self.id} ({self.title}): expected {expected} {expected_title} "
+            f"under profile {profile},",
+            f"found {found or 'no code'} in: {shown}",
+        ]
+        tail = self._tail()
+        if tail:
+            lines += ["what the fakes saw (last lines):", *("  " + t for t in tail)]
+        return "\n".join(lines)
+
+    def _tail(self, n: int = 12) -> list[str]:
+        out = [f"DNS {q.transport} {q.qtype} {q.name} -> {q.rcode}" for q in self.world.dns_queries[-4:]]
+        for t in self.world.sessions[-2:]:
+            out += [f"{t.host} #{t.session_id}: {line}" for line in t.tail(n).splitlines()]
+            out.append(f"{t.host} #{t.session_id}: (ended by {t.ended_by})")
+        return out[-n:]
+
+    def __repr__(self) -> str:
+        return f"<MailScenario {self.id} expects {self.expected_code} ({self.profile})>"
+
+
+@pytest.fixture
+def mail_scenario(request: pytest.FixtureRequest, mail_runtime: MailRuntime) -> Iterator[MailScenario]:
+    """A running catalogue scenario: parametrized by ``@pytest.mark.mail_scenarios``."""
+    import scenarios
+
+    scenario_id = getattr(request, "param", None)
+    if scenario_id is None:
+        raise pytest.UsageError(
+            "mail_scenario needs scenarios: mark the test with @pytest.mark.mail_scenarios(...) "
+            "or parametrize 'mail_scenario' indirectly with scenario ids"
+        )
+    scenario = scenario_id if not isinstance(scenario_id, str) else scenarios.get(scenario_id)
+    world = mail_runtime.world_for(scenario)
+    world.reset()
+    yield MailScenario(scenario, world, request.config.getoption("--mail-profile"))
+    _check_errors(world, mail_runtime.runtime)
+
+
+@pytest.fixture
+def mail_world(mail_runtime: MailRuntime) -> Iterator[Callable[..., World]]:
+    """Start worlds for this test: ``mail_world({"hosts": {...}})`` or ``mail_world("scenario-id")``.
+
+    Each call returns a fresh running :class:`fakes.World` on the session's
+    runtime; all are stopped after the test, and errors inside them fail it.
+    """
+    import scenarios
+
+    made: list[World] = []
+
+    def start(spec: str | Mapping[str, Any] | Any, **options: Any) -> World:
+        if isinstance(spec, str):
+            spec = scenarios.get(spec).world
+        elif hasattr(spec, "world") and hasattr(spec, "target"):
+            spec = spec.world
+        world = mail_runtime.new_world(spec, **options)
+        made.append(world)
+        return world
+
+    yield start
+    try:
+        for world in made:
+            _check_errors(world, mail_runtime.runtime)
+    finally:
+        for world in made:
+            world.stop()
+            if world in mail_runtime._extra:
+                mail_runtime._extra.remove(world)

@@ -1,0 +1,29 @@
+"""The reference client reports every scenario's expected code, under every profile."""
+
+from __future__ import annotations
+
+import pytest
+
+from fakes.codes import PROFILES
+
+
+@pytest.mark.mail_scenarios()
+def test_reference_client_reports_the_expected_code(mail_scenario):
+    report = mail_scenario.deliver(timeout=0.3)
+    mail_scenario.assert_reported(report)  # the active --mail-profile (eop by default)
+    mail_scenario.assert_reported(str(report))  # and the trace line says the same
+    for profile in PROFILES:
+        assert report.failure.code(profile) == mail_scenario.scenario.code_for(profile), profile
+    assert report.seconds < 2
+
+
+@pytest.mark.mail_scenarios(code="success")
+def test_delivered_messages_arrive_with_their_envelope(mail_scenario):
+    report = mail_scenario.deliver(timeout=0.3)
+    assert report.delivered
+    assert mail_scenario.world.wait_until(lambda: len(mail_scenario.messages) == 1, 2)
+    msg = mail_scenario.messages[0]
+    assert msg.mail_from == mail_scenario.mail_from
+    assert list(msg.rcpt_tos) == mail_scenario.rcpt_to
+    assert b"Subject: mailfakes delivery test" in msg.content
+    assert msg.tls_version == "TLSv1.3"
