@@ -7,7 +7,7 @@ SCENARIO ?= baseline-delivered
 PORT   ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint serve bench clean readme-table
+.PHONY: venv test lint serve bench bench-start bench-plugin bench-catalogue clean readme-table
 
 venv: $(STAMP)
 
@@ -28,11 +28,24 @@ lint: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/mailfakes serve $(SCENARIO) --port $(PORT)
 
-bench: $(STAMP)
+BENCH_ARGS ?=
+
+# Start-up figures (issue 2), the plugin against smtpdfix and a bare aiosmtpd
+# Controller, and the whole catalogue through the reference client (issue 3).
+# bench-plugin installs smtpdfix into .bench/site the first time (needs PyPI).
+bench: bench-start bench-plugin bench-catalogue
+
+bench-start: $(STAMP)
 	$(BIN)/python benchmarks/bench_start.py
 
+bench-plugin: $(STAMP)
+	$(BIN)/python benchmarks/bench_plugin.py $(BENCH_ARGS)
+
+bench-catalogue: $(STAMP)
+	$(BIN)/python benchmarks/bench_catalogue.py $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .bench .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
 readme-table: $(STAMP)
 	$(BIN)/python -m scenarios README.md

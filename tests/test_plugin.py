@@ -1,0 +1,175 @@
+"""The pytest plugin as a user meets it: a throwaway project outside this repository."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import scenarios
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_pytest(directory: Path, test_file: str, *args: str) -> subprocess.CompletedProcess[str]:
+    assert REPO not in directory.resolve().parents, "the throwaway project must live outside the repo"
+    (directory / "test_user.py").write_text(textwrap.dedent(test_file))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PYTHONPATH"))}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA", *args],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def counts(output: str) -> dict[str, int]:
+    return {word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|errors?|skipped)", output)}
+
+
+USER_TEST = """
+    import pytest
+
+    @pytest.mark.mail_scenarios("tcp-refused-*", "tls-cert-expired", "baseline-delivered")
+    def test_my_client_reports_the_right_code(mail_scenario):
+        report = mail_scenario.deliver(timeout=0.5)
+        mail_scenario.assert_reported(str(report))
+"""
+
+
+def test_a_user_project_gets_one_test_per_selected_scenario(tmp_path):
+    result = run_pytest(tmp_path, USER_TEST)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert counts(result.stdout) == {"passed": 4}
+    for sid in ("tcp-refused-firewall", "tcp-refused-decommissioned", "tls-cert-expired", "baseline-delivered"):
+        assert f"PASSED test_user.py::test_my_client_reports_the_right_code[{sid}]" in result.stdout
+
+
+def test_a_wrong_report_fails_with_scenario_expected_found_and_transcript(tmp_path):
+    result = run_pytest(
+        tmp_path,
+        """
+        import pytest
+
+        @pytest.mark.mail_scenarios("tls-cert-expired")
+        def test_wrong(mail_scenario):
+            mail_scenario.deliver(timeout=0.5)  # something for the transcript
+            mail_scenario.assert_reported("450 4.4.316 Connection refused [LastAttemptedServerName=x]")
+        """,
+    )
+    assert result.returncode == 1
+    out = result.stdout
+    assert "scenario tls-cert-expired (Server certificate expired)" in out
+    assert "expected 4.7.320 Certificate validation failed under profile eop" in out
+    assert "found 4.4.316 in: 450 4.4.316 Connection refused" in out
+    assert "what the fakes saw" in out
+    assert "mail.contoso.test #1: S: 220 Ready to start TLS" in out
+    assert "CERTIFICATE_EXPIRED" in out  # the server saw the client's alert
+
+
+def test_profile_and_scenario_options(tmp_path):
+    test_file = """
+        import pytest
+
+        @pytest.mark.mail_scenarios(code="4.7.320")
+        def test_codes(mail_scenario):
+            print("EXPECTED", mail_scenario.id, mail_scenario.expected_code)
+            mail_scenario.assert_reported(mail_scenario.deliver(timeout=0.5))
+    """
+    result = run_pytest(tmp_path, test_file, "-s", "--mail-profile", "eop-observed", "--mail-scenarios", "tls-cert-ex*,tls-cert-wrong-host")
+    assert result.returncode == 0, result.stdout
+    assert counts(result.stdout) == {"passed": 2}
+    assert "EXPECTED tls-cert-expired 4.4.317" in result.stdout
+    assert "EXPECTED tls-cert-wrong-host 4.4.317" in result.stdout
+
+
+def test_errors_inside_the_fakes_fail_the_test(tmp_path):
+    result = run_pytest(
+        tmp_path,
+        """
+        import pytest
+
+        @pytest.mark.mail_scenarios("baseline-delivered")
+        def test_fakes_break(mail_scenario):
+            def broken(event):
+                raise RuntimeError("boom in the fakes' thread")
+            mail_scenario.world.events.subscribe(broken)
+            mail_scenario.deliver(timeout=0.5)
+        """,
+    )
+    assert result.returncode == 1
+    assert "FakesError: errors inside the mailfakes servers during this test" in result.stdout
+    assert "boom in the fakes' thread" in result.stdout
+
+
+def test_mail_world_from_an_inline_spec_and_from_a_scenario_id(tmp_path):
+    result = run_pytest(
+        tmp_path,
+        """
+        import smtplib
+
+        def test_inline(mail_world):
+            world = mail_world({"hosts": {"mx.contoso.test": {"greeting": {"code": 421, "enhanced": "4.3.2", "text": "busy"}}}})
+            code, text = smtplib.SMTP().connect(world.address_of("mx.contoso.test"), world.port)
+            assert (code, text) == (421, b"4.3.2 busy")
+
+        def test_by_id(mail_world):
+            world = mail_world("tcp-refused-firewall")
+            try:
+                smtplib.SMTP(world.address_of("mail.contoso.test"), world.port, timeout=1)
+            except ConnectionRefusedError:
+                pass
+            else:
+                raise AssertionError("not refused")
+        """,
+    )
+    assert result.returncode == 0, result.stdout
+    assert counts(result.stdout) == {"passed": 2}
+
+
+def test_a_marker_that_matches_nothing_is_a_usage_error(tmp_path):
+    result = run_pytest(
+        tmp_path,
+        """
+        import pytest
+
+        @pytest.mark.mail_scenarios("no-such-*")
+        def test_nothing(mail_scenario):
+            pass
+        """,
+    )
+    assert result.returncode in (2, 4)
+    assert "mail_scenarios" in result.stdout + result.stderr
+    assert "no-such-*" in result.stdout + result.stderr
+
+
+def test_the_plugin_is_registered_by_the_entry_point():
+    from importlib.metadata import entry_points
+
+    names = {ep.name: ep.value for ep in entry_points(group="pytest11")}
+    assert names.get("mailfakes") == "fakes.pytest_plugin"
+
+
+@pytest.mark.mail_scenarios("dns-nxdomain")
+def test_mail_scenario_exposes_what_a_client_needs(mail_scenario):
+    s = scenarios.get("dns-nxdomain")
+    assert mail_scenario.smart_host == s.target.smart_host
+    assert mail_scenario.expected_code == "4.4.312"
+    assert Path(mail_scenario.ca_file).exists()
+    assert mail_scenario.ssl_context().check_hostname
+    assert mail_scenario.info()["dns_port"] == mail_scenario.dns_port
+    report = mail_scenario.deliver(timeout=0.5)
+    assert [q.rcode for q in mail_scenario.dns_queries] == ["NXDOMAIN"]
+    mail_scenario.assert_reported(report)
+
+
+@pytest.mark.mail_scenarios("tcp-timeout-wrong-ip")
+def test_a_connector_set_by_ip_gets_the_ip(mail_scenario):
+    assert mail_scenario.smart_host == mail_scenario.address_of("old-ip.contoso.test")
