@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check fakes scenarios tests benchmarks conftest.py
+	$(BIN)/ruff check fakes scenarios tests benchmarks examples conftest.py
 	$(BIN)/ruff format --check fakes scenarios
 	$(BIN)/mypy fakes scenarios
 

@@ -105,10 +105,9 @@ def code_for(failure: Failure, profile: str = "eop") -> str:
         return "4.4.2"
     if cls == "certificate":
         return "4.7.5"
-    rfc = _CANNOT_CONNECT_RFC.get(failure.detail, "4.4.0")
-    if failure.detail in ("greeting_421", "ehlo_421", "starttls_refused") and failure.server_code:
-        return failure.server_code
-    return rfc
+    if failure.server_code and failure.detail != "tls_handshake":
+        return failure.server_code  # a 421 or 454: the server's own code
+    return _CANNOT_CONNECT_RFC.get(failure.detail, "4.4.0")
 
 
 def title(code: str, lang: str = "en") -> str:

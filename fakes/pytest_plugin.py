@@ -278,6 +278,9 @@ class MailScenario:
         return "\n".join(lines)
 
     def _tail(self, n: int = 12) -> list[str]:
+        # The server may still be reading the client's last words (a TLS
+        # alert, a close): give it a moment so the tail is complete.
+        self.world.wait_until(lambda: all(t.ended_by for t in self.world.sessions), 0.5)
         out = [f"DNS {q.transport} {q.qtype} {q.name} -> {q.rcode}" for q in self.world.dns_queries[-4:]]
         for t in self.world.sessions[-2:]:
             out += [f"{t.host} #{t.session_id}: {line}" for line in t.tail(n).splitlines()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 
@@ -35,10 +36,13 @@ def full_tls_session(world: World) -> None:
 def test_200_cycles_of_a_tls_world_leak_nothing():
     with World(TLS_WORLD) as warm:  # imports, OpenSSL tables, first-use caches
         full_tls_session(warm)
+    # Garbage from earlier tests in this process must not be counted as ours.
+    gc.collect()
     fds = len(os.listdir("/proc/self/fd"))
     threads = threading.active_count()
     for _ in range(200):
         with World(TLS_WORLD) as world:
             full_tls_session(world)
-    assert threading.active_count() == threads
-    assert len(os.listdir("/proc/self/fd")) == fds
+    gc.collect()
+    assert threading.active_count() <= threads
+    assert len(os.listdir("/proc/self/fd")) <= fds

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import socket
 import threading
@@ -130,8 +131,10 @@ def test_start_stop_cycles_leave_no_thread_or_fd_behind():
             c.close()
 
     cycle()  # warm imports and caches
+    gc.collect()  # garbage of earlier tests is not ours
     fds, threads = open_fds(), threading.active_count()
     for _ in range(20):
         cycle()
-    assert threading.active_count() == threads
-    assert open_fds() == fds
+    gc.collect()
+    assert threading.active_count() <= threads
+    assert open_fds() <= fds

@@ -1,0 +1,301 @@
+"""smtplib and aiosmtplib, driven as a user would, against every scenario of the catalogue.
+
+For each scenario a small delivery function (one per library, written the way
+a team writes its own: TLS required, the world's CA trusted, the host name
+verified) delivers one message. What it raises (or returns, on success) must
+classify, through ``fakes.codes.find_code``, to the scenario's code under the
+``eop`` profile, and under ``rfc3463`` where the exception carries the detail.
+
+Both functions resolve through the world's DNS server with dnspython (MX in
+preference order when there is no smart host, falling back to the next host
+when a connection cannot be made, like an MTA), connect to the resolved
+address on the world's port, and verify the certificate against the host
+*name*:
+
+- smtplib: ``ResolvedSMTP`` connects to the resolved address but keeps the
+  name as ``_host``, which ``starttls()`` uses for SNI and the name check;
+- aiosmtplib: ``start_tls=True`` would verify against the address it connected
+  to (its ``hostname``), so the connection is made to the address with
+  ``start_tls=False`` and then upgraded with ``starttls(server_hostname=name)``,
+  which raises when the server does not offer STARTTLS: as strict as
+  ``start_tls=True``, never the silent plaintext of the default ``None``. The
+  third variant, ``aiosmtplib-sock``, shows the other clean way: it connects
+  the socket itself and hands aiosmtplib ``hostname=name, sock=...,
+  start_tls=True``; its connection errors are then the socket's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import socket
+import ssl
+from collections.abc import Callable, Iterator
+from email.message import EmailMessage
+from typing import Any
+
+import aiosmtplib
+import dns.exception
+import dns.resolver
+import pytest
+
+import scenarios
+from fakes import World
+from fakes.codes import find_code
+
+# Short where the failure is the wait (a dropped DNS query, a SYN never answered);
+# generous for replies, which a healthy fake sends at once.
+DNS_LIFETIME = 0.3
+CONNECT_TIMEOUT = 0.3
+READ_TIMEOUT = 2.0
+SESSION_BOUND = 5.0  # a whole aiosmtplib delivery; every step has its own shorter timeout too
+LOCAL_NAME = "client.fabrikam.test"  # never socket.getfqdn(): it may ask the real DNS
+
+CATALOGUE = scenarios.load_catalogue()
+CLIENTS = ("smtplib", "aiosmtplib", "aiosmtplib-sock")
+
+# (client, scenario id) -> why that client cannot report the scenario's code.
+# Used as xfail(strict=True): if a client learns to express one, the test says so.
+# Empty today: all three clients express every scenario, under every profile,
+# on these conditions (each shown failing in tests/test_classify.py):
+# - smtp-421-ehlo, smtplib: only because deliver_smtplib checks ehlo()'s code.
+#   Calling starttls() straight away makes smtplib try HELO on the closed
+#   connection: SMTPServerDisconnected, reported 4.4.318.
+# - tls-starttls-missing, aiosmtplib: only with TLS required (start_tls=True, or
+#   an explicit starttls()); the default start_tls=None delivers in clear.
+# - tls-handshake-failure: the fake's server hangs up inside the handshake, so
+#   the clients see an EOF there (SSLEOFError; aiosmtplib "Connection reset
+#   while upgrading transport"), which classify() tells from a later close by
+#   where it was raised.
+# - tls-cert-missing-intermediate: OpenSSL gives X509 error 20 as for an unknown
+#   CA, so the detail is "untrusted", not "chain"; every profile's code is the same.
+CANNOT_EXPRESS: dict[tuple[str, str], str] = {}
+
+# (client, scenario id) -> why the exception lacks the detail the rfc3463 (and
+# postfix, eop-observed) profile needs; eop alone is checked for those. Empty today.
+NO_RFC3463_DETAIL: dict[tuple[str, str], str] = {}
+
+
+# -- what a user writes ------------------------------------------------------------
+
+
+def make_resolver(world: World) -> dns.resolver.Resolver:
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [world.dns_host]
+    resolver.port = world.dns_port
+    resolver.timeout = resolver.lifetime = DNS_LIFETIME
+    return resolver
+
+
+def mail_hosts(resolver: dns.resolver.Resolver, domain: str) -> list[str]:
+    """The MX hosts of ``domain`` in preference order (the domain itself without MX)."""
+    try:
+        answer = resolver.resolve(domain, "MX")
+    except dns.resolver.NoAnswer:
+        return [domain]
+    records = sorted(answer, key=lambda r: r.preference)
+    return [r.exchange.to_text(omit_final_dot=True) for r in records]
+
+
+def routes(world: World, target: scenarios.Target) -> Iterator[tuple[str, str] | BaseException]:
+    """(host name, IP) pairs to try in order; a DNS error stands in for a host it hid.
+
+    A DNS error of the MX lookup itself is raised: there is nothing to try.
+    """
+    if target.smart_host and target.connect_by_ip:
+        # The connector holds an IP address; the name is still what the certificate must match.
+        yield target.smart_host, world.address_of(target.smart_host)
+        return
+    resolver = make_resolver(world)
+    names = [target.smart_host] if target.smart_host else mail_hosts(resolver, target.mail_domain)
+    for name in names:
+        try:
+            answer = resolver.resolve(name, "A")
+        except dns.exception.DNSException as exc:
+            yield exc
+            continue
+        for record in answer:
+            yield name, record.address
+
+
+def message(target: scenarios.Target) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = target.mail_from
+    msg["To"] = ", ".join(target.rcpt_to)
+    msg["Subject"] = "mailfakes conformance"
+    msg.set_content("A line of body text.\n" * 20)
+    return msg
+
+
+class ResolvedSMTP(smtplib.SMTP):
+    """smtplib.SMTP that connects to an address resolved elsewhere, keeping the host name for TLS."""
+
+    def __init__(self, name: str, address: str, port: int, **kwargs: Any) -> None:
+        self._address = address
+        self.final_reply: tuple[int, bytes] | None = None
+        super().__init__(name, port, **kwargs)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock = socket.create_connection((self._address, port), CONNECT_TIMEOUT, self.source_address)
+        sock.settimeout(timeout)  # the read timeout from here on
+        return sock
+
+    def data(self, msg: Any) -> tuple[int, bytes]:
+        # sendmail() drops the reply to the final dot; keep it to report the server's code.
+        self.final_reply = super().data(msg)
+        return self.final_reply
+
+
+def deliver_smtplib(world: World, target: scenarios.Target, context: ssl.SSLContext) -> str:
+    last: BaseException | None = None
+    for route in routes(world, target):
+        if isinstance(route, BaseException):
+            last = route
+            continue
+        name, address = route
+        try:
+            smtp = ResolvedSMTP(name, address, world.port, local_hostname=LOCAL_NAME, timeout=READ_TIMEOUT)
+        except (smtplib.SMTPConnectError, ConnectionRefusedError, TimeoutError) as exc:
+            last = exc  # no session with this host: try the next one
+            continue
+        with smtp:
+            code, reply = smtp.ehlo()
+            if code != 250:
+                raise smtplib.SMTPHeloError(code, reply)
+            smtp.starttls(context=context)  # raises SMTPNotSupportedError when not offered
+            smtp.ehlo()
+            refused = smtp.send_message(message(target))
+            assert refused == {}, refused
+            code, reply = smtp.final_reply or (250, b"2.0.0")
+            return f"{code} {reply.decode()}"
+    assert last is not None
+    raise last
+
+
+async def _aio_session(smtp: aiosmtplib.SMTP, target: scenarios.Target) -> str:
+    _, reply = await smtp.send_message(message(target))
+    try:
+        await smtp.quit()
+    except aiosmtplib.SMTPException:
+        smtp.close()
+    return f"250 {reply}"
+
+
+async def deliver_aiosmtplib(world: World, target: scenarios.Target, context: ssl.SSLContext) -> str:
+    last: BaseException | None = None
+    for route in routes(world, target):
+        if isinstance(route, BaseException):
+            last = route
+            continue
+        name, address = route
+        smtp = aiosmtplib.SMTP(
+            hostname=address,
+            port=world.port,
+            local_hostname=LOCAL_NAME,
+            timeout=READ_TIMEOUT,
+            start_tls=False,  # upgraded below, verified against the name
+            tls_context=context,
+        )
+        try:
+            await smtp.connect(timeout=CONNECT_TIMEOUT)  # the TCP connect and the greeting
+        except aiosmtplib.SMTPConnectError as exc:
+            last = exc  # no session with this host: try the next one
+            continue
+        try:
+            await smtp.starttls(server_hostname=name)  # raises SMTPException when not offered
+            return await _aio_session(smtp, target)
+        finally:
+            smtp.close()
+    assert last is not None
+    raise last
+
+
+async def deliver_aiosmtplib_sock(world: World, target: scenarios.Target, context: ssl.SSLContext) -> str:
+    last: BaseException | None = None
+    loop = asyncio.get_running_loop()
+    for route in routes(world, target):
+        if isinstance(route, BaseException):
+            last = route
+            continue
+        name, address = route
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, (address, world.port)), CONNECT_TIMEOUT)
+        except OSError as exc:  # TimeoutError too
+            sock.close()
+            last = exc
+            continue
+        smtp = aiosmtplib.SMTP(
+            hostname=name,
+            sock=sock,
+            local_hostname=LOCAL_NAME,
+            timeout=READ_TIMEOUT,
+            start_tls=True,
+            tls_context=context,
+        )
+        try:
+            await smtp.connect()
+            return await _aio_session(smtp, target)
+        finally:
+            smtp.close()
+    assert last is not None
+    raise last
+
+
+DELIVER: dict[str, Callable[[World, scenarios.Target, ssl.SSLContext], Any]] = {
+    "smtplib": deliver_smtplib,
+    "aiosmtplib": deliver_aiosmtplib,
+    "aiosmtplib-sock": deliver_aiosmtplib_sock,
+}
+
+
+def run(client: str, world: World, target: scenarios.Target) -> object:
+    """What the client produced: its exception, or its success line."""
+    context = world.client_context()
+    try:
+        if client == "smtplib":
+            return deliver_smtplib(world, target, context)
+
+        async def bounded() -> str:
+            result: str = await asyncio.wait_for(DELIVER[client](world, target, context), SESSION_BOUND)
+            return result
+
+        return asyncio.run(bounded())
+    except Exception as exc:
+        return exc
+
+
+# -- the tests ---------------------------------------------------------------------
+
+
+def _params() -> list[Any]:
+    params = []
+    for client in CLIENTS:
+        for sid in CATALOGUE:
+            marks = []
+            if (client, sid) in CANNOT_EXPRESS:
+                marks.append(pytest.mark.xfail(strict=True, reason=CANNOT_EXPRESS[client, sid]))
+            params.append(pytest.param(client, sid, marks=marks, id=f"{client}-{sid}"))
+    return params
+
+
+@pytest.mark.parametrize(("client", "sid"), _params())
+def test_client_failure_classifies_to_the_scenario_code(client: str, sid: str, make_world: Any) -> None:
+    s = CATALOGUE[sid]
+    world = make_world(s.world)
+    produced = run(client, world, s.target)
+    tail = world.sessions[-1].text().splitlines()[-6:] if world.sessions else []
+    what = f"{sid} via {client}: {type(produced).__name__}: {produced!r}; transcript tail: {tail}"
+    assert find_code(produced, "eop") == s.code_for("eop"), what
+    if (client, sid) not in NO_RFC3463_DETAIL:
+        for profile in ("rfc3463", "postfix", "eop-observed"):
+            assert find_code(produced, profile) == s.code_for(profile), f"{profile}: {what}"
+    if s.is_success:
+        assert world.wait_until(lambda: len(world.messages) == 1, 2)
+        assert world.messages[0].tls_version is not None
+
+
+def test_every_exception_named_in_the_tables_is_a_real_pair() -> None:
+    for client, sid in (*CANNOT_EXPRESS, *NO_RFC3463_DETAIL):
+        assert client in CLIENTS and sid in CATALOGUE, (client, sid)
