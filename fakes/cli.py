@@ -259,7 +259,8 @@ def cmd_deliver(args: argparse.Namespace, out: TextIO) -> int:
                 break
             world = World(s.world, runtime=runtime).start()
             try:
-                report = deliver_scenario(s, world, profile=args.profile, timeout=args.timeout)
+                extra = {"require_tls": False} if args.opportunistic else {}
+                report = deliver_scenario(s, world, profile=args.profile, timeout=args.timeout, **extra)
             finally:
                 world.stop()
             expected = s.code_for(args.profile)
@@ -343,6 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--json", action="store_true", help="one JSON object per scenario (JSON lines)")
     pd.add_argument(
         "--timeout", type=_seconds, default=1.0, help="connect, read and DNS timeout (default: 1 s)"
+    )
+    pd.add_argument(
+        "--opportunistic",
+        action="store_true",
+        help="use STARTTLS when offered but deliver in plaintext when it is not (default: TLS required)",
     )
     pd.add_argument("-v", "--verbose", action="store_true", help="show the client's side of the dialogue")
     return p

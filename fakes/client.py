@@ -486,6 +486,7 @@ def deliver_scenario(scenario: Any, world: Any, **options: Any) -> DeliveryRepor
     """Run the reference client against a served scenario (its target, its world)."""
     t = scenario.target
     ip = world.address_of(t.smart_host) if t.smart_host and t.connect_by_ip else None
+    options.setdefault("require_tls", t.require_tls)
     return deliver(
         dns_host=world.dns_host,
         dns_port=world.dns_port,
@@ -494,7 +495,6 @@ def deliver_scenario(scenario: Any, world: Any, **options: Any) -> DeliveryRepor
         smart_host=t.smart_host,
         smart_host_ip=ip,
         ca_file=str(world.ca_file),
-        require_tls=t.require_tls,
         mail_from=t.mail_from,
         rcpt_to=t.rcpt_to,
         **options,

@@ -170,3 +170,20 @@ def test_help_describes_every_command():
     for command in ("list", "show", "serve"):
         assert command in top.stdout
     assert "--json" in run("serve", "--help").stdout
+
+
+def test_deliver_reports_in_the_exchange_trace_style_and_exits_by_verdict():
+    ok = run("deliver", "tcp-refused-firewall", "tls-cert-expired", "--timeout", "0.5")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    lines = ok.stdout.splitlines()
+    assert len(lines) == 2
+    assert "450 4.4.316 Connection refused" in lines[0] and "[LastAttemptedIP=127." in lines[0]
+    assert "450 4.7.320 Certificate validation failed [Message=CertificateExpired]" in lines[1]
+    # Under a profile the client does not follow, the verdict is DIFF and the exit status 1...
+    observed = run("deliver", "tls-cert-expired", "--profile", "eop-observed", "--json", "--timeout", "0.5")
+    row = json.loads(observed.stdout)
+    assert observed.returncode == 0 and row["code"] == "4.4.317" and row["ok"]
+    # ...and an opportunistic client delivers in plaintext where TLS is missing.
+    plain = run("deliver", "tls-starttls-missing", "--opportunistic", "--json", "--timeout", "0.5")
+    row = json.loads(plain.stdout)
+    assert plain.returncode == 1 and row["code"] == "2.0.0" and row["expected"] == "4.4.317" and not row["ok"]
