@@ -21,9 +21,9 @@ self_signed            a self-signed leaf for the host (not a CA)           18
 missing_intermediate   a leaf from an intermediate CA, sent without it      20
 =====================  ===================================================  ====
 
-``broken=True`` gives a server context that only speaks TLS 1.0 and 1.1, so
-the handshake with any modern client fails for lack of a shared protocol
-(the client sees ``SSLError`` with reason ``TLSV1_ALERT_PROTOCOL_VERSION``,
+``broken=True`` gives a server context that offers only TLS 1.2 with NULL
+ciphers, so the handshake with any client fails for lack of a shared cipher
+(the client sees ``SSLError`` with reason ``SSLV3_ALERT_HANDSHAKE_FAILURE``,
 not a certificate error).
 
 Key material lives only in a private temporary directory (mode 0700, files
@@ -47,7 +47,6 @@ import shutil
 import ssl
 import tempfile
 import threading
-import warnings
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,15 +191,18 @@ def _self_signed(
     return _private_key_pem(key), cert.public_bytes(serialization.Encoding.PEM)
 
 
-def _make_legacy_only(ctx: ssl.SSLContext) -> None:
-    """Let ``ctx`` speak TLS 1.0 and 1.1 only: no modern client shares a protocol with it."""
-    with warnings.catch_warnings():
-        # Python warns that TLSVersion.TLSv1/TLSv1_1 are deprecated: that is the point.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1
-        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
-    # OpenSSL 3 refuses TLS < 1.2 (SHA-1 signatures) above security level 0.
-    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+def _make_unusable(ctx: ssl.SSLContext) -> None:
+    """Let ``ctx`` offer only TLS 1.2 with NULL (unencrypted) ciphers: no client shares one.
+
+    Every client refuses NULL ciphers by default, OpenSSL and GnuTLS alike,
+    so the handshake fails with "no shared cipher" whatever the client's
+    protocol versions. (TLS 1.0/1.1 only is not enough: GnuTLS clients such
+    as msmtp on Debian 12 still accept TLS 1.1.)
+    """
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    # OpenSSL 3 offers NULL ciphers only at security level 0.
+    ctx.set_ciphers("eNULL:@SECLEVEL=0")
 
 
 class CertAuthority:
@@ -272,9 +274,9 @@ class CertAuthority:
     ) -> ssl.SSLContext:
         """A server context presenting a certificate of ``kind`` for ``host_name``.
 
-        ``broken=True``: the context speaks only TLS 1.0/1.1, so a modern
-        client's handshake fails with ``SSLError`` (no shared protocol) before
-        any certificate is checked.
+        ``broken=True``: the context offers only NULL ciphers, so a client's
+        handshake fails with ``SSLError`` (no shared cipher) before any
+        certificate is checked.
         """
         with self._lock:
             issued = self.issue(host_name, kind)  # raises once closed
@@ -283,7 +285,7 @@ class CertAuthority:
             if ctx is None:
                 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
                 if broken:
-                    _make_legacy_only(ctx)
+                    _make_unusable(ctx)
                 else:
                     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
                 ctx.check_hostname = False

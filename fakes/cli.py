@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import signal
+import subprocess
 import sys
 import textwrap
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
+from .check import PLACEHOLDERS as PLACEHOLDER_NAMES
 from .codes import PROFILES as PROFILE_CHOICES
+from .netns import INSIDE_FLAG as INSIDE
+from .readers import READERS as READER_NAMES
 from .spec import SpecError
 
 if TYPE_CHECKING:
@@ -186,7 +192,7 @@ def serve_info(scenario: Any, world: World) -> dict[str, Any]:
     }
 
 
-def _human_serve(info: dict[str, Any], scenario: Any, out: TextIO) -> None:
+def _human_serve(info: dict[str, Any], scenario: Any, out: TextIO, *, interactive: bool = True) -> None:
     w = out.write
     w(f"mailfakes: serving {info['scenario']} ({info['code']} {info['title']})\n")
     for name, ip in info["hosts"].items():
@@ -202,20 +208,28 @@ def _human_serve(info: dict[str, Any], scenario: Any, out: TextIO) -> None:
         f"  check DNS: dig @{info['dns_host']} -p {info['dns_port']} "
         f"{info['smart_host'] or info['mail_domain']} {'A' if info['smart_host'] else 'MX'}\n"
     )
-    w("Press Ctrl-C to stop.\n")
+    if interactive:
+        w("Press Ctrl-C to stop.\n")
     out.flush()
 
 
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    if args.netns and not args.inside_netns:
+        if not args.command_argv:
+            raise UsageError(
+                "serve --netns needs a command to run inside the namespace: serve ID --netns -- COMMAND"
+            )
+        return _reexec(args)
     from .world import World
 
     scenario = _get(args.id)
+    resolver_dir = _enter_netns() if args.inside_netns else None
     world = World(
         scenario.world,
-        port=args.port,
+        port=args.port if args.port or not args.inside_netns else 25,
         subnet=args.subnet,
-        dns_host=args.dns_host,
-        dns_port=args.dns_port,
+        dns_host="127.0.0.1" if args.inside_netns else args.dns_host,
+        dns_port=53 if args.inside_netns else args.dns_port,
         allow_non_loopback=args.allow_non_loopback,
     )
     stop: threading.Event = args.stop
@@ -223,17 +237,66 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         world.start()
         info = serve_info(scenario, world)
         if args.json:
-            _human_serve(info, scenario, sys.stderr)
+            _human_serve(info, scenario, sys.stderr, interactive=not args.command_argv)
             out.write(json.dumps(info, ensure_ascii=False) + "\n")
             out.flush()
         else:
-            _human_serve(info, scenario, out)
+            _human_serve(
+                info,
+                scenario,
+                out if not args.command_argv else sys.stderr,
+                interactive=not args.command_argv,
+            )
+        if args.command_argv:
+            return _run_inside(args.command_argv, scenario, world, stop)
         while not stop.wait(0.5):
             pass
         print("mailfakes: stopping", file=sys.stderr)
     finally:
         world.stop()
+        if resolver_dir is not None:
+            shutil.rmtree(resolver_dir, ignore_errors=True)
     return 0
+
+
+def _run_inside(command: list[str], scenario: Any, world: Any, stop: threading.Event) -> int:
+    """Run the user's command next to a served world; its exit status is ours."""
+    from .check import environment, facts, substitute
+
+    values = facts(scenario, world, 5.0)
+    try:
+        proc = subprocess.Popen(
+            substitute(command, values), env=environment(values, scenario, scenario.expected_code)
+        )
+    except FileNotFoundError:
+        raise UsageError(f"command not found: {command[0]}") from None
+    while proc.poll() is None:
+        if stop.wait(0.2):
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            break
+    return proc.wait()
+
+
+def _reexec(args: argparse.Namespace) -> int:
+    from .netns import NetnsError, reexec_inside
+
+    try:
+        return reexec_inside(args.raw_argv)
+    except NetnsError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _enter_netns() -> Any:
+    from .netns import NetnsError, enter
+
+    try:
+        return enter()
+    except (NetnsError, OSError) as exc:
+        raise UsageError(f"cannot prepare the network namespace: {exc}") from None
 
 
 # -- deliver -------------------------------------------------------------------
@@ -277,6 +340,123 @@ def cmd_deliver(args: argparse.Namespace, out: TextIO) -> int:
                         out.write(f"       {line}\n")
             out.flush()
     return 1 if failures else 0
+
+
+# -- check ---------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
+    if not args.command_argv:
+        raise UsageError(
+            "check needs the client command after '--': mailfakes check [IDS...] -- COMMAND [ARGS...]"
+        )
+    from .check import CheckError, make_reader
+
+    try:
+        read = make_reader(args.reader, args.code_regex, args.profile)
+    except CheckError as exc:
+        raise UsageError(str(exc)) from None
+    for path in (args.junit, args.json):
+        if path and not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
+            raise UsageError(f"cannot write {path}: its directory is missing or not writable")
+    cat = _catalogue()
+    try:
+        chosen = cat.select(args.ids, code=args.code)
+    except (LookupError, ValueError) as exc:
+        raise UsageError(str(exc.args[0] if exc.args else exc)) from None
+    if not chosen:
+        raise UsageError("no scenario matches")
+    if args.netns and not args.inside_netns:
+        return _reexec(args)
+    return _check(args, chosen, read, out)
+
+
+def _check(args: argparse.Namespace, chosen: list[Any], read: Any, out: TextIO) -> int:
+    from .check import CheckError, explain_failures, json_report, junit_xml, matrix, run_one
+    from .runtime import Runtime
+    from .world import World
+
+    resolver_dir = _enter_netns() if args.inside_netns else None
+    results = []
+    try:
+        with Runtime() as runtime:
+            for i, s in enumerate(chosen, 1):
+                if args.stop.is_set():
+                    print("mailfakes check: interrupted", file=sys.stderr)
+                    break
+                world = World(
+                    s.world,
+                    runtime=runtime,
+                    port=args.port if args.port or not args.inside_netns else 25,
+                    dns_host="127.0.0.1" if args.inside_netns else None,
+                    dns_port=53 if args.inside_netns else 0,
+                )
+                world.start()
+                try:
+                    r = run_one(
+                        s,
+                        world,
+                        args.command_argv,
+                        profile=args.profile,
+                        timeout=args.timeout,
+                        command_timeout=args.command_timeout,
+                        read=read,
+                    )
+                except CheckError as exc:
+                    raise UsageError(str(exc)) from None
+                finally:
+                    world.stop()
+                results.append(r)
+                mark = "ok" if r.verdict == "pass" else "FAIL"
+                print(
+                    f"[{i}/{len(chosen)}] {s.id}: {mark} "
+                    f"(expected {r.expected}, reported {r.reported or '-'}, "
+                    f"{r.seconds:.2f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    finally:
+        if resolver_dir is not None:
+            shutil.rmtree(resolver_dir, ignore_errors=True)
+    out.write(matrix(results))
+    explain_failures(results, out)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(json_report(results, args.command_argv, args.profile))
+    if args.junit:
+        with open(args.junit, "w") as f:
+            f.write(junit_xml(results, args.command_argv, args.profile))
+    return 0 if results and all(r.verdict == "pass" for r in results) and len(results) == len(chosen) else 1
+
+
+# -- send ----------------------------------------------------------------------
+
+
+def cmd_send(args: argparse.Namespace, out: TextIO) -> int:
+    from .client import deliver
+
+    if not args.smart_host and not args.mail_domain:
+        raise UsageError("say where to deliver: --smart-host NAME, or --mail-domain DOMAIN for an MX lookup")
+    domain = args.mail_domain or args.smart_host.split(".", 1)[-1]
+    report = deliver(
+        dns_host=args.dns_host,
+        dns_port=args.dns_port,
+        port=args.port,
+        mail_domain=domain,
+        smart_host=args.smart_host,
+        smart_host_ip=args.smart_host_ip,
+        ca_file=args.ca_file,
+        require_tls=not args.opportunistic,
+        mail_from=args.mail_from,
+        rcpt_to=args.rcpt_to or [f"user@{domain}"],
+        timeout=args.timeout,
+        profile=args.profile,
+    )
+    out.write(json.dumps(report.as_dict(), ensure_ascii=False) + "\n" if args.json else report.line() + "\n")
+    if args.verbose:
+        for line in report.dialogue:
+            sys.stderr.write(f"  {line}\n")
+    return 0 if report.delivered else 1
 
 
 # -- entry point ----------------------------------------------------------------
@@ -326,6 +506,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow a non-loopback --subnet/--dns-host (only inside a network namespace of yours)",
     )
+    pv.add_argument(
+        "--netns",
+        action="store_true",
+        help="serve inside a private network namespace (DNS on 127.0.0.1:53, SMTP on port 25, a private "
+        "resolv.conf) and run COMMAND there: serve ID --netns -- COMMAND",
+    )
+    pv.add_argument(INSIDE, action="store_true", help=argparse.SUPPRESS)
     pd = sub.add_parser(
         "deliver",
         help="run the reference delivery client against scenarios and show what it reports",
@@ -351,6 +538,79 @@ def build_parser() -> argparse.ArgumentParser:
         help="use STARTTLS when offered but deliver in plaintext when it is not (default: TLS required)",
     )
     pd.add_argument("-v", "--verbose", action="store_true", help="show the client's side of the dialogue")
+    pc = sub.add_parser(
+        "check",
+        help="run any delivery client against scenarios and grade the codes it reports",
+        usage="mailfakes check [IDS...] [options] -- COMMAND [ARGS...]",
+        description="For each selected scenario: serve it, run COMMAND once with placeholders substituted "
+        "({" + "} {".join(PLACEHOLDER_NAMES) + "}; the same values in MAILFAKES_* environment "
+        "variables), read the code the client reported and compare it with the scenario's expected code. "
+        "Prints a matrix; exit status 0 if all pass, 1 if any fails, 2 on a usage or configuration error.",
+        epilog="Example: mailfakes check --netns --reader curl -- curl -sv --ssl-reqd --cacert {ca_file} "
+        "--connect-timeout {timeout} --mail-from {mail_from} --mail-rcpt {rcpt_to} -T message.eml "
+        "smtp://{smart_host}:{port}",
+    )
+    pc.add_argument(
+        "ids", nargs="*", metavar="ID", help="scenario ids or globs (default: the whole catalogue)"
+    )
+    pc.add_argument("--code", metavar="CODE", help="only scenarios of this class (e.g. 4.4.317)")
+    pc.add_argument(
+        "--profile", choices=PROFILE_CHOICES, default="eop", help="code convention (default: eop)"
+    )
+    pc.add_argument(
+        "--netns",
+        action="store_true",
+        help="run the worlds and the client in a private network namespace: DNS on 127.0.0.1:53 through "
+        "/etc/resolv.conf, SMTP on port 25 (needs root or unprivileged user namespaces)",
+    )
+    pc.add_argument(INSIDE, action="store_true", help=argparse.SUPPRESS)
+    pc.add_argument(
+        "--port", type=_port, default=0, help="SMTP port (default: 25 with --netns, else ephemeral)"
+    )
+    pc.add_argument(
+        "--timeout", type=_seconds, default=2.0, help="the {timeout} given to the client (default: 2 s)"
+    )
+    pc.add_argument(
+        "--command-timeout",
+        type=_seconds,
+        default=60.0,
+        help="kill the client after this long (default: 60 s)",
+    )
+    how = pc.add_mutually_exclusive_group()
+    how.add_argument("--reader", choices=sorted(READER_NAMES), help="read the outcome of a known client")
+    how.add_argument(
+        "--code-regex", metavar="RE", help="read the code with this regex (group 1, or the match)"
+    )
+    pc.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
+    pc.add_argument("--json", metavar="FILE", help="write a JSON report")
+
+    pe = sub.add_parser(
+        "send",
+        help="deliver one message with the reference client to any target (prints the report line)",
+        description="The reference client against an explicit target: resolve through DNS_HOST:DNS_PORT, "
+        "connect, EHLO, STARTTLS (required unless --opportunistic), verify against --ca-file, send. "
+        "Exit status 0 when delivered, 1 otherwise.",
+    )
+    pe.add_argument("--smart-host", metavar="NAME", help="the smart host (default: the MX of --mail-domain)")
+    pe.add_argument("--smart-host-ip", metavar="IP", help="connect to this address instead of resolving")
+    pe.add_argument("--mail-domain", metavar="DOMAIN", help="the recipient domain")
+    pe.add_argument("--port", type=_port, default=25, help="SMTP port (default: 25)")
+    pe.add_argument("--dns-host", default="127.0.0.1", metavar="ADDR", help="DNS server (default: 127.0.0.1)")
+    pe.add_argument("--dns-port", type=_port, default=53, help="DNS port (default: 53)")
+    pe.add_argument("--ca-file", metavar="PEM", help="CA to trust (default: the system's)")
+    pe.add_argument("--mail-from", default="sender@fabrikam.test", metavar="ADDR")
+    pe.add_argument("--rcpt-to", action="append", metavar="ADDR", help="recipient (repeatable)")
+    pe.add_argument(
+        "--timeout", type=_seconds, default=2.0, help="connect, read and DNS timeout (default: 2 s)"
+    )
+    pe.add_argument(
+        "--profile", choices=PROFILE_CHOICES, default="eop", help="code convention (default: eop)"
+    )
+    pe.add_argument(
+        "--opportunistic", action="store_true", help="deliver in plaintext when STARTTLS is missing"
+    )
+    pe.add_argument("--json", action="store_true", help="print the report as JSON")
+    pe.add_argument("-v", "--verbose", action="store_true", help="show the dialogue on stderr")
     return p
 
 
@@ -376,11 +636,28 @@ def _port(text: str) -> int:
     return value
 
 
-COMMANDS = {"list": cmd_list, "show": cmd_show, "serve": cmd_serve, "deliver": cmd_deliver}
+COMMANDS = {
+    "list": cmd_list,
+    "show": cmd_show,
+    "serve": cmd_serve,
+    "deliver": cmd_deliver,
+    "check": cmd_check,
+    "send": cmd_send,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    # Everything after the first "--" is the user's command (check, serve).
+    command_argv: list[str] = []
+    if "--" in raw:
+        at = raw.index("--")
+        raw, command_argv = raw[:at], raw[at + 1 :]
+    args = build_parser().parse_args(raw)
+    args.command_argv = command_argv
+    args.raw_argv = [a for a in raw if a != INSIDE] + (["--", *command_argv] if command_argv else [])
+    if not hasattr(args, "inside_netns"):
+        args.inside_netns = False
     # A signal that arrives while the world starts must still end in a clean
     # stop and exit 0: install the handlers before the heavy imports.
     args.stop = threading.Event()

@@ -61,7 +61,7 @@ _CLASS_IN: Final = 1
 class DnsQuery:
     """One query the server received and what it did with it.
 
-    ``rcode`` is the rcode sent (``NOERROR``, ``NXDOMAIN``, ...), ``DROPPED``
+    ``rcode`` is the rcode sent (``NOERROR``, ``NXDOMAIN``, ...), ``RESET`` (TCP cut), ``DROPPED``
     when nothing was sent, or ``MALFORMED`` for a packet that was not a valid
     query. ``answers`` holds the answer section as short text such as
     ``"A 127.0.0.2"``, ``"MX 10 mx.contoso.test"`` or ``"CNAME www.test"``.
@@ -99,6 +99,7 @@ class _Outcome:
     record: DnsQuery
     delay: float = 0.0
     error: str | None = None
+    reset: bool = False  # TCP only: cut the connection with RST instead of answering
 
 
 def _is_ip(value: str) -> bool:
@@ -413,6 +414,9 @@ class FakeDNS:
     def _on_tcp(self, data: bytes, conn: _TcpConn) -> None:
         outcome = self._process(data, "tcp", conn.peer)
         reply = outcome.reply
+        if outcome.reset:
+            conn.reset()
+            return
         if reply is None:
             return
         conn.pending += 1
@@ -577,6 +581,18 @@ class FakeDNS:
                 )
                 return _Outcome(reply=packed, record=record, delay=fault.delay_ms / 1000.0)
             kind = None if fault.tcp == "answer" else fault.tcp
+        if kind == "reset" and fault is not None:
+            # A middlebox that rejects DNS over TCP: the retry is cut with RST.
+            record = DnsQuery(
+                name=name,
+                qtype=qtype,
+                transport=transport,
+                rcode="RESET",
+                fault=fault.fault,
+                peer=peer,
+                delay_ms=fault.delay_ms,
+            )
+            return _Outcome(reply=None, record=record, reset=True)
         if kind == "drop" and fault is not None:
             record = DnsQuery(
                 name=name,
@@ -782,6 +798,11 @@ class _TcpConn:
     def maybe_finish(self) -> None:
         if self.eof and self.pending == 0 and not self.outbox:
             self.close()
+
+    def reset(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close()
 
     def close(self) -> None:
         if self.closed:

@@ -20,7 +20,7 @@ TlsMode = Literal[
     "starttls",  # STARTTLS advertised and working
     "none",  # STARTTLS not advertised
     "starttls_refused",  # advertised, answered 454
-    "starttls_broken",  # advertised, the handshake fails (no shared protocol)
+    "starttls_broken",  # advertised, the handshake fails (no shared cipher)
     "implicit",  # TLS from the first byte (port-465 style)
     "implicit_broken",  # implicit TLS whose handshake fails
 ]
@@ -45,7 +45,7 @@ ClosePoint = Literal[
     "after_final_dot",  # message kept, closed before the reply to the final dot
 ]
 DnsFaultKind = Literal["nxdomain", "servfail", "refused", "drop", "nodata", "truncate", "delay"]
-TcpFallback = Literal["answer", "nxdomain", "servfail", "refused", "drop"]
+TcpFallback = Literal["answer", "nxdomain", "servfail", "refused", "drop", "reset"]
 
 RECORD_TYPES: Final = get_args(RecordType)
 HOST_KINDS: Final = get_args(HostKind)

@@ -27,6 +27,7 @@ _TCP_FALLBACKS: Final = {
     "servfail": "gets SERVFAIL",
     "refused": "gets REFUSED",
     "drop": "gets no answer",
+    "reset": "is cut with a reset",
 }
 _KINDS: Final = {
     "refuse": "RST to the SYN (connection refused)",
@@ -36,7 +37,7 @@ _KINDS: Final = {
 _TLS: Final = {
     "none": "no STARTTLS in the EHLO reply",
     "starttls_refused": "STARTTLS refused",
-    "starttls_broken": "STARTTLS handshake fails (no shared protocol)",
+    "starttls_broken": "STARTTLS handshake fails (no shared cipher)",
     "implicit": "implicit TLS",
     "implicit_broken": "implicit TLS whose handshake fails",
 }

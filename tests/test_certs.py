@@ -14,7 +14,6 @@ import socket
 import ssl
 import stat
 import threading
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -185,7 +184,7 @@ def test_client_context_settings(authority: CertAuthority) -> None:
 
 
 @pytest.mark.parametrize("client_kind", ["client_context", "python_default"])
-def test_broken_fails_for_lack_of_a_shared_protocol(authority: CertAuthority, client_kind: str) -> None:
+def test_broken_fails_for_lack_of_a_shared_cipher(authority: CertAuthority, client_kind: str) -> None:
     client = (
         authority.client_context()
         if client_kind == "client_context"
@@ -195,27 +194,20 @@ def test_broken_fails_for_lack_of_a_shared_protocol(authority: CertAuthority, cl
     err = out.client_error
     assert isinstance(err, ssl.SSLError)
     assert not isinstance(err, ssl.SSLCertVerificationError)
-    # Observed with OpenSSL 3.0: "[SSL: TLSV1_ALERT_PROTOCOL_VERSION] tlsv1 alert protocol version".
-    assert err.reason in ("TLSV1_ALERT_PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL"), err
+    # Observed with OpenSSL 3.0: "[SSL: SSLV3_ALERT_HANDSHAKE_FAILURE] sslv3 alert handshake failure".
+    assert err.reason == "SSLV3_ALERT_HANDSHAKE_FAILURE", err
     assert isinstance(out.server_error, ssl.SSLError)
-    assert out.server_error.reason == "UNSUPPORTED_PROTOCOL"
+    assert out.server_error.reason == "NO_SHARED_CIPHER"
 
 
-def test_broken_server_does_speak_legacy_tls(authority: CertAuthority) -> None:
-    """The broken server works for a TLS 1.1 client: the fault is the protocol, nothing else."""
+def test_broken_server_works_for_a_client_that_accepts_null_ciphers(authority: CertAuthority) -> None:
+    """The fault is the cipher list, nothing else: a client that allows NULL ciphers gets through."""
     client = authority.client_context()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            client.minimum_version = ssl.TLSVersion.TLSv1
-            client.maximum_version = ssl.TLSVersion.TLSv1_1
-        client.set_ciphers("DEFAULT:@SECLEVEL=0")
-    except (ValueError, ssl.SSLError):
-        pytest.skip("this OpenSSL cannot make a TLS 1.1 client")
+    client.maximum_version = ssl.TLSVersion.TLSv1_2
+    client.set_ciphers("eNULL:@SECLEVEL=0")
     out = handshake(authority.server_context(HOST, broken=True), client, HOST)
-    if out.client_error is not None:
-        pytest.skip(f"this OpenSSL refuses TLS 1.1 on the client side: {out.client_error}")
-    assert out.client_version == "TLSv1.1"
+    assert out.client_error is None, out.client_error
+    assert out.client_version == "TLSv1.2"
     assert out.received == b"ok"
 
 
@@ -229,7 +221,8 @@ def test_server_context_settings_and_cache(authority: CertAuthority) -> None:
     assert ctx.check_hostname is False
     assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
     broken = authority.server_context(HOST, broken=True)
-    assert broken.maximum_version == ssl.TLSVersion.TLSv1_1
+    assert broken.maximum_version == ssl.TLSVersion.TLSv1_2
+    assert all("NULL" in c["name"] or c["protocol"] == "TLSv1.3" for c in broken.get_ciphers())
 
 
 def test_unknown_kind_and_empty_name_are_rejected(authority: CertAuthority) -> None:

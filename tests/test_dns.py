@@ -649,3 +649,27 @@ def test_other_loopback_addresses_work(serve: Serve) -> None:
     query = dns.message.make_query("mx1.contoso.test", "A")
     resp = dns.query.udp(query, "127.0.0.53", port=server.port, timeout=1.0)
     assert rdata(resp) == ["127.0.0.2"]
+
+
+def test_truncate_with_a_tcp_reset_cuts_the_retry() -> None:
+    import dns.query
+
+    spec = parse_world(
+        {"hosts": {"mx.contoso.test": {}}, "dns_faults": [{"name": "mx.contoso.test", "fault": "truncate", "tcp": "reset"}]}
+    )
+
+    async def scenario() -> None:
+        server = FakeDNS(spec, address_of=lambda name: "127.0.0.2")
+        await server.start()
+        try:
+            loop = asyncio.get_running_loop()
+            q = dns.message.make_query("mx.contoso.test", "A")
+            udp = await loop.run_in_executor(None, lambda: dns.query.udp(q, "127.0.0.1", port=server.port, timeout=1))
+            assert udp.flags & dns.flags.TC
+            with pytest.raises((ConnectionError, EOFError)):
+                await loop.run_in_executor(None, lambda: dns.query.tcp(q, "127.0.0.1", port=server.port, timeout=1))
+            assert [qq.rcode for qq in server.queries] == ["NOERROR", "RESET"]
+        finally:
+            await server.stop()
+
+    asyncio.run(scenario())

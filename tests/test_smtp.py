@@ -385,11 +385,13 @@ def test_the_delay_for_every_reply_covers_commands_the_fake_does_not_know(make_w
 
 
 def test_stop_while_clients_keep_connecting_leaves_nothing_open():
+    import gc
     import os
     import threading
 
     from fakes import World
 
+    gc.collect()
     fds = len(os.listdir("/proc/self/fd"))
     for _ in range(5):
         world = World({"hosts": {H: {"tls": "none"}}}).start()
@@ -404,7 +406,8 @@ def test_stop_while_clients_keep_connecting_leaves_nothing_open():
             s.close()
         assert all(t.ended_by is not None for t in world.sessions)
         assert not world.events.errors()
-    assert len(os.listdir("/proc/self/fd")) == fds
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) <= fds  # fewer is fine: earlier tests' garbage went
 
 
 def test_stop_during_an_implicit_tls_handshake_ends_the_session_cleanly(make_world):

@@ -1,0 +1,272 @@
+"""``mailfakes check``: run any delivery client against the catalogue and grade it.
+
+For each scenario: serve it, run the user's command with the scenario's
+facts substituted for placeholders (and in ``MAILFAKES_*`` variables), read
+the code the client reported (the first enhanced status code in its output,
+a custom regex, or a reader for a known client), and compare it with the
+scenario's expected code under the chosen profile. The results make a
+matrix, a JSON report and a JUnit XML file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, TextIO
+
+from .codes import code_for, first_enhanced_code
+from .readers import READERS
+
+PLACEHOLDERS = (
+    "smart_host",
+    "mail_domain",
+    "port",
+    "ip",
+    "dns_host",
+    "dns_port",
+    "ca_file",
+    "mail_from",
+    "rcpt_to",
+    "timeout",
+)
+_PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
+OUTPUT_KEPT = 4000  # characters of stdout/stderr kept per scenario in reports
+
+
+class CheckError(Exception):
+    """A configuration mistake (bad regex, missing command): exit status 2."""
+
+
+@dataclass
+class CheckResult:
+    scenario: str
+    title: str
+    expected: str
+    reported: str | None
+    verdict: str  # "pass", "fail"
+    seconds: float
+    exit_status: int | None
+    command: list[str]
+    how: str  # how the code was read
+    stdout: str = ""
+    stderr: str = ""
+    facts: dict[str, str] = field(default_factory=dict)
+
+
+def facts(scenario: Any, world: Any, timeout: float) -> dict[str, str]:
+    """The placeholder values for one served scenario."""
+    t = scenario.target
+    smart = t.smart_host
+    if smart and t.connect_by_ip:
+        ip = smart = world.address_of(smart)
+    elif smart and smart in world.hosts:
+        ip = world.address_of(smart)
+    else:
+        ip = next(iter(world.hosts.values()), "")
+    return {
+        "smart_host": smart or "",
+        "mail_domain": t.mail_domain,
+        "port": str(world.port),
+        "ip": ip,
+        "dns_host": world.dns_host,
+        "dns_port": str(world.dns_port),
+        "ca_file": str(world.ca_file),
+        "mail_from": t.mail_from,
+        "rcpt_to": t.rcpt_to[0] if t.rcpt_to else f"user@{t.mail_domain}",
+        "timeout": f"{timeout:g}",
+    }
+
+
+def substitute(command: Sequence[str], values: dict[str, str]) -> list[str]:
+    """Replace ``{name}`` placeholders; other braces are left alone."""
+    return [_PLACEHOLDER.sub(lambda m: values[m.group(1)], arg) for arg in command]
+
+
+def environment(values: dict[str, str], scenario: Any, expected: str) -> dict[str, str]:
+    env = dict(os.environ)
+    for key, value in values.items():
+        env[f"MAILFAKES_{key.upper()}"] = value
+    env["MAILFAKES_RCPT_TO_ALL"] = ",".join(scenario.target.rcpt_to)
+    env["MAILFAKES_SCENARIO"] = scenario.id
+    env["MAILFAKES_REQUIRE_TLS"] = "1" if scenario.target.require_tls else "0"
+    return env
+
+
+def make_reader(
+    reader: str | None, code_regex: str | None, profile: str
+) -> Callable[[int, str, str], tuple[str | None, str]]:
+    """A function (status, stdout, stderr) -> (code or None, how it was read)."""
+    if reader is not None and code_regex is not None:
+        raise CheckError("choose --reader or --code-regex, not both")
+    if reader is not None:
+        if reader not in READERS:
+            raise CheckError(f"unknown reader {reader!r}; readers: {', '.join(READERS)}")
+        read = READERS[reader]
+
+        def by_reader(status: int, out: str, err: str) -> tuple[str | None, str]:
+            failure = read(status, out, err)
+            if failure is None:
+                return None, f"{reader} reader: exit {status} not understood"
+            return code_for(failure, profile), f"{reader} reader: {failure.cls}/{failure.detail or '-'}"
+
+        return by_reader
+    if code_regex is not None:
+        try:
+            pattern = re.compile(code_regex, re.M)
+        except re.error as exc:
+            raise CheckError(f"bad --code-regex {code_regex!r}: {exc}") from None
+
+        def by_regex(status: int, out: str, err: str) -> tuple[str | None, str]:
+            m = pattern.search(out) or pattern.search(err)
+            if m is None:
+                return None, "--code-regex matched nothing"
+            found = m.group(1) if m.groups() else m.group(0)
+            return first_enhanced_code(found) or found, "--code-regex"
+
+        return by_regex
+
+    def first_code(status: int, out: str, err: str) -> tuple[str | None, str]:
+        code = first_enhanced_code(out) or first_enhanced_code(err)
+        return code, "first enhanced code in the output" if code else "no enhanced code in the output"
+
+    return first_code
+
+
+def run_one(
+    scenario: Any,
+    world: Any,
+    command: Sequence[str],
+    *,
+    profile: str,
+    timeout: float,
+    command_timeout: float,
+    read: Callable[[int, str, str], tuple[str | None, str]],
+) -> CheckResult:
+    values = facts(scenario, world, timeout)
+    argv = substitute(command, values)
+    expected = scenario.code_for(profile)
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=command_timeout,
+            env=environment(values, scenario, expected),
+            stdin=subprocess.DEVNULL,
+        )
+        status: int | None = proc.returncode
+        out, err = proc.stdout, proc.stderr
+        code, how = read(proc.returncode, out, err)
+    except subprocess.TimeoutExpired as exc:
+        status, code, how = None, None, f"the command ran over {command_timeout:g} s and was killed"
+        out = _text(exc.stdout)
+        err = _text(exc.stderr)
+    except FileNotFoundError:
+        raise CheckError(f"command not found: {argv[0]}") from None
+    except PermissionError:
+        raise CheckError(f"command not executable: {argv[0]}") from None
+    seconds = time.monotonic() - started
+    return CheckResult(
+        scenario=scenario.id,
+        title=scenario.title["en"],
+        expected=expected,
+        reported=code,
+        verdict="pass" if code == expected else "fail",
+        seconds=seconds,
+        exit_status=status,
+        command=argv,
+        how=how,
+        stdout=out[-OUTPUT_KEPT:],
+        stderr=err[-OUTPUT_KEPT:],
+        facts=values,
+    )
+
+
+def _text(data: bytes | str | None) -> str:
+    if data is None:
+        return ""
+    return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+
+
+def matrix(results: list[CheckResult]) -> str:
+    """The pass/fail table: scenario, expected, reported, verdict, time."""
+    width = max([len("scenario"), *(len(r.scenario) for r in results)])
+    lines = [f"{'scenario':<{width}}  {'expected':<8}  {'reported':<8}  verdict  time"]
+    lines.append("-" * len(lines[0]))
+    for r in results:
+        lines.append(
+            f"{r.scenario:<{width}}  {r.expected:<8}  {r.reported or '-':<8}  "
+            f"{'PASS' if r.verdict == 'pass' else 'FAIL':<7}  {r.seconds:5.2f}s"
+        )
+    failed = [r for r in results if r.verdict != "pass"]
+    lines.append("")
+    lines.append(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    return "\n".join(lines) + "\n"
+
+
+def explain_failures(results: list[CheckResult], out: TextIO) -> None:
+    for r in results:
+        if r.verdict == "pass":
+            continue
+        out.write(
+            f"\n{r.scenario}: expected {r.expected}, reported {r.reported or 'nothing'} "
+            f"({r.how}; exit {r.exit_status})\n"
+        )
+        out.write(f"  command: {' '.join(r.command)}\n")
+        tail = (r.stdout.strip() + "\n" + r.stderr.strip()).strip().splitlines()[-6:]
+        for line in tail:
+            out.write(f"  | {line[:200]}\n")
+
+
+def json_report(results: list[CheckResult], command: Sequence[str], profile: str) -> str:
+    failed = sum(r.verdict != "pass" for r in results)
+    return json.dumps(
+        {
+            "command": list(command),
+            "profile": profile,
+            "passed": len(results) - failed,
+            "failed": failed,
+            "results": [asdict(r) for r in results],
+        },
+        indent=2,
+        ensure_ascii=False,
+    )
+
+
+def junit_xml(results: list[CheckResult], command: Sequence[str], profile: str) -> str:
+    failed = sum(r.verdict != "pass" for r in results)
+    suite = ET.Element(
+        "testsuite",
+        name="mailfakes check",
+        tests=str(len(results)),
+        failures=str(failed),
+        errors="0",
+        time=f"{sum(r.seconds for r in results):.3f}",
+    )
+    props = ET.SubElement(suite, "properties")
+    ET.SubElement(props, "property", name="command", value=" ".join(command))
+    ET.SubElement(props, "property", name="profile", value=profile)
+    for r in results:
+        case = ET.SubElement(
+            suite, "testcase", classname="mailfakes.check", name=r.scenario, time=f"{r.seconds:.3f}"
+        )
+        if r.verdict != "pass":
+            failure = ET.SubElement(
+                case,
+                "failure",
+                message=f"expected {r.expected}, reported {r.reported or 'nothing'}",
+                type="WrongCode",
+            )
+            failure.text = f"{r.title}\n{r.how}; exit status {r.exit_status}\ncommand: {' '.join(r.command)}"
+        ET.SubElement(case, "system-out").text = r.stdout
+        ET.SubElement(case, "system-err").text = r.stderr
+    ET.indent(suite)
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
