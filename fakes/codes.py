@@ -98,6 +98,10 @@ def code_for(failure: Failure, profile: str = "eop") -> str:
     if profile == "eop-observed":
         return "4.4.317" if cls == "certificate" else EOP_CODES[cls]
     if cls == "dns":
+        if profile == "postfix" and failure.detail in ("nxdomain", "nodata"):
+            # Postfix defers a relayhost (smart host) that does not resolve as a
+            # configuration problem, 4.3.5, where an MX host without an address bounces 5.4.4.
+            return "4.3.5"
         return "5.4.4" if failure.detail in _DNS_NOT_FOUND else "4.4.3"
     if cls in ("timeout", "refused"):
         return "4.4.1"

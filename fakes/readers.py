@@ -137,31 +137,39 @@ def read_swaks(status: int, out: str, err: str) -> Failure | None:
 
 
 def read_msmtp(status: int, out: str, err: str) -> Failure | None:
-    """msmtp with ``--tls=on --tls-starttls=on`` and ``--tls-trust-file``."""
-    text = out + "\n" + err
-    low = text.lower()
+    """msmtp with ``--tls=on --tls-starttls=on --tls-trust-file`` (and ``--debug`` for the replies)."""
+    lines = (out + "\n" + err).splitlines()
+    said = "\n".join(ln for ln in lines if ln.startswith("msmtp:")).lower()  # its own messages
+    dialogue = [ln for ln in lines if ln.startswith(("<-- ", "--> "))]
+    replies = [ln[4:] for ln in dialogue if ln.startswith("<-- ")]
+    errors = [r for r in replies if r[:1] in ("4", "5")]
+    if not errors:  # without --debug, msmtp still quotes the server's last error
+        errors = [ln.split("server message:", 1)[1].strip() for ln in lines if "server message:" in ln]
     if status == 0:
-        return Failure("delivered", "", "2.0.0", "msmtp: delivered")
-    if "cannot locate host" in low or "name or service not known" in low or status == 68:
+        final = next((r for r in reversed(replies) if r.startswith("250 ")), "250")
+        return Failure("delivered", "", first_enhanced_code(final) or "2.0.0", final)
+    if "cannot locate host" in said:
         return Failure("dns", "unknown", message="msmtp: cannot locate host")
-    if "certificate" in low and ("verif" in low or "expired" in low or "trust" in low or "not yet" in low):
-        return Failure("certificate", _cert_detail(text), message="msmtp: certificate rejected")
-    if "does not support tls" in low or ("starttls" in low and "not support" in low):
-        return Failure("cannot_connect", "no_starttls", message="msmtp: STARTTLS not offered")
-    if "connection refused" in low:
+    if "connection refused" in said:
         return Failure("refused", "refused", message="msmtp: connection refused")
-    if "timeout" in low or "timed out" in low:
-        return Failure("timeout", "connect", message="msmtp: timed out")
-    reply = _last_reply(text)
-    if reply is not None:
-        if "starttls" in low and reply[0] == 454:
-            return Failure("cannot_connect", "starttls_refused", first_enhanced_code(reply[1]), reply[1])
-        stage = "greeting" if "initial ok message" in low or "greeting" in low else "ehlo"
-        return _reply_failure(reply[0], reply[1], stage)
-    if "tls handshake failed" in low or "handshake" in low:
+    if "timeout" in said or "timed out" in said:
+        return Failure("timeout", "connect", message="msmtp: network timeout")
+    if "certificate" in said:
+        return Failure("certificate", _cert_detail(said), message="msmtp: certificate rejected")
+    if "does not support tls" in said or ("starttls" in said and "not support" in said):
+        return Failure("cannot_connect", "no_starttls", message="msmtp: STARTTLS not offered")
+    if errors:
+        line = errors[-1]
+        code = int(line[:3]) if line[:3].isdigit() else 0
+        sent = [ln[4:].upper() for ln in dialogue if ln.startswith("--> ")]
+        if sent and sent[-1].startswith("STARTTLS") and code != 421:
+            return Failure("cannot_connect", "starttls_refused", first_enhanced_code(line), line)
+        stage = "greeting" if "initial ok message" in said or not sent else "ehlo"
+        return _reply_failure(code, line, stage)
+    if "handshake" in said:
         return Failure("cannot_connect", "tls_handshake", message="msmtp: TLS handshake failed")
-    if status in (74, 76, 69, 75) or "connection" in low:
-        return Failure("closed", "closed", message=f"msmtp: exit {status}")
+    if said:
+        return Failure("closed", "closed", message="msmtp: connection lost")
     return None
 
 

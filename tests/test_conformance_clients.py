@@ -71,9 +71,15 @@ CLIENTS = ("smtplib", "aiosmtplib", "aiosmtplib-sock")
 #   CA, so the detail is "untrusted", not "chain"; every profile's code is the same.
 CANNOT_EXPRESS: dict[tuple[str, str], str] = {}
 
-# (client, scenario id) -> why the exception lacks the detail the rfc3463 (and
-# postfix, eop-observed) profile needs; eop alone is checked for those. Empty today.
-NO_RFC3463_DETAIL: dict[tuple[str, str], str] = {}
+# (client, scenario id, profile) -> why the exception lacks the detail that
+# profile needs; the other profiles are still checked for those.
+NO_PROFILE_DETAIL: dict[tuple[str, str, str], str] = {
+    (client, "dns-mx-no-address", "postfix"): (
+        "an NXDOMAIN exception does not say whether the name was a relayhost (Postfix: 4.3.5) "
+        "or an MX host (Postfix: 5.4.4); the classifier reads it as a relayhost"
+    )
+    for client in CLIENTS
+}
 
 
 # -- what a user writes ------------------------------------------------------------
@@ -288,8 +294,8 @@ def test_client_failure_classifies_to_the_scenario_code(client: str, sid: str, m
     tail = world.sessions[-1].text().splitlines()[-6:] if world.sessions else []
     what = f"{sid} via {client}: {type(produced).__name__}: {produced!r}; transcript tail: {tail}"
     assert find_code(produced, "eop") == s.code_for("eop"), what
-    if (client, sid) not in NO_RFC3463_DETAIL:
-        for profile in ("rfc3463", "postfix", "eop-observed"):
+    for profile in ("rfc3463", "postfix", "eop-observed"):
+        if (client, sid, profile) not in NO_PROFILE_DETAIL:
             assert find_code(produced, profile) == s.code_for(profile), f"{profile}: {what}"
     if s.is_success:
         assert world.wait_until(lambda: len(world.messages) == 1, 2)
@@ -297,5 +303,5 @@ def test_client_failure_classifies_to_the_scenario_code(client: str, sid: str, m
 
 
 def test_every_exception_named_in_the_tables_is_a_real_pair() -> None:
-    for client, sid in (*CANNOT_EXPRESS, *NO_RFC3463_DETAIL):
+    for client, sid in (*CANNOT_EXPRESS, *((c, i) for c, i, _ in NO_PROFILE_DETAIL)):
         assert client in CLIENTS and sid in CATALOGUE, (client, sid)

@@ -1,0 +1,12 @@
+#!/bin/sh
+# curl as a delivery client, TLS required, the world's CA trusted.
+# Use with:  mailfakes check --netns --reader curl -- recipes/curl.sh
+# curl resolves through the system resolver, so --netns is needed for DNS.
+# -v puts the server's replies on stderr, where the curl reader finds them;
+# --crlf because aiosmtpd wants CRLF line ends.
+exec curl -sv --ssl-reqd --crlf \
+  --cacert "$MAILFAKES_CA_FILE" \
+  --connect-timeout "$MAILFAKES_TIMEOUT" --max-time 30 \
+  --mail-from "$MAILFAKES_MAIL_FROM" --mail-rcpt "$MAILFAKES_RCPT_TO" \
+  -T "$(dirname "$0")/message.eml" \
+  "smtp://$MAILFAKES_SMART_HOST:$MAILFAKES_PORT"

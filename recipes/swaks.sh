@@ -1,0 +1,9 @@
+#!/bin/sh
+# swaks as a delivery client, TLS required (--tls) and verified (--tls-verify).
+# Use with:  mailfakes check --netns --reader swaks -- recipes/swaks.sh
+# swaks 20201014 does not check the certificate's host name: it cannot see
+# tls-cert-wrong-host.
+exec swaks --server "$MAILFAKES_SMART_HOST:$MAILFAKES_PORT" \
+  --tls --tls-verify --tls-ca-path "$MAILFAKES_CA_FILE" \
+  --from "$MAILFAKES_MAIL_FROM" --to "$MAILFAKES_RCPT_TO" \
+  --helo client.fabrikam.test --timeout "$MAILFAKES_TIMEOUT"

@@ -1,0 +1,93 @@
+"""mailfakes check, graded against a client we control: the reference client."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+SEND = (
+    f"{sys.executable} -m fakes send --smart-host {{smart_host}} --mail-domain {{mail_domain}} --port {{port}} "
+    "--dns-host {dns_host} --dns-port {dns_port} --ca-file {ca_file} --timeout {timeout}"
+)
+
+
+def check(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fakes", "check", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_a_client_that_reports_the_right_codes_passes(tmp_path):
+    junit, report = tmp_path / "junit.xml", tmp_path / "report.json"
+    ids = ["dns-nxdomain", "tcp-refused-firewall", "smtp-421-greeting", "close-mid-data", "tls-cert-expired", "baseline-delivered"]
+    result = check(*ids, "--timeout", "0.5", "--junit", str(junit), "--json", str(report), "--", *SEND.split())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "6 passed, 0 failed" in result.stdout
+    assert "[6/6] baseline-delivered: ok" in result.stderr  # progress goes to stderr
+    suite = ET.parse(junit).getroot()
+    assert suite.get("tests") == "6" and suite.get("failures") == "0"
+    assert [c.get("name") for c in suite.iter("testcase")] == ids
+    data = json.loads(report.read_text())
+    assert data["passed"] == 6 and data["failed"] == 0
+    assert {r["scenario"]: r["reported"] for r in data["results"]}["tls-cert-expired"] == "4.7.320"
+
+
+def test_a_client_wrong_for_one_scenario_fails_and_the_matrix_names_it(tmp_path):
+    # The same client, but it reports certificate failures as 4.4.317 (as recent EOP traces do).
+    lying = SEND + ' | if [ "$MAILFAKES_SCENARIO" = tls-cert-expired ]; then sed s/4.7.320/4.4.317/; else cat; fi'
+    junit = tmp_path / "junit.xml"
+    result = check(
+        "tls-cert-expired", "tls-cert-wrong-host", "tcp-refused-firewall", "--timeout", "0.5",
+        "--junit", str(junit), "--", "sh", "-c", lying,
+    )
+    assert result.returncode == 1
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.startswith(("tls-", "tcp-"))}
+    assert rows["tls-cert-expired"][1:4] == ["4.7.320", "4.4.317", "FAIL"]
+    assert rows["tls-cert-wrong-host"][3] == "PASS"
+    assert rows["tcp-refused-firewall"][3] == "PASS"
+    assert "2 passed, 1 failed" in result.stdout
+    assert "tls-cert-expired: expected 4.7.320, reported 4.4.317" in result.stdout
+    failures = [c.get("name") for c in ET.parse(junit).getroot().iter("testcase") if c.find("failure") is not None]
+    assert failures == ["tls-cert-expired"]
+
+
+def test_the_same_client_passes_under_the_profile_it_follows():
+    lying = SEND + " | sed s/4.7.320/4.4.317/"
+    result = check("tls-cert-*", "--profile", "eop-observed", "--timeout", "0.5", "--", "sh", "-c", lying)
+    assert result.returncode == 0, result.stdout
+    assert "6 passed, 0 failed" in result.stdout
+
+
+def test_code_regex_and_environment_variables():
+    script = 'echo "status=$MAILFAKES_SCENARIO code<$( [ $MAILFAKES_PORT -gt 0 ] && echo 4.4.316 )>"'
+    result = check("tcp-refused-firewall", "--code-regex", r"code<([\d.]+)>", "--", "sh", "-c", script)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_command_that_runs_too_long_is_killed_and_fails():
+    result = check("tcp-refused-firewall", "--command-timeout", "0.5", "--", "sleep", "30", timeout=30)
+    assert result.returncode == 1
+    assert "ran over 0.5 s and was killed" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["tls-cert-expired"], "needs the client command after '--'"),
+        (["no-such-thing", "--", "true"], "unknown scenario"),
+        (["tls-cert-expired", "--code-regex", "(", "--", "true"], "bad --code-regex"),
+        (["tls-cert-expired", "--reader", "outlook", "--", "true"], "invalid choice: 'outlook'"),
+        (["tls-cert-expired", "--reader", "curl", "--code-regex", "x", "--", "true"], "not allowed with argument"),
+        (["tls-cert-expired", "--", "/nonexistent/client"], "command not found: /nonexistent/client"),
+        (["tls-cert-expired", "--junit", "/nonexistent/dir/j.xml", "--", "true"], "cannot write /nonexistent/dir/j.xml"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(args, needle):
+    result = check(*args, timeout=30)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert needle in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -1,0 +1,86 @@
+"""Real third-party clients (curl, swaks, msmtp) graded by mailfakes check --netns.
+
+Each runs through the system resolver inside a private network namespace,
+against every scenario it can express. A missing client or namespace skips
+with the reason, except in CI (MAILFAKES_REQUIRE_REAL_CLIENTS=1), where it
+fails: CI installs them, so these tests must run there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+import scenarios
+from fakes.netns import NetnsError, unshare_command
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+REQUIRED = os.environ.get("MAILFAKES_REQUIRE_REAL_CLIENTS") == "1"
+
+# Scenarios a client cannot express, and why (the README recipes say the same).
+MX_LOOKUP = {s.id for s in scenarios.load_catalogue().values() if s.target.smart_host is None}
+CANNOT = {
+    "curl": dict.fromkeys(MX_LOOKUP, "curl delivers to one host: it does no MX lookup"),
+    "msmtp": dict.fromkeys(MX_LOOKUP, "msmtp delivers to one host: it does no MX lookup"),
+    "swaks": {
+        **dict.fromkeys(MX_LOOKUP, "used here with --server: no MX lookup"),
+        "tls-cert-wrong-host": "swaks 20201014 does not check the certificate's host name",
+    },
+}
+PACKAGES = {"curl": "curl", "swaks": "swaks", "msmtp": "msmtp"}
+
+
+def need(client: str) -> None:
+    missing = []
+    if shutil.which(client) is None:
+        missing.append(f"{client} is not installed (Debian package {PACKAGES[client]})")
+    try:
+        unshare_command()
+    except NetnsError as exc:
+        missing.append(str(exc))
+    if missing:
+        if REQUIRED:
+            pytest.fail("; ".join(missing) + " (required in CI: .ci/run installs it)")
+        pytest.skip("; ".join(missing))
+
+
+@pytest.mark.parametrize("client", ["curl", "swaks", "msmtp"])
+def test_real_client_reports_every_scenario_it_can_express(client, tmp_path):
+    need(client)
+    skipped = CANNOT[client]
+    ids = [sid for sid in scenarios.load_catalogue() if sid not in skipped]
+    junit = tmp_path / "junit.xml"
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "fakes", "check", *ids, "--netns", "--reader", client, "--timeout", "1",
+         "--command-timeout", "30", "--junit", str(junit), "--", str(RECIPES / f"{client}.sh")],
+        capture_output=True, text=True, timeout=240,
+    )
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    cases = list(ET.parse(junit).getroot().iter("testcase"))
+    assert [c.get("name") for c in cases] == ids
+    assert all(c.find("failure") is None for c in cases)
+    assert f"{len(ids)} passed, 0 failed" in result.stdout
+    print(f"{client}: {len(ids)} scenarios in {elapsed:.1f} s; not expressible: {sorted(skipped)}")
+
+
+def test_the_namespace_leaves_the_host_resolver_alone():
+    need("curl")
+    before = Path("/etc/resolv.conf").read_bytes()
+    result = subprocess.run(
+        [sys.executable, "-m", "fakes", "serve", "baseline-delivered", "--netns", "--",
+         "sh", "-c", "grep -c '^nameserver 127.0.0.1$' /etc/resolv.conf; getent hosts {smart_host}"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.split()
+    assert lines[0] == "1" and lines[1].startswith("127.") and lines[2] == "mail.contoso.test"
+    assert Path("/etc/resolv.conf").read_bytes() == before
