@@ -174,7 +174,7 @@ def read_msmtp(status: int, out: str, err: str) -> Failure | None:
 
 
 _PY_LAST = re.compile(
-    r"^(?:[\w.]+\.)?(\w+(?:Error|Exception|Refused|Disconnected|Timeout|NXDOMAIN|NoAnswer|NoNameservers))(?::\s*(.*))?$"
+    r"^(?:[\w.]+\.)?(\w*(?:Error|Exception|Refused|Disconnected|Timeout|NXDOMAIN|NoAnswer|NoNameservers))(?::\s*(.*))?$"
 )
 
 

@@ -91,3 +91,39 @@ def test_usage_errors_exit_2_with_one_line(args, needle):
     assert result.returncode == 2, result.stdout + result.stderr
     assert needle in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+PYTHON_CLIENT = """
+import os, sys
+from email.message import EmailMessage
+sys.path.insert(0, os.environ["EXAMPLES"])
+from delivery import deliver
+m = EmailMessage()
+m["From"], m["To"] = os.environ["MAILFAKES_MAIL_FROM"], os.environ["MAILFAKES_RCPT_TO"]
+m.set_content("hello")
+print(deliver(m, smart_host=os.environ["MAILFAKES_SMART_HOST"], port=int(os.environ["MAILFAKES_PORT"]),
+              cafile=os.environ["MAILFAKES_CA_FILE"], timeout=float(os.environ["MAILFAKES_TIMEOUT"]),
+              nameserver=(os.environ["MAILFAKES_DNS_HOST"], int(os.environ["MAILFAKES_DNS_PORT"]))))
+"""
+
+
+def test_the_python_reader_grades_a_client_that_lets_its_exception_out(monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.setenv("EXAMPLES", str(Path(__file__).resolve().parent.parent / "examples"))
+    ids = ["dns-nxdomain", "tcp-refused-firewall", "smtp-421-greeting", "tls-starttls-missing",
+           "tls-cert-wrong-host", "close-after-ehlo", "smtp-rcpt-550-unknown-user", "baseline-delivered"]
+    result = check(*ids, "--reader", "python", "--timeout", "0.5", "--", sys.executable, "-c", PYTHON_CLIENT)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert f"{len(ids)} passed, 0 failed" in result.stdout
+
+
+def test_netns_without_unshare_is_a_clear_usage_error(tmp_path):
+    # A PATH where python is found but unshare is not.
+    (tmp_path / "python").symlink_to(sys.executable)
+    result = subprocess.run(
+        [sys.executable, "-m", "fakes", "check", "tls-cert-expired", "--netns", "--", "true"],
+        capture_output=True, text=True, timeout=30, env={"PATH": str(tmp_path)},
+    )
+    assert result.returncode == 2
+    assert "--netns needs the 'unshare' command" in result.stderr
