@@ -4,10 +4,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SCENARIO ?= baseline-delivered
+LANG_DEMO ?= en
+DEMO_ARGS ?=
 PORT   ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint serve bench bench-start bench-plugin bench-catalogue clean readme-table
+.PHONY: venv test lint demo serve bench bench-start bench-plugin bench-catalogue clean readme-table
 
 venv: $(STAMP)
 
@@ -24,6 +26,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check fakes scenarios tests benchmarks examples conftest.py
 	$(BIN)/ruff format --check fakes scenarios
 	$(BIN)/mypy fakes scenarios
+
+# The training tour: one scenario per code, played with the reference client.
+demo: $(STAMP)
+	$(BIN)/mailfakes demo --lang $(LANG_DEMO) $(DEMO_ARGS)
 
 serve: $(STAMP)
 	$(BIN)/mailfakes serve $(SCENARIO) --port $(PORT)

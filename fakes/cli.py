@@ -46,8 +46,35 @@ def _catalogue() -> Any:
     return scenarios
 
 
+def _select(ids: list[str], code: str | None) -> list[Any]:
+    """Scenarios by id, glob or path to a .toml file (a trainer's own), optionally of one code."""
+    cat = _catalogue()
+    files = [i for i in ids if i.endswith(".toml")]
+    globs = [i for i in ids if not i.endswith(".toml")]
+    chosen = [_load(path) for path in files]
+    try:
+        if globs or not files:
+            chosen += cat.select(globs, code=code)
+        elif code:
+            chosen = [s for s in chosen if code in (s.code, s.expected_code)]
+    except (LookupError, ValueError) as exc:
+        raise UsageError(str(exc.args[0] if exc.args else exc)) from None
+    if not chosen:
+        raise UsageError("no scenario matches")
+    return chosen
+
+
+def _load(path: str) -> Any:
+    try:
+        return _catalogue().load_file(path)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+
+
 def _get(scenario_id: str) -> Any:
     cat = _catalogue()
+    if scenario_id.endswith(".toml"):
+        return _load(scenario_id)
     try:
         return cat.get(scenario_id)
     except LookupError as exc:
@@ -247,6 +274,10 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
                 out if not args.command_argv else sys.stderr,
                 interactive=not args.command_argv,
             )
+        if args.follow:
+            from .demo import follower
+
+            world.events.subscribe(follower(sys.stderr if args.json else out))
         if args.command_argv:
             return _run_inside(args.command_argv, scenario, world, stop)
         while not stop.wait(0.5):
@@ -307,13 +338,7 @@ def cmd_deliver(args: argparse.Namespace, out: TextIO) -> int:
     from .runtime import Runtime
     from .world import World
 
-    cat = _catalogue()
-    try:
-        chosen = cat.select(args.ids, code=args.code)
-    except (LookupError, ValueError) as exc:
-        raise UsageError(str(exc.args[0] if exc.args else exc)) from None
-    if not chosen:
-        raise UsageError("no scenario matches")
+    chosen = _select(args.ids, args.code)
     failures = 0
     width = max(len(s.id) for s in chosen)
     with Runtime() as runtime:
@@ -359,13 +384,7 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     for path in (args.junit, args.json):
         if path and not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
             raise UsageError(f"cannot write {path}: its directory is missing or not writable")
-    cat = _catalogue()
-    try:
-        chosen = cat.select(args.ids, code=args.code)
-    except (LookupError, ValueError) as exc:
-        raise UsageError(str(exc.args[0] if exc.args else exc)) from None
-    if not chosen:
-        raise UsageError("no scenario matches")
+    chosen = _select(args.ids, args.code)
     if args.netns and not args.inside_netns:
         return _reexec(args)
     return _check(args, chosen, read, out)
@@ -427,6 +446,57 @@ def _check(args: argparse.Namespace, chosen: list[Any], read: Any, out: TextIO) 
         with open(args.junit, "w") as f:
             f.write(junit_xml(results, args.command_argv, args.profile))
     return 0 if results and all(r.verdict == "pass" for r in results) and len(results) == len(chosen) else 1
+
+
+# -- demo and validate ---------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    from .demo import DEFAULT_TOUR, Player, render_html
+
+    chosen = _select(args.ids or ([] if args.code else list(DEFAULT_TOUR)), args.code)
+    if args.html and not os.access(os.path.dirname(os.path.abspath(args.html)), os.W_OK):
+        raise UsageError(f"cannot write {args.html}: its directory is missing or not writable")
+    player = Player(out, lang=args.lang, pace=args.pace, step=args.step, timeout=args.timeout)
+    results = player.play_all(chosen)
+    if args.html:
+        with open(args.html, "w", encoding="utf-8") as f:
+            f.write(render_html(results, args.lang))
+        print(f"mailfakes demo: wrote {args.html}", file=sys.stderr)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
+    cat = _catalogue()
+    known = cat.load_catalogue()
+    bad = 0
+    seen: dict[str, str] = {}
+    for path in args.files:
+        try:
+            s = cat.load_file(path)
+        except OSError as exc:
+            out.write(f"FAIL {path}: cannot read it: {exc.strerror}\n")
+            bad += 1
+            continue
+        except SpecError as exc:
+            out.write(f"FAIL {exc}\n")
+            bad += 1
+            continue
+        notes = []
+        if s.id in seen:
+            notes.append(f"same id as {seen[s.id]}")
+            bad += 1
+        seen[s.id] = path
+        if s.id in known and os.path.abspath(known[s.id].path) != os.path.abspath(path):
+            notes.append(f"note: the catalogue already has {s.id}; this file would be used instead of it")
+        mark = "FAIL" if notes and notes[0].startswith("same id") else "ok  "
+        out.write(
+            f"{mark} {path}: {s.id} ({s.expected_code}, {s.title['en']})"
+            + "".join(f"; {n}" for n in notes)
+            + "\n"
+        )
+    out.write(f"{len(args.files) - bad} valid, {bad} invalid\n")
+    return 1 if bad else 0
 
 
 # -- send ----------------------------------------------------------------------
@@ -513,6 +583,11 @@ def build_parser() -> argparse.ArgumentParser:
         "resolv.conf) and run COMMAND there: serve ID --netns -- COMMAND",
     )
     pv.add_argument(INSIDE, action="store_true", help=argparse.SUPPRESS)
+    pv.add_argument(
+        "--follow",
+        action="store_true",
+        help="show the live dialogue (DNS, TCP, SMTP both ways, TLS, faults) of any client while serving",
+    )
     pd = sub.add_parser(
         "deliver",
         help="run the reference delivery client against scenarios and show what it reports",
@@ -584,6 +659,33 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
     pc.add_argument("--json", metavar="FILE", help="write a JSON report")
 
+    pm = sub.add_parser(
+        "demo",
+        help="play scenarios for a room: cause, live dialogue, reported code, fix (en or fr)",
+        description="Play each selected scenario with the reference client: its title and cause, the live "
+        "dialogue (DNS, TCP, SMTP both ways, TLS and the certificate, where it breaks), the code reported "
+        "in the Exchange trace style, and how to fix it. Without IDS: a short tour, one scenario per code.",
+    )
+    pm.add_argument(
+        "ids", nargs="*", metavar="ID", help="scenario ids, globs or .toml files (default: the tour)"
+    )
+    pm.add_argument("--code", metavar="CODE", help="only scenarios of this class (e.g. 4.4.317)")
+    pm.add_argument("--lang", choices=LANGS, default="en", help="language of the explanations (default: en)")
+    pm.add_argument("--step", action="store_true", help="wait for Enter between scenarios")
+    pm.add_argument(
+        "--pace", type=_pace, default=0.0, metavar="SECONDS", help="pause after each dialogue line"
+    )
+    pm.add_argument("--timeout", type=_seconds, default=1.0, help="the client's timeouts (default: 1 s)")
+    pm.add_argument("--html", metavar="FILE", help="also write one self-contained HTML page of the session")
+
+    pz = sub.add_parser(
+        "validate",
+        help="check scenario files (your own, before a session)",
+        description="Load each scenario file with the catalogue's schema and report, per file, 'ok' or the "
+        "first error (file, key, bad value, allowed values). Exit status 0 when all are valid, 1 otherwise.",
+    )
+    pz.add_argument("files", nargs="+", metavar="FILE", help="scenario TOML files")
+
     pe = sub.add_parser(
         "send",
         help="deliver one message with the reference client to any target (prints the report line)",
@@ -624,6 +726,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _pace(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid pace {text!r}: expected seconds, e.g. 0.5") from None
+    if not 0 <= value <= 10:
+        raise argparse.ArgumentTypeError(f"invalid pace {value}: expected 0 to 10 seconds")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -643,6 +755,8 @@ COMMANDS = {
     "deliver": cmd_deliver,
     "check": cmd_check,
     "send": cmd_send,
+    "demo": cmd_demo,
+    "validate": cmd_validate,
 }
 
 

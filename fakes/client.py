@@ -18,6 +18,7 @@ import contextlib
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -124,6 +125,22 @@ class DeliveryReport:
         }
 
 
+Observer = Callable[[str], None]
+
+
+class _Dialogue(list[str]):
+    """The client's side of the dialogue; each line also goes to an observer, live."""
+
+    def __init__(self, observer: Observer | None = None) -> None:
+        super().__init__()
+        self.observer = observer
+
+    def append(self, line: str) -> None:
+        super().append(line)
+        if self.observer is not None:
+            self.observer(line)
+
+
 class _Closed(Exception):
     def __init__(self, how: str) -> None:
         super().__init__(how)
@@ -205,8 +222,12 @@ class DeliveryClient:
         timeout: float = DEFAULT_TIMEOUT,
         dns_timeout: float | None = None,
         profile: str = "eop",
+        observer: Observer | None = None,
     ) -> None:
+        self.observer = observer
         self.resolver = StubResolver(dns_host, dns_port, timeout=dns_timeout or timeout)
+        if observer is not None:
+            self.resolver.observer = lambda answer: observer(f"DNS: {answer.describe()}" + _values(answer))
         self.port = port
         self.ca_file = ca_file
         self.require_tls = require_tls
@@ -263,7 +284,7 @@ class DeliveryClient:
     ) -> DeliveryReport:
         """Deliver one message; never raises for a delivery failure: the report says it."""
         started = time.monotonic()
-        report = DeliveryReport(Failure("dns"), self.profile, self.port)
+        report = DeliveryReport(Failure("dns"), self.profile, self.port, dialogue=_Dialogue(self.observer))
         data = message if message is not None else build_message(mail_from, list(rcpt_to))
         if smart_host_ip:  # the connector names an address: no DNS at all
             targets: list[tuple[str, str]] = [(smart_host or smart_host_ip, smart_host_ip)]
@@ -302,18 +323,24 @@ class DeliveryClient:
 
     def _connect(self, ip: str, log: list[str]) -> socket.socket | Failure:
         log.append(f"*: connecting to {ip}:{self.port}")
+        where = f"{ip}:{self.port}"
         try:
-            return socket.create_connection((ip, self.port), timeout=self.timeout)
+            sock = socket.create_connection((ip, self.port), timeout=self.timeout)
         except ConnectionRefusedError:
-            return Failure("refused", "refused", message=f"connection to {ip}:{self.port} refused (RST)")
+            failure = Failure("refused", "refused", message=f"connection to {where} refused (RST)")
         except TimeoutError:
-            return Failure(
-                "timeout", "connect", message=f"no answer from {ip}:{self.port} in {self.timeout:g} s"
-            )
+            failure = Failure("timeout", "connect", message=f"no answer from {where} in {self.timeout:g} s")
         except ConnectionResetError:
-            return Failure("closed", "before_greeting", message="connection reset before the greeting (RST)")
+            failure = Failure(
+                "closed", "before_greeting", message="connection reset before the greeting (RST)"
+            )
         except OSError as exc:
-            return Failure("refused", "unreachable", message=f"cannot reach {ip}:{self.port}: {exc.strerror}")
+            failure = Failure("refused", "unreachable", message=f"cannot reach {where}: {exc.strerror}")
+        else:
+            log.append("*: connected")
+            return sock
+        log.append(f"*: {failure.message}")
+        return failure
 
     def _session(
         self, name: str, ip: str, mail_from: str, rcpt_to: list[str], data: bytes, report: DeliveryReport
@@ -358,6 +385,7 @@ class DeliveryClient:
                     if code != 250:
                         return _server_reply(lines[-1])
             elif self.require_tls:
+                log.append("*: STARTTLS is not in the EHLO reply, and TLS is required: giving up")
                 return Failure(
                     "cannot_connect",
                     "no_starttls",
@@ -389,10 +417,13 @@ class DeliveryClient:
                 s.cmd("QUIT")
             return Failure("delivered", "", first_enhanced_code(lines[-1]) or "2.0.0", lines[-1])
         except _Closed as closed:
+            log.append(f"*: the server closed the connection ({closed.how}) during {stage}")
             return Failure("closed", stage, message=f"connection closed ({closed.how}) during {stage}")
         except TimeoutError:
+            log.append(f"*: no reply to {stage} in {self.timeout:g} s")
             return Failure("timeout", "reply", message=f"no reply to {stage} in {self.timeout:g} s")
         except OSError as exc:
+            log.append(f"*: connection lost during {stage}: {exc}")
             return Failure("closed", stage, message=f"connection lost during {stage}: {exc}")
         finally:
             s.sock.close()
@@ -417,6 +448,11 @@ class DeliveryClient:
         s.log.append(f"*: TLS {s.sock.version()} established, certificate verified for {name}")
         s.buf = b""
         return None
+
+
+def _values(answer: Answer) -> str:
+    shown = [v for t, v in answer.records if t in (answer.qtype, "CNAME")]
+    return f" -> {', '.join(shown)}" if shown else ""
 
 
 def _server_reply(line: str) -> Failure:
@@ -451,6 +487,7 @@ def deliver(
     dns_timeout: float | None = None,
     profile: str = "eop",
     message: bytes | None = None,
+    observer: Observer | None = None,
 ) -> DeliveryReport:
     """Deliver one message like an outbound connector and report how it went.
 
@@ -471,6 +508,7 @@ def deliver(
         timeout=timeout,
         dns_timeout=dns_timeout,
         profile=profile,
+        observer=observer,
     )
     return client.deliver(
         smart_host=smart_host,

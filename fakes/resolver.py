@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dnslib import QTYPE, RCODE, DNSRecord
@@ -57,6 +58,7 @@ class StubResolver:
         self.port = port
         self.timeout = timeout
         self.log: list[Answer] = []
+        self.observer: Callable[[Answer], None] | None = None
 
     def query(self, name: str, qtype: str) -> Answer:
         name = name.rstrip(".").lower()
@@ -67,6 +69,8 @@ class StubResolver:
         if answer is None:
             answer = self._tcp(request, name, qtype, truncated=True)
         self.log.append(answer)
+        if self.observer is not None:
+            self.observer(answer)
         return answer
 
     def _parse(self, data: bytes, name: str, qtype: str, transport: str, truncated: bool) -> Answer:

@@ -18,4 +18,4 @@ def test_readme_catalogue_table_is_in_sync():
 
 def test_readme_opens_with_the_two_commands():
     head = README.read_text().split("\n## ", 1)[0]
-    assert "make serve" in head and "make test" in head
+    assert "make demo" in head and "make test" in head
