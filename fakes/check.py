@@ -10,10 +10,13 @@ matrix, a JSON report and a JUnit XML file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
@@ -126,7 +129,9 @@ def make_reader(
             m = pattern.search(out) or pattern.search(err)
             if m is None:
                 return None, "--code-regex matched nothing"
-            found = m.group(1) if m.groups() else m.group(0)
+            found = (m.group(1) if m.groups() else m.group(0)) or ""
+            if not found:
+                return None, "--code-regex matched, but its group captured nothing"
             return first_enhanced_code(found) or found, "--code-regex"
 
         return by_regex
@@ -147,32 +152,44 @@ def run_one(
     timeout: float,
     command_timeout: float,
     read: Callable[[int, str, str], tuple[str | None, str]],
+    stop: threading.Event | None = None,
 ) -> CheckResult:
     values = facts(scenario, world, timeout)
     argv = substitute(command, values)
     expected = scenario.code_for(profile)
     started = time.monotonic()
     try:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             argv,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
             errors="replace",
-            timeout=command_timeout,
             env=environment(values, scenario, expected),
             stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: a timeout kills what it started too
         )
-        status: int | None = proc.returncode
-        out, err = proc.stdout, proc.stderr
-        code, how = read(proc.returncode, out, err)
-    except subprocess.TimeoutExpired as exc:
-        status, code, how = None, None, f"the command ran over {command_timeout:g} s and was killed"
-        out = _text(exc.stdout)
-        err = _text(exc.stderr)
     except FileNotFoundError:
         raise CheckError(f"command not found: {argv[0]}") from None
     except PermissionError:
         raise CheckError(f"command not executable: {argv[0]}") from None
+    status: int | None
+    while True:
+        try:
+            out, err = proc.communicate(timeout=0.2)
+            status = proc.returncode
+            code, how = read(status, out, err)
+            break
+        except subprocess.TimeoutExpired:
+            over = time.monotonic() - started > command_timeout
+            if not over and not (stop is not None and stop.is_set()):
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            status, code = None, None
+            how = f"the command ran over {command_timeout:g} s and was killed" if over else "interrupted"
+            break
     seconds = time.monotonic() - started
     return CheckResult(
         scenario=scenario.id,
@@ -190,10 +207,12 @@ def run_one(
     )
 
 
-def _text(data: bytes | str | None) -> str:
-    if data is None:
-        return ""
-    return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+_XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _xml_text(text: str) -> str:
+    """What XML 1.0 can carry: a client's colours and control bytes are dropped."""
+    return _XML_FORBIDDEN.sub("", text)
 
 
 def matrix(results: list[CheckResult]) -> str:
@@ -266,7 +285,7 @@ def junit_xml(results: list[CheckResult], command: Sequence[str], profile: str) 
                 type="WrongCode",
             )
             failure.text = f"{r.title}\n{r.how}; exit status {r.exit_status}\ncommand: {' '.join(r.command)}"
-        ET.SubElement(case, "system-out").text = r.stdout
-        ET.SubElement(case, "system-err").text = r.stderr
+        ET.SubElement(case, "system-out").text = _xml_text(r.stdout)
+        ET.SubElement(case, "system-err").text = _xml_text(r.stderr)
     ET.indent(suite)
     return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"

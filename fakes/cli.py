@@ -251,16 +251,17 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
 
     scenario = _get(args.id)
     resolver_dir = _enter_netns() if args.inside_netns else None
-    world = World(
-        scenario.world,
-        port=args.port if args.port or not args.inside_netns else 25,
-        subnet=args.subnet,
-        dns_host="127.0.0.1" if args.inside_netns else args.dns_host,
-        dns_port=53 if args.inside_netns else args.dns_port,
-        allow_non_loopback=args.allow_non_loopback,
-    )
+    world: Any = None
     stop: threading.Event = args.stop
     try:
+        world = World(
+            scenario.world,
+            port=args.port if args.port or not args.inside_netns else 25,
+            subnet=args.subnet,
+            dns_host="127.0.0.1" if args.inside_netns else args.dns_host,
+            dns_port=53 if args.inside_netns else args.dns_port,
+            allow_non_loopback=args.allow_non_loopback,
+        )
         world.start()
         info = serve_info(scenario, world)
         if args.json:
@@ -284,7 +285,8 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
             pass
         print("mailfakes: stopping", file=sys.stderr)
     finally:
-        world.stop()
+        if world is not None:
+            world.stop()
         if resolver_dir is not None:
             shutil.rmtree(resolver_dir, ignore_errors=True)
     return 0
@@ -309,14 +311,15 @@ def _run_inside(command: list[str], scenario: Any, world: Any, stop: threading.E
             except subprocess.TimeoutExpired:
                 proc.kill()
             break
-    return proc.wait()
+    status = proc.wait()
+    return 128 - status if status < 0 else status  # killed by a signal: the shell's convention
 
 
 def _reexec(args: argparse.Namespace) -> int:
     from .netns import NetnsError, reexec_inside
 
     try:
-        return reexec_inside(args.raw_argv)
+        return reexec_inside(args.raw_argv, args.stop)
     except NetnsError as exc:
         raise UsageError(str(exc)) from None
 
@@ -420,6 +423,7 @@ def _check(args: argparse.Namespace, chosen: list[Any], read: Any, out: TextIO) 
                         timeout=args.timeout,
                         command_timeout=args.command_timeout,
                         read=read,
+                        stop=args.stop,
                     )
                 except CheckError as exc:
                     raise UsageError(str(exc)) from None
@@ -457,7 +461,7 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     chosen = _select(args.ids or ([] if args.code else list(DEFAULT_TOUR)), args.code)
     if args.html and not os.access(os.path.dirname(os.path.abspath(args.html)), os.W_OK):
         raise UsageError(f"cannot write {args.html}: its directory is missing or not writable")
-    player = Player(out, lang=args.lang, pace=args.pace, step=args.step, timeout=args.timeout)
+    player = Player(out, lang=args.lang, pace=args.pace, step=args.step, timeout=args.timeout, stop=args.stop)
     results = player.play_all(chosen)
     if args.html:
         with open(args.html, "w", encoding="utf-8") as f:
@@ -508,13 +512,16 @@ def cmd_send(args: argparse.Namespace, out: TextIO) -> int:
     if not args.smart_host and not args.mail_domain:
         raise UsageError("say where to deliver: --smart-host NAME, or --mail-domain DOMAIN for an MX lookup")
     domain = args.mail_domain or args.smart_host.split(".", 1)[-1]
+    smart_host_ip = args.smart_host_ip
+    if smart_host_ip is None and args.smart_host and _is_ip(args.smart_host):
+        smart_host_ip = args.smart_host  # a connector set by address: no DNS
     report = deliver(
         dns_host=args.dns_host,
         dns_port=args.dns_port,
         port=args.port,
         mail_domain=domain,
         smart_host=args.smart_host,
-        smart_host_ip=args.smart_host_ip,
+        smart_host_ip=smart_host_ip,
         ca_file=args.ca_file,
         require_tls=not args.opportunistic,
         mail_from=args.mail_from,
@@ -726,6 +733,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _is_ip(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _pace(text: str) -> float:
     try:
         value = float(text)
@@ -762,9 +779,9 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
-    # Everything after the first "--" is the user's command (check, serve).
+    # For check and serve, everything after the first "--" is the user's command.
     command_argv: list[str] = []
-    if "--" in raw:
+    if raw[:1] in (["check"], ["serve"]) and "--" in raw:
         at = raw.index("--")
         raw, command_argv = raw[:at], raw[at + 1 :]
     args = build_parser().parse_args(raw)
@@ -775,7 +792,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A signal that arrives while the world starts must still end in a clean
     # stop and exit 0: install the handlers before the heavy imports.
     args.stop = threading.Event()
-    signals = (signal.SIGINT, signal.SIGTERM)
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {sig: signal.signal(sig, lambda *_: args.stop.set()) for sig in signals}
     from .world import WorldError
 

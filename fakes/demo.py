@@ -167,6 +167,7 @@ class Player:
         profile: str = "eop",
         colour: bool | None = None,
         wait_for_enter: Callable[[], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.out = out
         self.lang = lang
@@ -176,7 +177,8 @@ class Player:
         self.timeout = timeout
         self.profile = profile
         self.style = Style(out, colour)
-        self.wait_for_enter = wait_for_enter or (lambda: sys.stdin.readline())
+        self.stop = stop or threading.Event()
+        self.wait_for_enter = wait_for_enter or self._enter
 
     def w(self, text: str = "") -> None:
         self.out.write(text + "\n")
@@ -188,9 +190,13 @@ class Player:
         results = []
         with Runtime() as runtime:
             for i, s in enumerate(scenarios, 1):
+                if self.stop.is_set():
+                    break
                 if i > 1 and self.step:
                     self.w(self.style(f"[{self.labels['press']}]", "dim"))
                     self.wait_for_enter()
+                    if self.stop.is_set():
+                        break
                 results.append(self.play(s, runtime, i, len(scenarios)))
         return results
 
@@ -245,15 +251,20 @@ class Player:
         worker.start()
         try:
             while True:
-                item = lines.get(timeout=60)
+                try:
+                    item = lines.get(timeout=0.2)
+                except queue.Empty:
+                    if self.stop.is_set():
+                        break  # Ctrl-C: the client finishes within its own timeouts
+                    continue
                 if item is None:
                     break
                 result.lines.append(item)
                 self.w(
                     "  " + st(f"{MARKS.get(item.kind, '   ')}  {item.text}", *LINE_STYLES.get(item.kind, ()))
                 )
-                if self.pace:
-                    time.sleep(self.pace)  # pacing for a room, not synchronisation
+                if self.pace and self.stop.wait(self.pace):  # pacing for a room, not synchronisation
+                    break
             worker.join(10)
             # The server may still be recording the end of the session (a cut, an alert).
             world.wait_until(lambda: all(t.ended_by for t in world.sessions), 1.0)
@@ -280,6 +291,19 @@ class Player:
         self.w(st(f"{lab['fix']}:", "bold"))
         self.w(_wrap(scenario.fix[lang]))
         return result
+
+    def _enter(self) -> None:
+        """Wait for Enter on stdin, or for Ctrl-C (checked every 0.2 s)."""
+        import select
+
+        while not self.stop.is_set():
+            try:
+                ready, _, _ = select.select([sys.stdin], [], [], 0.2)
+            except (OSError, ValueError):
+                return
+            if ready:
+                sys.stdin.readline()
+                return
 
     def _certificate(self, world: Any, host: str) -> str:
         try:

@@ -211,6 +211,8 @@ def _python_failure(name: str, message: str) -> Failure | None:
         return _reply_failure(code, message, "greeting")
     if name == "SMTPHeloError" and code:
         return _reply_failure(code, message, "ehlo")
+    if name == "SMTPServerDisconnected" and "timed out" in low:
+        return Failure("timeout", "read", message=message)  # smtplib's read timeout
     if name in ("SMTPServerDisconnected", "ConnectionResetError", "BrokenPipeError", "SSLEOFError"):
         return Failure("closed", "closed", message=message)
     if name in ("SSLError",):

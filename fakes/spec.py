@@ -9,6 +9,7 @@ dict, into a :class:`WorldSpec`, and names the exact key of any bad value.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, get_args
@@ -440,11 +441,15 @@ def parse_host(name: str, t: Table) -> HostSpec:
     )
 
 
+_LABEL: Final = re.compile(r"[a-z0-9_-]+")
+
+
 def check_name(t: Table, key: str, name: str, zone: str) -> str:
     norm = normalize_name(name)
     labels = norm.split(".")
-    if not norm or any(not lab or len(lab) > 63 for lab in labels) or " " in norm:
-        raise t.fail(key, name, "a DNS name like mail.contoso.test")
+    # Letters, digits, '-' and '_' only: these names end up in shell commands (mailfakes check).
+    if not norm or any(not lab or len(lab) > 63 or not _LABEL.fullmatch(lab) for lab in labels):
+        raise t.fail(key, name, "a DNS name like mail.contoso.test (letters, digits, '-', '_')")
     if not in_zone(norm, zone):
         raise t.fail(key, name, f"a name inside the world's zone {zone!r}")
     return norm

@@ -11,7 +11,11 @@
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 [ "$(id -u)" = 0 ] || { echo "postfix-relay: needs root inside the namespace" >&2; exit 2; }
-grep -q '^nameserver 127.0.0.1$' /etc/resolv.conf || { echo "postfix-relay: run it under mailfakes --netns" >&2; exit 2; }
+# Only inside a namespace mailfakes made: its own mounts, so the host's Postfix is never touched.
+if [ "${MAILFAKES_NETNS:-}" != 1 ] || [ "$(readlink /proc/self/ns/mnt)" = "$(readlink /proc/1/ns/mnt)" ]; then
+    echo "postfix-relay: run it under mailfakes check --netns (it mounts over /etc/postfix)" >&2
+    exit 2
+fi
 
 work=$(mktemp -d /tmp/mailfakes-postfix-XXXXXX)
 cleanup() {

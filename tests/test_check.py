@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -23,8 +24,17 @@ def check(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
 
 def test_a_client_that_reports_the_right_codes_passes(tmp_path):
     junit, report = tmp_path / "junit.xml", tmp_path / "report.json"
-    ids = ["dns-nxdomain", "tcp-refused-firewall", "smtp-421-greeting", "close-mid-data", "tls-cert-expired", "baseline-delivered"]
-    result = check(*ids, "--timeout", "0.5", "--junit", str(junit), "--json", str(report), "--", *SEND.split())
+    ids = [
+        "dns-nxdomain",
+        "tcp-refused-firewall",
+        "smtp-421-greeting",
+        "close-mid-data",
+        "tls-cert-expired",
+        "baseline-delivered",
+    ]
+    result = check(
+        *ids, "--timeout", "0.5", "--junit", str(junit), "--json", str(report), "--", *SEND.split()
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "6 passed, 0 failed" in result.stdout
     assert "[6/6] baseline-delivered: ok" in result.stderr  # progress goes to stderr
@@ -38,20 +48,37 @@ def test_a_client_that_reports_the_right_codes_passes(tmp_path):
 
 def test_a_client_wrong_for_one_scenario_fails_and_the_matrix_names_it(tmp_path):
     # The same client, but it reports certificate failures as 4.4.317 (as recent EOP traces do).
-    lying = SEND + ' | if [ "$MAILFAKES_SCENARIO" = tls-cert-expired ]; then sed s/4.7.320/4.4.317/; else cat; fi'
+    lying = (
+        SEND + ' | if [ "$MAILFAKES_SCENARIO" = tls-cert-expired ]; then sed s/4.7.320/4.4.317/; else cat; fi'
+    )
     junit = tmp_path / "junit.xml"
     result = check(
-        "tls-cert-expired", "tls-cert-wrong-host", "tcp-refused-firewall", "--timeout", "0.5",
-        "--junit", str(junit), "--", "sh", "-c", lying,
+        "tls-cert-expired",
+        "tls-cert-wrong-host",
+        "tcp-refused-firewall",
+        "--timeout",
+        "0.5",
+        "--junit",
+        str(junit),
+        "--",
+        "sh",
+        "-c",
+        lying,
     )
     assert result.returncode == 1
-    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.startswith(("tls-", "tcp-"))}
+    rows = {
+        line.split()[0]: line.split()
+        for line in result.stdout.splitlines()
+        if line.startswith(("tls-", "tcp-"))
+    }
     assert rows["tls-cert-expired"][1:4] == ["4.7.320", "4.4.317", "FAIL"]
     assert rows["tls-cert-wrong-host"][3] == "PASS"
     assert rows["tcp-refused-firewall"][3] == "PASS"
     assert "2 passed, 1 failed" in result.stdout
     assert "tls-cert-expired: expected 4.7.320, reported 4.4.317" in result.stdout
-    failures = [c.get("name") for c in ET.parse(junit).getroot().iter("testcase") if c.find("failure") is not None]
+    failures = [
+        c.get("name") for c in ET.parse(junit).getroot().iter("testcase") if c.find("failure") is not None
+    ]
     assert failures == ["tls-cert-expired"]
 
 
@@ -81,9 +108,15 @@ def test_a_command_that_runs_too_long_is_killed_and_fails():
         (["no-such-thing", "--", "true"], "unknown scenario"),
         (["tls-cert-expired", "--code-regex", "(", "--", "true"], "bad --code-regex"),
         (["tls-cert-expired", "--reader", "outlook", "--", "true"], "invalid choice: 'outlook'"),
-        (["tls-cert-expired", "--reader", "curl", "--code-regex", "x", "--", "true"], "not allowed with argument"),
+        (
+            ["tls-cert-expired", "--reader", "curl", "--code-regex", "x", "--", "true"],
+            "not allowed with argument",
+        ),
         (["tls-cert-expired", "--", "/nonexistent/client"], "command not found: /nonexistent/client"),
-        (["tls-cert-expired", "--junit", "/nonexistent/dir/j.xml", "--", "true"], "cannot write /nonexistent/dir/j.xml"),
+        (
+            ["tls-cert-expired", "--junit", "/nonexistent/dir/j.xml", "--", "true"],
+            "cannot write /nonexistent/dir/j.xml",
+        ),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(args, needle):
@@ -111,8 +144,16 @@ def test_the_python_reader_grades_a_client_that_lets_its_exception_out(monkeypat
     from pathlib import Path
 
     monkeypatch.setenv("EXAMPLES", str(Path(__file__).resolve().parent.parent / "examples"))
-    ids = ["dns-nxdomain", "tcp-refused-firewall", "smtp-421-greeting", "tls-starttls-missing",
-           "tls-cert-wrong-host", "close-after-ehlo", "smtp-rcpt-550-unknown-user", "baseline-delivered"]
+    ids = [
+        "dns-nxdomain",
+        "tcp-refused-firewall",
+        "smtp-421-greeting",
+        "tls-starttls-missing",
+        "tls-cert-wrong-host",
+        "close-after-ehlo",
+        "smtp-rcpt-550-unknown-user",
+        "baseline-delivered",
+    ]
     result = check(*ids, "--reader", "python", "--timeout", "0.5", "--", sys.executable, "-c", PYTHON_CLIENT)
     assert result.returncode == 0, result.stdout[-3000:]
     assert f"{len(ids)} passed, 0 failed" in result.stdout
@@ -123,7 +164,47 @@ def test_netns_without_unshare_is_a_clear_usage_error(tmp_path):
     (tmp_path / "python").symlink_to(sys.executable)
     result = subprocess.run(
         [sys.executable, "-m", "fakes", "check", "tls-cert-expired", "--netns", "--", "true"],
-        capture_output=True, text=True, timeout=30, env={"PATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": str(tmp_path)},
     )
     assert result.returncode == 2
     assert "--netns needs the 'unshare' command" in result.stderr
+
+
+def test_reports_survive_what_clients_print(tmp_path):
+    junit = tmp_path / "j.xml"
+    colourful = "printf '\\033[31m450 4.4.316 refused\\033[0m \\001\\n'"
+    result = check("tcp-refused-firewall", "--junit", str(junit), "--", "sh", "-c", colourful)
+    assert result.returncode == 0, result.stdout
+    ET.parse(junit)  # still well-formed XML
+    empty_group = check("tcp-refused-firewall", "--code-regex", "code=(x*)", "--", "echo", "code=")
+    assert empty_group.returncode == 1 and "group captured nothing" in empty_group.stdout
+
+
+def test_scenario_values_cannot_smuggle_shell_code(tmp_path):
+    import scenarios
+
+    text = Path(scenarios.get("tcp-refused-firewall").path).read_text()
+    evil = tmp_path / "evil.toml"
+    evil.write_text(
+        text.replace('id = "tcp-refused-firewall"', 'id = "evil"').replace(
+            "[target]\n", '[target]\nmail_from = "x;touch${IFS}/tmp/pwned;@contoso.test"\n'
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "fakes", "validate", str(evil)], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 1 and "target.mail_from" in result.stdout
+
+
+def test_send_takes_an_ip_smart_host_without_dns():
+    result = check("tcp-timeout-wrong-ip", "--timeout", "0.3", "--", *SEND.split())
+    assert result.returncode == 0, result.stdout
+
+
+def test_inside_netns_is_refused_outside_a_namespace_mailfakes_made():
+    result = check("dns-nxdomain", "--inside-netns", "--", "true")
+    assert result.returncode == 2
+    assert "--inside-netns is for mailfakes itself" in result.stderr

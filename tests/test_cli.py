@@ -187,3 +187,9 @@ def test_deliver_reports_in_the_exchange_trace_style_and_exits_by_verdict():
     plain = run("deliver", "tls-starttls-missing", "--opportunistic", "--json", "--timeout", "0.5")
     row = json.loads(plain.stdout)
     assert plain.returncode == 1 and row["code"] == "2.0.0" and row["expected"] == "4.4.317" and not row["ok"]
+
+
+def test_a_double_dash_does_not_swallow_ids_of_other_commands():
+    result = run("deliver", "--timeout", "0.5", "--", "baseline-delivered")
+    assert result.returncode == 0
+    assert len(result.stdout.splitlines()) == 1 and "baseline-delivered" in result.stdout

@@ -10,7 +10,10 @@ from fakes.codes import EOP_CODES, EOP_TITLES, Failure, code_for, find_code, fir
 @pytest.mark.parametrize(
     ("report", "code"),
     [
-        ("450 4.4.316 Connection refused [Message=...] [LastAttemptedServerName=mx1.contoso.test] [LastAttemptedIP=127.0.3.2:2525]", "4.4.316"),
+        (
+            "450 4.4.316 Connection refused [Message=...] [LastAttemptedServerName=mx1.contoso.test] [LastAttemptedIP=127.0.3.2:2525]",
+            "4.4.316",
+        ),
         ("2026-11-27T10:00:00 queue: deferred to 127.4.5.6:25 (450 4.4.312 DNS query failed)", "4.4.312"),
         ("status=deferred (host mx.contoso.test[127.0.0.2] said: 421 4.3.2 Service not available)", "4.3.2"),
         ("Remote server at 127.1.2.3 returned '550 5.1.1 User unknown'", "5.1.1"),

@@ -71,8 +71,13 @@ def test_plain_text_when_not_a_terminal_and_colour_in_one():
 
 
 def test_demo_cli_tour_runs_without_waiting_for_input():
-    result = subprocess.run([*CMD, "demo", "--timeout", "0.3"], capture_output=True, text=True, timeout=120,
-                            stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [*CMD, "demo", "--timeout", "0.3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 0, result.stderr
     for sid in DEFAULT_TOUR:
         assert sid in result.stdout
@@ -82,7 +87,10 @@ def test_demo_cli_tour_runs_without_waiting_for_input():
 def test_demo_step_waits_for_enter_in_a_terminal():
     pid, fd = pty.fork()
     if pid == 0:  # the child: the demo on a pseudo-terminal
-        os.execv(sys.executable, [*CMD, "demo", "dns-nxdomain", "tcp-refused-firewall", "--step", "--timeout", "0.3"])
+        os.execv(
+            sys.executable,
+            [*CMD, "demo", "dns-nxdomain", "tcp-refused-firewall", "--step", "--timeout", "0.3"],
+        )
     seen = b""
 
     def read_until(needle: bytes, timeout: float = 20) -> None:
@@ -145,15 +153,38 @@ def chromium() -> str:
 def test_html_report_in_headless_chromium(tmp_path):
     browser = chromium()
     html_file = tmp_path / "demo.html"
-    ids = ["dns-nxdomain", "tcp-timeout-server-down", "tls-starttls-missing", "tls-cert-expired", "baseline-delivered"]
-    result = subprocess.run([*CMD, "demo", *ids, "--lang", "fr", "--timeout", "0.3", "--html", str(html_file)],
-                            capture_output=True, text=True, timeout=120)
+    ids = [
+        "dns-nxdomain",
+        "tcp-timeout-server-down",
+        "tls-starttls-missing",
+        "tls-cert-expired",
+        "baseline-delivered",
+    ]
+    result = subprocess.run(
+        [*CMD, "demo", *ids, "--lang", "fr", "--timeout", "0.3", "--html", str(html_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     dom = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", html_file.as_uri()],
-        capture_output=True, text=True, timeout=120,
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--dump-dom",
+            html_file.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert dom.returncode == 0, dom.stderr[-2000:]
     page = dom.stdout
@@ -167,8 +198,12 @@ def test_html_report_in_headless_chromium(tmp_path):
 
 
 def test_serve_follow_shows_the_live_dialogue_of_any_client():
-    proc = subprocess.Popen([*CMD, "serve", "tls-cert-expired", "--json", "--follow"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*CMD, "serve", "tls-cert-expired", "--json", "--follow"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         ready, _, _ = select.select([proc.stdout], [], [], 20)
@@ -176,9 +211,27 @@ def test_serve_follow_shows_the_live_dialogue_of_any_client():
         import json
 
         info = json.loads(proc.stdout.readline())
-        send = subprocess.run([*CMD, "send", "--smart-host", info["smart_host"], "--port", str(info["port"]),
-                               "--dns-host", info["dns_host"], "--dns-port", str(info["dns_port"]),
-                               "--ca-file", info["ca_file"], "--timeout", "2"], capture_output=True, text=True, timeout=30)
+        send = subprocess.run(
+            [
+                *CMD,
+                "send",
+                "--smart-host",
+                info["smart_host"],
+                "--port",
+                str(info["port"]),
+                "--dns-host",
+                info["dns_host"],
+                "--dns-port",
+                str(info["dns_port"]),
+                "--ca-file",
+                info["ca_file"],
+                "--timeout",
+                "2",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert "4.7.320" in send.stdout
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -196,20 +249,34 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_validate_good_and_bad_files(tmp_path):
-    good = write(tmp_path / "my-training-case.toml", (Path(scenarios.get("tls-cert-expired").path)).read_text()
-                 .replace('id = "tls-cert-expired"', 'id = "my-training-case"'))
-    bad = write(tmp_path / "broken.toml", good.read_text().replace('id = "my-training-case"', 'id = "broken"')
-                .replace('cert = "expired"', 'cert = "expird"'))
+    good = write(
+        tmp_path / "my-training-case.toml",
+        (Path(scenarios.get("tls-cert-expired").path))
+        .read_text()
+        .replace('id = "tls-cert-expired"', 'id = "my-training-case"'),
+    )
+    bad = write(
+        tmp_path / "broken.toml",
+        good.read_text()
+        .replace('id = "my-training-case"', 'id = "broken"')
+        .replace('cert = "expired"', 'cert = "expird"'),
+    )
     ok = subprocess.run([*CMD, "validate", str(good)], capture_output=True, text=True, timeout=30)
     assert ok.returncode == 0 and "ok   " in ok.stdout and "1 valid, 0 invalid" in ok.stdout
-    mixed = subprocess.run([*CMD, "validate", str(good), str(bad), str(tmp_path / "missing.toml")],
-                           capture_output=True, text=True, timeout=30)
+    mixed = subprocess.run(
+        [*CMD, "validate", str(good), str(bad), str(tmp_path / "missing.toml")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert mixed.returncode == 1
     assert "cert: 'expird' is not valid; expected one of valid, expired" in mixed.stdout
     assert "missing.toml: cannot read it" in mixed.stdout
     assert "1 valid, 2 invalid" in mixed.stdout
     # A validated file can be played and served directly.
-    demo = subprocess.run([*CMD, "demo", str(good), "--timeout", "0.3"], capture_output=True, text=True, timeout=60)
+    demo = subprocess.run(
+        [*CMD, "demo", str(good), "--timeout", "0.3"], capture_output=True, text=True, timeout=60
+    )
     assert demo.returncode == 0 and "my-training-case" in demo.stdout and "4.7.320" in demo.stdout
     usage = subprocess.run([*CMD, "validate"], capture_output=True, text=True, timeout=30)
     assert usage.returncode == 2

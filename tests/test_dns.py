@@ -655,7 +655,10 @@ def test_truncate_with_a_tcp_reset_cuts_the_retry() -> None:
     import dns.query
 
     spec = parse_world(
-        {"hosts": {"mx.contoso.test": {}}, "dns_faults": [{"name": "mx.contoso.test", "fault": "truncate", "tcp": "reset"}]}
+        {
+            "hosts": {"mx.contoso.test": {}},
+            "dns_faults": [{"name": "mx.contoso.test", "fault": "truncate", "tcp": "reset"}],
+        }
     )
 
     async def scenario() -> None:
@@ -664,10 +667,14 @@ def test_truncate_with_a_tcp_reset_cuts_the_retry() -> None:
         try:
             loop = asyncio.get_running_loop()
             q = dns.message.make_query("mx.contoso.test", "A")
-            udp = await loop.run_in_executor(None, lambda: dns.query.udp(q, "127.0.0.1", port=server.port, timeout=1))
+            udp = await loop.run_in_executor(
+                None, lambda: dns.query.udp(q, "127.0.0.1", port=server.port, timeout=1)
+            )
             assert udp.flags & dns.flags.TC
             with pytest.raises((ConnectionError, EOFError)):
-                await loop.run_in_executor(None, lambda: dns.query.tcp(q, "127.0.0.1", port=server.port, timeout=1))
+                await loop.run_in_executor(
+                    None, lambda: dns.query.tcp(q, "127.0.0.1", port=server.port, timeout=1)
+                )
             assert [qq.rcode for qq in server.queries] == ["NOERROR", "RESET"]
         finally:
             await server.stop()

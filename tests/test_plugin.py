@@ -48,7 +48,12 @@ def test_a_user_project_gets_one_test_per_selected_scenario(tmp_path):
     result = run_pytest(tmp_path, USER_TEST)
     assert result.returncode == 0, result.stdout + result.stderr
     assert counts(result.stdout) == {"passed": 4}
-    for sid in ("tcp-refused-firewall", "tcp-refused-decommissioned", "tls-cert-expired", "baseline-delivered"):
+    for sid in (
+        "tcp-refused-firewall",
+        "tcp-refused-decommissioned",
+        "tls-cert-expired",
+        "baseline-delivered",
+    ):
         assert f"PASSED test_user.py::test_my_client_reports_the_right_code[{sid}]" in result.stdout
 
 
@@ -83,7 +88,15 @@ def test_profile_and_scenario_options(tmp_path):
             print("EXPECTED", mail_scenario.id, mail_scenario.expected_code)
             mail_scenario.assert_reported(mail_scenario.deliver(timeout=0.5))
     """
-    result = run_pytest(tmp_path, test_file, "-s", "--mail-profile", "eop-observed", "--mail-scenarios", "tls-cert-ex*,tls-cert-wrong-host")
+    result = run_pytest(
+        tmp_path,
+        test_file,
+        "-s",
+        "--mail-profile",
+        "eop-observed",
+        "--mail-scenarios",
+        "tls-cert-ex*,tls-cert-wrong-host",
+    )
     assert result.returncode == 0, result.stdout
     assert counts(result.stdout) == {"passed": 2}
     assert "EXPECTED tls-cert-expired 4.4.317" in result.stdout

@@ -57,10 +57,29 @@ def test_postfix_defers_with_the_code_each_scenario_expects(tmp_path):
         pytest.skip("; ".join(missing))
     junit = tmp_path / "junit.xml"
     result = subprocess.run(
-        [sys.executable, "-m", "fakes", "check", *SCENARIOS, "--netns", "--reader", "postfix",
-         "--profile", "postfix", "--timeout", "2", "--command-timeout", "60", "--junit", str(junit),
-         "--", str(RECIPE)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "fakes",
+            "check",
+            *SCENARIOS,
+            "--netns",
+            "--reader",
+            "postfix",
+            "--profile",
+            "postfix",
+            "--timeout",
+            "2",
+            "--command-timeout",
+            "60",
+            "--junit",
+            str(junit),
+            "--",
+            str(RECIPE),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     cases = {c.get("name"): c for c in ET.parse(junit).getroot().iter("testcase")}

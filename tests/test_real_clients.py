@@ -59,9 +59,27 @@ def test_real_client_reports_every_scenario_it_can_express(client, tmp_path):
     junit = tmp_path / "junit.xml"
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "fakes", "check", *ids, "--netns", "--reader", client, "--timeout", "1",
-         "--command-timeout", "30", "--junit", str(junit), "--", str(RECIPES / f"{client}.sh")],
-        capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "fakes",
+            "check",
+            *ids,
+            "--netns",
+            "--reader",
+            client,
+            "--timeout",
+            "1",
+            "--command-timeout",
+            "30",
+            "--junit",
+            str(junit),
+            "--",
+            str(RECIPES / f"{client}.sh"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
@@ -76,9 +94,21 @@ def test_the_namespace_leaves_the_host_resolver_alone():
     need("curl")
     before = Path("/etc/resolv.conf").read_bytes()
     result = subprocess.run(
-        [sys.executable, "-m", "fakes", "serve", "baseline-delivered", "--netns", "--",
-         "sh", "-c", "grep -c '^nameserver 127.0.0.1$' /etc/resolv.conf; getent hosts {smart_host}"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "fakes",
+            "serve",
+            "baseline-delivered",
+            "--netns",
+            "--",
+            "sh",
+            "-c",
+            "grep -c '^nameserver 127.0.0.1$' /etc/resolv.conf; getent hosts {smart_host}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.split()

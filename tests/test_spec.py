@@ -11,15 +11,27 @@ from fakes import SpecError, parse_world
     ("world", "key", "expected"),
     [
         ({"hosts": {"mx.test": {"greeting": {"code": 421, "text": "réessayez"}}}}, "greeting.text", "ASCII"),
-        ({"hosts": {"mx.test": {"replies": {"RCPT": {"code": 550, "text": "a\r\nb"}}}}}, "RCPT.text", "ASCII"),
+        (
+            {"hosts": {"mx.test": {"replies": {"RCPT": {"code": 550, "text": "a\r\nb"}}}}},
+            "RCPT.text",
+            "ASCII",
+        ),
         ({"zone": "."}, "zone", "not the root"),
         ({"hosts": {("a" * 60) + ".test": {}}}, "hosts", "at most 64"),
-        ({"hosts": {"mx.test": {"close_at": {"point": "after_starttls"}, "tls": "none"}}}, "close_at.point", "tls"),
+        (
+            {"hosts": {"mx.test": {"close_at": {"point": "after_starttls"}, "tls": "none"}}},
+            "close_at.point",
+            "tls",
+        ),
         ({"hosts": {"mx.test": {"tsl": "none"}}}, 'hosts."mx.test".tsl', "unknown key"),
         ({"hosts": {"mx.test": {"kind": "refuse", "cert": "expired"}}}, "cert", "kind refuse"),
         ({"records": [{"name": "mx.test", "type": "A", "value": "8.8.8.8"}]}, "value", "loopback"),
         ({"hosts": {"mx.test": {"schedule": {"fail_first": 0}}}}, "fail_first", "from 1"),
-        ({"hosts": {"mx.test": {"kind": "blackhole", "schedule": {"fail_first": 1}}}}, "schedule", "only on kinds"),
+        (
+            {"hosts": {"mx.test": {"kind": "blackhole", "schedule": {"fail_first": 1}}}},
+            "schedule",
+            "only on kinds",
+        ),
         ({"dns_faults": [{"name": "mx.test", "fault": "delay"}]}, "delay_ms", "required"),
         ({"hosts": {"mx.test": {"greeting": {"code": 421, "enhanced": "2.0.0"}}}}, "enhanced", "same class"),
     ],
@@ -35,7 +47,12 @@ def test_bad_world_values_name_their_key(world, key, expected):
 def test_a_good_world_parses_into_frozen_values():
     spec = parse_world(
         {
-            "hosts": {"MX.Contoso.Test.": {"cert": "expired", "replies": {"RCPT": {"code": 550, "enhanced": "5.1.1"}}}},
+            "hosts": {
+                "MX.Contoso.Test.": {
+                    "cert": "expired",
+                    "replies": {"RCPT": {"code": 550, "enhanced": "5.1.1"}},
+                }
+            },
             "records": [{"name": "contoso.test", "type": "MX", "value": "mx.contoso.test", "priority": 5}],
         }
     )
