@@ -603,13 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
         "certificate checked). Prints the report in the Exchange trace style. Exit status: 0 when every "
         "reported code is the expected one under the profile, 1 otherwise, 2 on a usage error.",
     )
-    pd.add_argument(
-        "ids", nargs="*", metavar="ID", help="scenario ids or globs (default: the whole catalogue)"
-    )
-    pd.add_argument("--code", metavar="CODE", help="only scenarios of this class (e.g. 4.4.317)")
-    pd.add_argument(
-        "--profile", choices=PROFILE_CHOICES, default="eop", help="code convention (default: eop)"
-    )
+    _selection_arguments(pd)
     pd.add_argument("--json", action="store_true", help="one JSON object per scenario (JSON lines)")
     pd.add_argument(
         "--timeout", type=_seconds, default=1.0, help="connect, read and DNS timeout (default: 1 s)"
@@ -632,13 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--connect-timeout {timeout} --mail-from {mail_from} --mail-rcpt {rcpt_to} -T message.eml "
         "smtp://{smart_host}:{port}",
     )
-    pc.add_argument(
-        "ids", nargs="*", metavar="ID", help="scenario ids or globs (default: the whole catalogue)"
-    )
-    pc.add_argument("--code", metavar="CODE", help="only scenarios of this class (e.g. 4.4.317)")
-    pc.add_argument(
-        "--profile", choices=PROFILE_CHOICES, default="eop", help="code convention (default: eop)"
-    )
+    _selection_arguments(pc)
     pc.add_argument(
         "--netns",
         action="store_true",
@@ -731,6 +719,13 @@ def _seconds(text: str) -> float:
     if not 0 < value <= 600:
         raise argparse.ArgumentTypeError(f"invalid duration {value}: expected more than 0 and at most 600 s")
     return value
+
+
+def _selection_arguments(p: argparse.ArgumentParser) -> None:
+    """IDS, --code and --profile: how deliver and check pick scenarios and codes."""
+    p.add_argument("ids", nargs="*", metavar="ID", help="scenario ids, globs or .toml files (default: all)")
+    p.add_argument("--code", metavar="CODE", help="only scenarios of this class (e.g. 4.4.317)")
+    p.add_argument("--profile", choices=PROFILE_CHOICES, default="eop", help="code convention (default: eop)")
 
 
 def _is_ip(text: str) -> bool:

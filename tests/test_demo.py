@@ -15,13 +15,13 @@ import time
 from pathlib import Path
 
 import pytest
+from prerequisites import require
 
 import scenarios
 from fakes.demo import DEFAULT_TOUR, Player, render_html
 
 CMD = [sys.executable, "-m", "fakes"]
 CODES = sorted({s.code for s in scenarios.load_catalogue().values()})
-REQUIRED = os.environ.get("MAILFAKES_REQUIRE_REAL_CLIENTS") == "1"
 
 
 def play(ids: list[str], lang: str) -> tuple[str, list]:
@@ -145,9 +145,8 @@ def chromium() -> str:
         path = shutil.which(name)
         if path:
             return path
-    if REQUIRED:
-        pytest.fail("chromium is not installed (required in CI: .ci/run installs it)")
-    pytest.skip("chromium is not installed (Debian package chromium)")
+    require({"chromium": "chromium"}, netns=False)
+    raise AssertionError("unreachable")
 
 
 def test_html_report_in_headless_chromium(tmp_path):

@@ -9,19 +9,15 @@ under the ``postfix`` profile. Slow (a Postfix start per scenario), run by CI.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-
-from fakes.netns import NetnsError, unshare_command
+from prerequisites import require
 
 RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "postfix-relay.sh"
-REQUIRED = os.environ.get("MAILFAKES_REQUIRE_REAL_CLIENTS") == "1"
 
 # At least: NXDOMAIN, refused, blackhole, 421 greeting, no STARTTLS, expired
 # certificate, abrupt close (issue 4); a few more while Postfix is up anyway.
@@ -42,19 +38,10 @@ SCENARIOS = [
 
 @pytest.mark.slow
 def test_postfix_defers_with_the_code_each_scenario_expects(tmp_path):
-    missing = []
-    if shutil.which("postfix") is None or shutil.which("sendmail") is None:
-        missing.append("Postfix is not installed (Debian package postfix)")
-    if os.geteuid() != 0:
-        missing.append("a private Postfix instance needs root (its queue belongs to the postfix user)")
-    try:
-        unshare_command()
-    except NetnsError as exc:
-        missing.append(str(exc))
-    if missing:
-        if REQUIRED:
-            pytest.fail("; ".join(missing) + " (required in CI: .ci/run installs it)")
-        pytest.skip("; ".join(missing))
+    require(
+        {"postfix": "postfix", "sendmail": "postfix"},
+        root="a private Postfix instance needs root (its queue belongs to the postfix user)",
+    )
     junit = tmp_path / "junit.xml"
     result = subprocess.run(
         [

@@ -8,8 +8,6 @@ fails: CI installs them, so these tests must run there.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -17,12 +15,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from prerequisites import require
 
 import scenarios
-from fakes.netns import NetnsError, unshare_command
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-REQUIRED = os.environ.get("MAILFAKES_REQUIRE_REAL_CLIENTS") == "1"
 
 # Scenarios a client cannot express, and why (the README recipes say the same).
 MX_LOOKUP = {s.id for s in scenarios.load_catalogue().values() if s.target.smart_host is None}
@@ -38,17 +35,7 @@ PACKAGES = {"curl": "curl", "swaks": "swaks", "msmtp": "msmtp"}
 
 
 def need(client: str) -> None:
-    missing = []
-    if shutil.which(client) is None:
-        missing.append(f"{client} is not installed (Debian package {PACKAGES[client]})")
-    try:
-        unshare_command()
-    except NetnsError as exc:
-        missing.append(str(exc))
-    if missing:
-        if REQUIRED:
-            pytest.fail("; ".join(missing) + " (required in CI: .ci/run installs it)")
-        pytest.skip("; ".join(missing))
+    require({client: PACKAGES[client]})
 
 
 @pytest.mark.parametrize("client", ["curl", "swaks", "msmtp"])
