@@ -581,29 +581,19 @@ class FakeDNS:
                 )
                 return _Outcome(reply=packed, record=record, delay=fault.delay_ms / 1000.0)
             kind = None if fault.tcp == "answer" else fault.tcp
-        if kind == "reset" and fault is not None:
-            # A middlebox that rejects DNS over TCP: the retry is cut with RST.
+        if kind in ("reset", "drop") and fault is not None:
+            # No answer at all: "drop" leaves the client waiting; "reset" (TCP
+            # only) cuts the retry with RST, as a middlebox rejecting DNS over TCP.
             record = DnsQuery(
                 name=name,
                 qtype=qtype,
                 transport=transport,
-                rcode="RESET",
+                rcode="RESET" if kind == "reset" else "DROPPED",
                 fault=fault.fault,
                 peer=peer,
                 delay_ms=fault.delay_ms,
             )
-            return _Outcome(reply=None, record=record, reset=True)
-        if kind == "drop" and fault is not None:
-            record = DnsQuery(
-                name=name,
-                qtype=qtype,
-                transport=transport,
-                rcode="DROPPED",
-                fault=fault.fault,
-                peer=peer,
-                delay_ms=fault.delay_ms,
-            )
-            return _Outcome(reply=None, record=record)
+            return _Outcome(reply=None, record=record, reset=kind == "reset")
         if kind == "servfail":
             return finish(self._response(request, RCODE.SERVFAIL, aa=False), name, qtype, [], fault)
         if kind == "refused":
