@@ -51,6 +51,10 @@ class Transcript:
     lines: list[Line] = field(default_factory=list)
     tls_version: str | None = None
     tls_error: str | None = None
+    # The TLS handshake the client opened: True once its ClientHello arrived,
+    # with the server name it asked for (SNI), None when it sent none.
+    tls_attempted: bool = False
+    sni: str | None = None
     # True: the client rejected the certificate with an alert (it verified);
     # False: it completed the handshake on a bad certificate (it did not);
     # None: cannot be told (the certificate was valid, or no TLS happened).
