@@ -5,13 +5,27 @@ forwarding; any other name gets REFUSED) from the records of a
 :class:`~fakes.spec.WorldSpec`, plus an A record for every host, and applies
 the spec's per-name :class:`~fakes.spec.DnsFault` values: NXDOMAIN, SERVFAIL,
 REFUSED, NODATA, silence, a truncated UDP answer and delays. Every query is
-recorded in :attr:`FakeDNS.queries` and emitted as a ``dns`` event.
+recorded in :attr:`FakeDNS.queries` and emitted as a ``dns`` event when it
+arrives; an answer held back by a delay is also announced, as a ``fault``
+event, at the moment it is sent.
 
-Malformed input: a datagram or TCP message whose 12-byte header parses and
-that is a query (QR clear) is answered FORMERR with the same id; anything
-shorter, or a packet with QR set, is ignored. Both are recorded with rcode
-``MALFORMED``. A TCP connection with bad framing (a zero length, or a length
-above :data:`MAX_TCP_MESSAGE`) is closed.
+Names are compared as sequences of wire labels (bytes, ASCII case folded),
+never as dotted text: the single label ``mail.contoso`` followed by ``test``
+is not the name ``mail.contoso.test``, for zone membership, records and faults
+alike. Recorded names use the presentation format, so that label reads
+``mail\\.contoso.test``.
+
+Malformed input never raises inside the server and never makes an ``error``
+event. A datagram or TCP message that has a full 12-byte header and is a
+query (QR clear) but does not decode, or whose query name is longer than 255
+octets on the wire (RFC 1035 2.3.4), or that carries more than one OPT record
+(RFC 6891 6.1.1), is answered FORMERR with the same id; one shorter than a
+header (no id and flags to answer with), or a packet with QR set (never
+answer an answer), is dropped, as BIND and Unbound do. These are recorded
+with rcode ``MALFORMED``. A query whose OPT record asks for an EDNS version
+above 0 gets BADVERS (RFC 6891 6.1.3): an OPT record of version 0 whose
+extended rcode carries the upper bits of 16. A TCP connection with bad framing
+(a zero length, or a length above :data:`MAX_TCP_MESSAGE`) is closed.
 
 The sockets are served with the loop's ``add_reader``/``add_writer`` (a
 selector loop, the default on Linux) rather than asyncio transports, so that
@@ -35,7 +49,7 @@ from typing import Any, Final, Literal
 from dnslib import AAAA, CNAME, EDNS0, MX, NS, QTYPE, RCODE, RR, SOA, TXT, A, DNSHeader, DNSLabel, DNSRecord
 
 from fakes.events import EventLog
-from fakes.spec import DnsFault, WorldSpec, in_zone, normalize_name
+from fakes.spec import DnsFault, WorldSpec, normalize_name
 
 __all__ = ["MAX_TCP_MESSAGE", "DnsQuery", "FakeDNS", "Transport"]
 
@@ -50,11 +64,18 @@ PORT_ATTEMPTS: Final = 32  # tries at finding a port free on both UDP and TCP
 UDP_PLAIN_LIMIT: Final = 512  # UDP answer size without EDNS (RFC 1035)
 UDP_EDNS_LIMIT: Final = 1232  # what we advertise and use at most with EDNS
 SOA_TTL: Final = 0  # negative answers are not cached: a world's faults change between tests
+MAX_NAME_OCTETS: Final = 255  # a name's length on the wire, length octets and root included
+EDNS_VERSION: Final = 0  # the only EDNS version this server implements
+RCODE_BADVERS: Final = 16  # extended rcode: header gets the low 4 bits, the OPT ttl the upper 8
 
 _HEADER = struct.Struct("!HH")  # id, flags: the start of every DNS header
 _QR_BIT: Final = 0x8000
 _OPCODE_QUERY: Final = 0
 _CLASS_IN: Final = 1
+_PRINTABLE: Final = frozenset(range(33, 127)) - {ord("."), ord("\\")}
+
+Name = tuple[bytes, ...]
+"""A domain name as its wire labels, lower-cased (ASCII only, as DNS compares); () is the root."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +143,54 @@ def _label_text(label: Any) -> str:
     return "." if text == "." else text.rstrip(".")
 
 
+def _name_of(text: str) -> Name:
+    """A spec name as labels, IDNA-encoded the way dnslib packs it (so a client asking it matches)."""
+    text = normalize_name(text)
+    if not text:
+        return ()
+    try:
+        labels = DNSLabel(text).label
+    except UnicodeError:  # not IDNA-encodable: keep its UTF-8, which no well-formed query matches
+        labels = tuple(text.encode().split(b"."))
+    return tuple(bytes(label).lower() for label in labels)
+
+
+def _wire_name(qname: Any) -> Name:
+    """The labels of a name decoded from a packet."""
+    return tuple(bytes(label).lower() for label in qname.label)
+
+
+def _wire_length(name: Name) -> int:
+    return sum(len(label) + 1 for label in name) + 1
+
+
+def _name_text(name: Name) -> str:
+    """Presentation format without the final dot: a dot or backslash inside a label is escaped."""
+    out = []
+    for label in name:
+        chars = []
+        for c in label:
+            if c in _PRINTABLE:
+                chars.append(chr(c))
+            elif c in (0x2E, 0x5C):
+                chars.append("\\" + chr(c))
+            else:
+                chars.append(f"\\{c:03d}")
+        out.append("".join(chars))
+    return ".".join(out)
+
+
+def _under(name: Name, apex: Name) -> bool:
+    """``name`` is ``apex`` or below it, label by label."""
+    return len(name) >= len(apex) and name[len(name) - len(apex) :] == apex
+
+
+def _rcode_text(rcode: int) -> str:
+    if rcode == RCODE_BADVERS:
+        return "BADVERS"
+    return str(RCODE[rcode])
+
+
 def _txt_chunks(value: str) -> list[bytes]:
     data = value.encode()
     return [data[i : i + 255] for i in range(0, len(data), 255)] or [b""]
@@ -131,8 +200,9 @@ class _Zone:
     """The spec's records indexed by name, with the synthesized apex records."""
 
     def __init__(self, spec: WorldSpec) -> None:
-        self.apex = normalize_name(spec.zone)
-        self.records: dict[str, list[_Entry]] = {}
+        self.apex_text = normalize_name(spec.zone)
+        self.apex: Name = _name_of(spec.zone)
+        self.records: dict[Name, list[_Entry]] = {}
         for r in spec.records:
             value = r.value.strip()
             if r.type in ("MX", "CNAME") and value != ".":
@@ -140,47 +210,50 @@ class _Zone:
             host_ref = r.type == "A" and not _is_ip(value)
             if host_ref:
                 value = normalize_name(value)
-            self._add(r.name, _Entry(r.type, value, r.priority, r.ttl, host_ref))
+            self._add(_name_of(r.name), _Entry(r.type, value, r.priority, r.ttl, host_ref))
         for h in spec.hosts:
             if h.a_record:
                 name = normalize_name(h.name)
-                self._add(name, _Entry("A", name, 0, 300, True))
-        self.faults: dict[str, list[DnsFault]] = {}
+                self._add(_name_of(name), _Entry("A", name, 0, 300, True))
+        self.faults: dict[Name, list[DnsFault]] = {}
         for f in spec.dns_faults:
-            self.faults.setdefault(normalize_name(f.name), []).append(f)
+            self.faults.setdefault(_name_of(f.name), []).append(f)
         # Names that own no record but have descendants that do ("empty
         # non-terminals") exist: they answer NODATA, not NXDOMAIN (RFC 8020).
-        self.empty_non_terminals: set[str] = set()
-        for name in self.records:
-            parts = name.split(".")
-            for i in range(1, len(parts)):
-                parent = ".".join(parts[i:])
-                if not in_zone(parent, self.apex) or parent == self.apex:
+        self.empty_non_terminals: set[Name] = set()
+        for owner in self.records:
+            for i in range(1, len(owner)):
+                parent = owner[i:]
+                if not _under(parent, self.apex) or parent == self.apex:
                     break
                 self.empty_non_terminals.add(parent)
-        self.ns_name = f"ns.{self.apex}" if self.apex else "ns"
+        apex = self.apex_text
+        self.ns_name = f"ns.{apex}" if apex else "ns"
         self.soa = SOA(
             mname=self.ns_name + ".",
-            rname=(f"hostmaster.{self.apex}" if self.apex else "hostmaster") + ".",
+            rname=(f"hostmaster.{apex}" if apex else "hostmaster") + ".",
             times=(1, 3600, 600, 86400, SOA_TTL),
         )
 
-    def _add(self, name: str, entry: _Entry) -> None:
-        entries = self.records.setdefault(normalize_name(name), [])
+    def _add(self, name: Name, entry: _Entry) -> None:
+        entries = self.records.setdefault(name, [])
         if entry not in entries:
             entries.append(entry)
 
-    def exists(self, name: str) -> bool:
+    def contains(self, name: Name) -> bool:
+        return _under(name, self.apex)
+
+    def exists(self, name: Name) -> bool:
         return name == self.apex or name in self.records or name in self.empty_non_terminals
 
-    def fault_for(self, name: str, qtype: str) -> DnsFault | None:
+    def fault_for(self, name: Name, qtype: str) -> DnsFault | None:
         for f in self.faults.get(name, ()):
             if f.applies_to(qtype):
                 return f
         return None
 
     def soa_rr(self) -> RR:
-        return RR(DNSLabel(self.apex or "."), QTYPE.SOA, rdata=self.soa, ttl=SOA_TTL)
+        return RR(DNSLabel(self.apex), QTYPE.SOA, rdata=self.soa, ttl=SOA_TTL)
 
 
 class _Answer:
@@ -388,6 +461,8 @@ class FakeDNS:
 
         def send() -> None:
             if sock is self._udp:
+                if outcome.delay > 0:
+                    self._delay_applied(outcome.record)
                 with contextlib.suppress(OSError):  # a full buffer loses a datagram, as UDP may
                     sock.sendto(reply, addr)
 
@@ -423,6 +498,8 @@ class FakeDNS:
 
         def send() -> None:
             conn.pending -= 1
+            if outcome.delay > 0 and not conn.closed:
+                self._delay_applied(outcome.record)
             conn.send(reply)
 
         self._schedule(outcome.delay, send)
@@ -464,12 +541,27 @@ class FakeDNS:
             delay_ms=q.delay_ms,
         )
 
+    def _delay_applied(self, q: DnsQuery) -> None:
+        # Emitted just before the late answer is sent, so a client that has it
+        # knows the fake held that answer back for the whole delay.
+        if self.events is not None:
+            self.events.emit(
+                "fault",
+                q.name or "-",
+                f"DNS answer to {q.qtype} {q.name} ({q.rcode}) sent after {q.delay_ms} ms",
+                transport=q.transport,
+                qtype=q.qtype,
+                rcode=q.rcode,
+                delay_ms=q.delay_ms,
+                peer=q.peer,
+            )
+
     def _malformed(self, data: bytes, transport: Transport, peer: str, why: str) -> _Outcome:
         reply: bytes | None = None
         if len(data) >= 12:
             qid, flags = _HEADER.unpack_from(data)
             if not flags & _QR_BIT:
-                # Header only: id and opcode echoed, QR set, rcode FORMERR.
+                # Header only: id, opcode and RD echoed, QR set, rcode FORMERR.
                 out_flags = _QR_BIT | (flags & 0x7800) | (flags & 0x0100) | RCODE.FORMERR
                 reply = struct.pack("!HHHHHH", qid, out_flags, 0, 0, 0, 0)
         record = DnsQuery(
@@ -477,7 +569,7 @@ class FakeDNS:
             qtype="",
             transport=transport,
             rcode="MALFORMED",
-            fault=f"{why}; {'FORMERR sent' if reply else 'ignored'}",
+            fault=f"{why}; {'FORMERR sent' if reply else 'dropped'}",
             peer=peer,
         )
         return _Outcome(reply=reply, record=record)
@@ -488,7 +580,7 @@ class FakeDNS:
         try:
             request = DNSRecord.parse(data)
             if request.questions:
-                name = normalize_name(str(request.questions[0].qname))
+                name = _name_text(_wire_name(request.questions[0].qname))
                 qtype = str(QTYPE[request.questions[0].qtype])
             response = self._response(request, RCODE.SERVFAIL, aa=False)
             reply = response.pack()
@@ -513,7 +605,7 @@ class FakeDNS:
             rd=request.header.rd,
             ra=0,
             cd=request.header.cd,
-            rcode=rcode,
+            rcode=rcode & 0xF,
         )
         return DNSRecord(header, questions=list(request.questions[:1]))
 
@@ -521,16 +613,33 @@ class FakeDNS:
         try:
             request = DNSRecord.parse(data)
         except Exception as exc:
-            return self._malformed(data, transport, peer, f"unparsable: {exc}")
+            return self._malformed(data, transport, peer, f"undecodable: {exc}")
         if request.header.qr:
             return self._malformed(data, transport, peer, "a response, not a query")
-        edns = next((rr for rr in request.ar if rr.rtype == QTYPE.OPT), None)
+        for q in request.questions:
+            # dnslib decodes such a name but cannot pack it back: refuse it here.
+            length = _wire_length(_wire_name(q.qname))
+            if length > MAX_NAME_OCTETS:
+                why = f"query name of {length} octets (at most {MAX_NAME_OCTETS})"
+                return self._malformed(data, transport, peer, why)
+        opts = [rr for rr in request.ar if rr.rtype == QTYPE.OPT]
+        if len(opts) > 1:
+            return self._malformed(data, transport, peer, f"{len(opts)} OPT records (at most 1)")
+        edns = opts[0] if opts else None
 
         def finish(
-            response: Any, name: str, qtype: str, texts: list[str], fault: DnsFault | None
+            response: Any,
+            name: str,
+            qtype: str,
+            texts: list[str],
+            fault: DnsFault | None,
+            rcode: int | None = None,
         ) -> _Outcome:
+            full_rcode = response.header.rcode if rcode is None else rcode
             if edns is not None:
-                response.add_ar(EDNS0(udp_len=UDP_EDNS_LIMIT))
+                response.add_ar(
+                    EDNS0(udp_len=UDP_EDNS_LIMIT, ext_rcode=full_rcode >> 4, version=EDNS_VERSION)
+                )
             packed = response.pack()
             if transport == "tcp":
                 limit = 65535
@@ -539,13 +648,15 @@ class FakeDNS:
             else:
                 limit = max(UDP_PLAIN_LIMIT, min(int(edns.rclass), UDP_EDNS_LIMIT))
             if len(packed) > limit:
-                packed = self._truncated(request, response.header.rcode, aa=bool(response.header.aa))
+                packed = self._truncated(
+                    request, response.header.rcode, aa=bool(response.header.aa), edns=edns is not None
+                )
                 texts = []
             record = DnsQuery(
                 name=name,
                 qtype=qtype,
                 transport=transport,
-                rcode=str(RCODE[response.header.rcode]),
+                rcode=_rcode_text(full_rcode),
                 answers=tuple(texts),
                 fault=fault.fault if fault else None,
                 peer=peer,
@@ -553,23 +664,26 @@ class FakeDNS:
             )
             return _Outcome(reply=packed, record=record, delay=record.delay_ms / 1000.0)
 
+        first = request.questions[0] if request.questions else None
+        qname: Name = _wire_name(first.qname) if first is not None else ()
+        name = _name_text(qname) if first is not None else ""
+        qtype = str(QTYPE[first.qtype]) if first is not None else ""
+        if edns is not None and (int(edns.ttl) >> 16) & 0xFF > EDNS_VERSION:
+            response = self._response(request, RCODE_BADVERS, aa=False)
+            return finish(response, name, qtype, [], None, rcode=RCODE_BADVERS)
         if request.header.opcode != _OPCODE_QUERY:
-            name = normalize_name(str(request.questions[0].qname)) if request.questions else ""
             return finish(self._response(request, RCODE.NOTIMP, aa=False), name, "", [], None)
-        if len(request.questions) != 1:
+        if len(request.questions) != 1 or first is None:
             return finish(self._response(request, RCODE.FORMERR, aa=False), "", "", [], None)
-        question = request.questions[0]
-        name = normalize_name(str(question.qname))
-        qtype = str(QTYPE[question.qtype])
         zone = self._zone
-        if question.qclass != _CLASS_IN or not in_zone(name, zone.apex):
+        if first.qclass != _CLASS_IN or not zone.contains(qname):
             return finish(self._response(request, RCODE.REFUSED, aa=False), name, qtype, [], None)
 
-        fault = zone.fault_for(name, qtype)
+        fault = zone.fault_for(qname, qtype)
         kind: str | None = fault.fault if fault else None
         if kind == "truncate" and fault is not None:
             if transport == "udp":
-                packed = self._truncated(request, RCODE.NOERROR, aa=True)
+                packed = self._truncated(request, RCODE.NOERROR, aa=True, edns=edns is not None)
                 record = DnsQuery(
                     name=name,
                     qtype=qtype,
@@ -606,7 +720,7 @@ class FakeDNS:
 
         # No fault, a delay, or a TCP retry of a truncated answer: the real answer.
         try:
-            answer = self._answer(question.qname, name, question.qtype)
+            answer = self._answer(first.qname, qname, first.qtype)
         except _WorldError as exc:
             outcome = finish(self._response(request, RCODE.SERVFAIL, aa=False), name, qtype, [], fault)
             outcome.error = str(exc)
@@ -618,20 +732,22 @@ class FakeDNS:
             response.add_auth(rr)
         return finish(response, name, qtype, answer.texts, fault)
 
-    def _truncated(self, request: Any, rcode: int, *, aa: bool) -> bytes:
+    def _truncated(self, request: Any, rcode: int, *, aa: bool, edns: bool) -> bytes:
         response = self._response(request, rcode, aa=aa)
         response.header.tc = 1
+        if edns:
+            response.add_ar(EDNS0(udp_len=UDP_EDNS_LIMIT, version=EDNS_VERSION))
         packed: bytes = response.pack()
         return packed
 
-    def _answer(self, qlabel: Any, name: str, qtype: int) -> _Answer:
+    def _answer(self, qlabel: Any, name: Name, qtype: int) -> _Answer:
         """The authoritative answer for ``name``, following CNAMEs inside the zone."""
         zone = self._zone
         out = _Answer()
         label, current = qlabel, name
-        seen: set[str] = set()
+        seen: set[Name] = set()
         for _ in range(MAX_CNAME_CHAIN):
-            if not in_zone(current, zone.apex) or current in seen:
+            if not zone.contains(current) or current in seen:
                 return out  # the client chases an outside target itself; a loop ends here
             seen.add(current)
             if not zone.exists(current):
@@ -651,10 +767,10 @@ class FakeDNS:
                 return out
             out.rrs.append(RR(label, QTYPE.CNAME, rdata=CNAME(cname.value + "."), ttl=cname.ttl))
             out.texts.append(f"CNAME {cname.value}")
-            label, current = DNSLabel(cname.value), cname.value
+            label, current = DNSLabel(cname.value), _name_of(cname.value)
         return out
 
-    def _rrset(self, label: Any, name: str, entries: list[_Entry], qtype: int) -> list[tuple[RR, str]]:
+    def _rrset(self, label: Any, name: Name, entries: list[_Entry], qtype: int) -> list[tuple[RR, str]]:
         zone = self._zone
         want_any = qtype == QTYPE.ANY
         out: list[tuple[RR, str]] = []
