@@ -441,15 +441,39 @@ def parse_host(name: str, t: Table) -> HostSpec:
     )
 
 
-_LABEL: Final = re.compile(r"[a-z0-9_-]+")
+# A label of a host name (RFC 1123), plus '_' for service names like _mta-sts.
+_LABEL: Final = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+_LOCAL_PART: Final = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9_+-]*(?:\.[A-Za-z0-9_+-]+)*")
+NAME_RULE: Final = (
+    "a DNS name like mail.contoso.test: labels of letters, digits, '-' and '_', "
+    "1 to 63 characters each, none starting or ending with '-'"
+)
+LOCAL_PART_RULE: Final = (
+    "a local part like user or first.last (letters, digits, '.', '-', '_', '+'), not starting with '-'"
+)
+
+
+def name_ok(name: str) -> bool:
+    """Whether a normalized name is a host name mailfakes accepts (see NAME_RULE).
+
+    Names and addresses end up as arguments of the user's client
+    (``mailfakes check`` substitutes them into its argv): one starting with
+    '-' would be read as an option, so no label may start with it. Only
+    letters, digits, '-' and '_', so no shell or URL syntax gets through.
+    """
+    labels = name.split(".")
+    return 0 < len(name) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
+
+
+def local_part_ok(local: str) -> bool:
+    """Whether the part before '@' is a plain dot-atom that cannot pass for an option (LOCAL_PART_RULE)."""
+    return _LOCAL_PART.fullmatch(local) is not None
 
 
 def check_name(t: Table, key: str, name: str, zone: str) -> str:
     norm = normalize_name(name)
-    labels = norm.split(".")
-    # Letters, digits, '-' and '_' only: these names end up in shell commands (mailfakes check).
-    if not norm or any(not lab or len(lab) > 63 or not _LABEL.fullmatch(lab) for lab in labels):
-        raise t.fail(key, name, "a DNS name like mail.contoso.test (letters, digits, '-', '_')")
+    if not name_ok(norm):
+        raise t.fail(key, name, NAME_RULE)
     if not in_zone(norm, zone):
         raise t.fail(key, name, f"a name inside the world's zone {zone!r}")
     return norm
@@ -481,9 +505,9 @@ def parse_record(t: Table, zone: str, host_names: set[str]) -> Record:
             raise t.fail("value", value, "the IPv6 loopback address ::1")
     elif rtype in ("MX", "CNAME"):
         if value.strip() != ".":
+            if not name_ok(normalize_name(value)):
+                raise t.fail("value", value, NAME_RULE + (" (or '.' for a null MX)" if rtype == "MX" else ""))
             value = normalize_name(value)
-            if not value:
-                raise t.fail("value", value, "a DNS name (or '.' for a null MX)")
         elif rtype == "CNAME":
             raise t.fail("value", value, "a DNS name")
     return Record(name=name, type=rtype, value=value, priority=priority, ttl=ttl)  # type: ignore[arg-type]
@@ -519,8 +543,10 @@ def parse_world(data: Mapping[str, Any], where: str = "<world>", path: str = "")
     """
     t = Table(data, where, path)
     zone = normalize_name(t.string("zone", "test"))
-    if not zone or any(not label for label in zone.split(".")):
-        raise t.fail("zone", t.data.get("zone"), "a DNS zone like test or contoso.test (not the root)")
+    if not name_ok(zone):
+        raise t.fail(
+            "zone", t.data.get("zone"), "a DNS zone like test or contoso.test (not the root): " + NAME_RULE
+        )
     ht = t.table("hosts")
     hosts = []
     for name in list(ht.data):
