@@ -158,6 +158,8 @@ def run_one(
     argv = substitute(command, values)
     expected = scenario.code_for(profile)
     started = time.monotonic()
+    from .netns import die_with_parent  # here: check.py is otherwise free of the netns module
+
     try:
         proc = subprocess.Popen(
             argv,
@@ -168,6 +170,7 @@ def run_one(
             env=environment(values, scenario, expected),
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # its own process group: a timeout kills what it started too
+            preexec_fn=die_with_parent(),  # and a kill -9 of mailfakes kills the client
         )
     except FileNotFoundError:
         raise CheckError(f"command not found: {argv[0]}") from None
