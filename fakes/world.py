@@ -364,9 +364,9 @@ class World:
             port = sock.getsockname()[1]
         self.port = port
 
-    def _server_context(self, name: str, kind: str, broken: bool) -> ssl.SSLContext:
+    def _server_context(self, name: str, kind: str, offer: str) -> ssl.SSLContext:
         assert self.ca is not None
-        return self.ca.server_context(name, kind, broken=broken)  # type: ignore[arg-type]
+        return self.ca.server_context(name, kind, offer=offer)  # type: ignore[arg-type]
 
     def _release_sockets(self) -> None:
         for ep in self._endpoints:
