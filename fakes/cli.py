@@ -295,11 +295,14 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
 def _run_inside(command: list[str], scenario: Any, world: Any, stop: threading.Event) -> int:
     """Run the user's command next to a served world; its exit status is ours."""
     from .check import environment, facts, substitute
+    from .netns import die_with_parent
 
     values = facts(scenario, world, 5.0)
     try:
         proc = subprocess.Popen(
-            substitute(command, values), env=environment(values, scenario, scenario.expected_code)
+            substitute(command, values),
+            env=environment(values, scenario, scenario.expected_code),
+            preexec_fn=die_with_parent(),  # even a kill -9 of mailfakes takes the command with it
         )
     except FileNotFoundError:
         raise UsageError(f"command not found: {command[0]}") from None
@@ -507,33 +510,71 @@ def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_send(args: argparse.Namespace, out: TextIO) -> int:
-    from .client import deliver
+    from .client import DeliveryClient
+    from .resolver import Answer
+    from .spec import LOCAL_PART_RULE, NAME_RULE, local_part_ok, name_ok, normalize_name
 
     if not args.smart_host and not args.mail_domain:
         raise UsageError("say where to deliver: --smart-host NAME, or --mail-domain DOMAIN for an MX lookup")
-    domain = args.mail_domain or args.smart_host.split(".", 1)[-1]
     smart_host_ip = args.smart_host_ip
     if smart_host_ip is None and args.smart_host and _is_ip(args.smart_host):
         smart_host_ip = args.smart_host  # a connector set by address: no DNS
-    report = deliver(
+    # Refused before any socket is opened, as serve refuses a non-loopback
+    # --dns-host: the reference client's traffic must stay on this machine.
+    _loopback_only("--dns-host", args.dns_host)
+    if smart_host_ip is not None:
+        _loopback_only("--smart-host-ip" if args.smart_host_ip else "--smart-host", smart_host_ip)
+    for option, name in (("--smart-host", args.smart_host), ("--mail-domain", args.mail_domain)):
+        if name and not (option == "--smart-host" and _is_ip(name)) and not name_ok(normalize_name(name)):
+            raise UsageError(f"{option} {name!r} is not valid: expected {NAME_RULE}")
+    domain = args.mail_domain or args.smart_host.split(".", 1)[-1]
+    rcpt_to = args.rcpt_to or [f"user@{domain}"]
+    for option, address in [("--mail-from", args.mail_from), *(("--rcpt-to", r) for r in rcpt_to)]:
+        local, at, at_domain = address.rpartition("@")
+        if not at or not local_part_ok(local) or not name_ok(normalize_name(at_domain)):
+            raise UsageError(
+                f"{option} {address!r} is not valid: expected an address like user@contoso.test: "
+                f"{LOCAL_PART_RULE}, '@', then a DNS name"
+            )
+    client = DeliveryClient(
         dns_host=args.dns_host,
         dns_port=args.dns_port,
         port=args.port,
-        mail_domain=domain,
-        smart_host=args.smart_host,
-        smart_host_ip=smart_host_ip,
         ca_file=args.ca_file,
         require_tls=not args.opportunistic,
-        mail_from=args.mail_from,
-        rcpt_to=args.rcpt_to or [f"user@{domain}"],
         timeout=args.timeout,
         profile=args.profile,
+    )
+
+    def loopback_answers(answer: Answer) -> None:
+        # The DNS named by --dns-host may be a real resolver (127.0.0.53 often
+        # is one): an address it gives must not be connected to either.
+        for value in answer.values("A") + answer.values("AAAA"):
+            _loopback_only(f"{answer.name} (resolved through {args.dns_host}:{args.dns_port})", value)
+
+    client.resolver.observer = loopback_answers
+    report = client.deliver(
+        smart_host=args.smart_host,
+        mail_domain=domain,
+        mail_from=args.mail_from,
+        rcpt_to=rcpt_to,
+        smart_host_ip=smart_host_ip,
     )
     out.write(json.dumps(report.as_dict(), ensure_ascii=False) + "\n" if args.json else report.line() + "\n")
     if args.verbose:
         for line in report.dialogue:
             sys.stderr.write(f"  {line}\n")
     return 0 if report.delivered else 1
+
+
+def _loopback_only(what: str, address: str) -> None:
+    from .world import is_loopback
+
+    if not is_loopback(address):
+        raise UsageError(
+            f"{what} {address!r} is not a loopback address: mailfakes only talks to this machine "
+            "(127.0.0.0/8 or ::1), so that no fault traffic leaves it"
+        )
 
 
 # -- entry point ----------------------------------------------------------------

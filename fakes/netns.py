@@ -6,15 +6,23 @@ interface exists, the fake DNS listens on 127.0.0.1:53, and a private
 ``resolv.conf`` (plus an ``nsswitch.conf`` that sends host lookups to files
 and DNS only) is bind-mounted over the system's, so clients that only know
 the system resolver (curl, swaks, msmtp, Postfix) resolve through the fakes.
-Nothing leaves the namespace, and nothing of it survives the run: its
-processes die with it (``--kill-child``) and its mounts with its mount
-namespace.
+
+Nothing leaves the namespace, and nothing of it outlives the mailfakes that
+made it, even after ``kill -9``: the unshare process gets SIGKILL when
+mailfakes dies (``PR_SET_PDEATHSIG``), its child, the namespace's PID 1,
+when unshare dies (``--kill-child``), and the kernel kills every other
+process of a PID namespace whose PID 1 is gone. Temporary files made inside
+(the resolver files, the world's CA, the clients' ``TMPDIR``) live on a
+tmpfs mounted in the namespace's own mount namespace, so they vanish with it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import fcntl
+import functools
 import os
 import shutil
 import signal
@@ -24,26 +32,68 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 INSIDE_FLAG = "--inside-netns"
-OUTER_ENV = "MAILFAKES_OUTER_NAMESPACES"  # the namespaces of the process that made ours
 MARKER_ENV = "MAILFAKES_NETNS"  # set inside, for recipes that must only run there
 RESOLV_CONF = Path("/etc/resolv.conf")
 NSSWITCH_CONF = Path("/etc/nsswitch.conf")
+PRIVATE_TMP = Path("/dev/shm")  # a tmpfs of our own is mounted here, inside only
 
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
+_PR_SET_PDEATHSIG = 1
+_CLONE_NEWNS = 0x00020000
+_MS_NOSUID = 0x2
+_MS_NODEV = 0x4
+_MS_BIND = 0x1000
+_MS_REC = 0x4000
+_MS_PRIVATE = 0x40000
+# Devices the kernel puts, down and unconfigured, in every new network
+# namespace once their tunnel module is loaded; they carry nothing until set up.
+_FALLBACK_TUNNELS = frozenset(
+    {"tunl0", "sit0", "ip6tnl0", "gre0", "gretap0", "erspan0", "ip6gre0", "ip_vti0", "ip6_vti0"}
+)
+
+
+@functools.cache
+def _libc(name: str) -> Any:
+    """A function of the C library (Linux only, where namespaces exist)."""
+    library = ctypes.CDLL(None, use_errno=True)
+    function = getattr(library, name, None)
+    if function is None:
+        raise NetnsError(f"this system's C library has no {name}(): hermetic mode needs Linux")
+    return function
+
+
+_own_mounts = False  # set once this process has a mount namespace of its own
 
 
 class NetnsError(RuntimeError):
     """The namespace cannot be made here; the message says why and what to do."""
 
 
-def namespaces() -> str:
-    """This process's network and mount namespaces, e.g. 'net:[4026...] mnt:[4026...]'."""
-    return " ".join(os.readlink(f"/proc/self/ns/{kind}") for kind in ("net", "mnt"))
+def die_with_parent() -> Callable[[], None]:
+    """A ``preexec_fn`` that makes the child get SIGKILL when the thread starting it ends.
+
+    That holds even when mailfakes itself is killed with SIGKILL, which no
+    handler of ours can see. Call it in the thread that starts the child and
+    waits for it (the kernel ties the signal to that thread).
+    """
+    parent = os.getpid()
+    # Looked up here, before the fork: loading a library between fork and
+    # exec could deadlock on a lock another thread held.
+    prctl = _libc("prctl")
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the line above: nobody would tell us
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
 
 
 def unshare_command() -> list[str]:
@@ -73,17 +123,17 @@ def reexec_inside(argv: list[str], stop: threading.Event | None = None) -> int:
     """Run ``python -m fakes ARGV --inside-netns`` in a fresh namespace; return its exit status.
 
     A set ``stop`` (SIGINT or SIGTERM in this process) is passed on as SIGTERM,
-    so the inside stops cleanly; everything in the namespace dies with it.
+    so the inside stops cleanly; everything in the namespace dies with it,
+    and with this process if it is killed outright.
     """
     # The flag goes before the first "--": what follows it is the user's command.
     at = argv.index("--") if "--" in argv else len(argv)
     inner = [*argv[:at], INSIDE_FLAG, *argv[at:]]
     # -P: a scenarios/ folder in the current directory must not shadow the package.
     command = [*unshare_command(), sys.executable, "-P", "-m", "fakes", *inner]
-    env = dict(os.environ, **{OUTER_ENV: namespaces()})
     # Same process group as ours: a terminal's Ctrl-C and job control reach
     # the inside (serve --netns -- bash stays interactive).
-    proc = subprocess.Popen(command, env=env)
+    proc = subprocess.Popen(command, preexec_fn=die_with_parent())
     stop = stop or threading.Event()
     signalled = False
     while True:
@@ -114,6 +164,12 @@ def _kill(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
+def _interface_is_up(sock: socket.socket, name: str) -> bool:
+    request = struct.pack("16sh", name.encode()[:15], 0)
+    flags: int = struct.unpack("16sh", fcntl.ioctl(sock, _SIOCGIFFLAGS, request))[1]
+    return bool(flags & _IFF_UP)
+
+
 def loopback_up() -> None:
     """Bring ``lo`` up (it starts down in a new namespace), without needing iproute2."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -122,35 +178,107 @@ def loopback_up() -> None:
         fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sh", b"lo", flags | _IFF_UP))
 
 
+def refusal() -> str | None:
+    """Why this process is not inside a namespace like the one ``reexec_inside`` makes (None if it is).
+
+    The facts are ones the environment cannot forge: the process is PID 1 of
+    a PID namespace (``unshare --pid --fork`` makes the inside mailfakes
+    that; on a host, PID 1 is the system's init), and its network namespace
+    holds nothing but ``lo`` (and the kernel's idle fallback tunnels), so no
+    packet can leave it. Environment variables and flags count for nothing.
+    """
+    pid = os.getpid()
+    if pid != 1:
+        return f"this process is not the first process of a new PID namespace (its PID is {pid})"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        others = sorted(
+            name
+            for _, name in socket.if_nameindex()
+            if name != "lo" and (name not in _FALLBACK_TUNNELS or _interface_is_up(s, name))
+        )
+    if others:
+        return f"its network namespace has interfaces other than lo ({', '.join(others)})"
+    return None
+
+
 def in_private_namespace() -> bool:
-    """True only in a network AND mount namespace other than the ones that started us."""
-    outer = os.environ.get(OUTER_ENV, "")
-    if not outer:
-        return False
-    mine = namespaces().split()
-    theirs = outer.split()
-    return len(theirs) == 2 and all(m != t for m, t in zip(mine, theirs, strict=True))
+    """True only in a PID and network namespace like the ones ``reexec_inside`` makes."""
+    return refusal() is None
+
+
+def _check_inside(what: str) -> None:
+    why = refusal()
+    if why is not None:
+        raise NetnsError(f"{what}: {why}")
+
+
+def _own_mount_namespace() -> None:
+    """Give this process a mount namespace of its own, whose mounts propagate nowhere.
+
+    The unshare that started us already made one, but this does not take
+    that on trust: whatever namespace we were started in, the mounts that
+    follow are seen by this process and its children only.
+    """
+    global _own_mounts
+    if _own_mounts:
+        return
+    if _libc("unshare")(_CLONE_NEWNS) != 0:
+        raise NetnsError(f"cannot make a private mount namespace: {os.strerror(ctypes.get_errno())}")
+    _mount_call(b"none", b"/", None, _MS_REC | _MS_PRIVATE, "make the mounts private")
+    _own_mounts = True
+
+
+def _mount_call(source: bytes, target: bytes, fstype: bytes | None, flags: int, what: str) -> None:
+    mount = _libc("mount")
+    mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+    if mount(source, target, fstype, flags, None) != 0:
+        code = ctypes.get_errno()
+        raise NetnsError(f"cannot {what} ({target.decode()}): {os.strerror(code)} [{errno.errorcode[code]}]")
 
 
 def _bind(source: Path, target: Path) -> None:
-    result = subprocess.run(
-        ["mount", "--bind", str(source), str(target.resolve())], capture_output=True, text=True, timeout=10
+    _mount_call(
+        str(source).encode(),
+        str(target.resolve()).encode(),
+        None,
+        _MS_BIND,
+        f"bind-mount a private {target.name}",
     )
-    if result.returncode != 0:
-        raise NetnsError(f"cannot bind-mount a private {target.name}: {result.stderr.strip()}")
+
+
+def private_tmp() -> Path:
+    """Mount an empty tmpfs of our own on /dev/shm and make it the temporary directory.
+
+    The world's CA, the resolver files and the clients' ``TMPDIR`` go there,
+    so they vanish with the namespace, however mailfakes ends. /tmp stays the
+    host's: the user's files and report paths under it keep working.
+    """
+    _check_inside("refusing to mount a private tmpfs outside a mailfakes network namespace")
+    _own_mount_namespace()
+    if not PRIVATE_TMP.is_dir():
+        raise NetnsError(f"cannot make a private temporary directory: {PRIVATE_TMP} is missing")
+    _mount_call(
+        b"tmpfs", str(PRIVATE_TMP).encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, "mount a private tmpfs"
+    )
+    PRIVATE_TMP.chmod(0o1777)
+    os.environ["TMPDIR"] = str(PRIVATE_TMP)
+    tempfile.tempdir = str(PRIVATE_TMP)
+    return PRIVATE_TMP
 
 
 def private_resolver(dns_host: str = "127.0.0.1", *, timeout: int = 1) -> Path:
     """Bind-mount a resolv.conf naming only the fake DNS over /etc/resolv.conf.
 
-    Only inside the namespace that ``reexec_inside`` made: anywhere else it
-    refuses, so the host's files are never touched. Host lookups are also
-    sent to files and DNS only (no systemd-resolved, nscd or mDNS, which
-    could answer from outside). Returns the temporary directory holding the
-    files (removed by the caller; the mounts go with the namespace).
+    Only inside a namespace like the one ``reexec_inside`` makes (see
+    :func:`refusal`): anywhere else it refuses before any mount, so the
+    host's files are never touched; and the mounts are made in a mount
+    namespace of this process's own. Host lookups are also sent to files and
+    DNS only (no systemd-resolved, nscd or mDNS, which could answer from
+    outside). Returns the temporary directory holding the files (removed by
+    the caller; the mounts go with the namespace).
     """
-    if not in_private_namespace():
-        raise NetnsError("refusing to replace /etc/resolv.conf outside a mailfakes network namespace")
+    _check_inside("refusing to replace /etc/resolv.conf outside a mailfakes network namespace")
+    _own_mount_namespace()
     directory = Path(tempfile.mkdtemp(prefix="mailfakes-netns-"))
     try:
         conf = directory / "resolv.conf"
@@ -177,8 +305,12 @@ def private_resolver(dns_host: str = "127.0.0.1", *, timeout: int = 1) -> Path:
 
 
 def enter() -> Path:
-    """Everything the inside of the namespace needs before a world starts."""
-    if not in_private_namespace():
-        raise NetnsError("--inside-netns is for mailfakes itself; use --netns")
+    """Everything the inside of the namespace needs before a world starts.
+
+    Refuses (NetnsError) before touching anything unless :func:`refusal`
+    finds the namespace ``reexec_inside`` makes.
+    """
+    _check_inside("--inside-netns is for mailfakes itself, use --netns")
     loopback_up()
+    private_tmp()
     return private_resolver()
