@@ -1,4 +1,8 @@
-"""The reference client reports every scenario's expected code, under every profile."""
+"""The reference client reports every scenario's expected code, under every profile.
+
+Nothing here measures time: how long each scenario takes to deliver is printed
+by benchmarks/bench_catalogue.py, not asserted.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,6 @@ def test_reference_client_reports_the_expected_code(mail_scenario):
     mail_scenario.assert_reported(str(report))  # and the trace line says the same
     for profile in PROFILES:
         assert report.failure.code(profile) == mail_scenario.scenario.code_for(profile), profile
-    assert report.seconds < 2
 
 
 @pytest.mark.mail_scenarios(code="success")
