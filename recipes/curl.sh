@@ -3,10 +3,11 @@
 # Use with:  mailfakes check --netns --reader curl -- recipes/curl.sh
 # curl resolves through the system resolver, so --netns is needed for DNS.
 # -v puts the server's replies on stderr, where the curl reader finds them;
-# --crlf because aiosmtpd wants CRLF line ends.
+# --crlf because aiosmtpd wants CRLF line ends; '--' ends the options, so
+# no value of the scenario can pass for one.
 exec curl -sv --ssl-reqd --crlf \
   --cacert "$MAILFAKES_CA_FILE" \
   --connect-timeout "$MAILFAKES_TIMEOUT" --max-time 30 \
   --mail-from "$MAILFAKES_MAIL_FROM" --mail-rcpt "$MAILFAKES_RCPT_TO" \
   -T "$(dirname "$0")/message.eml" \
-  "smtp://$MAILFAKES_SMART_HOST:$MAILFAKES_PORT"
+  -- "smtp://$MAILFAKES_SMART_HOST:$MAILFAKES_PORT"

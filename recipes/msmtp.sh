@@ -1,9 +1,10 @@
 #!/bin/sh
 # msmtp as a delivery client: TLS on, STARTTLS required, the world's CA trusted.
 # Use with:  mailfakes check --netns --reader msmtp -- recipes/msmtp.sh
-# --debug prints the dialogue, so the reader sees the server's replies.
+# --debug prints the dialogue, so the reader sees the server's replies; '--'
+# ends the options, so the recipient cannot pass for one.
 exec msmtp --debug \
   --host="$MAILFAKES_SMART_HOST" --port="$MAILFAKES_PORT" \
   --tls=on --tls-starttls=on --tls-trust-file="$MAILFAKES_CA_FILE" \
   --auth=off --domain=client.fabrikam.test --timeout="$MAILFAKES_TIMEOUT" \
-  --from="$MAILFAKES_MAIL_FROM" "$MAILFAKES_RCPT_TO" < "$(dirname "$0")/message.eml"
+  --from="$MAILFAKES_MAIL_FROM" -- "$MAILFAKES_RCPT_TO" < "$(dirname "$0")/message.eml"
