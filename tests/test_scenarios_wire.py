@@ -9,15 +9,22 @@ the scenario's code stands for, and the details the scenario names
 
 from __future__ import annotations
 
+import socket
 import ssl
+import struct
 from dataclasses import dataclass
 
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rdatatype
 import pytest
 from probe import Closed, RawSMTP, client_context, open_connection, resolve_a, resolve_mx
 
 import scenarios
 from fakes import World
 from fakes.certs import expected_verify_failure
+from fakes.spec import DnsFault
 
 CONNECT_TIMEOUT = 0.3
 DNS_TIMEOUT = 0.3
@@ -168,17 +175,7 @@ def test_wire_behaviour_matches_the_scenario_code(served):
 
     # The details each family promises.
     if o.stage == "dns":
-        faults = {f.fault for f in s.world.dns_faults}
-        if any(f.tcp == "reset" for f in s.world.dns_faults):
-            assert o.detail == "TIMEOUT"  # the probe reads a cut TCP retry as no answer
-        elif "drop" in faults or ("truncate" in faults and any(f.tcp == "drop" for f in s.world.dns_faults)):
-            assert o.detail == "TIMEOUT"
-        elif "servfail" in faults or any(f.tcp == "servfail" for f in s.world.dns_faults):
-            assert o.detail == "SERVFAIL"
-        elif "refused" in faults:
-            assert o.detail == "REFUSED"
-        else:
-            assert o.detail in ("NXDOMAIN", "NODATA")
+        assert o.detail in resolver_outcomes(s), f"{s.id}: the resolver got {o.detail}"
     elif o.stage == "connect":
         kind = target_host(s, o).kind
         assert (kind, o.detail) in (("blackhole", "timeout"), ("refuse", "refused"))
@@ -225,3 +222,180 @@ def test_ehlo_without_starttls_is_visible_on_the_wire(make_world):
     c.reply()
     ehlo = c.cmd("EHLO probe.test")
     assert ehlo.code == 250 and not any("STARTTLS" in line for line in ehlo.lines)
+
+
+# ----------------------------------------------------------------------
+# DNS faults, exactly as the wire shows them
+#
+# A stub resolver (the probe above) sees "no answer" for a dropped query and
+# for a TCP retry cut by a reset alike. Here each configured fault is asked
+# for directly, over UDP and over TCP, and the wire event must be the one the
+# fault names: a drop is silence on UDP and, on TCP, a connection that stays
+# open (a later query on it is answered) and is never reset; a reset is a RST.
+
+
+@dataclass(frozen=True)
+class DnsWire:
+    udp: str  # an rcode, NODATA (NOERROR, nothing of the type), TC, or silent
+    tcp: str  # an rcode, NODATA, rst, fin, or silent (open, no answer)
+
+
+ANSWER = "answer"  # expected: any real answer (the fault only delays it)
+_FAULT_RCODE = {"nxdomain": "NXDOMAIN", "servfail": "SERVFAIL", "refused": "REFUSED", "nodata": "NODATA"}
+SENTINEL = "sentinel.invalid"  # outside every world's zone: always answered, REFUSED
+
+
+def expected_dns_wire(fault: DnsFault) -> DnsWire:
+    kind = fault.fault
+    if kind in _FAULT_RCODE:
+        return DnsWire(_FAULT_RCODE[kind], _FAULT_RCODE[kind])
+    if kind == "drop":
+        return DnsWire("silent", "silent")
+    if kind == "delay":
+        return DnsWire(ANSWER, ANSWER)
+    assert kind == "truncate", kind
+    tcp = {"answer": ANSWER, "drop": "silent", "reset": "rst"}.get(fault.tcp) or _FAULT_RCODE[fault.tcp]
+    return DnsWire("TC", tcp)
+
+
+def _dns_token(wire: bytes, qtype: str) -> str:
+    resp = dns.message.from_wire(wire)
+    if resp.flags & dns.flags.TC:
+        return "TC"
+    rcode = dns.rcode.to_text(resp.rcode())
+    want = dns.rdatatype.from_text(qtype)
+    if rcode == "NOERROR" and not any(rrset.rdtype == want for rrset in resp.answer):
+        return "NODATA"
+    return rcode
+
+
+def _query(name: str, qtype: str, qid: int) -> bytes:
+    q = dns.message.make_query(name, qtype)
+    q.id = qid
+    wire: bytes = q.to_wire()
+    return wire
+
+
+def dns_over_udp(world: World, name: str, qtype: str, bound: float) -> str:
+    """What one UDP query gets within ``bound``; silence only counts if the server is alive."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect((world.dns_host, world.dns_port))
+        sock.settimeout(bound)
+        sock.send(_query(name, qtype, 1))
+        try:
+            return _dns_token(sock.recv(65535), qtype)
+        except TimeoutError:
+            pass
+        sock.settimeout(2)
+        sock.send(_query(SENTINEL, "A", 2))
+        reply = dns.message.from_wire(sock.recv(65535))
+        assert reply.id == 2, "an answer to the silent query came late"
+        return "silent"
+
+
+def _read_frame(sock: socket.socket) -> bytes | None:
+    """One length-prefixed DNS message, or None when the server closed with a FIN."""
+    data = b""
+    need = 2
+    while len(data) < need:
+        chunk = sock.recv(need - len(data))
+        if not chunk:
+            return None
+        data += chunk
+        if len(data) == 2 and need == 2:
+            need = 2 + struct.unpack("!H", data)[0]
+    return data[2:]
+
+
+def dns_over_tcp(world: World, name: str, qtype: str, bound: float) -> str:
+    """What one query on a fresh TCP connection gets within ``bound``: rcode, rst, fin or silent."""
+    with socket.create_connection((world.dns_host, world.dns_port), timeout=2) as sock:
+        query = _query(name, qtype, 1)
+        sock.sendall(struct.pack("!H", len(query)) + query)
+        sock.settimeout(bound)
+        try:
+            frame = _read_frame(sock)
+        except ConnectionResetError:
+            return "rst"
+        except TimeoutError:
+            frame = b""
+        if frame is None:
+            return "fin"
+        if frame:
+            return _dns_token(frame, qtype)
+        # Silent so far: the connection must be open and usable, not reset or closed.
+        sock.settimeout(2)
+        sentinel = _query(SENTINEL, "A", 2)
+        try:
+            sock.sendall(struct.pack("!H", len(sentinel)) + sentinel)
+            frame = _read_frame(sock)
+        except ConnectionResetError:
+            return "silent, then rst"
+        if frame is None:
+            return "silent, then fin"
+        assert dns.message.from_wire(frame).id == 2, "an answer to the silent query came late"
+        return "silent"
+
+
+def matches(observed: str, expected: str) -> bool:
+    if expected == ANSWER:
+        return observed not in ("TC", "silent", "rst", "fin") and not observed.startswith("silent")
+    return observed == expected
+
+
+def resolver_outcomes(s: scenarios.Scenario) -> set[str]:
+    """What a stub resolver (UDP, then TCP on TC) reports for the scenario's DNS faults."""
+    outcomes: set[str] = set()
+    for f in s.world.dns_faults:
+        wire = expected_dns_wire(f)
+        last = wire.tcp if wire.udp == "TC" else wire.udp
+        # No answer at all, by silence or by a reset, is a timeout to the probe's resolver.
+        outcomes.add({"silent": "TIMEOUT", "rst": "TIMEOUT"}.get(last, last))
+    return outcomes or {"NXDOMAIN", "NODATA"}  # no fault: a name that is not there
+
+
+DNS_FAULTED = [sid for sid, s in CATALOGUE.items() if s.world.dns_faults]
+
+
+@pytest.mark.parametrize("sid", DNS_FAULTED)
+def test_each_dns_fault_is_exactly_the_configured_wire_event(sid, make_world):
+    s = CATALOGUE[sid]
+    world = make_world(s.world)
+    for f in s.world.dns_faults:
+        qtype = sorted(f.types)[0] if f.types else "A"
+        bound = DNS_TIMEOUT + f.delay_ms / 1000
+        observed = DnsWire(
+            dns_over_udp(world, f.name, qtype, bound),
+            dns_over_tcp(world, f.name, qtype, bound),
+        )
+        expected = expected_dns_wire(f)
+        assert matches(observed.udp, expected.udp), f"{sid}: {f.fault} on UDP: {observed} (want {expected})"
+        assert matches(observed.tcp, expected.tcp), f"{sid}: {f.fault} on TCP: {observed} (want {expected})"
+    assert world.events.errors() == []
+
+
+def test_dns_drop_and_reset_are_told_apart(make_world):
+    """The probe must not pass a reset for a drop, nor a drop for a reset."""
+    spec = {
+        "zone": "test",
+        "hosts": {"mail.contoso.test": {}},
+        "dns_faults": [
+            {"name": "drop.contoso.test", "fault": "drop"},
+            {"name": "cut.contoso.test", "fault": "truncate", "tcp": "reset"},
+            {"name": "quiet.contoso.test", "fault": "truncate", "tcp": "drop"},
+        ],
+    }
+    world = make_world(spec)
+    assert dns_over_tcp(world, "drop.contoso.test", "A", DNS_TIMEOUT) == "silent"
+    assert dns_over_tcp(world, "cut.contoso.test", "A", DNS_TIMEOUT) == "rst"
+    assert dns_over_tcp(world, "quiet.contoso.test", "A", DNS_TIMEOUT) == "silent"
+    assert dns_over_udp(world, "drop.contoso.test", "A", DNS_TIMEOUT) == "silent"
+    assert dns_over_udp(world, "cut.contoso.test", "A", DNS_TIMEOUT) == "TC"
+    assert not matches("rst", "silent") and not matches("silent", "rst")
+    assert [q.rcode for q in world.dns_queries if q.transport == "tcp"] == [
+        "DROPPED",
+        "REFUSED",  # the sentinel on the dropped query's connection
+        "RESET",
+        "DROPPED",
+        "REFUSED",
+    ]
