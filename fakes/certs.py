@@ -21,10 +21,12 @@ self_signed            a self-signed leaf for the host (not a CA)           18
 missing_intermediate   a leaf from an intermediate CA, sent without it      20
 =====================  ===================================================  ====
 
-``broken=True`` gives a server context that offers only TLS 1.2 with NULL
-ciphers, so the handshake with any client fails for lack of a shared cipher
-(the client sees ``SSLError`` with reason ``SSLV3_ALERT_HANDSHAKE_FAILURE``,
-not a certificate error).
+``offer`` says what the server context offers: ``current`` (TLS 1.2 and
+1.3), ``no_shared_cipher`` (only TLS 1.2 with NULL ciphers, which every client
+refuses: OpenSSL answers the ClientHello with a ``handshake_failure`` alert)
+or ``legacy_only`` (only TLS 1.0 and 1.1: a client that speaks TLS 1.2 or
+later only gets a ``protocol_version`` alert). ``broken=True`` is
+``offer="no_shared_cipher"``.
 
 Key material lives only in a private temporary directory (mode 0700, files
 0600) that :meth:`CertAuthority.close` removes. Server contexts are loaded from
@@ -47,11 +49,12 @@ import shutil
 import ssl
 import tempfile
 import threading
+import warnings
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Final
+from typing import Any, Final, Literal, get_args
 
 import trustme
 from cryptography import x509
@@ -191,6 +194,20 @@ def _self_signed(
     return _private_key_pem(key), cert.public_bytes(serialization.Encoding.PEM)
 
 
+TlsOffer = Literal["current", "no_shared_cipher", "legacy_only"]
+TLS_OFFERS: Final = get_args(TlsOffer)
+
+
+def _offer_legacy_only(ctx: ssl.SSLContext) -> None:
+    """Let ``ctx`` speak TLS 1.0 and 1.1 only, as a server nobody has updated since 2015."""
+    with warnings.catch_warnings():  # ssl deprecates these versions: that is the point
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    # OpenSSL 3 refuses TLS 1.0/1.1 (their SHA-1 signatures) above security level 0.
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+
+
 def _make_unusable(ctx: ssl.SSLContext) -> None:
     """Let ``ctx`` offer only TLS 1.2 with NULL (unencrypted) ciphers: no client shares one.
 
@@ -203,6 +220,15 @@ def _make_unusable(ctx: ssl.SSLContext) -> None:
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     # OpenSSL 3 offers NULL ciphers only at security level 0.
     ctx.set_ciphers("eNULL:@SECLEVEL=0")
+
+
+SERVER_NAME_ATTRIBUTE: Final = "mailfakes_server_name"
+
+
+def _note_server_name(conn: Any, name: str | None, ctx: ssl.SSLContext) -> None:
+    # Called once the ClientHello is in: the name it asked for (None: no SNI)
+    # stays on the connection's SSL object for the server to read.
+    setattr(conn, SERVER_NAME_ATTRIBUTE, (name,))
 
 
 class CertAuthority:
@@ -225,7 +251,7 @@ class CertAuthority:
         self._untrusted_ca: trustme.CA | None = None
         self._intermediate_ca: trustme.CA | None = None
         self._issued: dict[tuple[str, CertKind], IssuedCert] = {}
-        self._contexts: dict[tuple[str, CertKind, bool], ssl.SSLContext] = {}
+        self._contexts: dict[tuple[str, CertKind, str], ssl.SSLContext] = {}
 
     # -- life cycle ------------------------------------------------------
 
@@ -270,24 +296,36 @@ class CertAuthority:
     # -- servers ---------------------------------------------------------
 
     def server_context(
-        self, host_name: str, kind: CertKind = "valid", *, broken: bool = False
+        self,
+        host_name: str,
+        kind: CertKind = "valid",
+        *,
+        broken: bool = False,
+        offer: TlsOffer = "current",
     ) -> ssl.SSLContext:
         """A server context presenting a certificate of ``kind`` for ``host_name``.
 
-        ``broken=True``: the context offers only NULL ciphers, so a client's
-        handshake fails with ``SSLError`` (no shared cipher) before any
-        certificate is checked.
+        ``offer`` (see the module's text): ``no_shared_cipher`` and
+        ``legacy_only`` make a modern client's handshake fail before any
+        certificate is checked. ``broken=True`` means ``no_shared_cipher``.
         """
+        if broken:
+            offer = "no_shared_cipher"
+        if offer not in TLS_OFFERS:
+            raise ValueError(f"unknown TLS offer {offer!r}; expected one of {', '.join(TLS_OFFERS)}")
         with self._lock:
             issued = self.issue(host_name, kind)  # raises once closed
-            key = (issued.host_name, kind, broken)
+            key = (issued.host_name, kind, offer)
             ctx = self._contexts.get(key)
             if ctx is None:
                 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-                if broken:
+                if offer == "no_shared_cipher":
                     _make_unusable(ctx)
+                elif offer == "legacy_only":
+                    _offer_legacy_only(ctx)
                 else:
                     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+                ctx.sni_callback = _note_server_name
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
                 ctx.load_cert_chain(issued.cert_file, issued.key_file)

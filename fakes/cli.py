@@ -135,9 +135,7 @@ def describe_world(scenario: Any) -> list[str]:
                 bits.append(f"greeting='{plan.greeting.line()}'")
             bits += [f"{cmd} -> '{r.line()}'" for cmd, r in plan.replies.items()]
             if plan.close_at:
-                extra = (
-                    f" after {plan.close_at.after_bytes} bytes" if plan.close_at.point == "in_data" else ""
-                )
+                extra = f" after {plan.close_at.after_bytes} bytes" if plan.close_at.after_bytes else ""
                 bits.append(f"cut {plan.close_at.how.upper()} at {plan.close_at.point}{extra}")
             if plan.delays_ms:
                 bits.append("delays " + ", ".join(f"{k}={v}ms" for k, v in plan.delays_ms.items()))

@@ -308,6 +308,8 @@ class Player:
     def _certificate(self, world: Any, host: str) -> str:
         try:
             spec = world.spec.host(host)
+            if spec.smtp.tls_offer != "current":
+                return ""  # the server refuses the handshake before any certificate is sent
             info = world.ca.describe(host, spec.smtp.cert)
         except (KeyError, ValueError, AttributeError, RuntimeError):
             return ""

@@ -21,7 +21,8 @@ TlsMode = Literal[
     "starttls",  # STARTTLS advertised and working
     "none",  # STARTTLS not advertised
     "starttls_refused",  # advertised, answered 454
-    "starttls_broken",  # advertised, the handshake fails (no shared cipher)
+    "starttls_broken",  # advertised, the handshake fails (no shared cipher: handshake_failure alert)
+    "starttls_legacy",  # advertised, the server speaks only TLS 1.0/1.1 (protocol_version alert)
     "implicit",  # TLS from the first byte (port-465 style)
     "implicit_broken",  # implicit TLS whose handshake fails
 ]
@@ -42,9 +43,12 @@ ClosePoint = Literal[
     "after_starttls",  # TLS handshake done, closed before the next reply
     "after_mail",  # MAIL read, closed instead of the reply
     "after_rcpt",  # RCPT read, closed instead of the reply
-    "in_data",  # after at least ``after_bytes`` bytes of message content
+    "in_data",  # on the first message content (or once ``after_bytes`` bytes came, or the final dot)
     "after_final_dot",  # message kept, closed before the reply to the final dot
 ]
+# What EHLO advertises besides STARTTLS (which follows ``tls``), as a current
+# MTA does; each can be switched off per host with ``extensions_off``.
+Extension = Literal["PIPELINING", "SIZE", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"]
 DnsFaultKind = Literal["nxdomain", "servfail", "refused", "drop", "nodata", "truncate", "delay"]
 TcpFallback = Literal["answer", "nxdomain", "servfail", "refused", "drop", "reset"]
 
@@ -55,6 +59,7 @@ TLS_MODES: Final = get_args(TlsMode)
 CERT_KINDS: Final = get_args(CertKind)
 COMMANDS: Final = get_args(Command)
 CLOSE_POINTS: Final = get_args(ClosePoint)
+EXTENSIONS: Final = get_args(Extension)
 DNS_FAULT_KINDS: Final = get_args(DnsFaultKind)
 TCP_FALLBACKS: Final = get_args(TcpFallback)
 DELAY_KEYS: Final = ("GREETING", "*", *COMMANDS)
@@ -113,7 +118,13 @@ class Reply:
 
 @dataclass(frozen=True)
 class CloseAt:
-    """Close the connection abruptly at a named point of the dialogue."""
+    """Close the connection abruptly at a named point of the dialogue.
+
+    ``in_data`` cuts as soon as message content arrives after the 354
+    reply; with ``after_bytes`` N, once N bytes of content came, or at the
+    final dot of a shorter message, so every message meets the cut (and
+    none is kept).
+    """
 
     point: ClosePoint
     how: CloseHow = "fin"
@@ -142,10 +153,21 @@ class SmtpPlan:
     replies: Mapping[str, Reply] = field(default_factory=dict)
     close_at: CloseAt | None = None
     delays_ms: Mapping[str, int] = field(default_factory=dict)
+    extensions_off: frozenset[str] = frozenset()
 
     @property
     def uses_tls(self) -> bool:
         return self.tls != "none"
+
+    @property
+    def tls_offer(self) -> str:
+        """What the server's TLS offers: current, no_shared_cipher or legacy_only (see certs)."""
+        return {"starttls_broken": "no_shared_cipher", "implicit_broken": "no_shared_cipher"}.get(
+            self.tls, "legacy_only" if self.tls == "starttls_legacy" else "current"
+        )
+
+    def advertises(self, extension: str) -> bool:
+        return extension not in self.extensions_off
 
     @property
     def implicit_tls(self) -> bool:
@@ -153,7 +175,9 @@ class SmtpPlan:
 
     def healthy(self) -> SmtpPlan:
         """The baseline a scheduled host falls back to once its faults are spent."""
-        return SmtpPlan(tls="implicit" if self.implicit_tls else "starttls")
+        return SmtpPlan(
+            tls="implicit" if self.implicit_tls else "starttls", extensions_off=self.extensions_off
+        )
 
     def delay_for(self, point: str) -> float:
         """Seconds to wait before the reply at ``point`` (a command or GREETING)."""
@@ -392,6 +416,10 @@ def parse_smtp_plan(t: Table) -> SmtpPlan:
     dt.done()
     if cert != "valid" and tls == "none":
         raise t.fail("cert", cert, "no certificate fault when tls = none")
+    off = t.string_list("extensions_off")
+    for ext in off:
+        if ext.upper() not in EXTENSIONS:
+            raise t.fail("extensions_off", ext, "extension names among " + ", ".join(EXTENSIONS))
     return SmtpPlan(
         tls=tls,  # type: ignore[arg-type]
         cert=cert,  # type: ignore[arg-type]
@@ -399,10 +427,20 @@ def parse_smtp_plan(t: Table) -> SmtpPlan:
         replies=replies,
         close_at=close_at,
         delays_ms=delays,
+        extensions_off=frozenset(ext.upper() for ext in off),
     )
 
 
-_SMTP_KEYS: Final = ("tls", "cert", "greeting", "replies", "close_at", "delay_ms", "delays_ms")
+_SMTP_KEYS: Final = (
+    "tls",
+    "cert",
+    "greeting",
+    "replies",
+    "close_at",
+    "delay_ms",
+    "delays_ms",
+    "extensions_off",
+)
 
 
 def parse_host(name: str, t: Table) -> HostSpec:

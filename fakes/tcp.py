@@ -11,6 +11,7 @@ small asyncio protocols.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import struct
 from typing import Any, Protocol, cast
@@ -18,19 +19,92 @@ from typing import Any, Protocol, cast
 from .spec import CloseHow
 from .transcript import Transcript
 
+# A reset sent the instant a connection is accepted can overtake the client's
+# own connect(): on loopback there is no round trip, and a client that has not
+# yet seen its connect() complete reports ECONNRESET there, which curl, s-nail
+# and Postfix read as "connection refused". Until the client has spoken (proof
+# that its connect() returned), a reset waits this long after the accept, about
+# the round trip to a real load balancer.
+ESTABLISH_GRACE = 0.25
+# After our FIN the connection is still read (and the input dropped) until the
+# client closes too, at most this long: closing a socket with unread input
+# makes Linux send RST instead of FIN.
+FIN_DRAIN_LIMIT = 5.0
 
-def cut(transport: asyncio.BaseTransport, how: CloseHow) -> None:
+
+class Owner(Protocol):
+    """What a raw protocol reports to: the host server that accepted it."""
+
+    live: set[Any]
+
+    def forget(self, proto: object, error: BaseException | None) -> None: ...
+
+
+class Drainer:
+    """The last of a connection we closed with FIN: reads and drops input until the peer closes.
+
+    It holds a duplicate of the socket, so the transport can be closed at
+    once (its protocol learns of the end as usual) while the kernel socket
+    lives on, half closed, until the client's FIN, the limit, or a world stop.
+    """
+
+    def __init__(self, sock: socket.socket, owner: Owner | None) -> None:
+        self.sock = sock
+        self.owner = owner
+        self.loop = asyncio.get_running_loop()
+        sock.setblocking(False)
+        self.loop.add_reader(sock.fileno(), self._readable)
+        self.timer = self.loop.call_later(FIN_DRAIN_LIMIT, self.shutdown)
+        if owner is not None:
+            owner.live.add(self)
+
+    def _readable(self) -> None:
+        try:
+            data = self.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        if self.sock.fileno() < 0:
+            return
+        self.timer.cancel()
+        self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+        if self.owner is not None:
+            self.owner.live.discard(self)
+
+
+def cut(transport: asyncio.BaseTransport, how: CloseHow, owner: Owner | None = None) -> None:
     """Close a connection abruptly: ``fin`` without a TLS goodbye, ``rst`` with a reset.
 
-    ``transport`` must be the socket transport (under TLS, the raw one).
+    ``transport`` must be the socket transport (under TLS, the raw one). A
+    ``fin`` is always a FIN: what the transport had written goes first, and
+    input that arrives later is read and dropped (see :class:`Drainer`). An
+    ``rst`` is always a RST (``SO_LINGER`` 0). Either way the transport's
+    protocol gets ``connection_lost`` as for any close.
     """
     if transport.is_closing():
         return
-    if how == "rst":
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            # Linger 0 turns close() into an RST instead of a FIN.
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        if how == "rst":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        else:
+            try:
+                twin = socket.socket(fileno=os.dup(sock.fileno()))
+            except OSError:
+                twin = None
+            if twin is not None:
+                try:
+                    twin.shutdown(socket.SHUT_WR)
+                except OSError:  # the peer is gone already
+                    twin.close()
+                else:
+                    Drainer(twin, owner)
     cast(asyncio.Transport, transport).abort()
 
 
@@ -67,8 +141,10 @@ class BlackholeEndpoint:
     """A port on which SYNs are never answered, so ``connect()`` times out.
 
     ``listen(0)`` leaves one accept-queue slot; a filler connection takes it
-    and is never accepted, so later SYNs are dropped (this relies on
-    ``net.ipv4.tcp_abort_on_overflow=0``, the Linux default).
+    and is never accepted. Linux drops a SYN that arrives while the accept
+    queue is full (``tcp_conn_request``), before any SYN-ACK, whatever
+    ``net.ipv4.tcp_abort_on_overflow`` says (that setting only governs the
+    final ACK of a handshake that got in) and whether or not syncookies are on.
     """
 
     def __init__(self, sock: socket.socket) -> None:
@@ -82,28 +158,11 @@ class BlackholeEndpoint:
             self.close()
             raise
 
-    @staticmethod
-    def overflow_drops_syns() -> bool:
-        """False when the kernel would reset instead of dropping (tcp_abort_on_overflow=1)."""
-        try:
-            with open("/proc/sys/net/ipv4/tcp_abort_on_overflow") as f:
-                return f.read().strip() == "0"
-        except OSError:
-            return True
-
     def close(self) -> None:
         if self.filler is not None:
             self.filler.close()
             self.filler = None
         self.sock.close()
-
-
-class Owner(Protocol):
-    """What a raw protocol reports to: the host server that accepted it."""
-
-    live: set[Any]
-
-    def forget(self, proto: object, error: BaseException | None) -> None: ...
 
 
 class TrackedProtocol(asyncio.Protocol):
@@ -124,7 +183,7 @@ class TrackedProtocol(asyncio.Protocol):
 
     def shutdown(self) -> None:
         if self.transport is not None:
-            cut(self.transport, "fin")
+            cut(self.transport, "fin", self.owner)
         self.owner.forget(self, None)
 
 
@@ -136,15 +195,45 @@ class SilentProtocol(TrackedProtocol):
 
 
 class CloseOnAcceptProtocol(TrackedProtocol):
-    """Closes each connection as soon as it is accepted, with FIN or RST."""
+    """Closes each connection right after the accept, with FIN or RST.
+
+    A FIN goes at once. A RST waits until the client has surely seen its
+    connect() complete: its first bytes, or :data:`ESTABLISH_GRACE` after
+    the accept, so the client always sees an established connection that
+    is then reset, never a refusal.
+    """
 
     def __init__(self, owner: Owner, transcript: Transcript, how: CloseHow) -> None:
         super().__init__(owner, transcript)
         self.how: CloseHow = how
+        self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        cut(transport, self.how)
+        if self.how == "fin":
+            self.cut()
+        else:
+            self.timer = asyncio.get_running_loop().call_later(ESTABLISH_GRACE, self.cut)
+
+    def data_received(self, data: bytes) -> None:
+        self.cut()
+
+    def cut(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.transport is not None:
+            cut(self.transport, self.how, self.owner)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        super().shutdown()
 
 
 def peer_of(transport: asyncio.BaseTransport) -> str:

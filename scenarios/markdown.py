@@ -37,9 +37,10 @@ _KINDS: Final = {
 _TLS: Final = {
     "none": "no STARTTLS in the EHLO reply",
     "starttls_refused": "STARTTLS refused",
-    "starttls_broken": "STARTTLS handshake fails (no shared cipher)",
+    "starttls_broken": "STARTTLS handshake refused with a handshake_failure alert (no shared cipher)",
+    "starttls_legacy": "STARTTLS server speaks only TLS 1.0/1.1 (protocol_version alert to newer clients)",
     "implicit": "implicit TLS",
-    "implicit_broken": "implicit TLS whose handshake fails",
+    "implicit_broken": "implicit TLS refused with a handshake_failure alert",
 }
 _CERTS: Final = {
     "expired": "expired certificate",
@@ -57,7 +58,7 @@ _CLOSE_POINTS: Final = {
     "after_starttls": "closes right after the TLS handshake",
     "after_mail": "closes instead of answering MAIL",
     "after_rcpt": "closes instead of answering RCPT",
-    "in_data": "closes after {n} bytes of message data",
+    "in_data": "closes on the first bytes of message content",
     "after_final_dot": "keeps the message, closes before answering the final dot",
 }
 
@@ -98,7 +99,10 @@ def _host(h: HostSpec) -> list[str]:
         out += [f"{_COMMANDS.get(cmd, cmd)} → {_reply(r)}" for cmd, r in plan.replies.items()]
         if plan.close_at is not None:
             ca = plan.close_at
-            out.append(_CLOSE_POINTS[ca.point].format(n=ca.after_bytes) + f" ({ca.how.upper()})")
+            where = _CLOSE_POINTS[ca.point]
+            if ca.point == "in_data" and ca.after_bytes:
+                where = f"closes after {ca.after_bytes} bytes of message content (or at a shorter message's end)"
+            out.append(f"{where} ({ca.how.upper()})")
         out += [f"{point} delayed {ms} ms" for point, ms in plan.delays_ms.items() if ms]
     if not h.a_record:
         out.append("no A record")

@@ -57,7 +57,11 @@ SPEC: dict[str, Any] = {
         "rcpt550.contoso.test": {
             "replies": {"RCPT": {"code": 550, "enhanced": "5.1.1", "text": "User unknown"}}
         },
-        "rcpt550bare.contoso.test": {"replies": {"RCPT": {"code": 550, "text": "No such user here"}}},
+        "rcpt550bare.contoso.test": {
+            # A server without ENHANCEDSTATUSCODES: its replies carry no enhanced code.
+            "replies": {"RCPT": {"code": 550, "text": "No such user here"}},
+            "extensions_off": ["ENHANCEDSTATUSCODES"],
+        },
         "mail452.contoso.test": {
             "replies": {"MAIL": {"code": 452, "enhanced": "4.3.1", "text": "Insufficient system resources"}}
         },

@@ -238,7 +238,7 @@ def test_serve_follow_shows_the_live_dialogue_of_any_client():
     assert proc.returncode == 0
     assert "DNS mail.contoso.test: A mail.contoso.test -> NOERROR" in err
     assert "C > mail.contoso.test #1: EHLO mailfakes-client.test" in err
-    assert "S < mail.contoso.test #1: 220 Ready to start TLS" in err
+    assert "S < mail.contoso.test #1: 220 2.0.0 Ready to start TLS" in err
     assert "TLS mail.contoso.test #1: TLS handshake failed: SSLV3_ALERT_CERTIFICATE_EXPIRED" in err
 
 

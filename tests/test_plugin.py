@@ -75,7 +75,7 @@ def test_a_wrong_report_fails_with_scenario_expected_found_and_transcript(tmp_pa
     assert "expected 4.7.320 Certificate validation failed under profile eop" in out
     assert "found 4.4.316 in: 450 4.4.316 Connection refused" in out
     assert "what the fakes saw" in out
-    assert "mail.contoso.test #1: S: 220 Ready to start TLS" in out
+    assert "mail.contoso.test #1: S: 220 2.0.0 Ready to start TLS" in out
     assert "CERTIFICATE_EXPIRED" in out  # the server saw the client's alert
 
 

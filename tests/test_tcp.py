@@ -21,9 +21,6 @@ def test_refuse_answers_the_syn_with_a_reset(make_world):
         socket.socket().bind((world.address_of(H), world.port))
 
 
-@pytest.mark.skipif(
-    not BlackholeEndpoint.overflow_drops_syns(), reason="tcp_abort_on_overflow=1 resets instead"
-)
 def test_blackhole_makes_connect_time_out_and_is_not_refused(make_world):
     world = make_world({"hosts": {H: {"kind": "blackhole"}}})
     for _ in range(2):
