@@ -1,19 +1,29 @@
 """Readers for clients whose output carries no EOP code: curl, swaks, msmtp, Postfix, Python.
 
 Each reader turns what a client did (its exit status, stdout and stderr)
-into a :class:`fakes.codes.Failure`, so ``mailfakes check`` can compare it
-with a scenario's expected code under any profile. The mappings come from
-running each client against every scenario of the catalogue (DESIGN.md
-section 4 lists the exit statuses); the tests in ``tests/test_real_clients.py``
-keep them honest.
+into a :class:`fakes.codes.Failure` whose class and detail say *why* the
+client failed, as the client itself put it: a reader never passes a code
+through, so a client that reports a timeout where a refusal was expected is
+caught even when both end in the same code under a profile (Postfix says
+4.4.1 for both). ``mailfakes check`` turns the failure into a code under any
+profile. The messages matched come from the clients' own sources (cited
+where they are matched) and from running each client against every scenario
+of the catalogue; ``tests/test_readers.py`` feeds each reader live output.
+
+A reader returns None for output it does not understand: the cell then
+fails, with the client's output shown, rather than being guessed.
 """
 
 from __future__ import annotations
 
+import ast
 import re
+import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from .codes import Failure, first_enhanced_code
+from .classify import CERT_DETAILS
+from .codes import Failure, FailureClass, first_enhanced_code
 
 Reader = Callable[[int, str, str], "Failure | None"]
 
@@ -55,8 +65,26 @@ def _cert_detail(text: str) -> str:
     return "unknown"
 
 
+# -- curl ------------------------------------------------------------------------------
+
+# curl -v (7.88, lib/cf-socket.c) says why one address failed, then gives up with
+# "Failed to connect to H port P after N ms: Couldn't connect to server" (exit 7):
+#   * connect to 127.1.2.3 port 25 failed: Connection refused
+#   * connect to 127.1.2.3 port 25 failed: Connection reset by peer
+# Older curl put the errno text in the "Failed to connect" line itself. A reset
+# after the connection was established is exit 56, "Recv failure: Connection reset by peer".
+_CURL_CONNECT_FAILED = re.compile(r"(?:connect to .* failed|Failed to connect to .*?): (.+)$", re.M)
+
+
 def read_curl(status: int, out: str, err: str) -> Failure | None:
-    """curl with ``--ssl-reqd`` and ``-v`` (so server replies are on stderr)."""
+    """curl run as ``curl -sv --ssl-reqd --crlf ... smtp://HOST:PORT`` (see ``recipes/curl.sh``).
+
+    Reads the exit status and the ``-v`` trace on stderr (``< 250 ...``
+    replies, ``* connect to ... failed: ...`` lines). Without ``-v`` the
+    server's replies and the reason a connection failed are missing, and a
+    refusal cannot be told from a reset. ``--ssl-reqd`` matters: without it
+    curl silently delivers in plaintext when STARTTLS is missing.
+    """
     text = out + "\n" + err
     if status == 0:
         ok = [m for m in _REPLY.finditer(text) if m.group(1) == "250"]
@@ -69,9 +97,7 @@ def read_curl(status: int, out: str, err: str) -> Failure | None:
             return Failure("dns", "timeout", message="curl: resolving timed out")
         return Failure("timeout", "connect", message="curl: timed out")
     if status == 7:
-        if "timed out" in err.lower():
-            return Failure("timeout", "connect", message="curl: timed out")
-        return Failure("refused", "refused", message="curl: failed to connect")
+        return _curl_connect_failure(err)
     if status == 60:
         return Failure("certificate", _cert_detail(err), message="curl: certificate problem")
     if status in (35, 80):
@@ -89,8 +115,34 @@ def read_curl(status: int, out: str, err: str) -> Failure | None:
     return None
 
 
+def _curl_connect_failure(err: str) -> Failure | None:
+    """Exit 7: the connection was not made. Only the errno text says whether it was refused."""
+    reasons = [m.group(1).strip() for m in _CURL_CONNECT_FAILED.finditer(err)]
+    said = " ".join(reasons).lower()
+    if "connection refused" in said:
+        return Failure("refused", "refused", message=f"curl: {_first(reasons, 'refused')}")
+    if "reset by peer" in said:
+        # The server accepted, then reset before curl's connect() completed: an abrupt
+        # close that curl reports as a failed connect, not a refusal.
+        return Failure("closed", "reset_at_connect", message=f"curl: {_first(reasons, 'reset')}")
+    if "timed out" in said or "timeout was reached" in said:
+        return Failure("timeout", "connect", message=f"curl: {_first(reasons, 'time')}")
+    return None
+
+
+def _first(reasons: list[str], word: str) -> str:
+    return next((r for r in reasons if word in r.lower()), reasons[0] if reasons else "")
+
+
+# -- swaks -----------------------------------------------------------------------------
+
+
 def read_swaks(status: int, out: str, err: str) -> Failure | None:
-    """swaks with ``--tls`` (TLS required); it prints its transcript on stdout."""
+    """swaks run with ``--tls --tls-verify`` (TLS required and verified; see ``recipes/swaks.sh``).
+
+    Reads the exit status and its transcript, which swaks prints on stdout
+    (``<-  250 ...``, ``<** 550 ...``, ``*** ...`` for its own errors).
+    """
     text = out + "\n" + err
     low = text.lower()
     if status == 0:
@@ -136,8 +188,16 @@ def read_swaks(status: int, out: str, err: str) -> Failure | None:
     return None
 
 
+# -- msmtp -----------------------------------------------------------------------------
+
+
 def read_msmtp(status: int, out: str, err: str) -> Failure | None:
-    """msmtp with ``--tls=on --tls-starttls=on --tls-trust-file`` (and ``--debug`` for the replies)."""
+    """msmtp run with ``--debug --tls=on --tls-starttls=on --tls-trust-file=CA`` (``recipes/msmtp.sh``).
+
+    Reads the exit status, msmtp's own ``msmtp: ...`` messages on stderr, and
+    the ``--debug`` dialogue (``<-- 421 ...`` / ``--> EHLO ...``); without
+    ``--debug`` it falls back to the ``server message:`` line msmtp quotes.
+    """
     lines = (out + "\n" + err).splitlines()
     said = "\n".join(ln for ln in lines if ln.startswith("msmtp:")).lower()  # its own messages
     dialogue = [ln for ln in lines if ln.startswith(("<-- ", "--> "))]
@@ -173,76 +233,536 @@ def read_msmtp(status: int, out: str, err: str) -> Failure | None:
     return None
 
 
-_PY_LAST = re.compile(
-    r"^(?:[\w.]+\.)?(\w*(?:Error|Exception|Refused|Disconnected|Timeout|NXDOMAIN|NoAnswer|NoNameservers))(?::\s*(.*))?$"
+# -- Python ----------------------------------------------------------------------------
+#
+# The Python reader reads a traceback the way fakes.classify reads the exception
+# object: the exception that ended the program first, then what it was raised from
+# or during, each judged by its class, its message and the functions it passed
+# through (an exception raised inside do_handshake is a handshake failure). Class
+# names are known by their printed, qualified names: the reader imports neither
+# aiosmtplib nor dnspython.
+
+
+@dataclass(frozen=True)
+class _Raised:
+    """One exception of a printed traceback."""
+
+    qualname: str  # as printed: "ssl.SSLEOFError", "aiosmtplib.errors.SMTPConnectError", "TimeoutError"
+    message: str  # the first line of str(exc)
+    functions: tuple[str, ...]  # the functions of its own traceback
+    link: str  # "cause" (raise ... from), "context" (raised while handling) or "" (none printed)
+    inner: _Raised | None  # the exception printed before it, when linked
+
+    @property
+    def name(self) -> str:
+        return self.qualname.rsplit(".", 1)[-1]
+
+    def module(self) -> str:
+        return self.qualname.rsplit(".", 1)[0] if "." in self.qualname else "builtins"
+
+
+_TB_HEADER = re.compile(r"^(?:Exception Group )?Traceback \(most recent call last\):$")
+_TB_FRAME = re.compile(r'^\s+File ".*", line \d+, in (\S+)')
+_TB_CAUSE = "The above exception was the direct cause of the following exception:"
+_TB_CONTEXT = "During handling of the above exception, another exception occurred:"
+_TB_EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*)(?::\s?(.*))?$")
+_TB_MARGIN = re.compile(r"^(?:\s*\|(?: |$))+")  # an exception group's members are drawn in a margin
+_TB_GROUP_RULE = re.compile(r"^\s*\+[-+]")
+# An exception line printed without its traceback (a client that prints only str(exc)).
+_PY_BARE = re.compile(
+    r"^(?:[\w.]+\.)?\w*(?:Error|Exception|Refused|Disconnected|Timeout|NXDOMAIN|NoAnswer|NoNameservers|Truncated)"
+    r"(?::\s*.*)?$"
 )
 
 
+def _tracebacks(err: str) -> list[_Raised]:
+    """The exceptions of the last printed traceback (with its chain), outermost first."""
+    unit: list[_Raised] = []
+    frames: list[str] = []
+    in_traceback = False
+    link = ""
+    for raw in err.splitlines():
+        line = _TB_MARGIN.sub("", raw)
+        if _TB_GROUP_RULE.match(line):
+            frames, in_traceback = [], True  # a member of an exception group follows
+            continue
+        line = re.sub(r"^\s*\+ (?=Exception Group Traceback)", "", line)
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if _TB_HEADER.match(stripped):
+            if not link and not raw.startswith((" ", "|")):
+                unit = []  # a new, unchained traceback: the earlier one was not the end
+            frames, in_traceback = [], True
+            continue
+        if stripped == _TB_CAUSE:
+            link = "cause"
+            continue
+        if stripped == _TB_CONTEXT:
+            link = "context"
+            continue
+        frame = _TB_FRAME.match(line)
+        if frame:
+            frames.append(frame.group(1))
+            continue
+        if line[:1].isspace():
+            continue  # a source line or its carets
+        m = _TB_EXCEPTION.match(line)
+        if m is None or not (in_traceback or _PY_BARE.match(line)):
+            continue
+        inner = unit[-1] if link and unit else None
+        unit.append(_Raised(m.group(1), (m.group(2) or "").strip(), tuple(frames), link, inner))
+        frames, in_traceback, link = [], False, ""
+    return unit[::-1]
+
+
 def read_python(status: int, out: str, err: str) -> Failure | None:
-    """A Python client that lets its exception end the program (traceback on stderr)."""
+    """A Python client that lets its exception end the program: the traceback on stderr.
+
+    Exit status 0 is a delivery (the first enhanced code on stdout, else
+    2.0.0). Otherwise stderr must hold the traceback Python prints for an
+    uncaught exception (or ``traceback.format_exception``), chained causes
+    and exception groups included; a line ``ExcType: message`` alone is read
+    too, but then nothing says where it was raised (a TLS handshake). The
+    answer agrees with :func:`fakes.classify.classify` on the exception
+    itself, row for row of the README's table.
+    """
     if status == 0:
         code = first_enhanced_code(out) or "2.0.0"
         return Failure("delivered", "", code, out.strip()[-200:])
-    lines = [ln.strip() for ln in err.strip().splitlines() if ln.strip()]
-    for line in reversed(lines):
-        m = _PY_LAST.match(line)
-        if m:
-            return _python_failure(m.group(1), m.group(2) or "")
+    chain = _tracebacks(err)
+    for judge in (_py_direct, _py_fallback):
+        for raised in chain:
+            failure = judge(raised)
+            if failure is not None:
+                return failure
     return None
 
 
-def _python_failure(name: str, message: str) -> Failure | None:
-    low = message.lower()
-    if name in ("gaierror", "NXDOMAIN", "NoAnswer", "NoNameservers", "LifetimeTimeout"):
-        return Failure(
-            "dns", {"NXDOMAIN": "nxdomain", "NoAnswer": "nodata"}.get(name, "unknown"), message=message
-        )
-    if name in ("TimeoutError", "timeout", "SMTPConnectTimeoutError"):
-        return Failure("timeout", "connect", message=message)
-    if name == "ConnectionRefusedError":
-        return Failure("refused", "refused", message=message)
-    if name == "SSLCertVerificationError":
-        return Failure("certificate", _cert_detail(message), message=message)
-    if name == "SMTPNotSupportedError" or "starttls extension not supported" in low:
-        return Failure("cannot_connect", "no_starttls", message=message)
-    code_match = re.match(r"\(?(\d{3})", message)
-    code = int(code_match.group(1)) if code_match else 0
-    if name in ("SMTPConnectError", "SMTPConnectResponseError") and code:
-        return _reply_failure(code, message, "greeting")
-    if name == "SMTPHeloError" and code:
-        return _reply_failure(code, message, "ehlo")
-    if name == "SMTPServerDisconnected" and "timed out" in low:
-        return Failure("timeout", "read", message=message)  # smtplib's read timeout
-    if name in ("SMTPServerDisconnected", "ConnectionResetError", "BrokenPipeError", "SSLEOFError"):
-        return Failure("closed", "closed", message=message)
-    if name in ("SSLError",):
-        return Failure("cannot_connect", "tls_handshake", message=message)
-    if name in ("SMTPRecipientsRefused", "SMTPSenderRefused", "SMTPDataError", "SMTPResponseException") and (
-        enhanced := first_enhanced_code(message)
+def _describe(r: _Raised) -> str:
+    return f"{r.name}: {r.message}" if r.message else r.name
+
+
+_SMTPLIB_REPLIES = {
+    "SMTPResponseException",
+    "SMTPSenderRefused",
+    "SMTPDataError",
+    "SMTPConnectError",
+    "SMTPHeloError",
+    "SMTPAuthenticationError",
+}
+_SMTPLIB_ERRORS = _SMTPLIB_REPLIES | {
+    "SMTPException",
+    "SMTPNotSupportedError",
+    "SMTPServerDisconnected",
+    "SMTPRecipientsRefused",
+}
+_AIO_REPLIES = {
+    "SMTPResponseException",
+    "SMTPConnectResponseError",
+    "SMTPHeloError",
+    "SMTPDataError",
+    "SMTPAuthenticationError",
+    "SMTPSenderRefused",
+    "SMTPRecipientRefused",
+}
+_AIO_TIMEOUTS = {"SMTPTimeoutError", "SMTPConnectTimeoutError", "SMTPReadTimeoutError"}
+_AIO_OSERRORS = {"SMTPServerDisconnected", "SMTPConnectError", "SMTPConnectResponseError"} | _AIO_TIMEOUTS
+_SSL_ERRORS = {"SSLError", "SSLEOFError", "SSLZeroReturnError", "SSLSyscallError", "SSLWantReadError"}
+_SSL_ERRORS |= {"SSLWantWriteError", "SSLCertVerificationError"}
+_OSERRORS = {
+    "OSError",
+    "IOError",
+    "EnvironmentError",
+    "ConnectionError",
+    "ConnectionRefusedError",
+    "ConnectionResetError",
+    "ConnectionAbortedError",
+    "BrokenPipeError",
+    "TimeoutError",
+    "BlockingIOError",
+    "InterruptedError",
+    "FileNotFoundError",
+    "PermissionError",
+}
+_HANDSHAKE_FRAMES = frozenset({"do_handshake", "_do_handshake", "_on_handshake_complete"})
+_STARTTLS_MISSING = re.compile(r"starttls\b.*\bnot supported|not supported\b.*\bstarttls", re.I)
+_ERRNO_AT_START = re.compile(r"^\[Errno (-?\d+)\]")
+_ERRNO_IN_TEXT = re.compile(r"\[Errno (\d+)\]")
+_ERRNO_CLASSES: dict[int, tuple[FailureClass, str]] = {
+    111: ("refused", "refused"),  # ECONNREFUSED
+    110: ("timeout", "connect"),  # ETIMEDOUT
+    104: ("closed", "closed"),  # ECONNRESET
+    103: ("closed", "closed"),  # ECONNABORTED
+    32: ("closed", "closed"),  # EPIPE
+}
+# OpenSSL's X509_verify_cert_error_string() texts (as ssl puts them after "certificate verify
+# failed: "), to the X509_V_ERR_* code fakes.classify reads from verify_code. Python replaces
+# 62 and 64 by its own "Hostname mismatch, ..." / "IP address mismatch, ...". Longest first.
+_VERIFY_TEXTS: tuple[tuple[str, int], ...] = (
+    ("self-signed certificate in certificate chain", 19),
+    ("self signed certificate in certificate chain", 19),
+    ("unable to get local issuer certificate", 20),
+    ("unable to get issuer certificate", 2),
+    ("unable to verify the first certificate", 21),
+    ("format error in certificate's notbefore field", 13),
+    ("format error in certificate's notafter field", 14),
+    ("certificate is not yet valid", 9),
+    ("certificate has expired", 10),
+    ("self-signed certificate", 18),
+    ("self signed certificate", 18),
+    ("invalid ca certificate", 24),
+    ("certificate not trusted", 27),
+    ("certificate rejected", 28),
+    ("hostname mismatch", 62),
+    ("email address mismatch", 63),
+    ("ip address mismatch", 64),
+)
+
+
+def _in_handshake(r: _Raised) -> bool:
+    return "upgrading transport" in r.message or any(f in _HANDSHAKE_FRAMES for f in r.functions)
+
+
+def _is_timeout(r: _Raised) -> bool:
+    return r.qualname in ("TimeoutError", "socket.timeout") or (
+        r.module().startswith("aiosmtplib") and r.name in _AIO_TIMEOUTS
+    )
+
+
+def _is_oserror(r: _Raised) -> bool:
+    module = r.module()
+    return (
+        (module == "builtins" and r.name in _OSERRORS)
+        or (module == "socket" and r.name in ("error", "gaierror", "herror", "timeout"))
+        or (module == "ssl" and r.name in _SSL_ERRORS)
+        or (module.startswith("aiosmtplib") and r.name in _AIO_OSERRORS)
+    )
+
+
+def _py_reply(code: int, text: str) -> Failure | None:
+    if not 400 <= code <= 599:
+        return None
+    enhanced = first_enhanced_code(text)
+    if enhanced is None or enhanced[0] != str(code)[0]:
+        enhanced = f"{code // 100}.0.0"
+    message = f"{code} {text}".strip()
+    if code == 421:
+        return Failure("cannot_connect", "reply_421", enhanced, message)
+    return Failure("server_reply", "reply", enhanced, message)
+
+
+_REPLY_ARGS = re.compile(r"\((\d{3}),\s*(b?(?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"))")
+
+
+def _reply_args(message: str) -> tuple[int, str] | None:
+    """The (code, text) a reply exception was built with, from its printed args."""
+    m = _REPLY_ARGS.search(message)
+    if m is None:
+        return None
+    try:
+        text = ast.literal_eval(m.group(2))
+    except (ValueError, SyntaxError):
+        return None
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return int(m.group(1)), str(text)
+
+
+def _with_detail(failure: Failure | None, detail: str) -> Failure | None:
+    if failure is None or failure.cls != "cannot_connect":
+        return failure
+    return Failure(failure.cls, detail, failure.server_code, failure.message)
+
+
+def _py_direct(r: _Raised) -> Failure | None:
+    module = r.module()
+    if module == "smtplib" and r.name in _SMTPLIB_ERRORS:
+        return _py_smtplib(r)
+    if module.startswith("aiosmtplib"):
+        return _py_aiosmtplib(r)
+    if module == "ssl" and r.name in _SSL_ERRORS:
+        return _py_ssl(r)
+    if r.qualname == "socket.gaierror" or module.startswith("dns."):
+        return _py_dns(r)
+    return _py_socket(r)
+
+
+def _py_smtplib(r: _Raised) -> Failure | None:
+    if r.name == "SMTPRecipientsRefused":
+        args = _reply_args(r.message)  # {'rcpt': (550, b'...')}: the first recipient's reply
+        return _py_reply(*args) if args else None
+    if r.name in _SMTPLIB_REPLIES:
+        args = _reply_args(r.message)
+        failure = _py_reply(*args) if args else None
+        if r.name == "SMTPConnectError":
+            return _with_detail(failure, "greeting_421")
+        if r.name == "SMTPHeloError":
+            return _with_detail(failure, "ehlo_421")
+        if r.name == "SMTPResponseException" and failure is not None:
+            # Raised bare only by starttls() in a delivery: STARTTLS refused.
+            return Failure("cannot_connect", "starttls_refused", failure.server_code, failure.message)
+        return failure
+    if r.name == "SMTPServerDisconnected":
+        return _py_disconnected(r)
+    if _STARTTLS_MISSING.search(r.message):
+        return Failure("cannot_connect", "no_starttls", None, _describe(r))
+    return None
+
+
+def _py_disconnected(r: _Raised) -> Failure:
+    inner = r.inner
+    if _in_handshake(r) or (inner is not None and _in_handshake(inner)):
+        return Failure("cannot_connect", "tls_handshake", None, _describe(r))
+    if (inner is not None and _is_timeout(inner)) or r.message.endswith("timed out"):
+        return Failure("timeout", "read", None, _describe(r))
+    return Failure("closed", "closed", None, _describe(r))
+
+
+def _py_aiosmtplib(r: _Raised) -> Failure | None:
+    if r.name == "SMTPRecipientsRefused":
+        args = _reply_args(r.message)  # [SMTPRecipientRefused(550, '...', 'rcpt')]
+        return _py_reply(*args) if args else None
+    if r.name in _AIO_REPLIES:
+        args = _reply_args(r.message)
+        failure = _py_reply(*args) if args else None
+        if r.name == "SMTPConnectResponseError":
+            return _with_detail(failure, "greeting_421")
+        if r.name == "SMTPHeloError":
+            return _with_detail(failure, "ehlo_421")
+        if r.name == "SMTPResponseException" and failure is not None:
+            return Failure("cannot_connect", "starttls_refused", failure.server_code, failure.message)
+        return failure
+    if r.name == "SMTPConnectTimeoutError":
+        cause = r.inner if r.link == "cause" else None
+        greeting = cause is not None and cause.name == "SMTPReadTimeoutError"
+        return Failure("timeout", "greeting" if greeting else "connect", None, _describe(r))
+    if r.name in _AIO_TIMEOUTS:
+        if _in_handshake(r):  # STARTTLS accepted, then no (complete) handshake
+            return Failure("cannot_connect", "tls_handshake", None, _describe(r))
+        return Failure("timeout", "read", None, _describe(r))
+    if r.name == "SMTPServerDisconnected":
+        return _py_disconnected(r)
+    if r.name == "SMTPConnectError":
+        return None  # a wrapper: the error it was raised from decides (else the fallback)
+    if _STARTTLS_MISSING.search(r.message):
+        return Failure("cannot_connect", "no_starttls", None, _describe(r))
+    return None
+
+
+def _py_ssl(r: _Raised) -> Failure:
+    if r.name == "SSLCertVerificationError":
+        low = r.message.lower()
+        code = next((c for text, c in _VERIFY_TEXTS if text in low), -1)
+        return Failure("certificate", CERT_DETAILS.get(code, "unknown"), None, _describe(r))
+    eof = (
+        r.name in ("SSLEOFError", "SSLZeroReturnError") or "[SSL: UNEXPECTED_EOF_WHILE_READING]" in r.message
+    )
+    if eof and not _in_handshake(r):
+        return Failure("closed", "closed", None, _describe(r))
+    return Failure("cannot_connect", "tls_handshake", None, _describe(r))
+
+
+_GAI_DETAILS: dict[int, str] = {
+    socket.EAI_NONAME: "nxdomain",
+    socket.EAI_AGAIN: "servfail",
+    socket.EAI_FAIL: "servfail",
+}
+for _name, _detail in (("EAI_NODATA", "nodata"), ("EAI_ADDRFAMILY", "nodata")):
+    if hasattr(socket, _name):
+        _GAI_DETAILS[getattr(socket, _name)] = _detail
+
+
+def _py_dns(r: _Raised) -> Failure | None:
+    if r.qualname == "socket.gaierror":
+        m = _ERRNO_AT_START.match(r.message)
+        detail = _GAI_DETAILS.get(int(m.group(1))) if m else None
+        return Failure("dns", detail, None, _describe(r)) if detail else None
+    if r.qualname == "dns.resolver.NXDOMAIN":
+        return Failure("dns", "nxdomain", None, _describe(r))
+    if r.qualname == "dns.resolver.NoAnswer":
+        return Failure("dns", "nodata", None, _describe(r))
+    if r.qualname in ("dns.exception.Timeout", "dns.resolver.LifetimeTimeout"):
+        return Failure("dns", "timeout", None, _describe(r))
+    if r.qualname == "dns.resolver.NoNameservers":
+        # "... Server Do53:127.1.2.1@53 answered SERVFAIL; Server ... answered The DNS operation timed out."
+        said = r.message
+        for word, detail in (("answered SERVFAIL", "servfail"), ("answered REFUSED", "refused")):
+            if word in said:
+                return Failure("dns", detail, None, _describe(r))
+        detail = "timeout" if "timed out" in said else "servfail"
+        return Failure("dns", detail, None, _describe(r))
+    if r.qualname == "dns.message.Truncated":
+        return Failure("dns", "truncated", None, _describe(r))
+    return None
+
+
+def _py_socket(r: _Raised) -> Failure | None:
+    if r.module() != "builtins" and r.qualname != "socket.timeout":
+        return _py_errno(r) if _is_oserror(r) else None
+    if r.name in ("TimeoutError", "timeout"):
+        return Failure("timeout", "connect", None, _describe(r))
+    if r.name == "ConnectionRefusedError":
+        return Failure("refused", "refused", None, _describe(r))
+    if r.name in ("ConnectionResetError", "ConnectionAbortedError", "BrokenPipeError", "EOFError"):
+        if _in_handshake(r):
+            return Failure("cannot_connect", "tls_handshake", None, _describe(r))
+        return Failure("closed", "closed", None, _describe(r))
+    return _py_errno(r) if _is_oserror(r) else None
+
+
+def _py_errno(r: _Raised) -> Failure | None:
+    m = _ERRNO_AT_START.match(r.message)
+    if m and int(m.group(1)) in _ERRNO_CLASSES:
+        cls, detail = _ERRNO_CLASSES[int(m.group(1))]
+        return Failure(cls, detail, None, _describe(r))
+    return None
+
+
+def _py_fallback(r: _Raised) -> Failure | None:
+    """What only the text says (asyncio's "Multiple exceptions: [Errno 111] ...")."""
+    if not _is_oserror(r) or _ERRNO_AT_START.match(r.message):
+        return None
+    for number in _ERRNO_IN_TEXT.findall(r.message):
+        if int(number) in _ERRNO_CLASSES:
+            cls, detail = _ERRNO_CLASSES[int(number)]
+            return Failure(cls, detail, None, _describe(r))
+    if (
+        r.module().startswith("aiosmtplib")
+        and r.name == "SMTPConnectError"
+        and "Connection lost" in r.message
     ):
-        if name == "SMTPResponseException":
-            return Failure("cannot_connect", "starttls_refused", enhanced, message)
-        return Failure("server_reply", "", enhanced, message)
+        return Failure("closed", "closed", None, _describe(r))
     return None
 
 
-_POSTFIX_DSN = re.compile(r"dsn=([245]\.\d{1,3}\.\d{1,3}),\s*status=(\w+)\s*\((.*)\)")
+# -- Postfix ---------------------------------------------------------------------------
+
+_POSTFIX_STATUS = re.compile(r"dsn=([245]\.\d{1,3}\.\d{1,3}),\s*status=(\w+)\s*\((.*)\)\s*$", re.M)
+
+# The status texts, from Postfix 3.7's sources (the same since 3.0 unless said).
+# src/smtp/smtp_connect.c, smtp_connect_addr(): "connect to %s[%s]:%d: %m" (dsn 4.4.1),
+# %m being strerror(errno) of the failed connect().
+_PF_CONNECT = re.compile(r"^connect to \S+: (.+)$")
+# src/dns/dns_lookup.c, dns_query(): "Host or domain name not found. Name service error for
+# name=%s type=%s: %s", the last part from src/dns/dns_strerror.c.
+_PF_DNS = re.compile(r"Name service error for name=(\S+) type=(\w+): (.+)$")
+_PF_DNS_ERRORS: dict[str, str] = {
+    "Host not found": "nxdomain",  # HOST_NOT_FOUND
+    "Host found but no data record of requested type": "nodata",  # NO_DATA
+    # TRY_AGAIN: SERVFAIL, REFUSED and no answer in time alike; Postfix cannot tell them apart.
+    "Host not found, try again": "servfail",
+    "Non-recoverable error": "servfail",  # NO_RECOVERY
+}
+# src/smtp/smtp_addr.c, smtp_domain_addr(): logged when the MX answer names hosts but
+# none of them has an address; the status text is then the last address lookup's.
+_PF_MX_WITHOUT_ADDRESS = re.compile(r"warning: no MX host for \S+ has a valid address record")
+# src/smtp/smtp_proto.c: a reply to the greeting or to EHLO/HELO; a reply to a later command.
+_PF_REFUSED_TO_TALK = re.compile(r"^host \S+ refused to talk to me: (.+)$")
+_PF_SAID = re.compile(r"^host \S+ said: (.+?)(?: \(in reply to (.+) command\))?$")
+# src/tls/tls_verify.c, tls_verify_certificate_callback() (Postfix 3.7): why the certificate failed.
+_PF_CERT_FAILED = re.compile(r"certificate verification failed for \S+: (.+)$", re.M)
+_PF_CERT_REASONS: tuple[tuple[str, str], ...] = (
+    ("certificate has expired", "expired"),
+    ("certificate not yet valid", "not_yet_valid"),
+    ("self-signed certificate", "self_signed"),
+    ("untrusted issuer", "untrusted"),
+    ("not trusted by local or TLSA policy", "untrusted"),
+    ("hostname mismatch", "hostname"),  # the default branch: "num=62:hostname mismatch"
+)
 
 
 def read_postfix(status: int, out: str, err: str) -> Failure | None:
-    """Postfix's log line for the message: ``dsn=4.4.1, status=deferred (...)``.
+    """Postfix's mail log for one message, as ``recipes/postfix.sh`` prints it on stdout.
 
-    Postfix reports its own codes, so compare under ``--profile postfix``.
+    The log must hold the message's ``status=`` line (``dsn=4.4.1,
+    status=deferred (connect to mail.contoso.test[127.1.2.3]:25: Connection
+    refused)``); the first one is read, so give the log of one message (or
+    of one delivery attempt). The class and detail come from the text in
+    parentheses, the only place Postfix says why: it reports a refusal and a
+    timeout both as 4.4.1, a lost connection and a read timeout both as
+    4.4.2. The dsn is kept as the failure's ``server_code``. Two other log
+    lines of the smtp client sharpen the detail: ``certificate verification
+    failed for ...: certificate has expired`` (``smtp_tls_loglevel = 1``)
+    and ``no MX host for ... has a valid address record``. The exit status
+    is not read. Compare under ``--profile postfix``, the codes Postfix
+    gives.
     """
-    found = None
-    for m in _POSTFIX_DSN.finditer(out + "\n" + err):
-        found = m
+    text = out + "\n" + err
+    found = _POSTFIX_STATUS.search(text)
     if found is None:
         return None
     dsn, state, reason = found.groups()
     if state == "sent":
         return Failure("delivered", "", dsn, reason)
-    return Failure("server_reply", "", dsn, reason)  # Postfix's own code, whatever the cause
+    return _postfix_failure(dsn, reason, text[: found.start()])
+
+
+def _postfix_failure(dsn: str, reason: str, before: str) -> Failure | None:
+    connect = _PF_CONNECT.match(reason)
+    if connect:
+        said = connect.group(1)
+        if said == "Connection refused":
+            return Failure("refused", "refused", dsn, reason)
+        if said == "Connection timed out":  # smtp_connect_timeout, or the kernel's own
+            return Failure("timeout", "connect", dsn, reason)
+        if said == "Connection reset by peer":
+            return Failure("closed", "reset_at_connect", dsn, reason)
+        return None
+    dns = _PF_DNS.search(reason)
+    if dns:
+        said = dns.group(3)
+        detail = _PF_DNS_ERRORS.get(said.strip())
+        if detail is None:
+            return None
+        if detail in ("nxdomain", "nodata") and _PF_MX_WITHOUT_ADDRESS.search(before):
+            detail = "no_address"  # the MX answer was fine: the host it names has no address
+        return Failure("dns", detail, dsn, reason)
+    if re.match(r"^Domain \S+ does not accept mail \(nullMX\)$", reason):  # dns_lookup.c, RFC 7505
+        return Failure("dns", "null_mx", dsn, reason)
+    refused = _PF_REFUSED_TO_TALK.match(reason)  # the greeting, or the reply to EHLO/HELO
+    if refused:
+        return _postfix_reply(dsn, refused.group(1))
+    said_match = _PF_SAID.match(reason)
+    if said_match:
+        return _postfix_reply(dsn, said_match.group(1))
+    # smtp_proto.c, smtp_start_tls() and smtp_helo().
+    if re.match(r"^TLS is required, but was not offered by host \S+$", reason):
+        return Failure("cannot_connect", "no_starttls", dsn, reason)
+    starttls = re.match(r"^TLS is required, but host \S+ refused to start TLS: (.+)$", reason)
+    if starttls:
+        return Failure("cannot_connect", "starttls_refused", dsn, reason)
+    if reason == "Cannot start TLS: handshake failure":
+        return Failure("cannot_connect", "tls_handshake", dsn, reason)
+    # "not trusted" (Postfix up to 3.5 when the chain fails) or "not verified" (3.6 on,
+    # and when the name does not match).
+    if reason in ("Server certificate not verified", "Server certificate not trusted"):
+        return Failure("certificate", _postfix_cert_detail(before), dsn, reason)
+    # smtp_trouble.c, smtp_stream_except(): the connection ended, or a reply never came.
+    if re.match(r"^lost connection with \S+ while .+$", reason):
+        return Failure("closed", "closed", dsn, reason)
+    if re.match(r"^conversation with \S+ timed out while .+$", reason):
+        return Failure("timeout", "read", dsn, reason)
+    return None
+
+
+def _postfix_reply(dsn: str, reply: str) -> Failure | None:
+    """A server's reply that Postfix quotes ("421 4.3.2 Service not available")."""
+    m = re.match(r"^([245]\d\d)\b", reply)
+    if m is None:
+        return None
+    if m.group(1) == "421":
+        # Postfix does not say which command (greeting, EHLO, MAIL...) the 421 answered.
+        return Failure("cannot_connect", "reply_421", dsn, reply)
+    return Failure("server_reply", "reply", dsn, reply)
+
+
+def _postfix_cert_detail(log: str) -> str:
+    reasons = [m.group(1) for m in _PF_CERT_FAILED.finditer(log)]
+    if not reasons:
+        return "unknown"
+    said = reasons[-1]
+    return next((detail for text, detail in _PF_CERT_REASONS if text in said), "unknown")
 
 
 READERS: dict[str, Reader] = {
