@@ -56,6 +56,8 @@ from fakes.spec import (
     WorldSpec,
     check_name,
     enhanced_ok,
+    local_part_ok,
+    name_ok,
     normalize_name,
     parse_world,
 )
@@ -269,16 +271,18 @@ def _explain(t: Table) -> tuple[dict[str, str], dict[str, str]]:
     return cause, fix
 
 
-_LOCAL_PART: Final = re.compile(r"[A-Za-z0-9_+-]+(\.[A-Za-z0-9_+-]+)*")
-_DOMAIN: Final = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
 
 
 def _address(t: Table, key: str, value: str) -> str:
     local, at, domain = value.rpartition("@")
     # A plain dot-atom: the address ends up in shell commands (mailfakes check).
-    if not at or not _LOCAL_PART.fullmatch(local) or not _DOMAIN.fullmatch(domain):
+    if not at or not local_part_ok(local) or not name_ok(normalize_name(domain)):
         raise _fail(
-            t, key, value, "a mail address like user@contoso.test (letters, digits, '.', '-', '_', '+')"
+            t,
+            key,
+            value,
+            "a mail address like user@contoso.test (letters, digits, '.', '-', '_', '+'; "
+            "neither part starting with '-')",
         )
     if not _is_reserved(domain):
         raise _fail(

@@ -269,10 +269,6 @@ def test_a_scenario_target_that_could_pass_for_an_option_is_invalid(
     assert f"{key}: '-" in result.stdout and "none starting or ending with '-'" in result.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="until scenarios/catalogue.py _address checks the local part with fakes.spec.local_part_ok",
-)
 @pytest.mark.parametrize(
     ("new", "key"),
     [
