@@ -1,0 +1,552 @@
+"""What the fakes saw, held against what the client reported: a right code must also have the right reason.
+
+A code alone can be right by accident: a client that connects by IP address
+rejects every certificate ("IP address mismatch") and so reports 4.7.320 on
+every certificate scenario. :func:`judge` looks at what a world recorded
+(DNS queries, SMTP transcripts, TLS handshakes and alerts, accepted
+messages) and returns a :class:`Testimony`: did the client reach the step
+where the scenario's fault sits, and did the fakes see evidence of another
+reason for its failure?
+
+Each piece of :class:`Evidence` is either
+
+- **strict**: every correct client leaves it (a DNS query for the failing
+  name, a session that got as far as the cut, a TLS ClientHello); missing
+  strict evidence fails the verdict; or
+- **best evidence**: what some correct clients leave and others do not (the
+  server name it asked for, SNI; the alert it sent when it refused the
+  certificate; a DNS lookup before a refused connection). Its absence is
+  only noted; it fails the verdict only when what was seen contradicts the
+  scenario.
+
+Alerts, measured against these fakes (see the README's pitfalls): OpenSSL
+clients (Python ``ssl``, ``openssl s_client``, curl) send
+``certificate_expired`` for an expired certificate, ``unknown_ca`` for an
+untrusted, self-signed or incomplete chain, and ``bad_certificate`` for a
+certificate not yet valid and for a host name or IP address mismatch. GnuTLS
+clients (gnutls-cli, msmtp) and Go send ``bad_certificate`` for every
+failure, Java ``certificate_unknown`` for most; rustls sends
+``certificate_expired`` for a certificate not yet valid (RFC 8446: "expired
+or not currently valid"). TLS 1.3 encrypts the alert, but the server still
+decrypts it: the fakes see the reason whichever version was used.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from .spec import HostSpec, SmtpPlan, normalize_name
+from .transcript import Message, Transcript
+
+# Alerts a client sends when it refuses the certificate for this fault (see the module text).
+ALERTS_FOR_FAULT: Final[dict[str, frozenset[str]]] = {
+    "expired": frozenset({"certificate_expired"}),
+    "not_yet_valid": frozenset({"bad_certificate", "certificate_expired"}),
+    "wrong_host": frozenset({"bad_certificate"}),
+    "untrusted_ca": frozenset({"unknown_ca"}),
+    "self_signed": frozenset({"unknown_ca"}),
+    "missing_intermediate": frozenset({"unknown_ca"}),
+}
+# One alert for every certificate failure: GnuTLS and Go (bad_certificate), Java (certificate_unknown).
+GENERIC_ALERTS: Final = frozenset({"bad_certificate", "certificate_unknown"})
+# Alerts that name a precise reason; each contradicts a fault it does not belong to.
+SPECIFIC_ALERTS: Final = frozenset({"certificate_expired", "unknown_ca", "certificate_revoked"})
+# Alerts about the protocol, sent before any certificate is judged.
+PROTOCOL_ALERTS: Final = frozenset({"protocol_version", "insufficient_security"})
+# Commands that only a client which accepted the certificate sends inside TLS.
+TRANSACTION_COMMANDS: Final = ("MAIL", "RCPT", "DATA")
+ADDRESS_TYPES: Final = frozenset({"A", "AAAA"})
+FAILED_RCODES: Final = frozenset({"NXDOMAIN", "SERVFAIL", "REFUSED", "DROPPED", "RESET"})
+SETTLE_SECONDS: Final = 1.0  # how long to wait for the fakes to read a client's last words
+
+_ALERT = re.compile(r"ALERT_([A-Z_]+)")
+_TLS_NOTE = "TLS established"  # the fake's note in a transcript when a handshake completes
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One thing the fakes saw (or did not see), and what it says about the client's report.
+
+    ``ok`` is True when it fits the scenario, False when it contradicts it
+    (the verdict fails), None when there was nothing to see.
+    """
+
+    check: str
+    strict: bool
+    ok: bool | None
+    detail: str
+
+    def line(self) -> str:
+        mark = {True: "ok", False: "WRONG", None: "--"}[self.ok]
+        kind = "strict" if self.strict else "best evidence"
+        return f"[{mark}] {self.check} ({kind}): {self.detail}"
+
+
+@dataclass(frozen=True)
+class Testimony:
+    """Everything the fakes can say about one run of one scenario."""
+
+    scenario: str
+    evidence: tuple[Evidence, ...]
+
+    @property
+    def ok(self) -> bool:
+        """False when any evidence contradicts the scenario (or strict evidence is missing)."""
+        return all(e.ok is not False for e in self.evidence)
+
+    @property
+    def against(self) -> list[Evidence]:
+        return [e for e in self.evidence if e.ok is False]
+
+    def reason(self) -> str:
+        """One paragraph: why the verdict fails (empty when it does not)."""
+        return " ".join(e.detail for e in self.against)
+
+    def lines(self) -> list[str]:
+        return [e.line() for e in self.evidence]
+
+    def as_dicts(self) -> list[dict[str, Any]]:
+        return [{"check": e.check, "strict": e.strict, "ok": e.ok, "detail": e.detail} for e in self.evidence]
+
+
+@dataclass(frozen=True)
+class Records:
+    """What a world recorded during one run: the witness's only input."""
+
+    sessions: Sequence[Transcript]
+    messages: Sequence[Message]
+    dns_queries: Sequence[Any]  # fakes.dns.DnsQuery
+
+    @classmethod
+    def of(cls, world: Any) -> Records:
+        return cls(world.sessions, world.messages, world.dns_queries)
+
+
+def observe(scenario: Any, world: Any, *, settle: float = SETTLE_SECONDS) -> Testimony:
+    """Judge what ``world`` recorded for ``scenario``, once its sessions have ended (bounded wait)."""
+    # A client's TLS alert or close may still be in flight when its report is in the test's hands.
+    world.wait_until(lambda: all(t.closed for t in world.sessions), settle)
+    return judge(scenario, Records.of(world))
+
+
+def judge(scenario: Any, records: Records) -> Testimony:
+    """The testimony for a scenario (anything with ``id``, ``target``, ``world`` and ``is_success``)."""
+    spec = scenario.world
+    evidence: list[Evidence] = []
+    if scenario.is_success:
+        evidence.append(_delivered(records))
+    else:
+        evidence.append(_not_delivered(records))
+        if spec.dns_faults or _dead_mx_targets(spec):
+            evidence += _dns(scenario, records)
+        else:
+            for host in _faulty_hosts(spec):
+                evidence += _host(scenario, host, records)
+    return Testimony(str(scenario.id), tuple(evidence))
+
+
+# -- success and the generic contradiction ------------------------------------
+
+
+def _delivered(records: Records) -> Evidence:
+    kept = [m for m in records.messages if m.replied]
+    if kept:
+        where = ", ".join(sorted({m.host for m in kept}))
+        return Evidence("delivered", True, True, f"the fakes accepted {len(kept)} message(s) on {where}.")
+    return Evidence(
+        "delivered",
+        True,
+        False,
+        "the client reported a delivery, but the fakes accepted no message (no 250 to a final dot).",
+    )
+
+
+def _not_delivered(records: Records) -> Evidence:
+    kept = [m for m in records.messages if m.replied]
+    if kept:
+        return Evidence(
+            "not delivered",
+            True,
+            False,
+            f"the fakes accepted the message on {kept[0].host} (session #{kept[0].session_id}) and "
+            "answered 250: the client's failure, if any, came from somewhere else.",
+        )
+    return Evidence("not delivered", True, True, "no message was accepted.")
+
+
+# -- DNS ------------------------------------------------------------------------
+
+
+def _dead_mx_targets(spec: Any) -> list[str]:
+    """MX targets that lead nowhere: no host with an address, no A/AAAA record."""
+    with_address = {h.name for h in spec.hosts if h.a_record}
+    with_address |= {r.name for r in spec.records if r.type in ADDRESS_TYPES}
+    return [
+        r.value for r in spec.records if r.type == "MX" and r.value != "." and r.value not in with_address
+    ]
+
+
+def _dns(scenario: Any, records: Records) -> list[Evidence]:
+    spec = scenario.world
+    failing: list[tuple[str, Callable[[str], bool], str]] = []
+    for f in spec.dns_faults:
+        failing.append((f.name, f.applies_to, f.fault))
+    for name in _dead_mx_targets(spec):
+        failing.append((name, ADDRESS_TYPES.__contains__, "no address"))
+    asked = [q for q in records.dns_queries if q.rcode != "MALFORMED"]
+    hits = [
+        q
+        for q in asked
+        if any(normalize_name(q.name) == name and applies(q.qtype) for name, applies, _ in failing)
+    ]
+    names = ", ".join(sorted({name for name, _, _ in failing}))
+    out: list[Evidence] = []
+    if hits:
+        seen = "; ".join(f"{q.transport} {q.qtype} {q.name} -> {q.rcode}" for q in hits[:4])
+        out.append(
+            Evidence("dns query", True, True, f"the client asked the world's DNS for {names} ({seen}).")
+        )
+    else:
+        others = ", ".join(sorted({f"{q.qtype} {q.name}" for q in asked})) or "nothing at all"
+        out.append(
+            Evidence(
+                "dns query",
+                True,
+                False,
+                f"the client never asked the world's DNS for {names} (it asked: {others}), so the "
+                "DNS failure it reported is not this scenario's: is it using another resolver?",
+            )
+        )
+    for f in spec.dns_faults:
+        if f.fault == "truncate" and f.tcp != "answer":
+            over_tcp = [q for q in hits if q.transport == "tcp" and normalize_name(q.name) == f.name]
+            out.append(
+                Evidence(
+                    "dns over tcp",
+                    False,
+                    True if over_tcp else None,
+                    f"the client asked again over TCP after the truncated answer for {f.name}."
+                    if over_tcp
+                    else f"the client did not ask again over TCP after the truncated answer for {f.name} "
+                    "(a resolver that ignores truncation fails too, but not at this scenario's step).",
+                )
+            )
+    if records.sessions:
+        t = records.sessions[0]
+        out.append(
+            Evidence(
+                "no connection",
+                True,
+                False,
+                f"the client opened an SMTP session to {t.host} (#{t.session_id}) although this scenario's "
+                "DNS failure leaves it no address: its failure came later, for another reason.",
+            )
+        )
+    return out
+
+
+# -- hosts: which one is faulty, and at which step -----------------------------
+
+
+def _faulty_hosts(spec: Any) -> list[HostSpec]:
+    healthy = (SmtpPlan(), SmtpPlan(tls="implicit"))
+    return [h for h in spec.hosts if h.kind != "smtp" or h.smtp not in healthy or h.schedule is not None]
+
+
+def _host(scenario: Any, host: HostSpec, records: Records) -> list[Evidence]:
+    sessions = [t for t in records.sessions if t.host == host.name]
+    if host.kind in ("refuse", "blackhole"):
+        return _connect(scenario, host, records)
+    if host.kind in ("silent", "close_on_accept"):
+        return [_session_opened(host, sessions, "the connection")]
+    plan = host.smtp
+    if plan.cert != "valid":
+        return _certificate(host, sessions)
+    step = _first_step(plan)
+    if step is None:
+        return [_session_opened(host, sessions, "the session")]
+    what, reached = step
+    hit = [t for t in sessions if reached(t, records.messages)]
+    if hit:
+        return [
+            Evidence(
+                "reached", True, True, f"the client {what} on {host.name} (session #{hit[0].session_id})."
+            )
+        ]
+    if not sessions:
+        detail = f"the client never opened a session on {host.name}, so it cannot have {what}."
+    else:
+        t = sessions[-1]
+        said = "; ".join(t.client_lines()[-3:]) or "nothing"
+        detail = (
+            f"the client never {what} on {host.name} (its last words: {said}; session ended by "
+            f"{t.ended_by or 'nobody yet'}): it stopped before this scenario's fault."
+        )
+    return [Evidence("reached", True, False, detail)]
+
+
+def _session_opened(host: HostSpec, sessions: Sequence[Transcript], what: str) -> Evidence:
+    if sessions:
+        return Evidence("reached", True, True, f"the client opened {what} to {host.name}.")
+    return Evidence("reached", True, False, f"the client never connected to {host.name}.")
+
+
+Reached = Callable[[Transcript, Sequence[Message]], bool]
+
+
+def _sent(*verbs: str) -> Reached:
+    def test(t: Transcript, messages: Sequence[Message]) -> bool:
+        return any(line.split(" ", 1)[0].upper() in verbs for line in t.client_lines())
+
+    return test
+
+
+def _opened(t: Transcript, messages: Sequence[Message]) -> bool:
+    return True
+
+
+def _content_started(t: Transcript, messages: Sequence[Message]) -> bool:
+    return any(line.startswith("354") for line in t.server_lines())
+
+
+def _content_ended(t: Transcript, messages: Sequence[Message]) -> bool:
+    if any(m.session_id == t.session_id for m in messages):
+        return True
+    return any(line.startswith("<message content") and "so far" not in line for line in t.client_lines())
+
+
+def _handshake_opened(t: Transcript, messages: Sequence[Message]) -> bool:
+    return t.tls_attempted or t.tls_error is not None or t.tls_version is not None
+
+
+def _tls_done(t: Transcript, messages: Sequence[Message]) -> bool:
+    return t.tls_version is not None
+
+
+def _first_step(plan: SmtpPlan) -> tuple[str, Reached] | None:
+    """The first point of the dialogue where the plan fails the client, and how to see it was reached."""
+    steps: list[tuple[int, str, Reached]] = []
+    if plan.greeting is not None and plan.greeting.code >= 400:
+        steps.append((0, "opened a session (and got the greeting)", _opened))
+    if plan.tls == "none":
+        steps.append((2, "sent EHLO (and so saw no STARTTLS offered)", _sent("EHLO", "HELO")))
+    if plan.tls == "starttls_refused":
+        steps.append((3, "sent STARTTLS", _sent("STARTTLS")))
+    if plan.tls in ("starttls_broken", "implicit_broken"):
+        steps.append((4, "opened the TLS handshake", _handshake_opened))
+    points: dict[str, tuple[int, str, Reached]] = {
+        "before_greeting": (0, "opened a session", _opened),
+        "after_greeting": (1, "got the greeting", _opened),
+        "after_ehlo": (2, "sent EHLO", _sent("EHLO", "HELO")),
+        "after_starttls": (5, "completed the TLS handshake", _tls_done),
+        "after_mail": (6, "sent MAIL FROM", _sent("MAIL")),
+        "after_rcpt": (7, "sent RCPT TO", _sent("RCPT")),
+        "in_data": (8, "sent DATA and started the message content", _content_started),
+        "after_final_dot": (10, "sent the whole message and its final dot", _content_ended),
+    }
+    if plan.close_at is not None:
+        steps.append(points[plan.close_at.point])
+    order = {"EHLO": 2, "HELO": 2, "STARTTLS": 3, "MAIL": 6, "RCPT": 7, "DATA": 8, "DATA_END": 9}
+    for command, reply in plan.replies.items():
+        if (reply.code < 400 and reply.close is None) or command not in order:
+            continue
+        if command == "DATA_END":
+            steps.append((9, "sent the whole message and its final dot", _content_ended))
+        else:
+            steps.append(
+                (order[command], f"sent {command}", _sent(command, *(("HELO",) if command == "EHLO" else ())))
+            )
+    if not steps:
+        return None
+    _, what, reached = min(steps, key=lambda s: s[0])
+    return what, reached
+
+
+# -- TCP connect faults: the fakes see nothing ---------------------------------
+
+
+def _connect(scenario: Any, host: HostSpec, records: Records) -> list[Evidence]:
+    how = "refused" if host.kind == "refuse" else "dropped (timed out)"
+    out = [
+        Evidence(
+            "connect",
+            False,
+            None,
+            f"a connection {how} at {host.name} leaves nothing for the fakes to see.",
+        )
+    ]
+    t = scenario.target
+    lookups = [
+        q for q in records.dns_queries if normalize_name(q.name) == host.name and q.qtype in ADDRESS_TYPES
+    ]
+    if t.smart_host and t.connect_by_ip:
+        pass  # the connector is set by address: nothing to look up
+    elif lookups:
+        out.append(Evidence("dns lookup", False, True, f"the client looked up {host.name} first."))
+    else:
+        out.append(
+            Evidence(
+                "dns lookup",
+                False,
+                None,
+                f"the client did not look up {host.name} in the world's DNS (fine if it was given "
+                "the address).",
+            )
+        )
+    elsewhere = [s for s in records.sessions if s.host != host.name]
+    if elsewhere:
+        s = elsewhere[0]
+        out.append(
+            Evidence(
+                "no session",
+                True,
+                False,
+                f"the client reached a working server, {s.host} (session #{s.session_id}), so a {how} "
+                f"connection at {host.name} is not what ended its delivery.",
+            )
+        )
+    return out
+
+
+# -- certificates ---------------------------------------------------------------
+
+
+def alert_of(tls_error: str | None) -> str | None:
+    """The client's TLS alert in a server-side OpenSSL reason ('TLSV1_ALERT_UNKNOWN_CA' -> 'unknown_ca')."""
+    if not tls_error:
+        return None
+    m = _ALERT.search(tls_error.upper())
+    return m.group(1).lower() if m else None
+
+
+def _certificate(host: HostSpec, sessions: Sequence[Transcript]) -> list[Evidence]:
+    fault = host.smtp.cert
+    tried = [t for t in sessions if _handshake_opened(t, ())]
+    if not tried:
+        where = "never connected" if not sessions else "never opened the TLS handshake (no ClientHello)"
+        return [
+            Evidence(
+                "tls handshake",
+                True,
+                False,
+                f"the client {where} on {host.name}, so it never saw the {fault.replace('_', '-')} "
+                "certificate.",
+            )
+        ]
+    t = tried[-1]
+    out = [Evidence("tls handshake", True, True, f"the client opened the TLS handshake with {host.name}.")]
+    sni_seen = t.tls_attempted  # the fake records the ClientHello's SNI together with this flag
+    sni = normalize_name(t.sni) if t.sni else None
+    if not sni_seen:
+        out.append(Evidence("sni", False, None, "the fakes did not record the client's ClientHello."))
+    elif sni is None:
+        out.append(
+            Evidence(
+                "sni",
+                False,
+                None,
+                f"the client asked for no server name (no SNI), where {host.name} was expected: a client "
+                "connecting by IP address sends none, and so do some that connect by name (Postfix by "
+                "default).",
+            )
+        )
+    elif sni == host.name:
+        out.append(Evidence("sni", False, True, f"the client asked for {host.name} (SNI)."))
+    else:
+        out.append(
+            Evidence(
+                "sni",
+                False,
+                False,
+                f"the client asked for {sni} (SNI), not {host.name}: it checked the certificate against "
+                "another name than this scenario's host.",
+            )
+        )
+    out.append(_alert(fault, host.name, t, sni_seen and sni is None))
+    out.append(_accepted(fault, t))
+    return out
+
+
+def _alert(fault: str, name: str, t: Transcript, no_sni: bool) -> Evidence:
+    alert = alert_of(t.tls_error)
+    fits = ALERTS_FOR_FAULT.get(fault, frozenset())
+    shown = fault.replace("_", "-")
+    if t.tls_error is None:
+        return Evidence(
+            "alert",
+            False,
+            None,
+            "the client completed the handshake and sent no alert (a client that checks the certificate "
+            "after the handshake, like Postfix, does this).",
+        )
+    if alert is None:
+        return Evidence(
+            "alert", False, None, f"the handshake ended without an alert from the client ({t.tls_error})."
+        )
+    if alert in fits:
+        return Evidence("alert", False, True, f"the client's alert {alert} fits a {shown} certificate.")
+    if alert in PROTOCOL_ALERTS:
+        return Evidence(
+            "alert",
+            False,
+            False,
+            f"the client's TLS alert says {alert}: it refused the TLS version or ciphers, not the {shown} "
+            "certificate.",
+        )
+    if alert in SPECIFIC_ALERTS:
+        return Evidence(
+            "alert",
+            False,
+            False,
+            f"the client's TLS alert says {alert}, where the certificate is {shown} and otherwise valid "
+            f"for {name}: it refused the handshake for another reason than this scenario's.",
+        )
+    if alert in GENERIC_ALERTS:
+        if no_sni and fault != "wrong_host" and "bad_certificate" not in fits:
+            return Evidence(
+                "alert",
+                False,
+                False,
+                f"the client's TLS alert says {alert}, where the certificate is {shown} and otherwise valid "
+                f"for {name}, and it asked for no server name (no SNI): that is what a client sends when the "
+                "certificate does not match the name or address it connected to (an OpenSSL client sends "
+                f"{'/'.join(sorted(fits))} for a {shown} certificate). If its TLS library sends {alert} for "
+                "every failure (GnuTLS, Go), make it send SNI and the fakes can tell.",
+            )
+        return Evidence(
+            "alert",
+            False,
+            True,
+            f"the client's alert {alert} is the one its TLS library sends for any certificate failure.",
+        )
+    return Evidence(
+        "alert", False, None, f"the client's alert {alert} names no certificate fault the fakes know."
+    )
+
+
+def _accepted(fault: str, t: Transcript) -> Evidence:
+    after = _lines_after_tls(t)
+    went_on = [line for line in after if line.split(" ", 1)[0].upper() in TRANSACTION_COMMANDS]
+    if went_on:
+        return Evidence(
+            "refused the certificate",
+            True,
+            False,
+            f"the client completed the handshake on the {fault.replace('_', '-')} certificate and went on "
+            f"with {went_on[0]!r}: it accepted the certificate.",
+        )
+    return Evidence(
+        "refused the certificate", True, True, "the client did not go on with a mail transaction."
+    )
+
+
+def _lines_after_tls(t: Transcript) -> Iterable[str]:
+    seen = False
+    for line in t.lines:
+        if line.direction == "*" and line.text.startswith(_TLS_NOTE):
+            seen = True
+        elif seen and line.direction == "C":
+            yield line.text
