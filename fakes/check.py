@@ -4,8 +4,12 @@ For each scenario: serve it, run the user's command with the scenario's
 facts substituted for placeholders (and in ``MAILFAKES_*`` variables), read
 the code the client reported (the first enhanced status code in its output,
 a custom regex, or a reader for a known client), and compare it with the
-scenario's expected code under the chosen profile. The results make a
-matrix, a JSON report and a JUnit XML file.
+scenario's expected code under the chosen profile, then hear the fakes'
+witness (:mod:`fakes.witness`): a right code for the wrong reason fails.
+The healthy baseline runs as a control (:func:`with_control`); when the
+client fails it, its passes on failure scenarios are void
+(:func:`apply_control`). The results make a matrix, a JSON report and a
+JUnit XML file; a void cell is neither a pass nor a fail.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any, TextIO
 
 from .codes import code_for, first_enhanced_code
 from .readers import READERS
+from .witness import observe
 
 PLACEHOLDERS = (
     "smart_host",
@@ -40,6 +45,8 @@ PLACEHOLDERS = (
 )
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 OUTPUT_KEPT = 4000  # characters of stdout/stderr kept per scenario in reports
+CONTROL = "baseline-delivered"  # the healthy scenario every client must deliver through
+VOID_REASON = "the client also fails the healthy baseline, so its failure reports prove nothing"
 
 
 class CheckError(Exception):
@@ -52,7 +59,7 @@ class CheckResult:
     title: str
     expected: str
     reported: str | None
-    verdict: str  # "pass", "fail"
+    verdict: str  # "pass", "fail", "void"
     seconds: float
     exit_status: int | None
     command: list[str]
@@ -60,6 +67,37 @@ class CheckResult:
     stdout: str = ""
     stderr: str = ""
     facts: dict[str, str] = field(default_factory=dict)
+    # Why the verdict is not a pass beyond the code: the witness's contradiction, or the void.
+    reason: str = ""
+    witness: list[dict[str, Any]] = field(default_factory=list)
+    expects_failure: bool = True
+
+
+def with_control(chosen: Sequence[Any], *, control: bool = True) -> list[Any]:
+    """The selection plus the healthy baseline, when it holds a failure scenario and not the baseline."""
+    import scenarios
+
+    out = list(chosen)
+    if control and any(not s.is_success for s in out) and all(s.id != CONTROL for s in out):
+        out.append(scenarios.get(CONTROL))
+    return out
+
+
+def apply_control(results: list[CheckResult]) -> int:
+    """Void the passes on failure scenarios when the control did not pass; returns how many."""
+    control = next((r for r in results if r.scenario == CONTROL), None)
+    if control is None or control.verdict == "pass":
+        return 0
+    said = f"reported {control.reported or 'nothing'} where {control.expected} was expected"
+    if control.reason:
+        said += f"; {control.reason}"
+    voided = 0
+    for r in results:
+        if r.expects_failure and r.verdict == "pass":
+            r.verdict = "void"
+            r.reason = f"{VOID_REASON} ({CONTROL}: {said})"
+            voided += 1
+    return voided
 
 
 def facts(scenario: Any, world: Any, timeout: float) -> dict[str, str]:
@@ -194,12 +232,14 @@ def run_one(
             how = f"the command ran over {command_timeout:g} s and was killed" if over else "interrupted"
             break
     seconds = time.monotonic() - started
+    testimony = observe(scenario, world)
+    right = code == expected and testimony.ok
     return CheckResult(
         scenario=scenario.id,
         title=scenario.title["en"],
         expected=expected,
         reported=code,
-        verdict="pass" if code == expected else "fail",
+        verdict="pass" if right else "fail",
         seconds=seconds,
         exit_status=status,
         command=argv,
@@ -207,6 +247,9 @@ def run_one(
         stdout=out[-OUTPUT_KEPT:],
         stderr=err[-OUTPUT_KEPT:],
         facts=values,
+        reason="" if testimony.ok else f"right code, wrong reason: {testimony.reason()}",
+        witness=testimony.as_dicts(),
+        expects_failure=not scenario.is_success,
     )
 
 
@@ -218,19 +261,32 @@ def _xml_text(text: str) -> str:
     return _XML_FORBIDDEN.sub("", text)
 
 
+_SHOWN = {"pass": "PASS", "fail": "FAIL", "void": "VOID"}
+
+
+def _count(results: list[CheckResult]) -> tuple[int, int, int]:
+    passed = sum(r.verdict == "pass" for r in results)
+    void = sum(r.verdict == "void" for r in results)
+    return passed, len(results) - passed - void, void
+
+
+def summary_line(results: list[CheckResult]) -> str:
+    passed, failed, void = _count(results)
+    return f"{passed} passed, {failed} failed" + (f", {void} void" if void else "")
+
+
 def matrix(results: list[CheckResult]) -> str:
-    """The pass/fail table: scenario, expected, reported, verdict, time."""
+    """The verdict table: scenario, expected, reported, verdict (PASS, FAIL, VOID), time."""
     width = max([len("scenario"), *(len(r.scenario) for r in results)])
     lines = [f"{'scenario':<{width}}  {'expected':<8}  {'reported':<8}  verdict  time"]
     lines.append("-" * len(lines[0]))
     for r in results:
         lines.append(
             f"{r.scenario:<{width}}  {r.expected:<8}  {r.reported or '-':<8}  "
-            f"{'PASS' if r.verdict == 'pass' else 'FAIL':<7}  {r.seconds:5.2f}s"
+            f"{_SHOWN.get(r.verdict, r.verdict.upper()):<7}  {r.seconds:5.2f}s"
         )
-    failed = [r for r in results if r.verdict != "pass"]
     lines.append("")
-    lines.append(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    lines.append(summary_line(results))
     return "\n".join(lines) + "\n"
 
 
@@ -239,9 +295,11 @@ def explain_failures(results: list[CheckResult], out: TextIO) -> None:
         if r.verdict == "pass":
             continue
         out.write(
-            f"\n{r.scenario}: expected {r.expected}, reported {r.reported or 'nothing'} "
-            f"({r.how}; exit {r.exit_status})\n"
+            f"\n{r.scenario}: {'VOID: ' if r.verdict == 'void' else ''}expected {r.expected}, "
+            f"reported {r.reported or 'nothing'} ({r.how}; exit {r.exit_status})\n"
         )
+        if r.reason:
+            out.write(f"  {r.reason}\n")
         out.write(f"  command: {' '.join(r.command)}\n")
         tail = (r.stdout.strip() + "\n" + r.stderr.strip()).strip().splitlines()[-6:]
         for line in tail:
@@ -249,13 +307,14 @@ def explain_failures(results: list[CheckResult], out: TextIO) -> None:
 
 
 def json_report(results: list[CheckResult], command: Sequence[str], profile: str) -> str:
-    failed = sum(r.verdict != "pass" for r in results)
+    passed, failed, void = _count(results)
     return json.dumps(
         {
             "command": list(command),
             "profile": profile,
-            "passed": len(results) - failed,
+            "passed": passed,
             "failed": failed,
+            "void": void,
             "results": [asdict(r) for r in results],
         },
         indent=2,
@@ -264,13 +323,13 @@ def json_report(results: list[CheckResult], command: Sequence[str], profile: str
 
 
 def junit_xml(results: list[CheckResult], command: Sequence[str], profile: str) -> str:
-    failed = sum(r.verdict != "pass" for r in results)
+    _, failed, void = _count(results)
     suite = ET.Element(
         "testsuite",
         name="mailfakes check",
         tests=str(len(results)),
         failures=str(failed),
-        errors="0",
+        errors=str(void),
         time=f"{sum(r.seconds for r in results):.3f}",
     )
     props = ET.SubElement(suite, "properties")
@@ -280,14 +339,21 @@ def junit_xml(results: list[CheckResult], command: Sequence[str], profile: str) 
         case = ET.SubElement(
             suite, "testcase", classname="mailfakes.check", name=r.scenario, time=f"{r.seconds:.3f}"
         )
-        if r.verdict != "pass":
+        detail = f"{r.title}\n{r.how}; exit status {r.exit_status}\ncommand: {' '.join(r.command)}"
+        if r.verdict == "void":
+            # An error, not a failure nor a skip: the verdict could not be earned, and CI must not go green.
+            error = ET.SubElement(case, "error", message=f"void: {r.reason}", type="VoidVerdict")
+            error.text = detail
+        elif r.verdict != "pass":
+            wrong_code = r.reported != r.expected
             failure = ET.SubElement(
                 case,
                 "failure",
-                message=f"expected {r.expected}, reported {r.reported or 'nothing'}",
-                type="WrongCode",
+                message=f"expected {r.expected}, reported {r.reported or 'nothing'}"
+                + ("" if wrong_code else f": {r.reason}"),
+                type="WrongCode" if wrong_code else "WrongReason",
             )
-            failure.text = f"{r.title}\n{r.how}; exit status {r.exit_status}\ncommand: {' '.join(r.command)}"
+            failure.text = detail
         ET.SubElement(case, "system-out").text = _xml_text(r.stdout)
         ET.SubElement(case, "system-err").text = _xml_text(r.stderr)
     ET.indent(suite)

@@ -395,10 +395,20 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _check(args: argparse.Namespace, chosen: list[Any], read: Any, out: TextIO) -> int:
-    from .check import CheckError, explain_failures, json_report, junit_xml, matrix, run_one
+    from .check import (
+        CheckError,
+        apply_control,
+        explain_failures,
+        json_report,
+        junit_xml,
+        matrix,
+        run_one,
+        with_control,
+    )
     from .runtime import Runtime
     from .world import World
 
+    chosen = with_control(chosen, control=not args.no_control)
     resolver_dir = _enter_netns() if args.inside_netns else None
     results = []
     try:
@@ -442,6 +452,8 @@ def _check(args: argparse.Namespace, chosen: list[Any], read: Any, out: TextIO) 
     finally:
         if resolver_dir is not None:
             shutil.rmtree(resolver_dir, ignore_errors=True)
+    if apply_control(results):
+        print("mailfakes check: the client fails the healthy baseline: passes are void", file=sys.stderr)
     out.write(matrix(results))
     explain_failures(results, out)
     if args.json:
@@ -660,7 +672,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="For each selected scenario: serve it, run COMMAND once with placeholders substituted "
         "({" + "} {".join(PLACEHOLDER_NAMES) + "}; the same values in MAILFAKES_* environment "
         "variables), read the code the client reported and compare it with the scenario's expected code. "
-        "Prints a matrix; exit status 0 if all pass, 1 if any fails, 2 on a usage or configuration error.",
+        "A right code for the wrong reason (by what the fakes saw) fails. The healthy baseline runs too, "
+        "as a control: when the client fails it, its passes on failure scenarios are VOID. "
+        "Prints a matrix; exit status 0 if all pass, 1 if any fails or is void, 2 on a usage or "
+        "configuration error.",
         epilog="Example: mailfakes check --netns --reader curl -- curl -sv --ssl-reqd --cacert {ca_file} "
         "--connect-timeout {timeout} --mail-from {mail_from} --mail-rcpt {rcpt_to} -T message.eml "
         "smtp://{smart_host}:{port}",
@@ -692,6 +707,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pc.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
     pc.add_argument("--json", metavar="FILE", help="write a JSON report")
+    pc.add_argument(
+        "--no-control",
+        action="store_true",
+        help="do not add the healthy baseline (baseline-delivered) as a control",
+    )
 
     pm = sub.add_parser(
         "demo",

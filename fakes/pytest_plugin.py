@@ -13,12 +13,20 @@ A session-scoped runtime owns one event-loop thread and one CA; each
 scenario's world starts once per session (per xdist worker) and is reset
 before every test that uses it, so a test pays for a reset, not a start.
 Errors raised inside the fakes' thread fail the test that was running.
+
+A verdict is earned, not only a code matched: ``assert_reported`` also asks
+the witness (:mod:`fakes.witness`) whether the client reached the faulty
+step and whether the fakes saw another reason for its failure. The marker
+adds the healthy baseline (``baseline-delivered``) as a control unless
+``control=False`` (or ``--mail-no-control``): when the client fails it, the
+passes of that test's failure scenarios are void, and fail.
 """
 
 from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -34,6 +42,7 @@ if TYPE_CHECKING:
     from .world import World
 
 MARKER = "mail_scenarios"
+CONTROL = "baseline-delivered"  # the healthy scenario every client must deliver through
 
 
 class FakesError(Exception):
@@ -56,15 +65,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="comma-separated scenario id globs: run mail_scenario tests only for these "
         "(e.g. 'tls-*,dns-nxdomain')",
     )
+    group.addoption(
+        "--mail-no-control",
+        action="store_true",
+        help=f"do not add the healthy baseline ({CONTROL}) as a control to marked tests",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        f"{MARKER}(*id_globs, code=None): run the test once per catalogue scenario whose id matches one "
-        "of the globs (all when none) and, if given, whose code is `code` (e.g. '4.7.320'); the test "
-        "receives it as the `mail_scenario` fixture.",
+        f"{MARKER}(*id_globs, code=None, control=True): run the test once per catalogue scenario whose id "
+        "matches one of the globs (all when none) and, if given, whose code is `code` (e.g. '4.7.320'); "
+        "the test receives it as the `mail_scenario` fixture. With control=True the healthy baseline "
+        f"({CONTROL}) runs first: a client that fails it gets its failure verdicts void.",
     )
+    config.stash[_CONTROLS] = {}
+    config.stash[_VOID] = []
+    config.stash[_WITH_CONTROL] = set()
 
 
 def _selection(config: pytest.Config, marker: pytest.Mark | None) -> list[Any]:
@@ -91,9 +109,118 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         for m in metafunc.definition.iter_markers("parametrize")
     ):
         return  # the test chose its scenarios itself (indirect parametrization)
-    chosen = _selection(metafunc.config, metafunc.definition.get_closest_marker(MARKER))
+    marker = metafunc.definition.get_closest_marker(MARKER)
+    chosen = _selection(metafunc.config, marker)
     ids = [s.id for s in chosen]
+    wants_control = marker is not None and marker.kwargs.get("control", True) is not False
+    if (
+        wants_control
+        and not metafunc.config.getoption("--mail-no-control")
+        and any(not s.is_success for s in chosen)
+    ):
+        # First, so that its outcome is known when the failure scenarios assert.
+        ids = [CONTROL, *(i for i in ids if i != CONTROL)]
+        metafunc.config.stash[_WITH_CONTROL].add(metafunc.definition.nodeid)
     metafunc.parametrize("mail_scenario", ids, ids=ids, indirect=True)
+
+
+# -- the control: the healthy baseline, judged before the failure scenarios -------
+
+
+@dataclass(frozen=True)
+class ControlOutcome:
+    """How one test's control case ended."""
+
+    nodeid: str
+    passed: bool
+    summary: str
+
+
+_CONTROLS = pytest.StashKey[dict[str, ControlOutcome]]()
+_VOID = pytest.StashKey[list[tuple[str, str]]]()  # (nodeid, reason) of passes voided after the fact
+_WITH_CONTROL = pytest.StashKey[set[str]]()  # test functions whose marker added the control
+# (nodeid, passed, control key, role, scenario id) of every marked case, as the session saw them.
+_SEEN: list[tuple[str, bool, str, str, str]] = []
+
+
+def _control_key(item: pytest.Item) -> str | None:
+    """The item's test function and its other parameters: the cases that share one control."""
+    callspec = getattr(item, "callspec", None)
+    function = item.nodeid.split("[", 1)[0]
+    if callspec is None or "mail_scenario" not in callspec.params:
+        return None
+    if function not in item.config.stash.get(_WITH_CONTROL, set()):
+        return None
+    others = sorted((k, repr(v)) for k, v in callspec.params.items() if k != "mail_scenario")
+    return f"{function}{others or ''}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    key = _control_key(item)
+    if key is None or not (report.when == "call" or report.failed):
+        return
+    scenario_id = str(item.callspec.params["mail_scenario"])  # type: ignore[attr-defined]
+    role = "control" if scenario_id == CONTROL else "case"
+    # user_properties travel to the pytest-xdist controller, which sees every worker's reports.
+    report.user_properties.append(("mailfakes", (key, role, scenario_id)))
+    if role == "control":
+        crash = getattr(report.longrepr, "reprcrash", None)
+        text = str(getattr(crash, "message", "") or report.longrepr or "")
+        lines = [line.strip() for line in text.split("\n") if line.strip()]
+        # assert_reported's second line ("found ... in: <the report>") is the evidence worth quoting.
+        summary = next((line for line in lines if line.startswith("found ")), lines[0] if lines else "failed")
+        summary = summary if len(summary) <= 240 else summary[:240] + "..."
+        item.config.stash[_CONTROLS][key] = ControlOutcome(item.nodeid, report.passed, summary)
+
+
+def _control_for(item: pytest.Item) -> ControlOutcome | None:
+    key = _control_key(item)
+    return item.config.stash[_CONTROLS].get(key) if key is not None else None
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # Where the control ran after (or apart from) a failure case, e.g. on another xdist worker,
+    # the case could not fail itself: it is voided here, at the end of the session.
+    for name, value in report.user_properties:
+        if name == "mailfakes" and report.when == "call" and isinstance(value, (list, tuple)):
+            key, role, scenario_id = value
+            _SEEN.append((report.nodeid, report.passed, str(key), str(role), str(scenario_id)))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if hasattr(session.config, "workerinput"):
+        return  # an xdist worker: the controller judges
+    failed_controls = {
+        key: nodeid for nodeid, passed, key, role, _ in _SEEN if role == "control" and not passed
+    }
+    void = session.config.stash.get(_VOID, [])
+    for nodeid, passed, key, role, scenario_id in _SEEN:
+        if role == "case" and passed and key in failed_controls and _is_failure_scenario(scenario_id):
+            void.append((nodeid, f"the client also fails the healthy baseline ({failed_controls[key]})"))
+    _SEEN.clear()
+    if void and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _is_failure_scenario(scenario_id: str) -> bool:
+    import scenarios
+
+    try:
+        return not scenarios.get(scenario_id).is_success
+    except LookupError:
+        return True
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    void = config.stash.get(_VOID, [])
+    if not void:
+        return
+    terminalreporter.section("mailfakes: void verdicts", sep="=", red=True)
+    for nodeid, reason in void:
+        terminalreporter.line(f"VOID {nodeid}: {reason}, so its failure reports prove nothing")
 
 
 class MailRuntime:
@@ -150,10 +277,18 @@ def _check_errors(world: World, runtime: Runtime) -> None:
 class MailScenario:
     """A running catalogue scenario, with everything a client needs and the checks a test needs."""
 
-    def __init__(self, scenario: Any, world: World, profile: str) -> None:
+    def __init__(
+        self,
+        scenario: Any,
+        world: World,
+        profile: str,
+        *,
+        control: Callable[[], ControlOutcome | None] | None = None,
+    ) -> None:
         self.scenario = scenario
         self.world = world
         self.profile = profile
+        self._control = control
 
     # -- what the scenario is ------------------------------------------------
 
@@ -254,13 +389,41 @@ class MailScenario:
         return deliver_scenario(self.scenario, self.world, **options)
 
     def assert_reported(self, report: object, *, profile: str | None = None) -> None:
-        """Assert that ``report`` carries the expected code (see :func:`fakes.codes.find_code`)."""
+        """Assert that ``report`` carries the expected code, for the scenario's reason.
+
+        The code is found by :func:`fakes.codes.find_code`. A right code then
+        fails when the fakes' witness (:func:`fakes.witness.observe`) saw the
+        client stop before the faulty step or fail for another reason, and it
+        is void (and fails) when this test's control, the healthy baseline,
+        failed.
+        """
+        from .witness import observe
+
+        __tracebackhide__ = True  # the user's test is the place to look, not this frame
         profile = profile or self.profile
         expected = str(self.scenario.code_for(profile))
         found = find_code(report, profile)
-        if found == expected:
+        if found != expected:
+            raise AssertionError(self._mismatch(report, expected, found, profile))
+        testimony = observe(self.scenario, self.world)
+        control = self._control() if self._control is not None and not self.scenario.is_success else None
+        if testimony.ok and (control is None or control.passed):
             return
-        raise AssertionError(self._mismatch(report, expected, found, profile))
+        head = f"scenario {self.id} ({self.title}): the client reported {expected}, the expected code"
+        lines = []
+        if not testimony.ok:
+            lines.append(f"{head}, but for the wrong reason: {testimony.reason()}")
+        if control is not None and not control.passed:
+            lines.append(
+                f"{head}, but the verdict is void: the client also fails the healthy baseline "
+                f"({control.nodeid}: {control.summary}), so its failure reports prove nothing. Make it "
+                f"deliver through {CONTROL} first (or mark the test control=False to judge without it)."
+            )
+        lines += ["what the fakes witnessed:", *("  " + e for e in testimony.lines())]
+        tail = self._tail()
+        if tail:
+            lines += ["what the fakes saw (last lines):", *("  " + t for t in tail)]
+        raise AssertionError("\n".join(lines))
 
     def _mismatch(self, report: object, expected: str, found: str | None, profile: str) -> str:
         shown = repr(report) if isinstance(report, BaseException) else str(report)
@@ -305,7 +468,10 @@ def mail_scenario(request: pytest.FixtureRequest, mail_runtime: MailRuntime) -> 
     scenario = scenario_id if not isinstance(scenario_id, str) else scenarios.get(scenario_id)
     world = mail_runtime.world_for(scenario)
     world.reset()
-    yield MailScenario(scenario, world, request.config.getoption("--mail-profile"))
+    node = request.node
+    yield MailScenario(
+        scenario, world, request.config.getoption("--mail-profile"), control=lambda: _control_for(node)
+    )
     _check_errors(world, mail_runtime.runtime)
 
 

@@ -69,12 +69,13 @@ def test_a_client_wrong_for_one_scenario_fails_and_the_matrix_names_it(tmp_path)
     rows = {
         line.split()[0]: line.split()
         for line in result.stdout.splitlines()
-        if line.startswith(("tls-", "tcp-"))
+        if line.startswith(("tls-", "tcp-", "baseline-"))
     }
     assert rows["tls-cert-expired"][1:4] == ["4.7.320", "4.4.317", "FAIL"]
     assert rows["tls-cert-wrong-host"][3] == "PASS"
     assert rows["tcp-refused-firewall"][3] == "PASS"
-    assert "2 passed, 1 failed" in result.stdout
+    assert rows["baseline-delivered"][3] == "PASS"  # the control, added to the selection
+    assert "3 passed, 1 failed" in result.stdout
     assert "tls-cert-expired: expected 4.7.320, reported 4.4.317" in result.stdout
     failures = [
         c.get("name") for c in ET.parse(junit).getroot().iter("testcase") if c.find("failure") is not None
@@ -86,12 +87,14 @@ def test_the_same_client_passes_under_the_profile_it_follows():
     lying = SEND + " | sed s/4.7.320/4.4.317/"
     result = check("tls-cert-*", "--profile", "eop-observed", "--timeout", "0.5", "--", "sh", "-c", lying)
     assert result.returncode == 0, result.stdout
-    assert "6 passed, 0 failed" in result.stdout
+    assert "7 passed, 0 failed" in result.stdout  # and the control
 
 
 def test_code_regex_and_environment_variables():
     script = 'echo "status=$MAILFAKES_SCENARIO code<$( [ $MAILFAKES_PORT -gt 0 ] && echo 4.4.316 )>"'
-    result = check("tcp-refused-firewall", "--code-regex", r"code<([\d.]+)>", "--", "sh", "-c", script)
+    result = check(
+        "tcp-refused-firewall", "--no-control", "--code-regex", r"code<([\d.]+)>", "--", "sh", "-c", script
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -176,7 +179,7 @@ def test_netns_without_unshare_is_a_clear_usage_error(tmp_path):
 def test_reports_survive_what_clients_print(tmp_path):
     junit = tmp_path / "j.xml"
     colourful = "printf '\\033[31m450 4.4.316 refused\\033[0m \\001\\n'"
-    result = check("tcp-refused-firewall", "--junit", str(junit), "--", "sh", "-c", colourful)
+    result = check("tcp-refused-firewall", "--no-control", "--junit", str(junit), "--", "sh", "-c", colourful)
     assert result.returncode == 0, result.stdout
     ET.parse(junit)  # still well-formed XML
     empty_group = check("tcp-refused-firewall", "--code-regex", "code=(x*)", "--", "echo", "code=")
@@ -208,3 +211,60 @@ def test_inside_netns_is_refused_outside_a_namespace_mailfakes_made():
     result = check("dns-nxdomain", "--inside-netns", "--", "true")
     assert result.returncode == 2
     assert "--inside-netns is for mailfakes itself" in result.stderr
+
+
+def test_a_client_that_prints_the_right_code_without_trying_fails_for_the_wrong_reason(tmp_path):
+    report = tmp_path / "report.json"
+    result = check(
+        "tls-cert-expired", "dns-nxdomain", "--no-control", "--json", str(report), "--", "echo", "4.7.320"
+    )
+    assert result.returncode == 1
+    assert "baseline-delivered" not in result.stdout  # --no-control
+    assert "0 passed, 2 failed" in result.stdout
+    assert "right code, wrong reason: the client never connected on mail.contoso.test" in result.stdout
+    results = {r["scenario"]: r for r in json.loads(report.read_text())["results"]}
+    assert results["tls-cert-expired"]["reported"] == "4.7.320"
+    assert results["tls-cert-expired"]["verdict"] == "fail"
+    assert {c["check"]: (c["strict"], c["ok"]) for c in results["tls-cert-expired"]["witness"]} == {
+        "not delivered": (True, True),
+        "tls handshake": (True, False),
+    }
+
+
+def test_a_client_that_trusts_the_wrong_ca_has_its_passes_voided_by_the_control(tmp_path):
+    # Without --ca-file the reference client trusts the system's CAs, not the world's.
+    untrusting = SEND.replace(" --ca-file {ca_file}", "")
+    junit, report = tmp_path / "junit.xml", tmp_path / "report.json"
+    result = check(
+        "tls-cert-untrusted-ca",
+        "tls-cert-expired",
+        "--timeout",
+        "0.5",
+        "--junit",
+        str(junit),
+        "--json",
+        str(report),
+        "--",
+        *untrusting.split(),
+    )
+    assert result.returncode == 1
+    rows = {
+        line.split()[0]: line.split()[1:4]
+        for line in result.stdout.splitlines()
+        if line[:4] in ("tls-", "base")
+    }
+    # Its unknown_ca fits an untrusted CA, but it sends the same alert to the healthy server.
+    assert rows["tls-cert-untrusted-ca"] == ["4.7.320", "4.7.320", "VOID"]
+    assert rows["tls-cert-expired"] == ["4.7.320", "4.7.320", "FAIL"]  # unknown_ca for an expired certificate
+    assert rows["baseline-delivered"][2] == "FAIL"
+    assert "0 passed, 2 failed, 1 void" in result.stdout
+    assert "VOID: expected 4.7.320, reported 4.7.320" in result.stdout
+    assert "the client also fails the healthy baseline, so its failure reports prove nothing" in result.stdout
+    assert "the client fails the healthy baseline" in result.stderr
+    data = json.loads(report.read_text())
+    assert (data["passed"], data["failed"], data["void"]) == (0, 2, 1)
+    suite = ET.parse(junit).getroot()
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("3", "2", "1")
+    [void] = [c for c in suite.iter("testcase") if c.find("error") is not None]
+    assert void.get("name") == "tls-cert-untrusted-ca"
+    assert void.find("error").get("type") == "VoidVerdict"

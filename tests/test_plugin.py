@@ -98,7 +98,8 @@ def test_profile_and_scenario_options(tmp_path):
         "tls-cert-ex*,tls-cert-wrong-host",
     )
     assert result.returncode == 0, result.stdout
-    assert counts(result.stdout) == {"passed": 2}
+    assert counts(result.stdout) == {"passed": 3}  # and the control, whatever the filter
+    assert "EXPECTED baseline-delivered 2.0.0" in result.stdout
     assert "EXPECTED tls-cert-expired 4.4.317" in result.stdout
     assert "EXPECTED tls-cert-wrong-host 4.4.317" in result.stdout
 
@@ -170,7 +171,7 @@ def test_the_plugin_is_registered_by_the_entry_point():
     assert names.get("mailfakes") == "fakes.pytest_plugin"
 
 
-@pytest.mark.mail_scenarios("dns-nxdomain")
+@pytest.mark.mail_scenarios("dns-nxdomain", control=False)
 def test_mail_scenario_exposes_what_a_client_needs(mail_scenario):
     s = scenarios.get("dns-nxdomain")
     assert mail_scenario.smart_host == s.target.smart_host
@@ -183,6 +184,71 @@ def test_mail_scenario_exposes_what_a_client_needs(mail_scenario):
     mail_scenario.assert_reported(report)
 
 
-@pytest.mark.mail_scenarios("tcp-timeout-wrong-ip")
+@pytest.mark.mail_scenarios("tcp-timeout-wrong-ip", control=False)
 def test_a_connector_set_by_ip_gets_the_ip(mail_scenario):
     assert mail_scenario.smart_host == mail_scenario.address_of("old-ip.contoso.test")
+
+
+FAILS_EVERYTHING = """
+    import pytest
+
+    @pytest.mark.mail_scenarios("tcp-refused-firewall", "smtp-421-greeting"{options})
+    def test_a_client_that_always_says_refused(mail_scenario):
+        mail_scenario.deliver(timeout=0.5)  # what the fakes see is a real client's
+        mail_scenario.assert_reported("450 4.4.316 connection refused")
+"""
+
+
+def test_the_control_runs_first_and_voids_the_passes_of_a_client_that_fails_it(tmp_path):
+    result = run_pytest(tmp_path, FAILS_EVERYTHING.format(options=""))
+    assert result.returncode == 1
+    out = result.stdout
+    assert out.index("[baseline-delivered]") < out.index("[tcp-refused-firewall]")
+    assert counts(out) == {"failed": 3}
+    assert "expected 2.0.0" in out and "found 4.4.316" in out  # the control itself
+    assert (
+        f"scenario tcp-refused-firewall ({scenarios.get('tcp-refused-firewall').title['en']}): the client reported 4.4.316, "
+        "the expected code, but the verdict is void: the client also fails the healthy baseline "
+        "(test_user.py::test_a_client_that_always_says_refused[baseline-delivered]: found 4.4.316 in: "
+        "450 4.4.316 connection refused)"
+    ) in out
+    # smtp-421-greeting fails on its own: a wrong code stays wrong whatever the control says.
+    assert "expected 4.4.317 Cannot connect to remote server under profile eop" in out
+
+
+def test_the_control_can_be_left_out(tmp_path):
+    for options, args in ((", control=False", ()), ("", ("--mail-no-control",))):
+        result = run_pytest(tmp_path, FAILS_EVERYTHING.format(options=options), *args)
+        assert result.returncode == 1
+        assert counts(result.stdout) == {"failed": 1, "passed": 1}, result.stdout[-2000:]
+        assert "baseline-delivered" not in result.stdout
+
+
+def test_a_control_that_ran_elsewhere_still_voids_the_passes_at_the_end(tmp_path):
+    # Under pytest-xdist a case may run on another worker than its control, or before it:
+    # it cannot fail itself, so the session lists it as void and fails.
+    result = run_pytest(tmp_path, FAILS_EVERYTHING.format(options=""), "-p", "xdist", "-n", "2")
+    assert result.returncode == 1, result.stdout[-2000:]
+    node = "test_user.py::test_a_client_that_always_says_refused[tcp-refused-firewall]"
+    voided_in_test = f"FAILED {node}" in result.stdout
+    voided_at_end = f"VOID {node}: the client also fails the healthy baseline" in result.stdout
+    assert voided_in_test != voided_at_end, result.stdout[-3000:]
+
+
+def test_a_right_code_for_the_wrong_reason_fails_with_the_evidence(tmp_path):
+    result = run_pytest(
+        tmp_path,
+        """
+        import pytest
+
+        @pytest.mark.mail_scenarios("dns-servfail", control=False)
+        def test_reports_without_asking(mail_scenario):
+            mail_scenario.assert_reported("450 4.4.312 DNS query failed")  # no lookup at all
+        """,
+    )
+    assert result.returncode == 1
+    assert (
+        f"scenario dns-servfail ({scenarios.get('dns-servfail').title['en']}): the client reported 4.4.312, the expected code, but for "
+        "the wrong reason: the client never asked the world's DNS for mail.contoso.test"
+    ) in result.stdout
+    assert "[WRONG] dns query (strict)" in result.stdout
