@@ -53,13 +53,17 @@ def test_list_human_and_json():
     assert human.returncode == 0
     ids = list(scenarios.load_catalogue())
     assert all(i in human.stdout for i in ids)
-    rows = json.loads(run("list", "--json").stdout)
+    listed = run("list", "--json")
+    assert listed.returncode == 0
+    rows = json.loads(listed.stdout)
     assert {r["id"] for r in rows} == set(ids)
     assert all({"id", "code", "title"} <= set(r) for r in rows)
 
 
 def test_list_by_code():
-    rows = json.loads(run("list", "--json", "--code", "4.7.320").stdout)
+    listed = run("list", "--json", "--code", "4.7.320")
+    assert listed.returncode == 0
+    rows = json.loads(listed.stdout)
     assert len(rows) >= 5 and all(r["code"] == "4.7.320" for r in rows)
 
 
@@ -179,11 +183,11 @@ def test_deliver_reports_in_the_exchange_trace_style_and_exits_by_verdict():
     assert len(lines) == 2
     assert "450 4.4.316 Connection refused" in lines[0] and "[LastAttemptedIP=127." in lines[0]
     assert "450 4.7.320 Certificate validation failed [Message=CertificateExpired]" in lines[1]
-    # Under a profile the client does not follow, the verdict is DIFF and the exit status 1...
+    # Under another profile the same failure carries that profile's code, still the expected one...
     observed = run("deliver", "tls-cert-expired", "--profile", "eop-observed", "--json", "--timeout", "0.5")
     row = json.loads(observed.stdout)
     assert observed.returncode == 0 and row["code"] == "4.4.317" and row["ok"]
-    # ...and an opportunistic client delivers in plaintext where TLS is missing.
+    # ...and an opportunistic client delivers in plaintext where TLS is missing: DIFF, exit status 1.
     plain = run("deliver", "tls-starttls-missing", "--opportunistic", "--json", "--timeout", "0.5")
     row = json.loads(plain.stdout)
     assert plain.returncode == 1 and row["code"] == "2.0.0" and row["expected"] == "4.4.317" and not row["ok"]
