@@ -101,7 +101,7 @@ def _host(h: HostSpec) -> list[str]:
             ca = plan.close_at
             where = _CLOSE_POINTS[ca.point]
             if ca.point == "in_data" and ca.after_bytes:
-                where = f"closes after {ca.after_bytes} bytes of message content (or at a shorter message's end)"
+                where = f"closes after {ca.after_bytes} bytes of content (or at a shorter message's dot)"
             out.append(f"{where} ({ca.how.upper()})")
         out += [f"{point} delayed {ms} ms" for point, ms in plan.delays_ms.items() if ms]
     if not h.a_record:

@@ -7,8 +7,6 @@ import socket
 import pytest
 from probe import RawSMTP, connect_outcome, open_connection
 
-from fakes.tcp import BlackholeEndpoint
-
 H = "mx.contoso.test"
 
 

@@ -243,7 +243,7 @@ def ehlo(ip: str, port: int) -> tuple[RawSMTP, list[str]]:
 
 def test_ehlo_advertises_what_a_current_mta_does(make_world):
     _world, ip, port = one_host(make_world)
-    c, lines = ehlo(ip, port)
+    _c, lines = ehlo(ip, port)
     assert lines[0] == H
     assert set(lines[1:]) == {"PIPELINING", "SIZE 33554432", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8", "STARTTLS"}
     assert "AUTH" not in " ".join(lines)
