@@ -1,14 +1,19 @@
-"""Postfix as the delivery client: a private instance relays through the fakes.
+"""Postfix as the delivery client, over the whole catalogue, graded by mailfakes check --netns.
 
-recipes/postfix-relay.sh runs a throwaway Postfix inside the mailfakes
-namespace (its own /etc/postfix and queue, bind-mounted there only), relays
-one message to the scenario's smart host with TLS required and verified, and
-prints its log line; the postfix reader takes the ``dsn=`` code, compared
-under the ``postfix`` profile. Slow (a Postfix start per scenario), run by CI.
+recipes/postfix.sh runs a throwaway Postfix inside the mailfakes namespace
+(its own /etc/postfix and queue, bind-mounted there only) and prints its
+mail log up to the message's status line. It relays through the smart host
+when the scenario names one, and otherwise looks up the MX hosts of the
+recipient's domain itself (recipes/postfix-mx.sh forces that route). The
+postfix reader classifies the status text; it keeps Postfix's dsn.
+
+Postfix can express every scenario of the catalogue: no exemption. Slow (a
+Postfix start per scenario), run by CI.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -17,60 +22,108 @@ from pathlib import Path
 import pytest
 from prerequisites import require
 
-RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "postfix-relay.sh"
+import scenarios
+from fakes.codes import code_for
+from fakes.readers import read_postfix
 
-# At least: NXDOMAIN, refused, blackhole, 421 greeting, no STARTTLS, expired
-# certificate, abrupt close (issue 4); a few more while Postfix is up anyway.
-SCENARIOS = [
-    "dns-nxdomain",
-    "dns-servfail",
-    "tcp-refused-firewall",
-    "tcp-timeout-server-down",
-    "smtp-421-greeting",
-    "tls-starttls-missing",
-    "tls-cert-expired",
-    "tls-cert-wrong-host",
-    "close-after-ehlo",
-    "smtp-rcpt-550-unknown-user",
-    "baseline-delivered",
-]
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+MX_SCENARIOS = sorted(s.id for s in scenarios.load_catalogue().values() if s.target.smart_host is None)
 
 
-@pytest.mark.slow
-def test_postfix_defers_with_the_code_each_scenario_expects(tmp_path):
+def need_postfix() -> None:
     require(
         {"postfix": "postfix", "sendmail": "postfix"},
         root="a private Postfix instance needs root (its queue belongs to the postfix user)",
     )
-    junit = tmp_path / "junit.xml"
+
+
+def check(
+    ids: list[str], recipe: str, profile: str, tmp_path: Path, *, budget: float, control: bool = True
+) -> dict:
+    report = tmp_path / f"{recipe}-{profile}.json"
+    junit = tmp_path / f"{recipe}-{profile}.xml"
     result = subprocess.run(
         [
             sys.executable,
             "-m",
             "fakes",
             "check",
-            *SCENARIOS,
+            *ids,
             "--netns",
             "--reader",
             "postfix",
             "--profile",
-            "postfix",
+            profile,
             "--timeout",
             "2",
             "--command-timeout",
             "60",
+            "--json",
+            str(report),
             "--junit",
             str(junit),
+            *([] if control else ["--no-control"]),
             "--",
-            str(RECIPE),
+            str(RECIPES / recipe),
         ],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=budget,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    cases = {c.get("name"): c for c in ET.parse(junit).getroot().iter("testcase")}
-    assert list(cases) == SCENARIOS
-    # The reader saw Postfix's own log line, e.g. "dsn=4.4.1, status=deferred (connect to ...)".
-    assert "status=deferred" in (cases["tcp-refused-firewall"].findtext("system-out") or "")
-    assert "status=sent" in (cases["baseline-delivered"].findtext("system-out") or "")
+    assert [c.get("name") for c in ET.parse(junit).getroot().iter("testcase")] == ids
+    data: dict = json.loads(report.read_text())
+    return data
+
+
+def test_the_mx_scenarios_are_the_three_without_a_smart_host():
+    assert MX_SCENARIOS == ["baseline-mx-fallback", "dns-mx-no-address", "tcp-refused-decommissioned"]
+
+
+@pytest.mark.slow
+def test_postfix_looks_up_the_mx_hosts_itself(tmp_path):
+    need_postfix()
+    # The MX route cannot run baseline-delivered (a smart host); baseline-mx-fallback, a healthy
+    # delivery by MX, is the control here.
+    data = check(MX_SCENARIOS, "postfix-mx.sh", "postfix", tmp_path, budget=300, control=False)
+    out = {r["scenario"]: r["stdout"] for r in data["results"]}
+    assert data["failed"] == 0
+    # Postfix's own log says it went through the MX list: mx1 refused, mx2 took the message.
+    fallback = out["baseline-mx-fallback"]
+    assert "connect to mx1.contoso.test[" in fallback and "Connection refused" in fallback
+    assert "relay=mx2.contoso.test[" in fallback and "status=sent" in fallback
+    assert "warning: no MX host for contoso.test has a valid address record" in out["dns-mx-no-address"]
+    assert "connect to mail2.contoso.test[" in out["tcp-refused-decommissioned"]
+
+
+@pytest.mark.slow
+def test_postfix_reports_every_scenario_for_the_right_reason(tmp_path):
+    """Graded under eop, whose codes are the failure classes; Postfix's own codes checked per cell."""
+    need_postfix()
+    catalogue = scenarios.load_catalogue()
+    ids = list(catalogue)
+    data = check(ids, "postfix.sh", "eop", tmp_path, budget=900)
+    assert data["passed"] == len(ids) and data["failed"] == 0
+    for r in data["results"]:
+        failure = read_postfix(r["exit_status"], r["stdout"], r["stderr"])
+        assert failure is not None, r
+        # Under --profile postfix the same cell gives the code Postfix itself logged (dsn=).
+        assert code_for(failure, "postfix") == catalogue[r["scenario"]].code_for("postfix"), r
+        assert f"dsn={code_for(failure, 'postfix')}," in r["stdout"], r
+    by_id = {r["scenario"]: r for r in data["results"]}
+    assert "status=deferred (connect to" in by_id["tcp-refused-firewall"]["stdout"]
+    assert "status=sent" in by_id["baseline-delivered"]["stdout"]
+
+    # A timeout where a refusal is expected fails the cell, although Postfix says 4.4.1 for both.
+    timed_out = tmp_path / "timed-out.log"
+    timed_out.write_text(by_id["tcp-timeout-server-down"]["stdout"])
+    assert "Connection timed out" in timed_out.read_text()
+    argv = [sys.executable, "-m", "fakes", "check", "tcp-refused-firewall", "--reader", "postfix"]
+    wrong = subprocess.run(
+        [*argv, "--", "cat", str(timed_out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert wrong.returncode == 1, wrong.stdout
+    assert "postfix reader: timeout/connect" in wrong.stdout
