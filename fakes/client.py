@@ -147,6 +147,9 @@ class _Closed(Exception):
         self.how = how
 
 
+_TCP_CLOSE = 7  # tcpi_state after a reset (linux/tcp_states.h)
+
+
 class _Session:
     """Line-level SMTP over a socket that may become TLS."""
 
@@ -161,10 +164,18 @@ class _Session:
         except ConnectionResetError:
             raise _Closed("RST") from None
         except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-            raise _Closed("FIN") from None
+            raise _Closed(self._how_it_ended()) from None
         if not data:
-            raise _Closed("FIN")
+            raise _Closed(self._how_it_ended())
         return data
+
+    def _how_it_ended(self) -> str:
+        """FIN or RST, from the TCP state: under TLS, Python reads a reset as a bare EOF too."""
+        try:
+            state = self.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+        except (OSError, AttributeError):
+            return "FIN"
+        return "RST" if state == _TCP_CLOSE else "FIN"  # a FIN leaves CLOSE_WAIT
 
     def reply(self) -> tuple[int, list[str]]:
         lines: list[str] = []
@@ -190,7 +201,7 @@ class _Session:
         except (BrokenPipeError, ConnectionResetError):
             raise _Closed("RST") from None
         except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-            raise _Closed("FIN") from None
+            raise _Closed(self._how_it_ended()) from None
 
     def cmd(self, line: str) -> tuple[int, list[str]]:
         self.send(line)
