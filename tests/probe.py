@@ -7,6 +7,7 @@ Every operation has a timeout.
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -99,6 +100,15 @@ class RawSMTP:
         self.buf = b""
         return tls
 
+    def starttls_keep_socket(self, context: ssl.SSLContext, server_hostname: str) -> ssl.SSLSocket:
+        """Like starttls, but a failed handshake leaves the socket open, so that
+        tcp_end() can still read how the server ended the connection."""
+        tls = context.wrap_socket(self.sock, server_hostname=server_hostname, do_handshake_on_connect=False)
+        self.sock = tls
+        self.buf = b""
+        tls.do_handshake()
+        return tls
+
     def wait_closed(self, where: str = "waiting for the server to close") -> str:
         """Read until the server closes; returns 'fin' or 'rst'."""
         try:
@@ -189,3 +199,169 @@ def resolve_mx(
 
 def client_context(cafile: str) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=cafile)
+
+
+# ----------------------------------------------------------------------
+# TLS at the record level: what the server sent, byte for byte
+#
+# ssl's own sockets turn a server's alert into an exception and hide what
+# followed it. These helpers run the client handshake through memory BIOs
+# over a plain socket, keep every byte the server sent, split it into TLS
+# records (RFC 8446 5.1) and say how the TCP connection ended.
+
+TLS_ALERT = 21  # ContentType.alert (RFC 8446 5.1)
+TLS_HANDSHAKE = 22
+
+
+@dataclass(frozen=True)
+class TlsRecord:
+    content_type: int
+    version: int
+    fragment: bytes
+
+    @property
+    def alert(self) -> tuple[int, int] | None:
+        """(level, description) when this is a clear-text alert record, else None."""
+        if self.content_type == TLS_ALERT and len(self.fragment) == 2:
+            return self.fragment[0], self.fragment[1]
+        return None
+
+    def describe(self) -> str:
+        if self.alert is not None:
+            return f"alert {self.alert[0]}/{self.alert[1]}"
+        return {TLS_HANDSHAKE: "handshake", 20: "change_cipher_spec", 23: "application_data"}.get(
+            self.content_type, f"record type {self.content_type}"
+        )
+
+
+def tls_records(data: bytes) -> tuple[list[TlsRecord], bytes]:
+    """Split raw bytes into records; returns the records and any incomplete tail."""
+    records: list[TlsRecord] = []
+    while len(data) >= 5:
+        ctype, version, length = data[0], int.from_bytes(data[1:3], "big"), int.from_bytes(data[3:5], "big")
+        if len(data) < 5 + length:
+            break
+        records.append(TlsRecord(ctype, version, data[5 : 5 + length]))
+        data = data[5 + length :]
+    return records, data
+
+
+@dataclass
+class RawHandshake:
+    """A client handshake seen at the record level."""
+
+    received: bytes  # everything the server sent, as it came off the wire
+    end: str  # how the connection ended: fin, rst, timeout, or open (handshake done)
+    error: ssl.SSLError | None  # what OpenSSL made of it (None if the handshake completed)
+
+    @property
+    def records(self) -> list[TlsRecord]:
+        return tls_records(self.received)[0]
+
+    def describe(self) -> str:
+        """For example 'alert 2/40, then fin'."""
+        records, tail = tls_records(self.received)
+        parts = [r.describe() for r in records]
+        if tail:
+            parts.append(f"{len(tail)} stray bytes")
+        return ", ".join(parts or ["nothing"]) + f", then {self.end}"
+
+
+def raw_handshake(
+    sock: socket.socket, context: ssl.SSLContext, server_hostname: str, bound: float = TIMEOUT
+) -> RawHandshake:
+    """Open TLS on a connected plain socket and read on until the server ends the connection."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname=server_hostname)
+    sock.settimeout(bound)
+    received = b""
+    error: ssl.SSLError | None = None
+    while True:
+        if error is None:
+            try:
+                tls.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLError as exc:
+                error = exc
+            else:
+                sock.sendall(outgoing.read())
+                return RawHandshake(received, "open", None)
+        out = outgoing.read()
+        try:
+            if out:
+                sock.sendall(out)
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            return RawHandshake(received, "rst", error)
+        except BrokenPipeError:
+            return RawHandshake(received, "epipe", error)
+        except TimeoutError:
+            return RawHandshake(received, "timeout", error)
+        if not data:
+            if error is None:
+                incoming.write_eof()
+                try:
+                    tls.do_handshake()
+                except ssl.SSLError as exc:
+                    error = exc
+            return RawHandshake(received, end_by_state(sock), error)
+        received += data
+        if error is None:
+            incoming.write(data)
+
+
+# include/net/tcp_states.h: the kernel's word on how the peer ended the connection.
+TCP_CLOSE = 7  # the peer reset it (or both sides are done)
+TCP_CLOSE_WAIT = 8  # the peer sent its FIN, our side is still open
+
+
+def tcp_state(sock: socket.socket | ssl.SSLSocket) -> int:
+    """The connection's TCP state (tcpi_state, the first byte of TCP_INFO)."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+
+
+def end_by_state(sock: socket.socket | ssl.SSLSocket) -> str:
+    """After an EOF: 'fin' if the peer sent a FIN, 'rst' if it reset (its error already read)."""
+    state = tcp_state(sock)
+    return {TCP_CLOSE_WAIT: "fin", TCP_CLOSE: "rst"}.get(state, f"tcp state {state}")
+
+
+def tcp_end(sock: socket.socket | ssl.SSLSocket, bound: float = TIMEOUT) -> str:
+    """How the peer ends the TCP connection, read below any TLS layer: fin, rst, open or data."""
+    raw = socket.socket(fileno=os.dup(sock.fileno()))
+    try:
+        raw.settimeout(bound)
+        data = raw.recv(65536)
+    except ConnectionResetError:
+        return "rst"
+    except TimeoutError:
+        return "open"
+    finally:
+        raw.close()
+    return end_by_state(sock) if not data else "data"
+
+
+class ExactSMTP(RawSMTP):
+    """RawSMTP that tells a RST from a FIN under TLS too.
+
+    CPython's ssl reports a reset under TLS as an EOF (``recv`` gives b"",
+    or SSLEOFError), exactly as it reports a FIN without close_notify; the
+    end is then read from the kernel's TCP state instead.
+    """
+
+    def _recv(self, where: str) -> bytes:
+        try:
+            return super()._recv(where)
+        except Closed as closed:
+            if closed.how == "fin" and isinstance(self.sock, ssl.SSLSocket):
+                raise Closed(end_by_state(self.sock), where) from None
+            raise
+
+    def send(self, line: str) -> None:
+        try:
+            super().send(line)
+        except Closed as closed:
+            if closed.how == "fin" and isinstance(self.sock, ssl.SSLSocket):
+                raise Closed(end_by_state(self.sock), closed.where) from None
+            raise

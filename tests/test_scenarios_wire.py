@@ -3,8 +3,10 @@
 The probe resolves through the world's DNS (dnspython), connects with
 sockets, speaks SMTP line by line, verifies TLS with ``ssl``, and records
 what the wire did. The test then checks that this wire behaviour is the one
-the scenario's code stands for, and the details the scenario names
-(certificate reason, point of the cut, FIN or RST, ...).
+the scenario's code stands for, and exactly the event the scenario's TOML
+configures: the point of a cut and whether it is a FIN or a RST, how the
+server ends the connection after a refusal, the alert of a TLS refusal, and
+the certificate error by OpenSSL's own verification code and text.
 """
 
 from __future__ import annotations
@@ -19,24 +21,51 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 import pytest
-from probe import Closed, RawSMTP, client_context, open_connection, resolve_a, resolve_mx
+from probe import Closed, ExactSMTP, RawSMTP, client_context, open_connection, resolve_a, resolve_mx, tcp_end
 
 import scenarios
 from fakes import World
-from fakes.certs import expected_verify_failure
-from fakes.spec import DnsFault
+from fakes.spec import DnsFault, HostSpec
+from fakes.spec import Reply as ConfiguredReply
 
 CONNECT_TIMEOUT = 0.3
 DNS_TIMEOUT = 0.3
+
+# What a verifying OpenSSL client reports for each kind of bad certificate:
+# the X509_V_ERR_* code (openssl/x509_vfy.h) and the start of its text
+# (X509_verify_cert_error_string, as openssl-verify(1) prints it). CPython
+# writes its own text for 62 ("Hostname mismatch, certificate is not valid
+# for ..."), so texts are compared without case, by their start.
+X509_V_ERR: dict[str, tuple[int, str]] = {
+    "expired": (10, "certificate has expired"),  # X509_V_ERR_CERT_HAS_EXPIRED
+    "not_yet_valid": (9, "certificate is not yet valid"),  # X509_V_ERR_CERT_NOT_YET_VALID
+    "wrong_host": (62, "hostname mismatch"),  # X509_V_ERR_HOSTNAME_MISMATCH
+    # Signed by a CA the client does not hold, and the server sends the leaf alone.
+    "untrusted_ca": (20, "unable to get local issuer certificate"),  # ..._UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+    "self_signed": (18, "self-signed certificate"),  # X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT
+    # The leaf's issuer is the intermediate the server leaves out.
+    "missing_intermediate": (20, "unable to get local issuer certificate"),
+}
+
+# A server with nothing in common with a current client sends this fatal
+# alert (RFC 8446 6.2), which OpenSSL reports as the reason of the error
+# (SSL_R_*_ALERT_*: 1000 + the alert's description).
+TLS_REFUSAL_ALERT = {"starttls_broken": "handshake_failure", "starttls_legacy": "protocol_version"}
+OPENSSL_ALERT_REASON = {
+    "handshake_failure": "SSLV3_ALERT_HANDSHAKE_FAILURE",  # 40
+    "protocol_version": "TLSV1_ALERT_PROTOCOL_VERSION",  # 70
+}
 
 
 @dataclass
 class Outcome:
     stage: str  # dns, connect, greeting, ehlo, starttls, tls, cert, closed, reply, delivered
-    detail: str  # rcode, refused/timeout, reply line, verify code, where, ...
-    how: str = ""  # fin/rst for closed
+    detail: str  # rcode, refused/timeout/reset, reply line, verify code, where, ...
+    how: str = ""  # closed: fin/rst; after a refusal: fin/rst, or open if QUIT was answered
     host: str = ""
     lines: tuple[str, ...] = ()
+    command: str = ""  # the command a reply answered (GREETING, EHLO, MAIL, RCPT, DATA, DATA_END)
+    message: str = ""  # cert: the verify message
 
 
 def candidates(s: scenarios.Scenario, world: World) -> list[tuple[str, str]] | Outcome:
@@ -65,51 +94,71 @@ def candidates(s: scenarios.Scenario, world: World) -> list[tuple[str, str]] | O
     return found or last
 
 
+def end_after_refusal(c: RawSMTP) -> str:
+    """After a failing reply, say QUIT: 'open' if the server answers it, else how it had closed."""
+    try:
+        c.cmd("QUIT")
+    except Closed as closed:
+        return closed.how
+    return "open"
+
+
+def current_client(world: World) -> ssl.SSLContext:
+    """A verifying client of today: TLS 1.2 and 1.3 only, the world's CA trusted."""
+    ctx = client_context(str(world.ca_file))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
 def smtp_session(s: scenarios.Scenario, c: RawSMTP, world: World, name: str) -> Outcome:
     t = s.target
     stage = "greeting"
+
+    def refused(stage: str, command: str, line: str) -> Outcome:
+        return Outcome(stage, line, how=end_after_refusal(c), host=name, command=command)
+
     try:
         greeting = c.reply("before the greeting")
         if greeting.code != 220:
-            return Outcome("greeting", greeting.lines[0], how=c.wait_closed(), host=name)
+            return refused("greeting", "GREETING", greeting.lines[0])
         stage = "ehlo"
         ehlo = c.cmd("EHLO probe.test")
         if ehlo.code != 250:
-            return Outcome("ehlo", ehlo.lines[0], host=name)
+            return refused("ehlo", "EHLO", ehlo.lines[0])
         if t.require_tls:
             if not any(line[4:].upper().startswith("STARTTLS") for line in ehlo.lines):
                 return Outcome("ehlo", "no STARTTLS", host=name)
             stage = "starttls"
             st = c.cmd("STARTTLS")
             if st.code != 220:
-                return Outcome("starttls", st.lines[0], host=name)
+                return refused("starttls", "STARTTLS", st.lines[0])
             stage = "tls"
             try:
-                c.starttls(client_context(str(world.ca_file)), name)
+                c.starttls_keep_socket(current_client(world), name)
             except ssl.SSLCertVerificationError as exc:
-                return Outcome("cert", str(exc.verify_code), host=name)
+                return Outcome("cert", str(exc.verify_code), host=name, message=exc.verify_message)
             except ssl.SSLError as exc:
-                return Outcome("tls", exc.reason or str(exc), host=name)
+                return Outcome("tls", exc.reason or str(exc), how=tcp_end(c.sock), host=name)
             stage = "after_starttls"
             ehlo = c.cmd("EHLO probe.test")
             if ehlo.code != 250:
-                return Outcome("ehlo", ehlo.lines[0], host=name)
+                return refused("ehlo", "EHLO", ehlo.lines[0])
         commands = [("mail", f"MAIL FROM:<{t.mail_from}>"), *[("rcpt", f"RCPT TO:<{r}>") for r in t.rcpt_to]]
         for step, line in commands:
             stage = step
             r = c.cmd(line)
             if r.code >= 400:
-                return Outcome("reply", r.lines[0], host=name)
+                return refused("reply", step.upper(), r.lines[0])
         stage = "data"
         r = c.cmd("DATA")
         if r.code != 354:
-            return Outcome("reply", r.lines[0], host=name)
+            return refused("reply", "DATA", r.lines[0])
         body = "Subject: mailfakes probe\r\n\r\n" + "A line of body text for the probe.\r\n" * 20
-        c.send(body + ".")
+        c.send(body + ".")  # one write: the whole message is sent before any cut is seen
         stage = "final_dot"
         r = c.reply("after the final dot")
         if r.code >= 400:
-            return Outcome("reply", r.lines[0], host=name)
+            return refused("reply", "DATA_END", r.lines[0])
         c.cmd("QUIT")
         return Outcome("delivered", r.lines[0], host=name)
     except Closed as closed:
@@ -125,13 +174,13 @@ def probe(s: scenarios.Scenario, world: World) -> Outcome:
     last = Outcome("connect", "none")
     for name, ip in found:  # MX fallback: the next host after a connect failure
         sock, outcome = open_connection(ip, world.port, timeout=CONNECT_TIMEOUT)
-        if outcome == "reset":
-            return Outcome("closed", "greeting", how="rst", host=name)
+        if outcome == "reset":  # ECONNRESET at connect: a client reads it as a refusal, never right
+            return Outcome("connect", "reset", host=name)
         if sock is None:
             last = Outcome("connect", outcome, host=name)
             continue
         sock.settimeout(2)
-        return smtp_session(s, RawSMTP(sock), world, name)
+        return smtp_session(s, ExactSMTP(sock), world, name)
     return last
 
 
@@ -145,7 +194,7 @@ def code_of(o: Outcome) -> str:
     if o.stage == "dns":
         return "4.4.312"
     if o.stage == "connect":
-        return {"timeout": "4.4.315", "refused": "4.4.316"}[o.detail]
+        return {"timeout": "4.4.315", "refused": "4.4.316"}.get(o.detail, f"no code for a {o.detail}")
     if o.stage == "cert":
         return "4.7.320"
     if o.stage == "closed":
@@ -164,8 +213,31 @@ def served(request, make_world):
     return s, make_world(s.world)
 
 
-def target_host(s: scenarios.Scenario, o: Outcome):
+def target_host(s: scenarios.Scenario, o: Outcome) -> HostSpec:
     return s.world.host(o.host)
+
+
+def configured_end(reply: ConfiguredReply | None) -> str:
+    """How the server ends the session after ``reply``: its ``close``, a FIN after any 421
+    (RFC 5321 3.8: a server that says 421 closes), or not at all (QUIT is answered)."""
+    if reply is not None and reply.close is not None:
+        return reply.close
+    return "fin" if reply is not None and reply.code == 421 else "open"
+
+
+# Where the probe is when a cut at each configured point reaches it.
+PROBE_STAGE_OF_POINT = {
+    "before_greeting": "greeting",
+    "after_greeting": "ehlo",  # the probe speaks after the greeting: the cut meets its EHLO
+    "after_ehlo": "ehlo",
+    "after_starttls": "after_starttls",
+    "after_mail": "mail",
+    "after_rcpt": "rcpt",
+    # The probe writes the whole message at once, so the cut always reaches it
+    # while it waits for the reply to the final dot.
+    "in_data": "final_dot",
+    "after_final_dot": "final_dot",
+}
 
 
 def test_wire_behaviour_matches_the_scenario_code(served):
@@ -173,45 +245,66 @@ def test_wire_behaviour_matches_the_scenario_code(served):
     o = probe(s, world)
     assert code_of(o) == s.expected_code, f"{s.id}: the wire said {o}"
 
-    # The details each family promises.
+    # Exactly the event the scenario configures.
     if o.stage == "dns":
         assert o.detail in resolver_outcomes(s), f"{s.id}: the resolver got {o.detail}"
     elif o.stage == "connect":
         kind = target_host(s, o).kind
-        assert (kind, o.detail) in (("blackhole", "timeout"), ("refuse", "refused"))
-    elif o.stage == "greeting":
-        assert o.detail.startswith("421") and o.how == "fin"  # 421, then the server closes
+        assert (kind, o.detail) in (("blackhole", "timeout"), ("refuse", "refused")), f"{s.id}: {o}"
+    elif o.stage in ("greeting", "ehlo", "starttls", "reply") and o.command:
+        plan = target_host(s, o).smtp
+        reply = plan.greeting if o.command == "GREETING" else plan.replies.get(o.command)
+        if reply is not None:
+            assert o.detail == reply.line(), f"{s.id}: {o.command} answered {o.detail!r}"
+        assert o.how == configured_end(reply), f"{s.id}: after {o.detail!r} the server's end was {o.how}"
+    elif o.stage == "ehlo":
+        assert o.detail == "no STARTTLS" and target_host(s, o).smtp.tls == "none", f"{s.id}: {o}"
+    elif o.stage == "tls":
+        alert = TLS_REFUSAL_ALERT[target_host(s, o).smtp.tls]
+        assert o.detail == OPENSSL_ALERT_REASON[alert], f"{s.id}: want the {alert} alert, got {o.detail}"
+        assert o.how == "fin", f"{s.id}: after the {alert} alert the connection ended with {o.how}"
     elif o.stage == "cert":
-        host = target_host(s, o)
-        code, _ = expected_verify_failure(host.smtp.cert)
-        assert o.detail == str(code)
+        code, text = X509_V_ERR[target_host(s, o).smtp.cert]
+        assert (o.detail, o.message.lower()[: len(text)]) == (str(code), text), f"{s.id}: {o}"
     elif o.stage == "closed":
         host = target_host(s, o)
         ca = host.smtp.close_at
         if host.kind == "close_on_accept":
-            assert o.detail == "greeting" and o.how == host.close
+            assert (o.detail, o.how) == ("greeting", host.close), f"{s.id}: {o}"
         else:
-            assert ca is not None
-            expected_stage = {
-                "before_greeting": "greeting",
-                "after_greeting": "ehlo",
-                "after_ehlo": "ehlo",
-                "after_starttls": "after_starttls",
-                "after_mail": "mail",
-                "after_rcpt": "rcpt",
-                "in_data": "data",
-                "after_final_dot": "final_dot",
-            }[ca.point]
-            assert o.detail == expected_stage or (ca.point == "in_data" and o.detail == "final_dot")
-            assert o.how == ca.how or (ca.how == "rst" and o.how == "fin" and ca.point == "in_data")
+            assert ca is not None, f"{s.id}: a cut nobody configured: {o}"
+            assert (o.detail, o.how) == (PROBE_STAGE_OF_POINT[ca.point], ca.how), f"{s.id}: {o}"
         if ca is not None and ca.point == "after_final_dot":
             assert world.wait_until(lambda: len(world.messages) == 1, 2)
             assert world.messages[0].replied is False
+        if ca is not None and ca.point == "in_data":
+            assert world.wait_until(lambda: all(t.closed for t in world.sessions), 2)
+            assert world.messages == []
     elif o.stage == "delivered":
         assert world.wait_until(lambda: len(world.messages) == 1, 2)
         msg = world.messages[0]
         assert msg.rcpt_tos == s.target.rcpt_to
         assert msg.tls_version is not None or not s.target.require_tls
+    else:
+        pytest.fail(f"{s.id}: an outcome this test does not know: {o}")
+
+
+def test_every_configured_wire_event_is_reached_by_the_probe():
+    """The exact checks above cover each kind of event the catalogue configures."""
+    hosts = [h for s in CATALOGUE.values() for h in s.world.hosts]
+    assert {h.close for h in hosts if h.kind == "close_on_accept"} == {"rst"}
+    assert {h.smtp.close_at.how for h in hosts if h.smtp.close_at} == {"fin", "rst"}
+    assert {h.smtp.tls for h in hosts} >= set(TLS_REFUSAL_ALERT)
+    assert {h.smtp.cert for h in hosts} - {"valid"} == set(X509_V_ERR)
+
+
+def test_the_exact_checks_tell_fin_from_rst():
+    """configured_end and the stage table leave no room for 'fin or rst'."""
+    assert configured_end(ConfiguredReply(421, "x")) == "fin"
+    assert configured_end(ConfiguredReply(421, "x", close="rst")) == "rst"
+    assert configured_end(ConfiguredReply(550, "x")) == "open"
+    assert configured_end(None) == "open"
+    assert len(set(PROBE_STAGE_OF_POINT)) == len(PROBE_STAGE_OF_POINT)
 
 
 def test_ehlo_without_starttls_is_visible_on_the_wire(make_world):
