@@ -1,7 +1,9 @@
 """The record of what happened in a world: DNS queries, connections, SMTP lines.
 
 Servers append events from the world's event-loop thread; tests, the CLI and
-demos read them from any thread, or subscribe to see them live.
+demos read them from any thread, or subscribe to see them live. Events of
+SMTP sessions that belong to an earlier test (opened before a reset) are
+dropped: see :meth:`EventLog.retire_sessions`.
 """
 
 from __future__ import annotations
@@ -52,9 +54,18 @@ class EventLog:
         self._lock = threading.Lock()
         self._events: list[Event] = []
         self._subscribers: list[Subscriber] = []
+        self._first_live_session = 0
 
     def emit(self, kind: EventKind, host: str, text: str, **data: Any) -> Event:
+        """Record an event and tell the subscribers; returns it.
+
+        An event whose ``session`` is older than the last
+        :meth:`retire_sessions` is returned but neither kept nor told.
+        """
         event = Event(kind=kind, host=host, text=text, data=data)
+        session = data.get("session")
+        if isinstance(session, int) and session < self._first_live_session:
+            return event
         with self._lock:
             self._events.append(event)
             subscribers = list(self._subscribers)
@@ -85,6 +96,15 @@ class EventLog:
     def clear(self) -> None:
         with self._lock:
             self._events.clear()
+
+    def retire_sessions(self, below: int) -> None:
+        """Drop later events of every session numbered below ``below``.
+
+        Session numbers only grow, so this retires the sessions of earlier
+        tests: one that is still closing cannot add to the next test's log.
+        """
+        with self._lock:
+            self._first_live_session = max(self._first_live_session, below)
 
     def errors(self) -> list[Event]:
         return self.events("error")

@@ -3,16 +3,20 @@
 A :class:`World` started from synchronous code runs on a runtime: its own
 private one by default, or a shared one (the pytest plugin keeps one per
 session, so a test pays for binding a few sockets, not for a thread, a CA
-and certificates). Errors raised inside the loop are turned into ``error``
-events of every world attached at the time, so they surface in tests.
+and certificates). An error raised inside the loop becomes an ``error``
+event of the world it came from only (see :func:`blame`), so it fails the
+tests that use that world and no other; an error no world can be blamed
+for goes to the runtime's own :attr:`Runtime.errors` log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import ssl
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from .certs import CertAuthority
@@ -21,6 +25,103 @@ from .events import EventLog
 T = TypeVar("T")
 
 THREAD_NAME = "mailfakes-world"
+# How long a cancelled call may take to unwind on the loop (its finally
+# blocks, a half-made server closing) before run() gives up waiting.
+CANCEL_GRACE = 2.0
+
+# The events log of the world whose work is running. Set in the context a
+# world starts in; asyncio copies the context into every callback, timer and
+# task created from there, so an error can be traced back to its world.
+ROUTE: contextvars.ContextVar[EventLog | None] = contextvars.ContextVar("mailfakes_route", default=None)
+
+# Tells whether an exception-handler context (asyncio's dict) concerns a world.
+Owns = Callable[[dict[str, Any]], bool]
+
+
+def route_context(events: EventLog) -> contextvars.Context:
+    """A context whose callbacks and tasks report their errors to ``events``."""
+    ctx = contextvars.copy_context()
+    ctx.run(ROUTE.set, events)
+    return ctx
+
+
+class _RoutedTask(asyncio.Task):  # type: ignore[type-arg]
+    """A task that remembers the world it was made for.
+
+    asyncio reports a task's unretrieved exception from its finalizer, at
+    garbage collection, in whatever context happens to run; on Python 3.11
+    the task's own context cannot be read back, so keep the route here.
+    """
+
+    mailfakes_route: EventLog | None = None
+
+
+def _task_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+    task = _RoutedTask(coro, loop=loop, **kwargs)
+    ctx = kwargs.get("context")
+    task.mailfakes_route = ctx.get(ROUTE) if ctx is not None else ROUTE.get()
+    return task
+
+
+def blame(context: dict[str, Any], owners: Sequence[tuple[EventLog, Owns]] = ()) -> EventLog | None:
+    """The events log of the world an asyncio error context belongs to, or None.
+
+    The most specific evidence wins: the task or callback that failed
+    (its route), then an object a world owns (its protocol, transport or
+    listening socket, asked of each ``owners`` entry), then the context the
+    error is being reported in. A task finalized at garbage collection may
+    be reported while another world's callback runs, hence that order.
+    """
+    for key in ("future", "task"):
+        route = getattr(context.get(key), "mailfakes_route", None)
+        if isinstance(route, EventLog):
+            return route
+    handle_ctx = getattr(context.get("handle"), "_context", None)
+    if isinstance(handle_ctx, contextvars.Context):
+        route = handle_ctx.get(ROUTE)
+        if route is not None:
+            return route
+    for events, owns in owners:
+        try:
+            if owns(context):
+                return events
+        except Exception:  # a broken ownership check must not hide the error itself
+            continue
+    return ROUTE.get()
+
+
+def is_client_hangup(context: dict[str, Any]) -> bool:
+    """A client that hung up mid-write: part of the game here, not an error."""
+    return isinstance(context.get("exception"), (ConnectionError, ssl.SSLError))
+
+
+def error_text(context: dict[str, Any]) -> str:
+    return f"{context.get('message', 'error')}: {context.get('exception')!r}"
+
+
+class _Call:
+    """One coroutine run on the loop for a caller in another thread."""
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], context: contextvars.Context | None) -> None:
+        self.coro = coro
+        self.context = context
+        self.task: asyncio.Task[Any] | None = None
+        self.cancelled = False
+        self.done = threading.Event()
+
+    # Both methods run on the loop thread, so they never race each other.
+    def launch(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.cancelled:
+            self.coro.close()
+            self.done.set()
+            return
+        self.task = loop.create_task(self.coro, context=self.context)
+        self.task.add_done_callback(lambda _task: self.done.set())
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if self.task is not None:
+            self.task.cancel()
 
 
 class Runtime:
@@ -40,8 +141,8 @@ class Runtime:
         self.thread: threading.Thread | None = None
         self._ca: CertAuthority | None = None
         self._lock = threading.Lock()
-        self._sinks: list[EventLog] = []
-        self.errors = EventLog()  # errors seen while no world was attached
+        self._owners: list[tuple[EventLog, Owns]] = []
+        self.errors = EventLog()  # errors no world could be blamed for
 
     @property
     def running(self) -> bool:
@@ -56,69 +157,121 @@ class Runtime:
             return self._ca
 
     def start(self, timeout: float = 10.0) -> Runtime:
+        """Start the loop thread. Nothing is waited for (``timeout`` is kept for
+        callers of earlier versions): callbacks queue until the loop runs."""
         if self.thread is not None:
             return self
         loop = asyncio.new_event_loop()
         loop.set_exception_handler(self._loop_exception)
-        ready = threading.Event()
-        thread = threading.Thread(target=self._run, args=(loop, ready), name=THREAD_NAME, daemon=True)
-        thread.start()
-        if not ready.wait(timeout):
-            raise RuntimeError("the mailfakes event-loop thread did not start")
+        loop.set_task_factory(_task_factory)
+        thread = threading.Thread(target=self._run, args=(loop,), name=THREAD_NAME, daemon=True)
         self.loop, self.thread = loop, thread
+        try:
+            thread.start()
+        except BaseException:  # interrupted (Ctrl-C) or no thread to be had
+            self.close()
+            raise
         return self
 
     @staticmethod
-    def _run(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+    def _run(loop: asyncio.AbstractEventLoop) -> None:
         asyncio.set_event_loop(loop)
-        loop.call_soon(ready.set)
         loop.run_forever()
 
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
-        """Run a coroutine on the loop thread and wait (bounded) for its result."""
-        if self.loop is None or not self.running:
+    def run(
+        self,
+        coro: Coroutine[Any, Any, T],
+        timeout: float = 10.0,
+        *,
+        context: contextvars.Context | None = None,
+    ) -> T:
+        """Run a coroutine on the loop thread and wait (bounded) for its result.
+
+        On timeout, or when the wait is interrupted (KeyboardInterrupt), the
+        coroutine is cancelled and its unwinding waited for (bounded by
+        :data:`CANCEL_GRACE`) before the exception reaches the caller, so
+        nothing it was doing goes on behind the caller's back.
+        """
+        loop = self.loop
+        if loop is None or not self.running:
             coro.close()
             raise RuntimeError("the runtime is not running")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        if threading.current_thread() is self.thread:
+            coro.close()
+            raise RuntimeError("Runtime.run() called from the loop thread: await the coroutine instead")
+        call = _Call(coro, context)
+        try:
+            loop.call_soon_threadsafe(call.launch, loop)
+            finished = call.done.wait(timeout)
+        except BaseException:
+            self._cancel(call)
+            raise
+        if not finished:
+            self._cancel(call)
+            name = getattr(coro, "__qualname__", "the call")
+            raise TimeoutError(f"mailfakes: {name} did not finish within {timeout} s; it was cancelled")
+        assert call.task is not None
+        if call.task.cancelled():
+            raise RuntimeError("the call was cancelled on the loop (the runtime is closing)")
+        return call.task.result()  # type: ignore[no-any-return]
 
-    def attach(self, events: EventLog) -> None:
+    def _cancel(self, call: _Call) -> None:
+        loop = self.loop
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(call.cancel)
+            call.done.wait(CANCEL_GRACE)
+
+    def attach(self, events: EventLog, owns: Owns | None = None) -> None:
+        """Report errors blamed on ``events``' world there; ``owns`` recognises its objects."""
         with self._lock:
-            self._sinks.append(events)
+            self._owners.append((events, owns or (lambda context: False)))
 
     def detach(self, events: EventLog) -> None:
         with self._lock:
-            if events in self._sinks:
-                self._sinks.remove(events)
+            self._owners = [(e, o) for e, o in self._owners if e is not events]
 
     def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        exc = context.get("exception")
-        if isinstance(exc, (ConnectionError, ssl.SSLError)):
-            return  # a client hung up mid-write: part of the game here
-        text = f"{context.get('message', 'error')}: {exc!r}"
+        if is_client_hangup(context):
+            return
         with self._lock:
-            sinks = list(self._sinks) or [self.errors]
-        for sink in sinks:
-            sink.emit("error", "-", text)
+            owners = list(self._owners)
+        sink = blame(context, owners) or self.errors
+        sink.emit("error", "-", error_text(context))
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the thread, cancel what is left, remove the CA's keys. Idempotent."""
         loop, thread = self.loop, self.thread
         self.loop = self.thread = None
         if loop is not None and thread is not None:
-            if thread.is_alive():
+            stopped = True
+            with contextlib.suppress(RuntimeError):  # closed already
+                # Queued even before the loop first runs: it then stops at once.
                 loop.call_soon_threadsafe(loop.stop)
+            try:
                 thread.join(timeout)
-            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.wait(pending, timeout=2.0))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
+            except RuntimeError:  # interrupted inside Thread.start(): never ran
+                stopped = False
+            if thread.is_alive():
+                stopped = False
+            if stopped and not loop.is_closed():
+                self._finish(loop)
         with self._lock:
             ca, self._ca = self._ca, None
         if ca is not None:
             ca.close()
+
+    @staticmethod
+    def _finish(loop: asyncio.AbstractEventLoop) -> None:
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.wait(pending, timeout=CANCEL_GRACE))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
 
     def __enter__(self) -> Runtime:
         return self.start()

@@ -4,12 +4,17 @@
 port), its DNS server to 127.A.B.1, and issues its certificates. It runs on
 one background event-loop thread when used from synchronous code, or on the
 caller's loop from async code. ``stop()`` is idempotent and leaves no
-thread, socket, task or key file behind.
+thread, socket, task or key file behind, also after a ``start()`` that timed
+out or was interrupted. ``reset()`` runs on the world's loop, ends the
+sessions still open and starts a new record, so a test sees only its own
+sessions, messages and events. Errors raised by this world's servers are
+recorded as its own ``error`` events, never another world's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import random
@@ -25,7 +30,7 @@ from typing import Any
 from .certs import CertAuthority
 from .dns import FakeDNS
 from .events import Event, EventLog
-from .runtime import Runtime
+from .runtime import CANCEL_GRACE, Runtime, blame, error_text, is_client_hangup, route_context
 from .smtp import HostServer
 from .spec import WorldSpec, parse_world
 from .tcp import BlackholeEndpoint, RefuseEndpoint, bind_socket
@@ -131,7 +136,11 @@ class World:
         self._runtime = runtime
         self._own_runtime: Runtime | None = None
         self._sync_runtime: Runtime | None = None  # the runtime a sync start() used
-        self._restore_handler: tuple[asyncio.AbstractEventLoop, Any] | None = None
+        self._restore_handler: tuple[asyncio.AbstractEventLoop, Any, Any] | None = None
+        # Callbacks, timers and tasks made from this context report errors here.
+        self._route = route_context(self.events)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._start_task: asyncio.Task[None] | None = None
         self._state = "new"  # new -> running -> stopped
         self._cond = threading.Condition()
         self.events.subscribe(self._notify)
@@ -171,8 +180,48 @@ class World:
     def dns_queries(self) -> list[Any]:
         return list(self.dns.queries) if self.dns is not None else []
 
-    def reset(self) -> None:
-        """Forget transcripts, messages, queries, events and schedule counts."""
+    def reset(self, timeout: float = 5.0) -> None:
+        """Start afresh: end the sessions still open, forget transcripts, messages,
+        DNS queries, events and schedule counts.
+
+        Runs on the world's loop, so it cannot interleave with a connection
+        being accepted; a session of before the reset adds nothing after it.
+        A world started with ``astart()`` is reset with ``await world.areset()``.
+        """
+        runtime = self._sync_runtime
+        if runtime is not None and runtime.running and self._state == "running":
+            runtime.run(self._areset(), timeout, context=self._route)
+        elif self._state == "running":
+            raise WorldError("this world runs on the caller's event loop: use 'await world.areset()'")
+        else:  # not serving: nothing can race with the clearing
+            self._clear_records()
+
+    async def areset(self) -> None:
+        """:meth:`reset` for a world started with ``astart()`` (or from its own loop)."""
+        if self._state != "running":
+            self._clear_records()
+            return
+        if asyncio.get_running_loop() is not self._loop:
+            raise WorldError(
+                "areset() must run on the world's own event loop; from another thread use reset()"
+            )
+        await self._areset()
+
+    async def _areset(self, grace: float = 1.0) -> None:
+        for server in self._servers:
+            for proto in list(server.live):
+                proto.shutdown()
+        # Let the ended sessions report connection_lost and their handlers
+        # unwind (bounded), so their last events land before the clearing.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        for _ in range(3):
+            await asyncio.sleep(0)
+        while any(server.live for server in self._servers) and loop.time() < deadline:
+            await asyncio.sleep(0.001)
+        self._clear_records()
+
+    def _clear_records(self) -> None:
         self.recorder.reset()
         if self.dns is not None:
             self.dns.reset()
@@ -198,18 +247,24 @@ class World:
         """Start on a background event-loop thread; returns self once everything listens.
 
         The thread is the world's own, unless a shared ``runtime`` was given.
+        A start that does not finish within ``timeout`` (TimeoutError) or is
+        interrupted (KeyboardInterrupt) is cancelled and undone before the
+        exception propagates: no thread, listener or key file is left, and
+        ``stop()`` afterwards is safe.
         """
         if self._state != "new":
             raise WorldError(f"a world starts once; this one is {self._state}")
         runtime = self._runtime
-        if runtime is None:
-            runtime = self._own_runtime = Runtime().start(timeout)
-        elif not runtime.running:
+        if runtime is not None and not runtime.running:
             raise WorldError("the shared runtime is not running: call runtime.start() first")
-        self._sync_runtime = runtime
-        runtime.attach(self.events)
         try:
-            runtime.run(self._astart(), timeout)
+            if runtime is None:
+                runtime = self._own_runtime = Runtime()
+                self._sync_runtime = runtime
+                runtime.start()
+            self._sync_runtime = runtime
+            runtime.attach(self.events, self._owns)
+            runtime.run(self._astart(), timeout, context=self._route)
         except BaseException:
             self.stop()
             raise
@@ -226,18 +281,58 @@ class World:
         self._sync_runtime = None
         try:
             if runtime.running:
-                runtime.run(self._astop(), timeout)
+                runtime.run(self._astop(), timeout, context=self._route)
         finally:
-            runtime.detach(self.events)
-            if self._own_runtime is not None:
-                self._own_runtime = None
-                runtime.close(timeout)
+            try:
+                runtime.detach(self.events)
+                if self._own_runtime is not None:
+                    self._own_runtime = None
+                    runtime.close(timeout)
+            finally:
+                # Whatever the loop could not do (it was gone or too slow):
+                # sockets and key files are plain resources, freed from here.
+                self._state = "stopped"
+                self._release_sockets()
+                if self.ca is not None and self._runtime is None:
+                    self.ca.close()
 
-    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        exc = context.get("exception")
-        if isinstance(exc, (ConnectionError, ssl.SSLError)):
-            return  # a client hung up mid-write: part of the game here
-        self.events.emit("error", "-", f"{context.get('message', 'error')}: {exc!r}")
+    def _owns(self, context: dict[str, Any]) -> bool:
+        """Whether an asyncio error context names a protocol, transport or socket of this world."""
+        return any(self._owns_object(context.get(key)) for key in ("protocol", "transport", "socket"))
+
+    def _owns_object(self, obj: object, depth: int = 0) -> bool:
+        if obj is None or depth > 2:
+            return False
+        for attr in ("host", "owner"):  # our protocols point at their HostServer
+            if any(getattr(obj, attr, None) is server for server in self._servers):
+                return True
+        # asyncio's TLS layer wraps our protocol; its transport is the socket's.
+        for attr in ("_app_protocol", "_transport"):
+            inner = getattr(obj, attr, None)
+            if inner is not None and inner is not obj and self._owns_object(inner, depth + 1):
+                return True
+        sockname: Any = None
+        with contextlib.suppress(Exception):
+            get_extra_info = getattr(obj, "get_extra_info", None)
+            if callable(get_extra_info):
+                sockname = get_extra_info("sockname")
+            elif callable(getattr(obj, "getsockname", None)):
+                sockname = obj.getsockname()  # type: ignore[attr-defined]
+        if not isinstance(sockname, tuple) or len(sockname) < 2:
+            return False
+        address, port = sockname[0], sockname[1]
+        if (address, port) == (self.dns_host, self.dns_port):
+            return True
+        return port == self.port and address in self.hosts.values()
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> bool:
+        """Record an error of this world's on the caller's loop; True when it was ours."""
+        if is_client_hangup(context):
+            return True
+        if blame(context, [(self.events, self._owns)]) is not self.events:
+            return False
+        self.events.emit("error", "-", error_text(context))
+        return True
 
     def __enter__(self) -> World:
         return self.start()
@@ -248,25 +343,32 @@ class World:
     # -- async lifecycle -----------------------------------------------------
 
     async def astart(self) -> World:
-        """Start on the running event loop."""
+        """Start on the running event loop.
+
+        Cancelling it (``asyncio.wait_for``, ``task.cancel()``) undoes the
+        start before the cancellation propagates.
+        """
         if self._state != "new":
             raise WorldError(f"a world starts once; this one is {self._state}")
-        # Errors inside the fakes become 'error' events here too; the
-        # caller's own handler still sees them.
+        # Errors of this world's servers become its 'error' events; every
+        # error still reaches the caller's own handler (or asyncio's).
         loop = asyncio.get_running_loop()
         previous = loop.get_exception_handler()
 
         def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-            self._loop_exception(loop, context)
+            if self._restore_handler is not None:
+                self._loop_exception(loop, context)
             if previous is not None:
                 previous(loop, context)
             else:
                 loop.default_exception_handler(context)
 
         loop.set_exception_handler(handler)
-        self._restore_handler = (loop, previous)
+        self._restore_handler = (loop, handler, previous)
         try:
-            await self._astart()
+            # Its own task, in this world's context: what it creates carries the
+            # route, and the caller's context is left as it was.
+            await loop.create_task(self._astart(), context=self._route)
         except BaseException:
             await self.astop()
             raise
@@ -277,9 +379,12 @@ class World:
             raise WorldError("this world runs on a runtime thread: use world.stop()")
         await self._astop()
         if self._restore_handler is not None:
-            loop, previous = self._restore_handler
+            loop, handler, previous = self._restore_handler
             self._restore_handler = None
-            loop.set_exception_handler(previous)
+            # Worlds may stop in any order: only unwind our own layer; a layer
+            # left under another world's handler then just passes errors on.
+            if loop.get_exception_handler() is handler:
+                loop.set_exception_handler(previous)
 
     async def __aenter__(self) -> World:
         return await self.astart()
@@ -293,6 +398,8 @@ class World:
 
     async def _astart(self) -> None:
         self._state = "running"
+        self._loop = asyncio.get_running_loop()
+        self._start_task = asyncio.current_task()
         # A shared runtime lends its CA (and its cached certificates).
         self.ca = self._runtime.ca if self._runtime is not None else CertAuthority()
         for attempt in range(_BIND_ATTEMPTS):
@@ -325,6 +432,10 @@ class World:
                 f"DNS port {self.requested_dns_port} on {self.dns_host} is in use ({exc.strerror})"
             ) from exc
         self.dns_port = self.dns.port
+        await self._serve()
+
+    async def _serve(self) -> None:
+        """Open the host listeners (the sockets are bound already)."""
         for server, sock in self._pending:
             await server.start(sock)
         self._pending = []
@@ -379,6 +490,11 @@ class World:
         if self._state == "stopped":
             return
         self._state = "stopped"
+        start = self._start_task
+        if start is not None and not start.done() and start is not asyncio.current_task():
+            # A start still under way (its caller gave up): let it unwind first.
+            start.cancel()
+            await asyncio.wait({start}, timeout=CANCEL_GRACE)
         for server in self._servers:
             await server.stop()
         if self.dns is not None:
