@@ -103,6 +103,8 @@ def code_for(failure: Failure, profile: str = "eop") -> str:
             # configuration problem, 4.3.5, where an MX host without an address bounces 5.4.4.
             return "4.3.5"
         return "5.4.4" if failure.detail in _DNS_NOT_FOUND else "4.4.3"
+    if cls == "timeout" and failure.detail == "read":
+        return "4.4.2"  # the conversation timed out: Postfix logs it as a lost connection
     if cls in ("timeout", "refused"):
         return "4.4.1"
     if cls == "closed":

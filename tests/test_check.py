@@ -268,3 +268,45 @@ def test_a_client_that_trusts_the_wrong_ca_has_its_passes_voided_by_the_control(
     [void] = [c for c in suite.iter("testcase") if c.find("error") is not None]
     assert void.get("name") == "tls-cert-untrusted-ca"
     assert void.find("error").get("type") == "VoidVerdict"
+
+
+# Connects and lets the refusal out as it comes (ConnectionRefusedError).
+HONEST_CONNECT = """
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1)  # refused: nothing listens
+"""
+
+
+def test_a_timeout_reported_where_a_refusal_is_expected_fails_though_both_are_4_4_1(tmp_path):
+    client = tmp_path / "client.py"
+    client.write_text("import sys\nraise TimeoutError('timed out')  # without even trying\n")
+    # First, honestly: the client connects and gets refused (ConnectionRefusedError): 4.4.1, right class.
+    honest = check(
+        "tcp-refused-firewall",
+        "--no-control",
+        "--profile",
+        "postfix",
+        "--reader",
+        "python",
+        "--",
+        sys.executable,
+        "-c",
+        HONEST_CONNECT,
+        "{ip}",
+        "{port}",
+    )
+    assert honest.returncode == 0, honest.stdout + honest.stderr
+    # Then a client that reports a timeout: the code is 4.4.1 under this profile too, the class is not.
+    wrong = check(
+        "tcp-refused-firewall",
+        "--no-control",
+        "--profile",
+        "postfix",
+        "--reader",
+        "python",
+        "--",
+        sys.executable,
+        str(client),
+    )
+    assert wrong.returncode == 1
+    assert "right code, wrong failure: the client's report reads as 4.4.315, not 4.4.316" in wrong.stdout
