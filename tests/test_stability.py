@@ -146,7 +146,7 @@ class Line:
     """Reads SMTP replies off a plain socket; a FIN, RST or silence ends the walk."""
 
     def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
+        self.sock: socket.socket | ssl.SSLSocket = sock
         self.buf = b""
 
     def recv(self, bound: float) -> bytes:
@@ -178,6 +178,9 @@ class Line:
             raise Ended("rst") from None
         except BrokenPipeError:
             raise Ended("epipe") from None
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+            # CPython's ssl reports a reset under TLS as an EOF too: ask the kernel.
+            raise Ended(end_by_state(self.sock)) from None
 
     def end(self) -> str:
         """Wait, without a word, for the server to close."""
@@ -225,8 +228,14 @@ def connect(ip: str, port: int, mode: str) -> tuple[socket.socket | None, str]:
     return None, names.get(err, errno.errorcode.get(err, str(err)))
 
 
-def walk(world: World, case: Case, tls_context: ssl.SSLContext, mode: str = "timeout") -> str:
-    """One raw session against the case's host; returns the class of what the wire did."""
+def walk(
+    world: World, case: Case, tls_context: ssl.SSLContext, mode: str = "timeout", *, inside_tls: bool = False
+) -> str:
+    """One raw session against the case's host; returns the class of what the wire did.
+
+    ``inside_tls``: STARTTLS first, as a client that requires TLS does, so
+    the later steps (and the cut) happen inside TLS.
+    """
     sock, outcome = connect(world.address_of(case.host), world.port, mode)
     if sock is None:
         return f"connect: {outcome}"
@@ -246,6 +255,17 @@ def walk(world: World, case: Case, tls_context: ssl.SSLContext, mode: str = "tim
             if (code := c.reply()) != 220:
                 return f"after STARTTLS {code}: {c.end()}"
             return "TLS: " + raw_handshake(sock, tls_context, case.host, REPLY_BOUND).describe()
+        if inside_tls:
+            step = "STARTTLS"
+            c.send(b"STARTTLS\r\n")
+            if (code := c.reply()) != 220:
+                return f"after STARTTLS {code}: {c.end()}"
+            sock.settimeout(REPLY_BOUND)
+            c.sock = tls_context.wrap_socket(sock, server_hostname=case.host)
+            step = "EHLO inside TLS"
+            c.send(b"EHLO stability.test\r\n")
+            if (code := c.reply()) != 250:
+                return f"after EHLO inside TLS {code}: {c.end()}"
         for step, line in (("MAIL", b"MAIL FROM:<a@fabrikam.test>"), ("RCPT", b"RCPT TO:<b@contoso.test>")):
             c.send(line + b"\r\n")
             if (code := c.reply()) >= 400:
@@ -260,7 +280,7 @@ def walk(world: World, case: Case, tls_context: ssl.SSLContext, mode: str = "tim
     except Ended as e:
         return f"{step}: {e.how}"
     finally:
-        sock.close()
+        c.sock.close()
 
 
 def repeat(run: Callable[[], str]) -> Counter[str]:
@@ -295,19 +315,18 @@ def test_the_wire_is_the_same_200_times(case, make_world):
     ctx = tls_client()
     counts = repeat(lambda: walk(world, case, ctx))
     assert_stable(case, counts)
-    point = world_point(case)
-    if point == "in_data":
-        # Every message met the cut: none may be kept.
+    assert_messages_kept(world, case)
+
+
+def assert_messages_kept(world: World, case: Case) -> None:
+    """A cut in the message keeps none of them; a cut after the final dot keeps each, unanswered."""
+    ca = scenarios.get(case.scenario).world.host(case.host).smtp.close_at
+    if ca is not None and ca.point == "in_data":
         assert world.wait_until(lambda: sum(s.closed for s in world.sessions) >= REPEAT, REPLY_BOUND)
         assert world.messages == []
-    elif point == "after_final_dot":
+    elif ca is not None and ca.point == "after_final_dot":
         assert world.wait_until(lambda: len(world.messages) == REPEAT, REPLY_BOUND)
         assert not any(m.replied for m in world.messages)
-
-
-def world_point(case: Case) -> str | None:
-    ca = scenarios.get(case.scenario).world.host(case.host).smtp.close_at
-    return ca.point if ca is not None else None
 
 
 LOAD_BALANCER = next(c for c in CASES if c.scenario == "close-load-balancer")
@@ -321,6 +340,29 @@ def test_a_reset_on_accept_always_comes_after_an_established_connect(mode, make_
     counts = repeat(lambda: walk(world, LOAD_BALANCER, ctx, mode))
     assert LOAD_BALANCER.expected == "greeting: rst"
     assert_stable(LOAD_BALANCER, counts, f", {mode} connect")
+
+
+AFTER_EHLO_STEPS = ("MAIL", "RCPT", "DATA", "final dot")
+INSIDE_TLS = [
+    c
+    for c in CASES
+    if not c.tls
+    and scenarios.get(c.scenario).target.require_tls
+    and any(c.expected.startswith((f"{step}:", f"after {step} ")) for step in AFTER_EHLO_STEPS)
+]
+
+
+@pytest.mark.parametrize("case", INSIDE_TLS, ids=[c.scenario for c in INSIDE_TLS])
+def test_a_cut_inside_tls_is_the_same_200_times(case, make_world):
+    """The scenario's client requires TLS: the cut then meets it inside TLS, and is the same event."""
+    world = make_world(scenarios.get(case.scenario).world)
+    ctx = tls_client()
+    assert_stable(case, repeat(lambda: walk(world, case, ctx, inside_tls=True)), ", inside TLS")
+    assert_messages_kept(world, case)
+
+
+def test_cuts_inside_tls_are_covered():
+    assert {c.scenario for c in INSIDE_TLS} >= {"close-mid-data", "close-after-final-dot"}
 
 
 SILENT = Case("(inline world)", "mail.contoso.test", "greeting: silent", tls=False, silent=True)
