@@ -149,7 +149,7 @@ def _direct(exc: BaseException) -> Failure | None:
 # -- SMTP replies and session errors ---------------------------------------------
 
 
-def _reply(code: int, text: str) -> Failure | None:
+def reply_failure(code: int, text: str) -> Failure | None:
     """A server reply of class 4 or 5 as the server_reply (or 421) failure it means."""
     if not 400 <= code <= 599:
         return None
@@ -174,10 +174,10 @@ def _from_smtp(exc: BaseException) -> Failure | None:
     # smtplib: SMTPResponseException carries smtp_code and smtp_error (bytes).
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         for code, text in exc.recipients.values():
-            return _reply(code, _text(text))
+            return reply_failure(code, _text(text))
         return None
     if isinstance(exc, smtplib.SMTPResponseException):
-        failure = _reply(exc.smtp_code, _text(exc.smtp_error))
+        failure = reply_failure(exc.smtp_code, _text(exc.smtp_error))
         if isinstance(exc, smtplib.SMTPConnectError):
             return _with_detail(failure, "greeting_421")
         if isinstance(exc, smtplib.SMTPHeloError):
@@ -233,7 +233,7 @@ def _from_aiosmtplib(exc: BaseException) -> Failure | None:
         return None
     if _isa(exc, m, "SMTPResponseException"):
         code, text = getattr(exc, "code", 0), getattr(exc, "message", "")
-        failure = _reply(code if isinstance(code, int) else 0, _text(text))
+        failure = reply_failure(code if isinstance(code, int) else 0, _text(text))
         if _isa(exc, m, "SMTPConnectResponseError"):
             return _with_detail(failure, "greeting_421")
         if _isa(exc, m, "SMTPHeloError"):

@@ -22,7 +22,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .classify import CERT_DETAILS
+from .classify import CERT_DETAILS, reply_failure
 from .codes import Failure, FailureClass, first_enhanced_code
 
 Reader = Callable[[int, str, str], "Failure | None"]
@@ -440,18 +440,6 @@ def _is_oserror(r: _Raised) -> bool:
     )
 
 
-def _py_reply(code: int, text: str) -> Failure | None:
-    if not 400 <= code <= 599:
-        return None
-    enhanced = first_enhanced_code(text)
-    if enhanced is None or enhanced[0] != str(code)[0]:
-        enhanced = f"{code // 100}.0.0"
-    message = f"{code} {text}".strip()
-    if code == 421:
-        return Failure("cannot_connect", "reply_421", enhanced, message)
-    return Failure("server_reply", "reply", enhanced, message)
-
-
 _REPLY_ARGS = re.compile(r"\((\d{3}),\s*(b?(?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"))")
 
 
@@ -491,10 +479,10 @@ def _py_direct(r: _Raised) -> Failure | None:
 def _py_smtplib(r: _Raised) -> Failure | None:
     if r.name == "SMTPRecipientsRefused":
         args = _reply_args(r.message)  # {'rcpt': (550, b'...')}: the first recipient's reply
-        return _py_reply(*args) if args else None
+        return reply_failure(*args) if args else None
     if r.name in _SMTPLIB_REPLIES:
         args = _reply_args(r.message)
-        failure = _py_reply(*args) if args else None
+        failure = reply_failure(*args) if args else None
         if r.name == "SMTPConnectError":
             return _with_detail(failure, "greeting_421")
         if r.name == "SMTPHeloError":
@@ -522,10 +510,10 @@ def _py_disconnected(r: _Raised) -> Failure:
 def _py_aiosmtplib(r: _Raised) -> Failure | None:
     if r.name == "SMTPRecipientsRefused":
         args = _reply_args(r.message)  # [SMTPRecipientRefused(550, '...', 'rcpt')]
-        return _py_reply(*args) if args else None
+        return reply_failure(*args) if args else None
     if r.name in _AIO_REPLIES:
         args = _reply_args(r.message)
-        failure = _py_reply(*args) if args else None
+        failure = reply_failure(*args) if args else None
         if r.name == "SMTPConnectResponseError":
             return _with_detail(failure, "greeting_421")
         if r.name == "SMTPHeloError":
