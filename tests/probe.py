@@ -54,19 +54,24 @@ class RawSMTP:
         sock = socket.create_connection((ip, port), timeout=timeout)
         return cls(sock)
 
+    def _ended(self) -> str:
+        # CPython's ssl reports a reset under TLS as an EOF, as it does a FIN
+        # without close_notify: the kernel's TCP state tells them apart.
+        return end_by_state(self.sock) if isinstance(self.sock, ssl.SSLSocket) else "fin"
+
     def _recv(self, where: str) -> bytes:
         try:
             data = self.sock.recv(65536)
         except ConnectionResetError:
             raise Closed("rst", where) from None
         except ssl.SSLZeroReturnError:
-            raise Closed("fin", where) from None
+            raise Closed(self._ended(), where) from None
         except ssl.SSLError as exc:
             if "EOF" in str(exc) or "UNEXPECTED_EOF" in str(exc):
-                raise Closed("fin", where) from None
+                raise Closed(self._ended(), where) from None
             raise
         if not data:
-            raise Closed("fin", where)
+            raise Closed(self._ended(), where)
         return data
 
     def reply(self, where: str = "waiting for a reply") -> Reply:
@@ -88,7 +93,7 @@ class RawSMTP:
         except (BrokenPipeError, ConnectionResetError):
             raise Closed("rst", f"sending {line.split()[0]}") from None
         except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
-            raise Closed("fin", f"sending {line.split()[0]}") from None
+            raise Closed(self._ended(), f"sending {line.split()[0]}") from None
 
     def cmd(self, line: str) -> Reply:
         self.send(line)
@@ -340,28 +345,3 @@ def tcp_end(sock: socket.socket | ssl.SSLSocket, bound: float = TIMEOUT) -> str:
     finally:
         raw.close()
     return end_by_state(sock) if not data else "data"
-
-
-class ExactSMTP(RawSMTP):
-    """RawSMTP that tells a RST from a FIN under TLS too.
-
-    CPython's ssl reports a reset under TLS as an EOF (``recv`` gives b"",
-    or SSLEOFError), exactly as it reports a FIN without close_notify; the
-    end is then read from the kernel's TCP state instead.
-    """
-
-    def _recv(self, where: str) -> bytes:
-        try:
-            return super()._recv(where)
-        except Closed as closed:
-            if closed.how == "fin" and isinstance(self.sock, ssl.SSLSocket):
-                raise Closed(end_by_state(self.sock), where) from None
-            raise
-
-    def send(self, line: str) -> None:
-        try:
-            super().send(line)
-        except Closed as closed:
-            if closed.how == "fin" and isinstance(self.sock, ssl.SSLSocket):
-                raise Closed(end_by_state(self.sock), closed.where) from None
-            raise

@@ -21,7 +21,7 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 import pytest
-from probe import Closed, ExactSMTP, RawSMTP, client_context, open_connection, resolve_a, resolve_mx, tcp_end
+from probe import Closed, RawSMTP, client_context, open_connection, resolve_a, resolve_mx, tcp_end
 
 import scenarios
 from fakes import World
@@ -180,7 +180,7 @@ def probe(s: scenarios.Scenario, world: World) -> Outcome:
             last = Outcome("connect", outcome, host=name)
             continue
         sock.settimeout(2)
-        return smtp_session(s, ExactSMTP(sock), world, name)
+        return smtp_session(s, RawSMTP(sock), world, name)
     return last
 
 
