@@ -36,7 +36,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from .spec import HostSpec, SmtpPlan, normalize_name
 from .transcript import Message, Transcript
@@ -89,6 +89,7 @@ class Evidence:
 class Testimony:
     """Everything the fakes can say about one run of one scenario."""
 
+    __test__: ClassVar[bool] = False  # not a test class, whatever pytest guesses from the name
     scenario: str
     evidence: tuple[Evidence, ...]
 
