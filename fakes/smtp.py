@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import logging
 import re
 import socket
 import ssl
@@ -29,6 +30,11 @@ from .spec import CloseHow, HostSpec, Reply, SmtpPlan
 from .tcp import ESTABLISH_GRACE, CloseOnAcceptProtocol, SilentProtocol, cut, peer_of
 from .tlsgate import ClientHello, HandshakeProbe, HelloTap, alert_name, parse_client_hello
 from .transcript import CERT_REJECTION_ALERTS, Message, Recorder, Transcript
+
+# aiosmtpd logs every unknown command as a warning on "mail.log": garbage is
+# part of the game here, and a logger with no handler would print it to stderr
+# (logging's last resort). Handlers the user sets on the root still get it.
+logging.getLogger("mail.log").addHandler(logging.NullHandler())
 
 # (host name, cert kind, TLS offer) -> server context; supplied by the world.
 ContextSource = Callable[[str, str, str], ssl.SSLContext]

@@ -10,6 +10,7 @@ once; the blackhole with ``tcp_abort_on_overflow=1`` in a namespace of our own.
 from __future__ import annotations
 
 import os
+import random
 import selectors
 import smtplib
 import socket
@@ -406,3 +407,37 @@ def test_blackhole_times_out_even_with_tcp_abort_on_overflow(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["timeout", "timeout", "timeout"]
 
+
+
+def test_garbage_on_the_socket_raises_nothing_inside_the_fakes(make_world):
+    rnd = random.Random(7)  # seeded: the same damage every run
+
+    def noise(n: int) -> bytes:
+        return bytes(rnd.randrange(256) for _ in range(n))
+
+    payloads = [noise(rnd.randrange(1, 3000)) for _ in range(30)]
+    payloads += [b"EHLO x\r\nSTARTTLS\r\n" + noise(500) for _ in range(10)]  # no TLS after STARTTLS
+    payloads += [
+        b"EHLO x\r\nSTARTTLS\r\n\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00",  # a ClientHello cut short
+        b"EHLO x\r\nSTARTTLS\r\n\x16\x03\x01\xff\xff" + b"A" * 70000,  # a record that never ends
+        b"EHLO x\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@contoso.test>\r\nDATA\r\n" + noise(5000),
+        b"A" * 100000 + b"\r\n",
+        b"EHLO " + "é".encode() * 100 + b"\r\n",
+        b"\x00\xff\r\n" * 50,
+    ]
+    broken = make_world({"hosts": {H: {"tls": "starttls_broken"}}})
+    plain = make_world({"hosts": {H: {}}})
+    for target in (broken, plain):
+        for p in payloads:
+            s = socket.create_connection((target.address_of(H), target.port), timeout=3)
+            try:
+                s.recv(1000)
+                s.sendall(p)
+                s.shutdown(socket.SHUT_WR)  # then the client's EOF: the fake closes too
+                while s.recv(65536):
+                    pass
+            except OSError:  # the fake may reset or time out a client that sends garbage
+                pass
+            s.close()
+        assert target.wait_until(lambda t=target: all(s.closed for s in t.sessions), 10)
+        assert target.events.errors() == []
