@@ -16,6 +16,7 @@ import contextlib
 import contextvars
 import ssl
 import threading
+import weakref
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
@@ -61,6 +62,31 @@ def _task_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> 
     ctx = kwargs.get("context")
     task.mailfakes_route = ctx.get(ROUTE) if ctx is not None else ROUTE.get()
     return task
+
+
+# Loops not ours (async worlds run on the caller's) where worlds lent the
+# routed task factory, and how many worlds there still use it.
+_LENT: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
+
+
+def lend_task_routes(loop: asyncio.AbstractEventLoop) -> None:
+    """Let tasks on the caller's ``loop`` carry their world, if it has no task factory of its own."""
+    if loop in _LENT:
+        _LENT[loop] += 1
+    elif loop.get_task_factory() is None:
+        loop.set_task_factory(_task_factory)
+        _LENT[loop] = 1
+
+
+def return_task_routes(loop: asyncio.AbstractEventLoop) -> None:
+    """Undo :func:`lend_task_routes` once the last world on ``loop`` stopped."""
+    if loop not in _LENT:
+        return
+    _LENT[loop] -= 1
+    if _LENT[loop] == 0:
+        del _LENT[loop]
+        if loop.get_task_factory() is _task_factory:
+            loop.set_task_factory(None)
 
 
 def blame(context: dict[str, Any], owners: Sequence[tuple[EventLog, Owns]] = ()) -> EventLog | None:

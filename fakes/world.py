@@ -30,7 +30,16 @@ from typing import Any
 from .certs import CertAuthority
 from .dns import FakeDNS
 from .events import Event, EventLog
-from .runtime import CANCEL_GRACE, Runtime, blame, error_text, is_client_hangup, route_context
+from .runtime import (
+    CANCEL_GRACE,
+    Runtime,
+    blame,
+    error_text,
+    is_client_hangup,
+    lend_task_routes,
+    return_task_routes,
+    route_context,
+)
 from .smtp import HostServer
 from .spec import WorldSpec, parse_world
 from .tcp import BlackholeEndpoint, RefuseEndpoint, bind_socket
@@ -365,6 +374,7 @@ class World:
 
         loop.set_exception_handler(handler)
         self._restore_handler = (loop, handler, previous)
+        lend_task_routes(loop)
         try:
             # Its own task, in this world's context: what it creates carries the
             # route, and the caller's context is left as it was.
@@ -381,6 +391,7 @@ class World:
         if self._restore_handler is not None:
             loop, handler, previous = self._restore_handler
             self._restore_handler = None
+            return_task_routes(loop)
             # Worlds may stop in any order: only unwind our own layer; a layer
             # left under another world's handler then just passes errors on.
             if loop.get_exception_handler() is handler:

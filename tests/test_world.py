@@ -9,9 +9,13 @@ import socket
 import threading
 
 import pytest
-from probe import RawSMTP, connect_outcome, resolve_a
+from probe import Closed, RawSMTP, connect_outcome, resolve_a
 
 from fakes import PortInUse, World, WorldError, parse_world
+from fakes.events import EventLog
+from fakes.runtime import Runtime
+from fakes.smtp import FaultySMTP
+from fakes.transcript import Message, Recorder, Transcript
 
 SPEC = {
     "hosts": {
@@ -138,3 +142,265 @@ def test_start_stop_cycles_leave_no_thread_or_fd_behind():
     gc.collect()
     assert threading.active_count() <= threads
     assert open_fds() <= fds
+
+
+# -- reset: a test sees only its own sessions --------------------------------
+
+PLAIN = {"hosts": {"mx1.contoso.test": {"tls": "none"}}}
+
+
+def start_a_message(ip: str, port: int) -> RawSMTP:
+    """A client half-way through a message: DATA accepted, part of the content sent."""
+    c = RawSMTP.connect(ip, port)
+    c.reply()
+    c.cmd("EHLO client.test")
+    assert c.cmd("MAIL FROM:<app@client.test>").code == 250
+    assert c.cmd("RCPT TO:<ops@contoso.test>").code == 250
+    assert c.cmd("DATA").code == 354
+    c.send("Subject: sent before the reset")
+    return c
+
+
+def finish_the_message(c: RawSMTP) -> str:
+    """Send the rest and the final dot; returns the reply, or how the connection ended."""
+    try:
+        c.send("")
+        c.send("body written after the reset")
+        c.send(".")
+        return str(c.reply("after the final dot").code)
+    except Closed as closed:
+        return f"closed ({closed.how})"
+    except OSError as exc:
+        return f"closed ({exc.__class__.__name__})"
+
+
+def deliver_one(ip: str, port: int, subject: str) -> None:
+    c = RawSMTP.connect(ip, port)
+    c.reply()
+    c.cmd("EHLO client.test")
+    assert c.cmd("MAIL FROM:<app@client.test>").code == 250
+    assert c.cmd("RCPT TO:<ops@contoso.test>").code == 250
+    assert c.cmd("DATA").code == 354
+    c.send(f"Subject: {subject}")
+    c.send("")
+    assert c.cmd(".").code == 250
+    c.cmd("QUIT")
+    c.close()
+
+
+def test_a_session_open_across_a_reset_adds_nothing_after_it(make_world):
+    world = make_world(PLAIN)
+    ip, port = world.address_of("mx1.contoso.test"), world.port
+    c = start_a_message(ip, port)
+    (before,) = world.sessions
+    world.reset()
+    lines_at_reset = list(before.lines)
+    assert world.sessions == [] and world.messages == [] and world.events.events() == []
+
+    # The reset ended the session: the client cannot get its message accepted.
+    assert finish_the_message(c).startswith("closed")
+    c.close()
+    deliver_one(ip, port, "the next test's message")
+
+    # Only the next session is on record; nothing of the old one arrived late.
+    (after,) = world.sessions
+    assert after.session_id != before.session_id
+    assert [m.session_id for m in world.messages] == [after.session_id]
+    assert b"the next test's message" in world.messages[0].content
+    sessions_in_events = {e.data.get("session") for e in world.events.events()}
+    assert sessions_in_events == {after.session_id}
+    assert before.lines == lines_at_reset
+
+
+def test_reset_on_an_async_world_runs_on_its_loop():
+    async def main() -> tuple[list[int], list[bytes], list[str]]:
+        async with World(PLAIN) as world:
+            ip, port = world.address_of("mx1.contoso.test"), world.port
+            c = await asyncio.to_thread(start_a_message, ip, port)
+            with pytest.raises(WorldError, match=r"await world\.areset"):
+                world.reset()  # from the loop's own thread it would deadlock
+            await world.areset()
+            ended = await asyncio.to_thread(finish_the_message, c)
+            c.close()
+            await asyncio.to_thread(deliver_one, ip, port, "after")
+            return [t.session_id for t in world.sessions], [m.content for m in world.messages], [ended]
+
+    sessions, contents, ended = asyncio.run(main())
+    assert ended[0].startswith("closed")
+    assert len(sessions) == 1 and len(contents) == 1 and b"Subject: after" in contents[0]
+
+
+def test_reset_starts_the_schedule_count_again_on_the_loop(make_world):
+    spec = {
+        "hosts": {
+            "mx1.contoso.test": {"tls": "none", "greeting": {"code": 421}, "schedule": {"fail_first": 1}}
+        }
+    }
+    world = make_world(spec)
+    ip, port = world.address_of("mx1.contoso.test"), world.port
+    codes = []
+    for _ in range(2):
+        c = RawSMTP.connect(ip, port)
+        codes.append(c.reply().code)
+        c.close()
+    held = RawSMTP.connect(ip, port)  # open while the reset runs
+    assert held.reply().code == 220
+    world.reset()
+    c = RawSMTP.connect(ip, port)
+    codes.append(c.reply().code)
+    c.close()
+    assert codes == [421, 220, 421]
+    assert [t.faulted for t in world.sessions] == [True]
+    assert held.wait_closed() in ("fin", "rst")  # the reset ended the open session
+
+
+def test_what_a_retired_session_still_records_is_dropped():
+    # The recorder's own API, and the two calls the SMTP fake made before it.
+    events = EventLog()
+    recorder = Recorder(events)
+    old = recorder.open_session("mx1.contoso.test", "127.9.9.2", "?", False)
+    recorder.reset()
+    new = recorder.open_session("mx1.contoso.test", "127.9.9.2", "?", False)
+
+    def message(t: Transcript) -> Message:
+        return Message("mx1.contoso.test", t.session_id, "a@b.test", ("c@d.test",), b"x", None, True)
+
+    assert recorder.emit(old, "smtp_in", "mx1.contoso.test", "late line") is None
+    assert recorder.keep_message(old, message(old)) is False
+    events.emit("message", "mx1.contoso.test", "kept", session=old.session_id)
+    recorder.messages.append(message(old))
+    old.add("C", "late line")
+    assert recorder.emit(new, "smtp_in", "mx1.contoso.test", "EHLO x") is not None
+    assert recorder.keep_message(new, message(new)) is True
+
+    assert [e.data["session"] for e in events.events()] == [new.session_id]
+    assert [m.session_id for m in recorder.messages] == [new.session_id]
+    assert old.lines == [] and old.retired and not new.retired
+    assert (old.generation, new.generation) == (0, 1)
+
+
+# -- errors go to the world they came from ------------------------------------
+
+
+def break_data_received(monkeypatch: pytest.MonkeyPatch, victim: World) -> None:
+    """Make the SMTP fake of ``victim`` fail three ways when a client speaks:
+    in the protocol callback, in a callback it schedules, in a task it starts."""
+    original = FaultySMTP.data_received
+
+    async def failing_task() -> None:
+        raise RuntimeError("boom in a task")
+
+    def boom() -> None:
+        raise RuntimeError("boom in a callback")
+
+    def data_received(self: FaultySMTP, data: bytes) -> None:
+        if self.host.recorder is victim.recorder and b"NOOP" in data:
+            loop = asyncio.get_running_loop()
+            loop.call_soon(boom)
+            loop.create_task(failing_task())  # noqa: RUF006 - dropped on purpose: its error goes unretrieved
+            raise RuntimeError("boom in data_received")
+        original(self, data)
+
+    monkeypatch.setattr(FaultySMTP, "data_received", data_received)
+
+
+def noop(world: World) -> None:
+    c = RawSMTP.connect(world.address_of("mx1.contoso.test"), world.port)
+    c.reply()
+    c.send("NOOP")
+    c.close()
+
+
+def error_texts(events: EventLog) -> list[str]:
+    return sorted(e.text.rsplit(": ", 1)[-1] for e in events.errors())
+
+
+BOOMS = [
+    "RuntimeError('boom in a callback')",
+    "RuntimeError('boom in a task')",
+    "RuntimeError('boom in data_received')",
+]
+
+
+def test_an_error_in_one_worlds_server_is_reported_by_that_world_only(monkeypatch):
+    with Runtime() as runtime:
+        a = World(PLAIN, runtime=runtime).start()
+        b = World(PLAIN, runtime=runtime).start()
+        try:
+            break_data_received(monkeypatch, a)
+            noop(a)
+            noop(b)
+            deliver_one(b.address_of("mx1.contoso.test"), b.port, "b keeps working")
+            # Not the world's doing: a callback the test thread puts on the loop.
+            runtime.loop.call_soon_threadsafe(lambda: 1 / 0)  # type: ignore[union-attr]
+            assert a.wait_until(lambda: len(a.events.errors()) == 3, 5)
+            assert a.wait_until(lambda: len(runtime.errors.errors()) == 1, 5)
+            assert error_texts(a.events) == BOOMS
+            assert b.events.errors() == []
+            assert len(b.messages) == 1
+            assert error_texts(runtime.errors) == ["ZeroDivisionError('division by zero')"]
+        finally:
+            a.stop()
+            b.stop()
+
+
+def test_async_worlds_on_one_loop_keep_their_errors_apart(monkeypatch):
+    seen: list[str] = []
+
+    async def main() -> tuple[list[str], list[str]]:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda loop, ctx: seen.append(repr(ctx.get("exception"))))
+        async with World(PLAIN) as a, World(PLAIN) as b:
+            break_data_received(monkeypatch, a)
+            await asyncio.to_thread(noop, a)
+            await asyncio.to_thread(noop, b)
+            loop.call_soon(lambda: 1 / 0)  # the caller's own bug: neither world's
+            await asyncio.to_thread(a.wait_until, lambda: len(a.events.errors()) == 3, 5)
+            await asyncio.to_thread(a.wait_until, lambda: len(seen) == 4, 5)
+            return error_texts(a.events), error_texts(b.events)
+
+    a_errors, b_errors = asyncio.run(main())
+    assert a_errors == BOOMS
+    assert b_errors == []
+    # The caller's handler still saw every error, its own included.
+    assert sorted(seen) == sorted([*BOOMS, "ZeroDivisionError('division by zero')"])
+
+
+# -- starts that are cancelled --------------------------------------------------
+
+
+class HangingStart(World):
+    """A world whose start hangs, listeners open, until it is cancelled."""
+
+    async def _serve(self) -> None:
+        await super()._serve()
+        await asyncio.Event().wait()
+
+
+def test_a_cancelled_async_start_leaves_nothing_and_astop_is_safe():
+    async def main() -> World:
+        world = HangingStart(PLAIN)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(world.astart(), 0.2)
+        await world.astop()
+        return world
+
+    threads = threading.active_count()
+    world = asyncio.run(main())
+    assert not world.running
+    assert connect_outcome(world.address_of("mx1.contoso.test"), world.port) == "refused"
+    assert world.ca is not None and not world.ca.directory.exists()
+    assert threading.active_count() == threads
+
+
+def test_a_timed_out_start_on_a_shared_runtime_is_undone():
+    with Runtime() as runtime:
+        world = HangingStart(PLAIN, runtime=runtime)
+        with pytest.raises(TimeoutError, match=r"did not finish within 0\.2 s"):
+            world.start(timeout=0.2)
+        assert not world.running
+        assert connect_outcome(world.address_of("mx1.contoso.test"), world.port) == "refused"
+        world.stop()
+        # The runtime goes on serving other worlds.
+        with World(PLAIN, runtime=runtime) as other:
+            deliver_one(other.address_of("mx1.contoso.test"), other.port, "still fine")
