@@ -257,7 +257,7 @@ class FaultySMTP(SMTP):
             self.t.add("C", line)
             verb = line.split(" ", 1)[0].upper()[:16] or "*"
             self._expect.append(verb)
-            self.host.recorder.events.emit("smtp_in", self.host.spec.name, line, session=self.t.session_id)
+            self.host.recorder.emit(self.t, "smtp_in", self.host.spec.name, line)
             if verb == "DATA" and line.strip().upper() == "DATA":
                 # Whatever follows is content if the reply is 354, commands if not.
                 self._held, self._buf = self._buf, b""
@@ -285,7 +285,7 @@ class FaultySMTP(SMTP):
         self._severed = True
         self.t.add("*", f"fault: connection cut with {how.upper()} {why}")
         self.t.ended_by = f"server-{how}"
-        self.host.recorder.events.emit("fault", self.host.spec.name, f"cut ({how}) {why}")
+        self.host.recorder.emit(self.t, "fault", self.host.spec.name, f"cut ({how}) {why}")
         if self._raw is None:
             return
         wait = self.t.opened + ESTABLISH_GRACE - time.monotonic()
@@ -368,7 +368,7 @@ class FaultySMTP(SMTP):
             if self._expect:
                 self._expect.popleft()
         self.t.add("S", text)
-        self.host.recorder.events.emit("smtp_out", self.host.spec.name, text, session=self.t.session_id)
+        self.host.recorder.emit(self.t, "smtp_out", self.host.spec.name, text)
         if text.startswith("354"):
             self._in_data = True
             self._data_bytes = 0
@@ -473,7 +473,8 @@ class FaultySMTP(SMTP):
         cut_now = ca is not None and ca.point == "after_final_dot"
         if reply is None or reply.code < 400:
             content = envelope.original_content or b""
-            self.host.recorder.messages.append(
+            kept = self.host.recorder.keep_message(
+                self.t,
                 Message(
                     host=self.host.spec.name,
                     session_id=self.t.session_id,
@@ -482,14 +483,12 @@ class FaultySMTP(SMTP):
                     content=content,
                     tls_version=self.t.tls_version,
                     replied=not cut_now,
+                ),
+            )
+            if kept:
+                self.host.recorder.emit(
+                    self.t, "message", self.host.spec.name, f"message kept ({len(content)} bytes)"
                 )
-            )
-            self.host.recorder.events.emit(
-                "message",
-                self.host.spec.name,
-                f"message kept ({len(content)} bytes)",
-                session=self.t.session_id,
-            )
         if cut_now:
             assert ca is not None
             self._cut(ca.how, "after the final dot, before the reply")
@@ -523,7 +522,7 @@ class FaultySMTP(SMTP):
         if isinstance(error, TLSSetupException):
             self.host.tls_failed(self.t, error.__cause__)
             return "454 4.7.0 TLS handshake failed"
-        self.host.recorder.events.emit("error", self.host.spec.name, f"fake SMTP failed: {error!r}")
+        self.host.recorder.emit(self.t, "error", self.host.spec.name, f"fake SMTP failed: {error!r}")
         self.t.add("*", f"internal error: {error!r}")
         return "451 4.3.0 mailfakes internal error"
 
@@ -699,7 +698,7 @@ class HostServer:
         kind = spec.kind if faulted else "smtp"
         plan = spec.smtp if faulted else spec.smtp.healthy()
         t = self.recorder.open_session(spec.name, self.address, "?", faulted)
-        self.recorder.events.emit("connect", spec.name, f"connection accepted ({kind})", session=t.session_id)
+        self.recorder.emit(t, "connect", spec.name, f"connection accepted ({kind})")
         if kind == "silent":
             t.add("*", "fault: the server accepts and never speaks")
             return SilentProtocol(self, t)
@@ -725,9 +724,7 @@ class HostServer:
         t.closed = True
         if t.ended_by is None:
             t.ended_by = "stop" if self.stopping else "client"
-        self.recorder.events.emit(
-            "close", self.spec.name, f"connection closed ({t.ended_by})", session=t.session_id
-        )
+        self.recorder.emit(t, "close", self.spec.name, f"connection closed ({t.ended_by})")
 
     def hello_seen(self, t: Transcript, hello: ClientHello | None) -> None:
         """The client's first TLS flight came in (``None``: it was no ClientHello)."""
@@ -745,7 +742,7 @@ class HostServer:
         self.tls_failed(t, error)
         t.add("*", f"fault: the server refuses the handshake with alert {name}, then closes (FIN)")
         t.ended_by = "server-fin"
-        self.recorder.events.emit("fault", self.spec.name, f"TLS alert {name} sent", session=t.session_id)
+        self.recorder.emit(t, "fault", self.spec.name, f"TLS alert {name} sent")
         cut(raw, "fin", self)
 
     def tls_done(self, t: Transcript, transport: Any, plan: SmtpPlan) -> None:
@@ -759,9 +756,7 @@ class HostServer:
             # The client finished a handshake on a bad certificate: it did not verify.
             t.client_verified = False
         t.add("*", f"TLS established ({t.tls_version}, certificate {plan.cert})")
-        self.recorder.events.emit(
-            "tls", self.spec.name, f"TLS established ({t.tls_version})", session=t.session_id
-        )
+        self.recorder.emit(t, "tls", self.spec.name, f"TLS established ({t.tls_version})")
 
     def tls_failed(self, t: Transcript, exc: BaseException | None) -> None:
         reason = tls_failure_reason(exc)
@@ -769,6 +764,4 @@ class HostServer:
         if any(alert in reason.upper() for alert in CERT_REJECTION_ALERTS):
             t.client_verified = True
         t.add("*", f"TLS handshake failed: {reason}")
-        self.recorder.events.emit(
-            "tls", self.spec.name, f"TLS handshake failed: {reason}", session=t.session_id
-        )
+        self.recorder.emit(t, "tls", self.spec.name, f"TLS handshake failed: {reason}")
