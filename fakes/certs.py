@@ -199,13 +199,20 @@ TLS_OFFERS: Final = get_args(TlsOffer)
 
 
 def _offer_legacy_only(ctx: ssl.SSLContext) -> None:
-    """Let ``ctx`` speak TLS 1.0 and 1.1 only, as a server nobody has updated since 2015."""
+    """Let ``ctx`` speak TLS 1.0 and 1.1 only, as a server nobody has updated since 2015.
+
+    Such a server has an RSA certificate and key exchange (AES-SHA suites):
+    the handshake then needs no SHA-1 signature, so a client that still
+    accepts TLS 1.1 gets a session, as it would from the real server
+    (OpenSSL 3 only refuses those versions' signatures, at its default
+    security level). A client that speaks TLS 1.2 or later only is refused
+    on the version, with ``protocol_version``.
+    """
     with warnings.catch_warnings():  # ssl deprecates these versions: that is the point
         warnings.simplefilter("ignore", DeprecationWarning)
         ctx.minimum_version = ssl.TLSVersion.TLSv1
         ctx.maximum_version = ssl.TLSVersion.TLSv1_1
-    # OpenSSL 3 refuses TLS 1.0/1.1 (their SHA-1 signatures) above security level 0.
-    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    ctx.set_ciphers("AES256-SHA:AES128-SHA:@SECLEVEL=0")
 
 
 def _make_unusable(ctx: ssl.SSLContext) -> None:
@@ -250,7 +257,7 @@ class CertAuthority:
         self.ca_file: Path = self._write("ca.pem", self.ca_pem)
         self._untrusted_ca: trustme.CA | None = None
         self._intermediate_ca: trustme.CA | None = None
-        self._issued: dict[tuple[str, CertKind], IssuedCert] = {}
+        self._issued: dict[tuple[str, CertKind, bool], IssuedCert] = {}
         self._contexts: dict[tuple[str, CertKind, str], ssl.SSLContext] = {}
 
     # -- life cycle ------------------------------------------------------
@@ -314,7 +321,8 @@ class CertAuthority:
         if offer not in TLS_OFFERS:
             raise ValueError(f"unknown TLS offer {offer!r}; expected one of {', '.join(TLS_OFFERS)}")
         with self._lock:
-            issued = self.issue(host_name, kind)  # raises once closed
+            # An old server has an RSA key: see _offer_legacy_only.
+            issued = self.issue(host_name, kind, rsa=offer == "legacy_only")  # raises once closed
             key = (issued.host_name, kind, offer)
             ctx = self._contexts.get(key)
             if ctx is None:
@@ -369,8 +377,12 @@ class CertAuthority:
             "cert_file": str(issued.cert_file),
         }
 
-    def issue(self, host_name: str, kind: CertKind = "valid") -> IssuedCert:
-        """The certificate of ``kind`` for ``host_name``, made on first request."""
+    def issue(self, host_name: str, kind: CertKind = "valid", *, rsa: bool = False) -> IssuedCert:
+        """The certificate of ``kind`` for ``host_name``, made on first request.
+
+        ``rsa``: an RSA-2048 leaf whatever the authority's key type (about
+        70 ms to make), for a server that must look like an old one.
+        """
         if kind not in CERT_KINDS:
             raise ValueError(f"unknown certificate kind {kind!r}; expected one of {', '.join(CERT_KINDS)}")
         name = normalize_name(host_name)
@@ -379,10 +391,10 @@ class CertAuthority:
         with self._lock:
             if self._closed:
                 raise RuntimeError("CertAuthority is closed")
-            issued = self._issued.get((name, kind))
+            issued = self._issued.get((name, kind, rsa))
             if issued is None:
-                issued = self._issue(name, kind)
-                self._issued[(name, kind)] = issued
+                issued = self._issue(name, kind, trustme.KeyType.RSA if rsa else self.key_type)
+                self._issued[(name, kind, rsa)] = issued
             return issued
 
     # -- internals -------------------------------------------------------
@@ -420,11 +432,11 @@ class CertAuthority:
             return self._intermediate_ca
         return self._ca
 
-    def _issue(self, host_name: str, kind: CertKind) -> IssuedCert:
+    def _issue(self, host_name: str, kind: CertKind, key_type: trustme.KeyType) -> IssuedCert:
         not_before, not_after = _validity(kind, _now())
         omitted = b""
         if kind == "self_signed":
-            key_pem, leaf_pem = _self_signed(host_name, self.key_type, not_before, not_after)
+            key_pem, leaf_pem = _self_signed(host_name, key_type, not_before, not_after)
         else:
             subject_name = host_name
             if kind == "wrong_host":
@@ -436,14 +448,14 @@ class CertAuthority:
                 organization_unit_name=f"mailfakes {kind} certificate",
                 not_before=not_before,
                 not_after=not_after,
-                key_type=self.key_type,
+                key_type=key_type,
             )
             key_pem = leaf.private_key_pem.bytes()
             leaf_pem = leaf.cert_chain_pems[0].bytes()
             # The chain up to (not including) the root; empty unless an
             # intermediate issued the leaf, and that one is left out on purpose.
             omitted = b"".join(blob.bytes() for blob in leaf.cert_chain_pems[1:])
-        stem = f"{_file_stem(host_name)}.{kind}"
+        stem = f"{_file_stem(host_name)}.{kind}" + (".rsa" if key_type != self.key_type else "")
         return IssuedCert(
             host_name=host_name,
             kind=kind,

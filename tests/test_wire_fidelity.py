@@ -18,6 +18,7 @@ import ssl
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import pytest
 from prerequisites import require
@@ -441,3 +442,22 @@ def test_garbage_on_the_socket_raises_nothing_inside_the_fakes(make_world):
             s.close()
         assert target.wait_until(lambda t=target: all(s.closed for s in t.sessions), 10)
         assert target.events.errors() == []
+
+
+def test_a_client_that_still_accepts_tls_1_1_gets_a_session_from_the_legacy_server(make_world):
+    # As from a real server of that age (an RSA key, AES-SHA suites): no SHA-1
+    # signature is needed, so OpenSSL 3 at its default security level goes ahead.
+    world, ip, port = one_host(make_world, tls="starttls_legacy")
+    ctx = client_context(str(world.ca_file))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1
+    ctx.set_ciphers("DEFAULT")  # OpenSSL's defaults (Python's own keep forward-secret suites only)
+    c = RawSMTP.connect(ip, port)
+    c.reply()
+    c.cmd("EHLO client.test")
+    assert c.cmd("STARTTLS").code == 220
+    tls = c.starttls(ctx, H)
+    assert tls.version() == "TLSv1.1"
+    assert c.cmd("EHLO client.test").code == 250
+    assert c.cmd("QUIT").code == 221
