@@ -25,7 +25,7 @@ from .transcript import Transcript
 # and Postfix read as "connection refused". Until the client has spoken (proof
 # that its connect() returned), a reset waits this long after the accept, about
 # the round trip to a real load balancer.
-ESTABLISH_GRACE = 0.25
+ESTABLISH_GRACE = 0.1
 # After our FIN the connection is still read (and the input dropped) until the
 # client closes too, at most this long: closing a socket with unread input
 # makes Linux send RST instead of FIN.
