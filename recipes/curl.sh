@@ -5,8 +5,9 @@
 # -v puts the server's replies on stderr, where the curl reader finds them;
 # --crlf because aiosmtpd wants CRLF line ends; '--' ends the options, so
 # no value of the scenario can pass for one.
+# TLS 1.2 at least, as RFC 8996 requires: Debian's TLS libraries still accept 1.0/1.1.
 exec curl -sv --ssl-reqd --crlf \
-  --cacert "$MAILFAKES_CA_FILE" \
+  --cacert "$MAILFAKES_CA_FILE" --tlsv1.2 \
   --connect-timeout "$MAILFAKES_TIMEOUT" --max-time 30 \
   --mail-from "$MAILFAKES_MAIL_FROM" --mail-rcpt "$MAILFAKES_RCPT_TO" \
   -T "$(dirname "$0")/message.eml" \

@@ -3,8 +3,10 @@
 # Use with:  mailfakes check --netns --reader msmtp -- recipes/msmtp.sh
 # --debug prints the dialogue, so the reader sees the server's replies; '--'
 # ends the options, so the recipient cannot pass for one.
+# TLS 1.2 at least, as RFC 8996 requires: Debian's TLS libraries still accept 1.0/1.1.
 exec msmtp --debug \
   --host="$MAILFAKES_SMART_HOST" --port="$MAILFAKES_PORT" \
   --tls=on --tls-starttls=on --tls-trust-file="$MAILFAKES_CA_FILE" \
+  --tls-priorities="NORMAL:-VERS-TLS1.1:-VERS-TLS1.0" \
   --auth=off --domain=client.fabrikam.test --timeout="$MAILFAKES_TIMEOUT" \
   --from="$MAILFAKES_MAIL_FROM" -- "$MAILFAKES_RCPT_TO" < "$(dirname "$0")/message.eml"

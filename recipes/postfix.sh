@@ -73,6 +73,8 @@ inet_protocols = ipv4
 master_service_disable = inet
 $routing
 smtp_tls_CAfile = $MAILFAKES_CA_FILE
+# TLS 1.2 at least where TLS is required (RFC 8996); Postfix 3.7 still allows 1.0/1.1.
+smtp_tls_mandatory_protocols = >=TLSv1.2
 smtp_tls_loglevel = 1
 smtp_connect_timeout = ${timeout}s
 smtp_helo_timeout = 10s

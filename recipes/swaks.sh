@@ -3,7 +3,8 @@
 # Use with:  mailfakes check --netns --reader swaks -- recipes/swaks.sh
 # swaks 20201014 does not check the certificate's host name: it cannot see
 # tls-cert-wrong-host.
+# TLS 1.2 at least, as RFC 8996 requires: Debian's TLS libraries still accept 1.0/1.1.
 exec swaks --server "$MAILFAKES_SMART_HOST:$MAILFAKES_PORT" \
-  --tls --tls-verify --tls-ca-path "$MAILFAKES_CA_FILE" \
+  --tls --tls-verify --tls-ca-path "$MAILFAKES_CA_FILE" --tls-protocol tlsv1_2,tlsv1_3 \
   --from "$MAILFAKES_MAIL_FROM" --to "$MAILFAKES_RCPT_TO" \
   --helo client.fabrikam.test --timeout "$MAILFAKES_TIMEOUT"
