@@ -271,8 +271,6 @@ def _explain(t: Table) -> tuple[dict[str, str], dict[str, str]]:
     return cause, fix
 
 
-
-
 def _address(t: Table, key: str, value: str) -> str:
     local, at, domain = value.rpartition("@")
     # A plain dot-atom: the address ends up in shell commands (mailfakes check).
