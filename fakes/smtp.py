@@ -655,6 +655,7 @@ class HostServer:
         self.handshake_timeout = handshake_timeout
         self.idle_timeout = idle_timeout
         self.live: set[Any] = set()  # protocols with an open connection; each has shutdown()
+        self.draining: set[Any] = set()  # connections ended with FIN, still read (tcp.Drainer)
         self.server: asyncio.Server | None = None
         self.stopping = False
 
@@ -683,6 +684,8 @@ class HostServer:
             for proto in list(self.live):
                 proto.shutdown()
             await asyncio.sleep(0)
+        for drainer in list(self.draining):
+            drainer.shutdown()
         if self.server is not None:
             await self.server.wait_closed()
             self.server = None

@@ -35,7 +35,8 @@ FIN_DRAIN_LIMIT = 5.0
 class Owner(Protocol):
     """What a raw protocol reports to: the host server that accepted it."""
 
-    live: set[Any]
+    live: set[Any]  # sessions with an open connection
+    draining: set[Any]  # connections closed with FIN, read until the peer closes (Drainer)
 
     def forget(self, proto: object, error: BaseException | None) -> None: ...
 
@@ -56,7 +57,7 @@ class Drainer:
         self.loop.add_reader(sock.fileno(), self._readable)
         self.timer = self.loop.call_later(FIN_DRAIN_LIMIT, self.shutdown)
         if owner is not None:
-            owner.live.add(self)
+            owner.draining.add(self)
 
     def _readable(self) -> None:
         try:
@@ -75,7 +76,7 @@ class Drainer:
         self.loop.remove_reader(self.sock.fileno())
         self.sock.close()
         if self.owner is not None:
-            self.owner.live.discard(self)
+            self.owner.draining.discard(self)
 
 
 def cut(transport: asyncio.BaseTransport, how: CloseHow, owner: Owner | None = None) -> None:
