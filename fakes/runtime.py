@@ -17,7 +17,7 @@ import contextvars
 import ssl
 import threading
 import weakref
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from .certs import CertAuthority
@@ -34,10 +34,6 @@ CANCEL_GRACE = 2.0
 # world starts in; asyncio copies the context into every callback, timer and
 # task created from there, so an error can be traced back to its world.
 ROUTE: contextvars.ContextVar[EventLog | None] = contextvars.ContextVar("mailfakes_route", default=None)
-
-# Tells whether an exception-handler context (asyncio's dict) concerns a world.
-Owns = Callable[[dict[str, Any]], bool]
-
 
 def route_context(events: EventLog) -> contextvars.Context:
     """A context whose callbacks and tasks report their errors to ``events``."""
@@ -89,12 +85,11 @@ def return_task_routes(loop: asyncio.AbstractEventLoop) -> None:
             loop.set_task_factory(None)
 
 
-def blame(context: dict[str, Any], owners: Sequence[tuple[EventLog, Owns]] = ()) -> EventLog | None:
+def blame(context: dict[str, Any]) -> EventLog | None:
     """The events log of the world an asyncio error context belongs to, or None.
 
-    The most specific evidence wins: the task or callback that failed
-    (its route), then an object a world owns (its protocol, transport or
-    listening socket, asked of each ``owners`` entry), then the context the
+    The most specific evidence wins: the task that failed (its route), then
+    the callback that failed (the context it ran in), then the context the
     error is being reported in. A task finalized at garbage collection may
     be reported while another world's callback runs, hence that order.
     """
@@ -102,17 +97,14 @@ def blame(context: dict[str, Any], owners: Sequence[tuple[EventLog, Owns]] = ())
         route = getattr(context.get(key), "mailfakes_route", None)
         if isinstance(route, EventLog):
             return route
-    handle_ctx = getattr(context.get("handle"), "_context", None)
+    handle = context.get("handle")
+    # Handle.get_context() is public from Python 3.12; 3.11 has the attribute only.
+    get_context = getattr(handle, "get_context", None)
+    handle_ctx = get_context() if callable(get_context) else getattr(handle, "_context", None)
     if isinstance(handle_ctx, contextvars.Context):
         route = handle_ctx.get(ROUTE)
         if route is not None:
             return route
-    for events, owns in owners:
-        try:
-            if owns(context):
-                return events
-        except Exception:  # a broken ownership check must not hide the error itself
-            continue
     return ROUTE.get()
 
 
@@ -167,7 +159,6 @@ class Runtime:
         self.thread: threading.Thread | None = None
         self._ca: CertAuthority | None = None
         self._lock = threading.Lock()
-        self._owners: list[tuple[EventLog, Owns]] = []
         self.errors = EventLog()  # errors no world could be blamed for
 
     @property
@@ -249,21 +240,10 @@ class Runtime:
             loop.call_soon_threadsafe(call.cancel)
             call.done.wait(CANCEL_GRACE)
 
-    def attach(self, events: EventLog, owns: Owns | None = None) -> None:
-        """Report errors blamed on ``events``' world there; ``owns`` recognises its objects."""
-        with self._lock:
-            self._owners.append((events, owns or (lambda context: False)))
-
-    def detach(self, events: EventLog) -> None:
-        with self._lock:
-            self._owners = [(e, o) for e, o in self._owners if e is not events]
-
     def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         if is_client_hangup(context):
             return
-        with self._lock:
-            owners = list(self._owners)
-        sink = blame(context, owners) or self.errors
+        sink = blame(context) or self.errors
         sink.emit("error", "-", error_text(context))
 
     def close(self, timeout: float = 10.0) -> None:

@@ -267,7 +267,6 @@ class World:
                 self._sync_runtime = runtime
                 runtime.start()
             self._sync_runtime = runtime
-            runtime.attach(self.events, self._owns)
             runtime.run(self._astart(), timeout, context=self._route)
         except BaseException:
             self.stop()
@@ -288,52 +287,29 @@ class World:
                 runtime.run(self._astop(), timeout, context=self._route)
         finally:
             try:
-                runtime.detach(self.events)
                 if self._own_runtime is not None:
                     self._own_runtime = None
                     runtime.close(timeout)
             finally:
                 # Whatever the loop could not do (it was gone or too slow):
-                # sockets and key files are plain resources, freed from here.
+                # sockets and key files are plain resources. While the loop
+                # still runs they may be registered with it, so it frees them;
+                # once it has stopped, they are freed from here.
                 self._state = "stopped"
-                self._release_sockets()
+                loop = runtime.loop
+                if runtime.running and loop is not None:
+                    with contextlib.suppress(RuntimeError):  # closed meanwhile
+                        loop.call_soon_threadsafe(self._release_sockets)
+                else:
+                    self._release_sockets()
                 if self.ca is not None and self._runtime is None:
                     self.ca.close()
-
-    def _owns(self, context: dict[str, Any]) -> bool:
-        """Whether an asyncio error context names a protocol, transport or socket of this world."""
-        return any(self._owns_object(context.get(key)) for key in ("protocol", "transport", "socket"))
-
-    def _owns_object(self, obj: object, depth: int = 0) -> bool:
-        if obj is None or depth > 2:
-            return False
-        for attr in ("host", "owner"):  # our protocols point at their HostServer
-            if any(getattr(obj, attr, None) is server for server in self._servers):
-                return True
-        # asyncio's TLS layer wraps our protocol; its transport is the socket's.
-        for attr in ("_app_protocol", "_transport"):
-            inner = getattr(obj, attr, None)
-            if inner is not None and inner is not obj and self._owns_object(inner, depth + 1):
-                return True
-        sockname: Any = None
-        with contextlib.suppress(Exception):
-            get_extra_info = getattr(obj, "get_extra_info", None)
-            if callable(get_extra_info):
-                sockname = get_extra_info("sockname")
-            elif callable(getattr(obj, "getsockname", None)):
-                sockname = obj.getsockname()  # type: ignore[attr-defined]
-        if not isinstance(sockname, tuple) or len(sockname) < 2:
-            return False
-        address, port = sockname[0], sockname[1]
-        if (address, port) == (self.dns_host, self.dns_port):
-            return True
-        return port == self.port and address in self.hosts.values()
 
     def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> bool:
         """Record an error of this world's on the caller's loop; True when it was ours."""
         if is_client_hangup(context):
             return True
-        if blame(context, [(self.events, self._owns)]) is not self.events:
+        if blame(context) is not self.events:
             return False
         self.events.emit("error", "-", error_text(context))
         return True
