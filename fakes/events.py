@@ -1,9 +1,9 @@
 """The record of what happened in a world: DNS queries, connections, SMTP lines.
 
 Servers append events from the world's event-loop thread; tests, the CLI and
-demos read them from any thread, or subscribe to see them live. Events of
-SMTP sessions that belong to an earlier test (opened before a reset) are
-dropped: see :meth:`EventLog.retire_sessions`.
+demos read them from any thread, or subscribe to see them live. Sessions
+record through their world's :class:`fakes.transcript.Recorder`, which
+drops what a session of before a reset still tries to add.
 """
 
 from __future__ import annotations
@@ -54,18 +54,10 @@ class EventLog:
         self._lock = threading.Lock()
         self._events: list[Event] = []
         self._subscribers: list[Subscriber] = []
-        self._first_live_session = 0
 
     def emit(self, kind: EventKind, host: str, text: str, **data: Any) -> Event:
-        """Record an event and tell the subscribers; returns it.
-
-        An event whose ``session`` is older than the last
-        :meth:`retire_sessions` is returned but neither kept nor told.
-        """
+        """Record an event and tell the subscribers; returns it."""
         event = Event(kind=kind, host=host, text=text, data=data)
-        session = data.get("session")
-        if isinstance(session, int) and session < self._first_live_session:
-            return event
         with self._lock:
             self._events.append(event)
             subscribers = list(self._subscribers)
@@ -96,15 +88,6 @@ class EventLog:
     def clear(self) -> None:
         with self._lock:
             self._events.clear()
-
-    def retire_sessions(self, below: int) -> None:
-        """Drop later events of every session numbered below ``below``.
-
-        Session numbers only grow, so this retires the sessions of earlier
-        tests: one that is still closing cannot add to the next test's log.
-        """
-        with self._lock:
-            self._first_live_session = max(self._first_live_session, below)
 
     def errors(self) -> list[Event]:
         return self.events("error")

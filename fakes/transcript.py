@@ -64,9 +64,7 @@ class Transcript:
     ended_by: str | None = None
     closed: bool = False
     opened: float = field(default_factory=time.monotonic)
-    # The recorder's generation (one per test) this session was opened in;
-    # retired once a reset starts the next one: its late lines are dropped.
-    generation: int = 0
+    # Retired by a reset (the end of a test): its late lines are dropped.
     retired: bool = False
 
     def add(self, direction: Direction, text: str) -> None:
@@ -99,20 +97,6 @@ class Message:
     replied: bool  # False when the connection was cut before the reply: the client may send it again
 
 
-class _Messages(list[Message]):
-    """The kept messages; one from a session older than ``first_live`` is not kept.
-
-    ``append`` is what the SMTP fake calls today: the filter makes a session
-    that outlives a reset unable to add its message to the next test.
-    """
-
-    first_live = 0
-
-    def append(self, message: Message) -> None:
-        if message.session_id >= self.first_live:
-            super().append(message)
-
-
 class Recorder:
     """Everything one world keeps: transcripts, messages, events, schedule counts.
 
@@ -120,38 +104,34 @@ class Recorder:
     schedule count never changes under a connection being accepted); list
     appends are atomic, so readers in other threads see a consistent prefix.
 
-    Each ``reset()`` starts a new generation. What a session records goes
-    through :meth:`emit` and :meth:`keep_message`, which drop whatever a
-    session of an earlier generation still tries to add.
+    ``reset()`` retires the sessions it forgets. What a session records goes
+    through :meth:`emit` and :meth:`keep_message` (and its own
+    :meth:`Transcript.add`), which drop whatever a retired session still
+    tries to add.
     """
 
     def __init__(self, events: EventLog) -> None:
         self.events = events
         self.sessions: list[Transcript] = []
-        self.messages: list[Message] = _Messages()
-        self.generation = 0
+        self.messages: list[Message] = []
         self._next_id = 1
         self._session_counts: dict[str, int] = {}
 
     def open_session(self, host: str, address: str, peer: str, faulted: bool) -> Transcript:
-        t = Transcript(self._next_id, host, address, peer, faulted, generation=self.generation)
+        t = Transcript(self._next_id, host, address, peer, faulted)
         self._next_id += 1
         self.sessions.append(t)
         return t
 
-    def is_current(self, t: Transcript) -> bool:
-        """True while ``t`` belongs to this generation (no reset since it opened)."""
-        return not t.retired and t.generation == self.generation
-
     def emit(self, t: Transcript, kind: EventKind, host: str, text: str, **data: Any) -> Event | None:
         """Record an event of session ``t``; None (nothing kept) when ``t`` is stale."""
-        if not self.is_current(t):
+        if t.retired:
             return None
         return self.events.emit(kind, host, text, session=t.session_id, **data)
 
     def keep_message(self, t: Transcript, message: Message) -> bool:
         """Keep a message ``t`` accepted; False (not kept) when ``t`` is stale."""
-        if not self.is_current(t):
+        if t.retired:
             return False
         self.messages.append(message)
         return True
@@ -162,19 +142,11 @@ class Recorder:
         self._session_counts[host] = n + 1
         return n
 
-    @property
-    def open_sessions(self) -> list[Transcript]:
-        return [t for t in self.sessions if not t.closed]
-
     def reset(self) -> None:
-        """Start a new generation: forget everything, retire the sessions of the last one."""
-        self.generation += 1
+        """Forget everything; the sessions forgotten are retired: their late records are dropped."""
         for t in self.sessions:
             t.retired = True
         self.sessions.clear()
         self.messages.clear()
         self._session_counts.clear()
-        self.events.retire_sessions(self._next_id)
-        if isinstance(self.messages, _Messages):
-            self.messages.first_live = self._next_id
         self.events.clear()
