@@ -55,16 +55,16 @@ CERT_DETAILS: Final[dict[int, str]] = {
     64: "hostname",  # IP address mismatch
 }
 
-_GAI_DETAILS: Final[dict[int, str]] = {
+GAI_DETAILS: Final[dict[int, str]] = {
     socket.EAI_NONAME: "nxdomain",
     socket.EAI_AGAIN: "servfail",  # temporary failure: SERVFAIL or no answer in time
     socket.EAI_FAIL: "servfail",
 }
 for _name, _detail in (("EAI_NODATA", "nodata"), ("EAI_ADDRFAMILY", "nodata")):
     if hasattr(socket, _name):
-        _GAI_DETAILS[getattr(socket, _name)] = _detail
+        GAI_DETAILS[getattr(socket, _name)] = _detail
 
-_ERRNO_CLASSES: Final[dict[int, tuple[FailureClass, str]]] = {
+ERRNO_CLASSES: Final[dict[int, tuple[FailureClass, str]]] = {
     errno.ECONNREFUSED: ("refused", "refused"),
     errno.ETIMEDOUT: ("timeout", "connect"),
     errno.ECONNRESET: ("closed", "closed"),
@@ -72,8 +72,8 @@ _ERRNO_CLASSES: Final[dict[int, tuple[FailureClass, str]]] = {
     errno.EPIPE: ("closed", "closed"),
 }
 
-_STARTTLS_MISSING: Final = re.compile(r"starttls\b.*\bnot supported|not supported\b.*\bstarttls", re.I)
-_ERRNO_IN_TEXT: Final = re.compile(r"\[Errno (\d+)\]")
+STARTTLS_MISSING: Final = re.compile(r"starttls\b.*\bnot supported|not supported\b.*\bstarttls", re.I)
+ERRNO_IN_TEXT: Final = re.compile(r"\[Errno (\d+)\]")
 
 
 def classify(exc: BaseException) -> Failure | None:
@@ -164,7 +164,7 @@ def reply_failure(code: int, text: str) -> Failure | None:
     return Failure("server_reply", "reply", enhanced, message)
 
 
-def _with_detail(failure: Failure | None, detail: str) -> Failure | None:
+def with_detail(failure: Failure | None, detail: str) -> Failure | None:
     if failure is None or failure.cls != "cannot_connect":
         return failure
     return Failure(failure.cls, detail, failure.server_code, failure.message)
@@ -179,16 +179,16 @@ def _from_smtp(exc: BaseException) -> Failure | None:
     if isinstance(exc, smtplib.SMTPResponseException):
         failure = reply_failure(exc.smtp_code, _text(exc.smtp_error))
         if isinstance(exc, smtplib.SMTPConnectError):
-            return _with_detail(failure, "greeting_421")
+            return with_detail(failure, "greeting_421")
         if isinstance(exc, smtplib.SMTPHeloError):
-            return _with_detail(failure, "ehlo_421")
+            return with_detail(failure, "ehlo_421")
         if type(exc) is smtplib.SMTPResponseException and failure is not None:
             # Raised bare only by starttls() in a delivery: STARTTLS refused.
             return Failure("cannot_connect", "starttls_refused", failure.server_code, failure.message)
         return failure
     if isinstance(exc, smtplib.SMTPServerDisconnected):
         return _disconnected(exc)
-    if isinstance(exc, smtplib.SMTPException) and _STARTTLS_MISSING.search(str(exc)):
+    if isinstance(exc, smtplib.SMTPException) and STARTTLS_MISSING.search(str(exc)):
         return Failure("cannot_connect", "no_starttls", None, _describe(exc))
     return _from_aiosmtplib(exc)
 
@@ -235,9 +235,9 @@ def _from_aiosmtplib(exc: BaseException) -> Failure | None:
         code, text = getattr(exc, "code", 0), getattr(exc, "message", "")
         failure = reply_failure(code if isinstance(code, int) else 0, _text(text))
         if _isa(exc, m, "SMTPConnectResponseError"):
-            return _with_detail(failure, "greeting_421")
+            return with_detail(failure, "greeting_421")
         if _isa(exc, m, "SMTPHeloError"):
-            return _with_detail(failure, "ehlo_421")
+            return with_detail(failure, "ehlo_421")
         if type(exc) is _type(m, "SMTPResponseException") and failure is not None:
             # Bare in a delivery: the reply to STARTTLS (also RSET/NOOP/QUIT, rarely fatal).
             return Failure("cannot_connect", "starttls_refused", failure.server_code, failure.message)
@@ -253,7 +253,7 @@ def _from_aiosmtplib(exc: BaseException) -> Failure | None:
         return _disconnected(exc)
     if _isa(exc, m, "SMTPConnectError"):
         return None  # a wrapper: the error it was raised from decides (else _fallback)
-    if _STARTTLS_MISSING.search(str(exc)):
+    if STARTTLS_MISSING.search(str(exc)):
         return Failure("cannot_connect", "no_starttls", None, _describe(exc))
     return None
 
@@ -280,7 +280,7 @@ _RCODE_DETAILS: Final[dict[str, str]] = {"SERVFAIL": "servfail", "REFUSED": "ref
 
 def _from_dns(exc: BaseException) -> Failure | None:
     if isinstance(exc, socket.gaierror):
-        detail = _GAI_DETAILS.get(exc.errno or 0)
+        detail = GAI_DETAILS.get(exc.errno or 0)
         return Failure("dns", detail, None, _describe(exc)) if detail else None
     r, e = "dns.resolver", "dns.exception"
     if _type(e, "DNSException") is None or not _isa(exc, e, "DNSException"):
@@ -329,8 +329,8 @@ def _from_socket(exc: BaseException) -> Failure | None:
         if _in_handshake(exc):
             return Failure("cannot_connect", "tls_handshake", None, _describe(exc))
         return Failure("closed", "closed", None, _describe(exc))
-    if isinstance(exc, OSError) and exc.errno in _ERRNO_CLASSES:
-        cls, detail = _ERRNO_CLASSES[exc.errno]
+    if isinstance(exc, OSError) and exc.errno in ERRNO_CLASSES:
+        cls, detail = ERRNO_CLASSES[exc.errno]
         return Failure(cls, detail, None, _describe(exc))
     return None
 
@@ -348,8 +348,8 @@ def _fallback(exc: BaseException) -> Failure | None:
 
 def _from_errno_text(exc: BaseException) -> Failure | None:
     """asyncio's ``OSError('Multiple exceptions: [Errno 111] ..., ...')`` keeps errnos as text only."""
-    for number in _ERRNO_IN_TEXT.findall(str(exc)):
-        if int(number) in _ERRNO_CLASSES:
-            cls, detail = _ERRNO_CLASSES[int(number)]
+    for number in ERRNO_IN_TEXT.findall(str(exc)):
+        if int(number) in ERRNO_CLASSES:
+            cls, detail = ERRNO_CLASSES[int(number)]
             return Failure(cls, detail, None, _describe(exc))
     return None

@@ -18,12 +18,19 @@ from __future__ import annotations
 
 import ast
 import re
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .classify import CERT_DETAILS, reply_failure
-from .codes import Failure, FailureClass, first_enhanced_code
+from .classify import (
+    CERT_DETAILS,
+    ERRNO_CLASSES,
+    ERRNO_IN_TEXT,
+    GAI_DETAILS,
+    STARTTLS_MISSING,
+    reply_failure,
+    with_detail,
+)
+from .codes import Failure, first_enhanced_code
 
 Reader = Callable[[int, str, str], "Failure | None"]
 
@@ -386,16 +393,7 @@ _OSERRORS = {
     "PermissionError",
 }
 _HANDSHAKE_FRAMES = frozenset({"do_handshake", "_do_handshake", "_on_handshake_complete"})
-_STARTTLS_MISSING = re.compile(r"starttls\b.*\bnot supported|not supported\b.*\bstarttls", re.I)
 _ERRNO_AT_START = re.compile(r"^\[Errno (-?\d+)\]")
-_ERRNO_IN_TEXT = re.compile(r"\[Errno (\d+)\]")
-_ERRNO_CLASSES: dict[int, tuple[FailureClass, str]] = {
-    111: ("refused", "refused"),  # ECONNREFUSED
-    110: ("timeout", "connect"),  # ETIMEDOUT
-    104: ("closed", "closed"),  # ECONNRESET
-    103: ("closed", "closed"),  # ECONNABORTED
-    32: ("closed", "closed"),  # EPIPE
-}
 # OpenSSL's X509_verify_cert_error_string() texts (as ssl puts them after "certificate verify
 # failed: "), to the X509_V_ERR_* code fakes.classify reads from verify_code. Python replaces
 # 62 and 64 by its own "Hostname mismatch, ..." / "IP address mismatch, ...". Longest first.
@@ -457,12 +455,6 @@ def _reply_args(message: str) -> tuple[int, str] | None:
     return int(m.group(1)), str(text)
 
 
-def _with_detail(failure: Failure | None, detail: str) -> Failure | None:
-    if failure is None or failure.cls != "cannot_connect":
-        return failure
-    return Failure(failure.cls, detail, failure.server_code, failure.message)
-
-
 def _py_direct(r: _Raised) -> Failure | None:
     module = r.module()
     if module == "smtplib" and r.name in _SMTPLIB_ERRORS:
@@ -484,16 +476,16 @@ def _py_smtplib(r: _Raised) -> Failure | None:
         args = _reply_args(r.message)
         failure = reply_failure(*args) if args else None
         if r.name == "SMTPConnectError":
-            return _with_detail(failure, "greeting_421")
+            return with_detail(failure, "greeting_421")
         if r.name == "SMTPHeloError":
-            return _with_detail(failure, "ehlo_421")
+            return with_detail(failure, "ehlo_421")
         if r.name == "SMTPResponseException" and failure is not None:
             # Raised bare only by starttls() in a delivery: STARTTLS refused.
             return Failure("cannot_connect", "starttls_refused", failure.server_code, failure.message)
         return failure
     if r.name == "SMTPServerDisconnected":
         return _py_disconnected(r)
-    if _STARTTLS_MISSING.search(r.message):
+    if STARTTLS_MISSING.search(r.message):
         return Failure("cannot_connect", "no_starttls", None, _describe(r))
     return None
 
@@ -515,9 +507,9 @@ def _py_aiosmtplib(r: _Raised) -> Failure | None:
         args = _reply_args(r.message)
         failure = reply_failure(*args) if args else None
         if r.name == "SMTPConnectResponseError":
-            return _with_detail(failure, "greeting_421")
+            return with_detail(failure, "greeting_421")
         if r.name == "SMTPHeloError":
-            return _with_detail(failure, "ehlo_421")
+            return with_detail(failure, "ehlo_421")
         if r.name == "SMTPResponseException" and failure is not None:
             return Failure("cannot_connect", "starttls_refused", failure.server_code, failure.message)
         return failure
@@ -533,7 +525,7 @@ def _py_aiosmtplib(r: _Raised) -> Failure | None:
         return _py_disconnected(r)
     if r.name == "SMTPConnectError":
         return None  # a wrapper: the error it was raised from decides (else the fallback)
-    if _STARTTLS_MISSING.search(r.message):
+    if STARTTLS_MISSING.search(r.message):
         return Failure("cannot_connect", "no_starttls", None, _describe(r))
     return None
 
@@ -551,20 +543,10 @@ def _py_ssl(r: _Raised) -> Failure:
     return Failure("cannot_connect", "tls_handshake", None, _describe(r))
 
 
-_GAI_DETAILS: dict[int, str] = {
-    socket.EAI_NONAME: "nxdomain",
-    socket.EAI_AGAIN: "servfail",
-    socket.EAI_FAIL: "servfail",
-}
-for _name, _detail in (("EAI_NODATA", "nodata"), ("EAI_ADDRFAMILY", "nodata")):
-    if hasattr(socket, _name):
-        _GAI_DETAILS[getattr(socket, _name)] = _detail
-
-
 def _py_dns(r: _Raised) -> Failure | None:
     if r.qualname == "socket.gaierror":
         m = _ERRNO_AT_START.match(r.message)
-        detail = _GAI_DETAILS.get(int(m.group(1))) if m else None
+        detail = GAI_DETAILS.get(int(m.group(1))) if m else None
         return Failure("dns", detail, None, _describe(r)) if detail else None
     if r.qualname == "dns.resolver.NXDOMAIN":
         return Failure("dns", "nxdomain", None, _describe(r))
@@ -601,8 +583,8 @@ def _py_socket(r: _Raised) -> Failure | None:
 
 def _py_errno(r: _Raised) -> Failure | None:
     m = _ERRNO_AT_START.match(r.message)
-    if m and int(m.group(1)) in _ERRNO_CLASSES:
-        cls, detail = _ERRNO_CLASSES[int(m.group(1))]
+    if m and int(m.group(1)) in ERRNO_CLASSES:
+        cls, detail = ERRNO_CLASSES[int(m.group(1))]
         return Failure(cls, detail, None, _describe(r))
     return None
 
@@ -611,9 +593,9 @@ def _py_fallback(r: _Raised) -> Failure | None:
     """What only the text says (asyncio's "Multiple exceptions: [Errno 111] ...")."""
     if not _is_oserror(r) or _ERRNO_AT_START.match(r.message):
         return None
-    for number in _ERRNO_IN_TEXT.findall(r.message):
-        if int(number) in _ERRNO_CLASSES:
-            cls, detail = _ERRNO_CLASSES[int(number)]
+    for number in ERRNO_IN_TEXT.findall(r.message):
+        if int(number) in ERRNO_CLASSES:
+            cls, detail = ERRNO_CLASSES[int(number)]
             return Failure(cls, detail, None, _describe(r))
     if (
         r.module().startswith("aiosmtplib")
