@@ -233,6 +233,8 @@ class FaultySMTP(SMTP):
         else:
             end = i + 5 - len(self._tail)  # just after the terminator, in data
             self._data_bytes += max(end - 3, 0)
+        self.t.content_bytes = self._data_bytes
+        self.t.content_complete = i >= 0
         if (
             ca is not None
             and ca.point == "in_data"
@@ -759,6 +761,7 @@ class HostServer:
             # The client finished a handshake on a bad certificate: it did not verify.
             t.client_verified = False
         t.add("*", f"TLS established ({t.tls_version}, certificate {plan.cert})")
+        t.tls_from = len(t.lines)
         self.recorder.emit(t, "tls", self.spec.name, f"TLS established ({t.tls_version})")
 
     def tls_failed(self, t: Transcript, exc: BaseException | None) -> None:

@@ -56,6 +56,12 @@ class Transcript:
     # with the server name it asked for (SNI), None when it sent none.
     tls_attempted: bool = False
     sni: str | None = None
+    # Where in ``lines`` the session went on under TLS (None: it never did).
+    tls_from: int | None = None
+    # Message content after the 354: how many bytes came (None: none yet),
+    # and whether its final dot did.
+    content_bytes: int | None = None
+    content_complete: bool = False
     # True: the client rejected the certificate with an alert (it verified);
     # False: it completed the handshake on a bad certificate (it did not);
     # None: cannot be told (the certificate was valid, or no TLS happened).

@@ -63,7 +63,6 @@ FAILED_RCODES: Final = frozenset({"NXDOMAIN", "SERVFAIL", "REFUSED", "DROPPED", 
 SETTLE_SECONDS: Final = 1.0  # how long to wait for the fakes to read a client's last words
 
 _ALERT = re.compile(r"ALERT_([A-Z_]+)")
-_TLS_NOTE = "TLS established"  # the fake's note in a transcript when a handshake completes
 
 
 @dataclass(frozen=True)
@@ -253,8 +252,8 @@ def _dns(scenario: Any, records: Records) -> list[Evidence]:
 
 
 def _faulty_hosts(spec: Any) -> list[HostSpec]:
-    healthy = (SmtpPlan(), SmtpPlan(tls="implicit"))
-    return [h for h in spec.hosts if h.kind != "smtp" or h.smtp not in healthy or h.schedule is not None]
+    # A host is healthy when its plan is the baseline its schedule would fall back to.
+    return [h for h in spec.hosts if h.kind != "smtp" or h.smtp != h.smtp.healthy() or h.schedule is not None]
 
 
 def _host(scenario: Any, host: HostSpec, records: Records) -> list[Evidence]:
@@ -310,13 +309,11 @@ def _opened(t: Transcript, messages: Sequence[Message]) -> bool:
 
 
 def _content_started(t: Transcript, messages: Sequence[Message]) -> bool:
-    return any(line.startswith("354") for line in t.server_lines())
+    return t.content_bytes is not None
 
 
 def _content_ended(t: Transcript, messages: Sequence[Message]) -> bool:
-    if any(m.session_id == t.session_id for m in messages):
-        return True
-    return any(line.startswith("<message content") and "so far" not in line for line in t.client_lines())
+    return t.content_complete or any(m.session_id == t.session_id for m in messages)
 
 
 def _handshake_opened(t: Transcript, messages: Sequence[Message]) -> bool:
@@ -545,9 +542,5 @@ def _accepted(fault: str, t: Transcript) -> Evidence:
 
 
 def _lines_after_tls(t: Transcript) -> Iterable[str]:
-    seen = False
-    for line in t.lines:
-        if line.direction == "*" and line.text.startswith(_TLS_NOTE):
-            seen = True
-        elif seen and line.direction == "C":
-            yield line.text
+    if t.tls_from is not None:
+        yield from (line.text for line in t.lines[t.tls_from :] if line.direction == "C")
