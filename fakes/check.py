@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
-from .codes import code_for, first_enhanced_code
+from .codes import CONTROL_SCENARIO, code_for, first_enhanced_code
 from .readers import READERS
 from .witness import observe
 
@@ -45,7 +45,7 @@ PLACEHOLDERS = (
 )
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 OUTPUT_KEPT = 4000  # characters of stdout/stderr kept per scenario in reports
-CONTROL = "baseline-delivered"  # the healthy scenario every client must deliver through
+CONTROL = CONTROL_SCENARIO
 VOID_REASON = "the client also fails the healthy baseline, so its failure reports prove nothing"
 
 

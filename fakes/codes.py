@@ -86,6 +86,11 @@ _CANNOT_CONNECT_RFC: Final[dict[str, str]] = {
 }
 
 
+# The healthy scenario a run includes as its control: a client must deliver
+# through it, or its failure reports prove nothing (check and the plugin).
+CONTROL_SCENARIO = "baseline-delivered"
+
+
 def code_for(failure: Failure, profile: str = "eop") -> str:
     """The code a client following ``profile`` reports for ``failure``."""
     if profile not in PROFILES:

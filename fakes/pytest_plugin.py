@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .codes import PROFILES, find_code, title
+from .codes import CONTROL_SCENARIO, PROFILES, find_code, title
 
 if TYPE_CHECKING:
     import ssl
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from .world import World
 
 MARKER = "mail_scenarios"
-CONTROL = "baseline-delivered"  # the healthy scenario every client must deliver through
+CONTROL = CONTROL_SCENARIO
 
 
 class FakesError(Exception):
@@ -84,6 +84,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_CONTROLS] = {}
     config.stash[_VOID] = []
     config.stash[_WITH_CONTROL] = set()
+    config.pluginmanager.register(_Ledger(config), "mailfakes-ledger")
 
 
 def _selection(config: pytest.Config, marker: pytest.Mark | None) -> list[Any]:
@@ -140,8 +141,6 @@ class ControlOutcome:
 _CONTROLS = pytest.StashKey[dict[str, ControlOutcome]]()
 _VOID = pytest.StashKey[list[tuple[str, str]]]()  # (nodeid, reason) of passes voided after the fact
 _WITH_CONTROL = pytest.StashKey[set[str]]()  # test functions whose marker added the control
-# (nodeid, passed, control key, role, scenario id) of every marked case, as the session saw them.
-_SEEN: list[tuple[str, bool, str, str, str]] = []
 
 
 def _control_key(item: pytest.Item) -> str | None:
@@ -182,28 +181,36 @@ def _control_for(item: pytest.Item) -> ControlOutcome | None:
     return item.config.stash[_CONTROLS].get(key) if key is not None else None
 
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    # Where the control ran after (or apart from) a failure case, e.g. on another xdist worker,
-    # the case could not fail itself: it is voided here, at the end of the session.
-    for name, value in report.user_properties:
-        if name == "mailfakes" and report.when == "call" and isinstance(value, (list, tuple)):
-            key, role, scenario_id = value
-            _SEEN.append((report.nodeid, report.passed, str(key), str(role), str(scenario_id)))
+class _Ledger:
+    """What one pytest session saw of its marked cases (a plugin object per config).
 
+    Where the control ran after (or apart from) a failure case, e.g. on another
+    xdist worker, the case could not fail itself: it is voided at the end.
+    """
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if hasattr(session.config, "workerinput"):
-        return  # an xdist worker: the controller judges
-    failed_controls = {
-        key: nodeid for nodeid, passed, key, role, _ in _SEEN if role == "control" and not passed
-    }
-    void = session.config.stash.get(_VOID, [])
-    for nodeid, passed, key, role, scenario_id in _SEEN:
-        if role == "case" and passed and key in failed_controls and _is_failure_scenario(scenario_id):
-            void.append((nodeid, f"the client also fails the healthy baseline ({failed_controls[key]})"))
-    _SEEN.clear()
-    if void and session.exitstatus == 0:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        # (nodeid, passed, control key, role, scenario id) of every marked case.
+        self.seen: list[tuple[str, bool, str, str, str]] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        for name, value in report.user_properties:
+            if name == "mailfakes" and report.when == "call" and isinstance(value, (list, tuple)):
+                key, role, scenario_id = value
+                self.seen.append((report.nodeid, report.passed, str(key), str(role), str(scenario_id)))
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if hasattr(self.config, "workerinput"):
+            return  # an xdist worker: the controller judges
+        failed = {
+            key: nodeid for nodeid, passed, key, role, _ in self.seen if role == "control" and not passed
+        }
+        void = self.config.stash.get(_VOID, [])
+        for nodeid, passed, key, role, scenario_id in self.seen:
+            if role == "case" and passed and key in failed and _is_failure_scenario(scenario_id):
+                void.append((nodeid, f"the client also fails the healthy baseline ({failed[key]})"))
+        if void and session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _is_failure_scenario(scenario_id: str) -> bool:
@@ -249,6 +256,12 @@ class MailRuntime:
         world = World(spec, runtime=self.runtime, **options).start()
         self._extra.append(world)
         return world
+
+    def forget_world(self, world: World) -> None:
+        """Stop a world made by :meth:`new_world` and let go of it."""
+        world.stop()
+        if world in self._extra:
+            self._extra.remove(world)
 
     def close(self) -> None:
         for world in [*self._worlds.values(), *self._extra]:
@@ -510,6 +523,4 @@ def mail_world(mail_runtime: MailRuntime) -> Iterator[Callable[..., World]]:
             _check_errors(world, mail_runtime.runtime)
     finally:
         for world in made:
-            world.stop()
-            if world in mail_runtime._extra:
-                mail_runtime._extra.remove(world)
+            mail_runtime.forget_world(world)

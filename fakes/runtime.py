@@ -35,6 +35,7 @@ CANCEL_GRACE = 2.0
 # task created from there, so an error can be traced back to its world.
 ROUTE: contextvars.ContextVar[EventLog | None] = contextvars.ContextVar("mailfakes_route", default=None)
 
+
 def route_context(events: EventLog) -> contextvars.Context:
     """A context whose callbacks and tasks report their errors to ``events``."""
     ctx = contextvars.copy_context()
