@@ -395,7 +395,13 @@ class FaultySMTP(SMTP):
     def _tap_handshake(self) -> None:
         raw = cast(asyncio.Transport, self._raw)
         inner = raw.get_protocol()
-        if inner is not self and not raw.is_closing():
+        if inner is self and not raw.is_closing():
+            # aiosmtpd no longer hands the socket over right after its 220:
+            # without the tap, a TLS refusal would lose its alert.
+            self.host.recorder.emit(
+                self.t, "error", self.host.spec.name, "aiosmtpd did not start TLS as expected: no TLS tap"
+            )
+        elif not raw.is_closing():
             probe = None
             if self.plan.tls_offer != "current" and self.tls_context is not None:
                 probe = HandshakeProbe(self.tls_context)
