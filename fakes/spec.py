@@ -143,6 +143,13 @@ class Schedule:
     fail_first: int
 
 
+_TLS_OFFERS: Final = {
+    "starttls_broken": "no_shared_cipher",
+    "implicit_broken": "no_shared_cipher",
+    "starttls_legacy": "legacy_only",
+}
+
+
 @dataclass(frozen=True)
 class SmtpPlan:
     """How an SMTP host behaves. The defaults are a healthy server."""
@@ -162,9 +169,7 @@ class SmtpPlan:
     @property
     def tls_offer(self) -> str:
         """What the server's TLS offers: current, no_shared_cipher or legacy_only (see certs)."""
-        return {"starttls_broken": "no_shared_cipher", "implicit_broken": "no_shared_cipher"}.get(
-            self.tls, "legacy_only" if self.tls == "starttls_legacy" else "current"
-        )
+        return _TLS_OFFERS.get(self.tls, "current")
 
     def advertises(self, extension: str) -> bool:
         return extension not in self.extensions_off

@@ -264,7 +264,7 @@ class World:
         try:
             if runtime is None:
                 runtime = self._own_runtime = Runtime()
-                self._sync_runtime = runtime
+                self._sync_runtime = runtime  # set first: stop() must close it if start() is interrupted
                 runtime.start()
             self._sync_runtime = runtime
             runtime.run(self._astart(), timeout, context=self._route)
