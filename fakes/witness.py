@@ -333,7 +333,7 @@ def _first_step(plan: SmtpPlan) -> tuple[str, Reached] | None:
         steps.append((2, "sent EHLO (and so saw no STARTTLS offered)", _sent("EHLO", "HELO")))
     if plan.tls == "starttls_refused":
         steps.append((3, "sent STARTTLS", _sent("STARTTLS")))
-    if plan.tls in ("starttls_broken", "implicit_broken"):
+    if plan.tls_offer != "current":  # a server that refuses the handshake
         steps.append((4, "opened the TLS handshake", _handshake_opened))
     points: dict[str, tuple[int, str, Reached]] = {
         "before_greeting": (0, "opened a session", _opened),
