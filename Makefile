@@ -25,7 +25,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check fakes scenarios tests benchmarks examples conftest.py
 	$(BIN)/ruff format --check fakes scenarios
-	$(BIN)/mypy fakes scenarios
+	$(BIN)/mypy fakes
 
 # The training tour: one scenario per code, played with the reference client.
 demo: $(STAMP)
@@ -57,4 +57,4 @@ clean:
 	rm -rf $(VENV) .bench .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
 readme-table: $(STAMP)
-	$(BIN)/python -m scenarios README.md
+	$(BIN)/python -m mailfakes.markdown README.md

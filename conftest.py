@@ -12,8 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-
-from fakes import World
+from mailfakes import World
 
 
 def _world_threads() -> list[threading.Thread]:

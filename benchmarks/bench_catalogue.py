@@ -1,13 +1,13 @@
 """The whole catalogue through the reference delivery client, in-process and via the CLI (issue #3).
 
 In-process, as ``mailfakes deliver`` does (fakes/cli.py ``cmd_deliver``): one
-shared :class:`fakes.runtime.Runtime`; for every scenario of the catalogue, start
-its :class:`fakes.world.World`, run :func:`fakes.client.deliver_scenario` with a
+shared :class:`mailfakes.runtime.Runtime`; for every scenario of the catalogue, start
+its :class:`mailfakes.world.World`, run :func:`mailfakes.client.deliver_scenario` with a
 short timeout, stop the world. Prints the total, the five slowest scenarios
 and whether every reported code is the expected one under the profile
 (target: whole catalogue <= 3 s). Imports are done before the clock starts.
 
-Then times the CLI end to end, ``python -m fakes deliver --timeout T`` in a
+Then times the CLI end to end, ``python -m mailfakes deliver --timeout T`` in a
 subprocess (interpreter start and imports included), and checks its exit status
 and its ``ok``/``DIFF`` lines.
 
@@ -27,11 +27,11 @@ import sys
 import time
 from dataclasses import dataclass
 
-import scenarios
-from fakes.client import deliver_scenario
-from fakes.codes import PROFILES
-from fakes.runtime import Runtime
-from fakes.world import World
+from mailfakes import catalogue as scenarios
+from mailfakes.client import deliver_scenario
+from mailfakes.codes import PROFILES
+from mailfakes.runtime import Runtime
+from mailfakes.world import World
 
 TARGET_S = 3.0
 
@@ -75,7 +75,7 @@ def run_in_process(timeout: float, profile: str) -> tuple[float, list[Row]]:
 
 
 def run_cli(timeout: float, profile: str) -> tuple[list[str], float, int, list[str]]:
-    cmd = [sys.executable, "-m", "fakes", "deliver", "--timeout", f"{timeout:g}"]
+    cmd = [sys.executable, "-m", "mailfakes", "deliver", "--timeout", f"{timeout:g}"]
     if profile != "eop":
         cmd += ["--profile", profile]
     started = time.perf_counter()

@@ -29,7 +29,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from fakes import World
+from mailfakes import World
 
 SPEC = {
     "zone": "test",

@@ -25,8 +25,8 @@ import sys
 import threading
 import time
 
-import scenarios
-from fakes import World
+from mailfakes import World
+from mailfakes import catalogue as scenarios
 
 TARGET_START_MS = 5.0
 TARGET_CLI_S = 1.0
@@ -60,7 +60,7 @@ def bench_cli(scenario_id: str, runs: int) -> list[float]:
     for _ in range(runs):
         started = time.perf_counter()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "fakes", "serve", scenario_id, "--json"],
+            [sys.executable, "-m", "mailfakes", "serve", scenario_id, "--json"],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
         )

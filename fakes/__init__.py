@@ -1,8 +1,8 @@
 """mailfakes: fault-injecting fake DNS and SMTP servers on loopback.
 
 The public surface: :class:`World` (run a world), :func:`parse_world` (build
-one from a dict), the spec values in :mod:`fakes.spec`, and the records in
-:mod:`fakes.transcript`. Scenarios live in the ``scenarios`` package.
+one from a dict), the spec values in :mod:`mailfakes.spec`, and the records in
+:mod:`mailfakes.transcript`. The catalogue is :mod:`mailfakes.catalogue`.
 
 Names are imported on first use, so ``mailfakes list`` and a CLI that must
 install its signal handlers early do not pay for aiosmtpd and OpenSSL.
@@ -39,11 +39,11 @@ _HOMES = {
 }
 
 __all__ = sorted(_HOMES)
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
-        raise AttributeError(f"module 'fakes' has no attribute {name!r}")
+        raise AttributeError(f"module 'mailfakes' has no attribute {name!r}")
     return getattr(importlib.import_module(home, __name__), name)

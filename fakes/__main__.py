@@ -1,4 +1,4 @@
-"""``python -m fakes``: the same as the ``mailfakes`` command."""
+"""``python -m mailfakes``: the same as the ``mailfakes`` command."""
 
 import sys
 

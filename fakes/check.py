@@ -5,7 +5,7 @@ facts substituted for placeholders (and in ``MAILFAKES_*`` variables), read
 the code the client reported (the first enhanced status code in its output,
 a custom regex, or a reader for a known client), and compare it with the
 scenario's expected code under the chosen profile, then hear the fakes'
-witness (:mod:`fakes.witness`): a right code for the wrong reason fails.
+witness (:mod:`mailfakes.witness`): a right code for the wrong reason fails.
 The healthy baseline runs as a control (:func:`with_control`); when the
 client fails it, its passes on failure scenarios are void
 (:func:`apply_control`). The results make a matrix, a JSON report and a
@@ -75,7 +75,7 @@ class CheckResult:
 
 def with_control(chosen: Sequence[Any], *, control: bool = True) -> list[Any]:
     """The selection plus the healthy baseline, when it holds a failure scenario and not the baseline."""
-    import scenarios
+    from . import catalogue as scenarios
 
     out = list(chosen)
     if control and any(not s.is_success for s in out) and all(s.id != CONTROL for s in out):

@@ -1,4 +1,4 @@
-"""Map what Python mail clients raise to a :class:`fakes.codes.Failure`.
+"""Map what Python mail clients raise to a :class:`mailfakes.codes.Failure`.
 
 A team whose delivery client is built on :mod:`smtplib`, aiosmtplib,
 :mod:`ssl`, :mod:`socket` or dnspython can assert the reported failure with

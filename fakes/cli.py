@@ -41,7 +41,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _catalogue() -> Any:
-    import scenarios
+    from . import catalogue as scenarios
 
     return scenarios
 

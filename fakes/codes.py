@@ -146,8 +146,8 @@ def find_code(report: object, profile: str = "eop") -> str | None:
     ``report`` may be a string or bytes (a trace line like ``450 4.4.316
     Connection refused [Message=...]``, a log, several lines: the first
     enhanced code wins), a ``(code, text)`` reply tuple, an exception (mapped
-    through :func:`fakes.classify.classify`, then ``profile``), or an object
-    with a ``code`` attribute (a :class:`fakes.client.DeliveryReport`).
+    through :func:`mailfakes.classify.classify`, then ``profile``), or an object
+    with a ``code`` attribute (a :class:`mailfakes.client.DeliveryReport`).
     """
     if isinstance(report, BaseException):
         from .classify import classify

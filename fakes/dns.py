@@ -2,8 +2,8 @@
 
 :class:`FakeDNS` answers for the world's zone only (AA set, never recursing or
 forwarding; any other name gets REFUSED) from the records of a
-:class:`~fakes.spec.WorldSpec`, plus an A record for every host, and applies
-the spec's per-name :class:`~fakes.spec.DnsFault` values: NXDOMAIN, SERVFAIL,
+:class:`~mailfakes.spec.WorldSpec`, plus an A record for every host, and applies
+the spec's per-name :class:`~mailfakes.spec.DnsFault` values: NXDOMAIN, SERVFAIL,
 REFUSED, NODATA, silence, a truncated UDP answer and delays. Every query is
 recorded in :attr:`FakeDNS.queries` and emitted as a ``dns`` event when it
 arrives; an answer held back by a delay is also announced, as a ``fault``
@@ -48,8 +48,8 @@ from typing import Any, Final, Literal
 
 from dnslib import AAAA, CNAME, EDNS0, MX, NS, QTYPE, RCODE, RR, SOA, TXT, A, DNSHeader, DNSLabel, DNSRecord
 
-from fakes.events import EventLog
-from fakes.spec import DnsFault, WorldSpec, normalize_name
+from .events import EventLog
+from .spec import DnsFault, WorldSpec, normalize_name
 
 __all__ = ["MAX_TCP_MESSAGE", "DnsQuery", "FakeDNS", "Transport"]
 

@@ -2,7 +2,7 @@
 
 Servers append events from the world's event-loop thread; tests, the CLI and
 demos read them from any thread, or subscribe to see them live. Sessions
-record through their world's :class:`fakes.transcript.Recorder`, which
+record through their world's :class:`mailfakes.transcript.Recorder`, which
 drops what a session of before a reset still tries to add.
 """
 

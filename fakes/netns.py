@@ -120,7 +120,7 @@ def unshare_command() -> list[str]:
 
 
 def reexec_inside(argv: list[str], stop: threading.Event | None = None) -> int:
-    """Run ``python -m fakes ARGV --inside-netns`` in a fresh namespace; return its exit status.
+    """Run ``python -m mailfakes ARGV --inside-netns`` in a fresh namespace; return its exit status.
 
     A set ``stop`` (SIGINT or SIGTERM in this process) is passed on as SIGTERM,
     so the inside stops cleanly; everything in the namespace dies with it,
@@ -130,7 +130,7 @@ def reexec_inside(argv: list[str], stop: threading.Event | None = None) -> int:
     at = argv.index("--") if "--" in argv else len(argv)
     inner = [*argv[:at], INSIDE_FLAG, *argv[at:]]
     # -P: a scenarios/ folder in the current directory must not shadow the package.
-    command = [*unshare_command(), sys.executable, "-P", "-m", "fakes", *inner]
+    command = [*unshare_command(), sys.executable, "-P", "-m", "mailfakes", *inner]
     # Same process group as ours: a terminal's Ctrl-C and job control reach
     # the inside (serve --netns -- bash stays interactive).
     proc = subprocess.Popen(command, preexec_fn=die_with_parent())

@@ -15,7 +15,7 @@ before every test that uses it, so a test pays for a reset, not a start.
 Errors raised inside the fakes' thread fail the test that was running.
 
 A verdict is earned, not only a code matched: ``assert_reported`` also asks
-the witness (:mod:`fakes.witness`) whether the client reached the faulty
+the witness (:mod:`mailfakes.witness`) whether the client reached the faulty
 step and whether the fakes saw another reason for its failure. The marker
 adds the healthy baseline (``baseline-delivered``) as a control unless
 ``control=False`` (or ``--mail-no-control``): when the client fails it, the
@@ -88,7 +88,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _selection(config: pytest.Config, marker: pytest.Mark | None) -> list[Any]:
-    import scenarios
+    from . import catalogue as scenarios
 
     globs = tuple(marker.args) if marker is not None else ()
     code = marker.kwargs.get("code") if marker is not None else None
@@ -214,7 +214,7 @@ class _Ledger:
 
 
 def _is_failure_scenario(scenario_id: str) -> bool:
-    import scenarios
+    from . import catalogue as scenarios
 
     try:
         return not scenarios.get(scenario_id).is_success
@@ -413,8 +413,8 @@ class MailScenario:
     def assert_reported(self, report: object, *, profile: str | None = None) -> None:
         """Assert that ``report`` carries the expected code, for the scenario's reason.
 
-        The code is found by :func:`fakes.codes.find_code`. A right code then
-        fails when the fakes' witness (:func:`fakes.witness.observe`) saw the
+        The code is found by :func:`mailfakes.codes.find_code`. A right code then
+        fails when the fakes' witness (:func:`mailfakes.witness.observe`) saw the
         client stop before the faulty step or fail for another reason, and it
         is void (and fails) when this test's control, the healthy baseline,
         failed.
@@ -479,7 +479,7 @@ class MailScenario:
 @pytest.fixture
 def mail_scenario(request: pytest.FixtureRequest, mail_runtime: MailRuntime) -> Iterator[MailScenario]:
     """A running catalogue scenario: parametrized by ``@pytest.mark.mail_scenarios``."""
-    import scenarios
+    from . import catalogue as scenarios
 
     scenario_id = getattr(request, "param", None)
     if scenario_id is None:
@@ -501,10 +501,10 @@ def mail_scenario(request: pytest.FixtureRequest, mail_runtime: MailRuntime) -> 
 def mail_world(mail_runtime: MailRuntime) -> Iterator[Callable[..., World]]:
     """Start worlds for this test: ``mail_world({"hosts": {...}})`` or ``mail_world("scenario-id")``.
 
-    Each call returns a fresh running :class:`fakes.World` on the session's
+    Each call returns a fresh running :class:`mailfakes.World` on the session's
     runtime; all are stopped after the test, and errors inside them fail it.
     """
-    import scenarios
+    from . import catalogue as scenarios
 
     made: list[World] = []
 

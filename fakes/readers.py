@@ -1,7 +1,7 @@
 """Readers for clients whose output carries no EOP code: curl, swaks, msmtp, Postfix, Python.
 
 Each reader turns what a client did (its exit status, stdout and stderr)
-into a :class:`fakes.codes.Failure` whose class and detail say *why* the
+into a :class:`mailfakes.codes.Failure` whose class and detail say *why* the
 client failed, as the client itself put it: a reader never passes a code
 through, so a client that reports a timeout where a refusal was expected is
 caught even when both end in the same code under a profile (Postfix says
@@ -242,7 +242,7 @@ def read_msmtp(status: int, out: str, err: str) -> Failure | None:
 
 # -- Python ----------------------------------------------------------------------------
 #
-# The Python reader reads a traceback the way fakes.classify reads the exception
+# The Python reader reads a traceback the way mailfakes.classify reads the exception
 # object: the exception that ended the program first, then what it was raised from
 # or during, each judged by its class, its message and the functions it passed
 # through (an exception raised inside do_handshake is a handshake failure). Class
@@ -331,7 +331,7 @@ def read_python(status: int, out: str, err: str) -> Failure | None:
     uncaught exception (or ``traceback.format_exception``), chained causes
     and exception groups included; a line ``ExcType: message`` alone is read
     too, but then nothing says where it was raised (a TLS handshake). The
-    answer agrees with :func:`fakes.classify.classify` on the exception
+    answer agrees with :func:`mailfakes.classify.classify` on the exception
     itself, row for row of the README's table.
     """
     if status == 0:
@@ -395,7 +395,7 @@ _OSERRORS = {
 _HANDSHAKE_FRAMES = frozenset({"do_handshake", "_do_handshake", "_on_handshake_complete"})
 _ERRNO_AT_START = re.compile(r"^\[Errno (-?\d+)\]")
 # OpenSSL's X509_verify_cert_error_string() texts (as ssl puts them after "certificate verify
-# failed: "), to the X509_V_ERR_* code fakes.classify reads from verify_code. Python replaces
+# failed: "), to the X509_V_ERR_* code mailfakes.classify reads from verify_code. Python replaces
 # 62 and 64 by its own "Hostname mismatch, ..." / "IP address mismatch, ...". Longest first.
 _VERIFY_TEXTS: tuple[tuple[str, int], ...] = (
     ("self-signed certificate in certificate chain", 19),

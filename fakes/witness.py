@@ -118,7 +118,7 @@ class Records:
 
     sessions: Sequence[Transcript]
     messages: Sequence[Message]
-    dns_queries: Sequence[Any]  # fakes.dns.DnsQuery
+    dns_queries: Sequence[Any]  # mailfakes.dns.DnsQuery
 
     @classmethod
     def of(cls, world: Any) -> Records:

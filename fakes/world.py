@@ -83,7 +83,7 @@ class World:
 
     ``port`` is the SMTP port all hosts share (0: an ephemeral one);
     ``runtime`` shares one loop thread and CA between worlds (see
-    :class:`fakes.runtime.Runtime`); without it a world has its own.
+    :class:`mailfakes.runtime.Runtime`); without it a world has its own.
     ``subnet`` (like ``"127.5.6"``) fixes the addresses instead of a random
     127.A.B.0/24; ``dns_host``/``dns_port`` place the DNS server. A
     non-loopback address is refused unless ``allow_non_loopback`` is set,

@@ -11,8 +11,7 @@ import os
 import shutil
 
 import pytest
-
-from fakes.netns import NetnsError, unshare_command
+from mailfakes.netns import NetnsError, unshare_command
 
 REQUIRED = os.environ.get("MAILFAKES_REQUIRE_REAL_CLIENTS") == "1"
 

@@ -1,6 +1,6 @@
 """An independent raw client for the tests: sockets, ssl and dnspython only.
 
-It shares no code with ``fakes``: what it reports is what the wire did.
+It shares no code with ``mailfakes``: what it reports is what the wire did.
 Every operation has a timeout.
 """
 

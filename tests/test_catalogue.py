@@ -7,10 +7,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-import scenarios
-from fakes.spec import SpecError
-from scenarios import (
+from mailfakes import catalogue as scenarios
+from mailfakes.catalogue import (
     CODES,
     EOP_CODES,
     EOP_TITLES,
@@ -21,9 +19,10 @@ from scenarios import (
     get,
     load_catalogue,
     load_file,
-    markdown_table,
     select,
 )
+from mailfakes.markdown import markdown_table
+from mailfakes.spec import SpecError
 
 # --------------------------------------------------------------------------
 # The real catalogue.

@@ -1,4 +1,4 @@
-"""fakes.certs through real TLS handshakes on loopback sockets.
+"""mailfakes.certs through real TLS handshakes on loopback sockets.
 
 A server thread accepts one connection on 127.0.0.1 (port 0) and handshakes
 with ``CertAuthority.server_context(...)``; the client verifies with
@@ -19,9 +19,8 @@ from dataclasses import dataclass
 
 import pytest
 from cryptography import x509
-
-from fakes.certs import VERIFY_FAILURES, WRONG_HOST_NAME, CertAuthority, expected_verify_failure
-from fakes.spec import CERT_KINDS, CertKind
+from mailfakes.certs import VERIFY_FAILURES, WRONG_HOST_NAME, CertAuthority, expected_verify_failure
+from mailfakes.spec import CERT_KINDS, CertKind
 
 HOST = "mx.contoso.test"
 TIMEOUT = 5.0

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 SEND = (
-    f"{sys.executable} -m fakes send --smart-host {{smart_host}} --mail-domain {{mail_domain}} --port {{port}} "
+    f"{sys.executable} -m mailfakes send --smart-host {{smart_host}} --mail-domain {{mail_domain}} --port {{port}} "
     "--dns-host {dns_host} --dns-port {dns_port} --ca-file {ca_file} --timeout {timeout}"
 )
 
 
 def check(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "fakes", "check", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "mailfakes", "check", *args], capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -166,7 +166,7 @@ def test_netns_without_unshare_is_a_clear_usage_error(tmp_path):
     # A PATH where python is found but unshare is not.
     (tmp_path / "python").symlink_to(sys.executable)
     result = subprocess.run(
-        [sys.executable, "-m", "fakes", "check", "tls-cert-expired", "--netns", "--", "true"],
+        [sys.executable, "-m", "mailfakes", "check", "tls-cert-expired", "--netns", "--", "true"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -187,7 +187,7 @@ def test_reports_survive_what_clients_print(tmp_path):
 
 
 def test_scenario_values_cannot_smuggle_shell_code(tmp_path):
-    import scenarios
+    from mailfakes import catalogue as scenarios
 
     text = Path(scenarios.get("tcp-refused-firewall").path).read_text()
     evil = tmp_path / "evil.toml"
@@ -197,7 +197,7 @@ def test_scenario_values_cannot_smuggle_shell_code(tmp_path):
         )
     )
     result = subprocess.run(
-        [sys.executable, "-m", "fakes", "validate", str(evil)], capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "mailfakes", "validate", str(evil)], capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 1 and "target.mail_from" in result.stdout
 

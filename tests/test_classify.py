@@ -1,4 +1,4 @@
-"""fakes.classify on real exceptions: smtplib, aiosmtplib, ssl, socket and dnspython against a world.
+"""mailfakes.classify on real exceptions: smtplib, aiosmtplib, ssl, socket and dnspython against a world.
 
 Every exception here is raised by the library itself against a world on
 loopback, except the few no loopback world can produce (``getaddrinfo``
@@ -25,10 +25,9 @@ import dns.query
 import dns.rdatatype
 import dns.resolver
 import pytest
-
-from fakes import World
-from fakes.classify import classify
-from fakes.codes import Failure, find_code
+from mailfakes import World
+from mailfakes.classify import classify
+from mailfakes.codes import Failure, find_code
 
 TIMEOUT = 2.0  # client timeouts where an answer comes at once (a bound, never waited out)
 SHORT = 0.2  # where the point is that nothing comes
@@ -742,7 +741,7 @@ def test_cyclic_chains_end() -> None:
 
 def test_importing_classify_imports_neither_aiosmtplib_nor_dnspython() -> None:
     code = (
-        "import sys, fakes.classify as c; "
+        "import sys, mailfakes.classify as c; "
         "assert c.classify(ConnectionRefusedError()).cls == 'refused'; "
         "assert c.classify(ValueError()) is None; "
         "bad = [m for m in ('aiosmtplib', 'dns') if m in sys.modules]; "

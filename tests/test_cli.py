@@ -12,11 +12,10 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+from mailfakes import catalogue as scenarios
 from probe import RawSMTP, connect_outcome
 
-import scenarios
-
-CMD = [sys.executable, "-m", "fakes"]
+CMD = [sys.executable, "-m", "mailfakes"]
 
 
 def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from fakes.codes import EOP_CODES, EOP_TITLES, Failure, code_for, find_code, first_enhanced_code
+from mailfakes.codes import EOP_CODES, EOP_TITLES, Failure, code_for, find_code, first_enhanced_code
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,7 @@ by benchmarks/bench_catalogue.py, not asserted.
 from __future__ import annotations
 
 import pytest
-
-from fakes.codes import PROFILES
+from mailfakes.codes import PROFILES
 
 
 @pytest.mark.mail_scenarios()

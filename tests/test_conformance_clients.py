@@ -3,7 +3,7 @@
 For each scenario a small delivery function (one per library, written the way
 a team writes its own: TLS required, the world's CA trusted, the host name
 verified) delivers one message. What it raises (or returns, on success) must
-classify, through ``fakes.codes.find_code``, to the scenario's code under the
+classify, through ``mailfakes.codes.find_code``, to the scenario's code under the
 ``eop`` profile, and under ``rfc3463`` where the exception carries the detail.
 
 Both functions resolve through the world's DNS server with dnspython (MX in
@@ -38,10 +38,9 @@ import aiosmtplib
 import dns.exception
 import dns.resolver
 import pytest
-
-import scenarios
-from fakes import World
-from fakes.codes import find_code
+from mailfakes import World
+from mailfakes import catalogue as scenarios
+from mailfakes.codes import find_code
 
 # Short where the failure is the wait (a dropped DNS query, a SYN never answered);
 # generous for replies, which a healthy fake sends at once.

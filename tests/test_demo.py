@@ -15,12 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
+from mailfakes import catalogue as scenarios
+from mailfakes.demo import DEFAULT_TOUR, Player, render_html
 from prerequisites import require
 
-import scenarios
-from fakes.demo import DEFAULT_TOUR, Player, render_html
-
-CMD = [sys.executable, "-m", "fakes"]
+CMD = [sys.executable, "-m", "mailfakes"]
 CODES = sorted({s.code for s in scenarios.load_catalogue().values()})
 
 

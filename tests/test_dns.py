@@ -27,11 +27,10 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 from dnslib import DNSRecord
-
-from fakes import World
-from fakes.dns import MAX_TCP_MESSAGE, DnsQuery, FakeDNS
-from fakes.events import Event, EventLog
-from fakes.spec import WorldSpec, parse_world
+from mailfakes import World
+from mailfakes.dns import MAX_TCP_MESSAGE, DnsQuery, FakeDNS
+from mailfakes.events import Event, EventLog
+from mailfakes.spec import WorldSpec, parse_world
 
 T = TypeVar("T")
 HOST = "127.0.0.1"

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mailfakes import World
+from mailfakes.runtime import Runtime
 from probe import RawSMTP, client_context, resolve_a
-
-from fakes import World
-from fakes.runtime import Runtime
 
 TLS_WORLD = {
     "zone": "test",

@@ -10,8 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-import scenarios
+from mailfakes import catalogue as scenarios
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -168,7 +167,7 @@ def test_the_plugin_is_registered_by_the_entry_point():
     from importlib.metadata import entry_points
 
     names = {ep.name: ep.value for ep in entry_points(group="pytest11")}
-    assert names.get("mailfakes") == "fakes.pytest_plugin"
+    assert names.get("mailfakes") == "mailfakes.pytest_plugin"
 
 
 @pytest.mark.mail_scenarios("dns-nxdomain", control=False)
@@ -252,3 +251,29 @@ def test_a_right_code_for_the_wrong_reason_fails_with_the_evidence(tmp_path):
         "the wrong reason: the client never asked the world's DNS for mail.contoso.test"
     ) in result.stdout
     assert "[WRONG] dns query (strict)" in result.stdout
+
+
+def test_a_project_with_its_own_fakes_and_scenarios_modules_keeps_working(tmp_path):
+    # Two names test suites often use for themselves: mailfakes installs neither.
+    (tmp_path / "fakes.py").write_text("def fake_user():\n    return 'alice'\n")
+    (tmp_path / "scenarios").mkdir()
+    (tmp_path / "scenarios" / "__init__.py").write_text("CASES = ['login', 'logout']\n")
+    result = run_pytest(
+        tmp_path,
+        """
+        import fakes
+        import pytest
+        import scenarios
+        from mailfakes import World
+
+        def test_own_helpers():
+            assert fakes.fake_user() == "alice" and scenarios.CASES == ["login", "logout"]
+
+        @pytest.mark.mail_scenarios("baseline-delivered", control=False)
+        def test_mailfakes_alongside(mail_scenario):
+            assert mail_scenario.world.running and isinstance(mail_scenario.world, World)
+        """,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert counts(result.stdout) == {"passed": 2}
+    assert "Error while loading plugin" not in result.stdout + result.stderr

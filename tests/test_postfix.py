@@ -20,11 +20,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from mailfakes import catalogue as scenarios
+from mailfakes.codes import code_for
+from mailfakes.readers import read_postfix
 from prerequisites import require
-
-import scenarios
-from fakes.codes import code_for
-from fakes.readers import read_postfix
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 MX_SCENARIOS = sorted(s.id for s in scenarios.load_catalogue().values() if s.target.smart_host is None)
@@ -46,7 +45,7 @@ def check(
         [
             sys.executable,
             "-m",
-            "fakes",
+            "mailfakes",
             "check",
             *ids,
             "--netns",
@@ -118,7 +117,7 @@ def test_postfix_reports_every_scenario_for_the_right_reason(tmp_path):
     timed_out = tmp_path / "timed-out.log"
     timed_out.write_text(by_id["tcp-timeout-server-down"]["stdout"])
     assert "Connection timed out" in timed_out.read_text()
-    argv = [sys.executable, "-m", "fakes", "check", "tcp-refused-firewall", "--reader", "postfix"]
+    argv = [sys.executable, "-m", "mailfakes", "check", "tcp-refused-firewall", "--reader", "postfix"]
     wrong = subprocess.run(
         [*argv, "--", "cat", str(timed_out)],
         capture_output=True,

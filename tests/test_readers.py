@@ -1,7 +1,7 @@
 """The readers on what real clients said: live curl, swaks and msmtp runs, real Python exceptions.
 
-The Python reader is held to :func:`fakes.classify.classify` and
-:func:`fakes.codes.find_code`: each exception of the README's table is
+The Python reader is held to :func:`mailfakes.classify.classify` and
+:func:`mailfakes.codes.find_code`: each exception of the README's table is
 raised for real (by smtplib, aiosmtplib, ssl, socket or dnspython against a
 world, or against a small raw server on loopback where the world cannot
 misbehave that way), printed as Python prints it, and read back; the
@@ -35,11 +35,10 @@ import dns.query
 import dns.rdatatype
 import dns.resolver
 import pytest
-
-from fakes import World
-from fakes.classify import classify
-from fakes.codes import PROFILES, Failure, code_for, find_code
-from fakes.readers import read_curl, read_msmtp, read_python, read_swaks
+from mailfakes import World
+from mailfakes.classify import classify
+from mailfakes.codes import PROFILES, Failure, code_for, find_code
+from mailfakes.readers import read_curl, read_msmtp, read_python, read_swaks
 
 ROOT = Path(__file__).resolve().parent.parent
 MESSAGE = ROOT / "recipes" / "message.eml"
@@ -643,8 +642,8 @@ def test_an_eof_inside_the_handshake_is_a_handshake_failure_not_a_close(world, r
 
 CLIENT = """
 import json, smtplib, ssl, sys
-from fakes.classify import classify
-from fakes.codes import PROFILES, find_code
+from mailfakes.classify import classify
+from mailfakes.codes import PROFILES, find_code
 address, port, name, cafile = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 try:
     s = smtplib.SMTP(address, port, local_hostname="client.fabrikam.test", timeout=2)
@@ -792,7 +791,7 @@ def test_swaks_and_msmtp_tell_a_refusal_from_a_reset(world, raw_server, client) 
 
 
 def test_every_reader_documents_its_input() -> None:
-    from fakes.readers import READERS
+    from mailfakes.readers import READERS
 
     for name, reader in READERS.items():
         doc = reader.__doc__ or ""

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import scenarios
-from scenarios.markdown import with_table
+from mailfakes import catalogue as scenarios
+from mailfakes.markdown import markdown_table, with_table
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_readme_catalogue_table_is_in_sync():
     text = README.read_text()
-    expected = with_table(text, scenarios.markdown_table(scenarios.load_catalogue()))
+    expected = with_table(text, markdown_table(scenarios.load_catalogue()))
     assert text == expected, "README catalogue table is stale: run 'make readme-table'"
 
 

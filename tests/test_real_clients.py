@@ -17,9 +17,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from mailfakes import catalogue as scenarios
 from prerequisites import require
-
-import scenarios
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -63,7 +62,7 @@ def test_real_client_reports_every_scenario_it_can_express(client, tmp_path):
         [
             sys.executable,
             "-m",
-            "fakes",
+            "mailfakes",
             "check",
             *ids,
             "--netns",
@@ -98,7 +97,7 @@ def test_the_namespace_leaves_the_host_resolver_alone():
         [
             sys.executable,
             "-m",
-            "fakes",
+            "mailfakes",
             "serve",
             "baseline-delivered",
             "--netns",

@@ -28,13 +28,12 @@ from pathlib import Path
 
 import pytest
 from dnslib import QTYPE, RR, A, DNSRecord
+from mailfakes import catalogue as scenarios
+from mailfakes import netns
+from mailfakes.spec import SpecError, parse_world
 from prerequisites import require
 
-import scenarios
-from fakes import netns
-from fakes.spec import SpecError, parse_world
-
-CMD = [sys.executable, "-m", "fakes"]
+CMD = [sys.executable, "-m", "mailfakes"]
 RESOLV_CONF = Path("/etc/resolv.conf")
 FORGED_ENV = {
     # What the old guard trusted, made to look like another namespace.
@@ -109,7 +108,7 @@ def test_pid_1_with_the_hosts_network_is_refused() -> None:
     if not host_interfaces:
         pytest.skip("this machine's network namespace holds only lo: nothing to refuse")
     result = sandboxed(
-        'unshare --pid --fork --kill-child "$PY" -m fakes serve baseline-delivered --inside-netns -- true\n'
+        'unshare --pid --fork --kill-child "$PY" -m mailfakes serve baseline-delivered --inside-netns -- true\n'
         'echo "status $?"; sha256sum /etc/resolv.conf'
     )
     lines = result.stdout.split("\n")
@@ -124,7 +123,7 @@ def test_pid_1_started_in_another_mount_namespace_mounts_in_one_of_its_own() -> 
     # it was started in (here the sandbox, standing for the host's).
     result = sandboxed(
         "readlink /proc/self/ns/mnt\n"
-        'unshare --pid --net --fork --kill-child "$PY" -m fakes serve baseline-delivered --inside-netns -- '
+        'unshare --pid --net --fork --kill-child "$PY" -m mailfakes serve baseline-delivered --inside-netns -- '
         "sh -c 'readlink /proc/self/ns/mnt; grep -c \"^nameserver 127.0.0.1$\" /etc/resolv.conf'\n"
         'echo "status $?"; sha256sum /etc/resolv.conf'
     )

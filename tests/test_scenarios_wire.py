@@ -21,12 +21,11 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 import pytest
+from mailfakes import World
+from mailfakes import catalogue as scenarios
+from mailfakes.spec import DnsFault, HostSpec
+from mailfakes.spec import Reply as ConfiguredReply
 from probe import Closed, RawSMTP, client_context, open_connection, resolve_a, resolve_mx, tcp_end
-
-import scenarios
-from fakes import World
-from fakes.spec import DnsFault, HostSpec
-from fakes.spec import Reply as ConfiguredReply
 
 CONNECT_TIMEOUT = 0.3
 DNS_TIMEOUT = 0.3

@@ -416,7 +416,7 @@ def test_stop_while_clients_keep_connecting_leaves_nothing_open():
     import os
     import threading
 
-    from fakes import World
+    from mailfakes import World
 
     gc.collect()
     fds = len(os.listdir("/proc/self/fd"))

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from fakes import SpecError, parse_world
+from mailfakes import SpecError, parse_world
 
 
 @pytest.mark.parametrize(

@@ -23,11 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
+from mailfakes import World
+from mailfakes import catalogue as scenarios
+from mailfakes.spec import HostSpec, Reply, parse_world
 from probe import end_by_state, raw_handshake
-
-import scenarios
-from fakes import World
-from fakes.spec import HostSpec, Reply, parse_world
 
 REPEAT = 200
 CONCURRENCY = 50

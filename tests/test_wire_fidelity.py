@@ -378,7 +378,7 @@ BLACKHOLE_IN_NAMESPACE = textwrap.dedent(
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     with open("/proc/sys/net/ipv4/tcp_abort_on_overflow", "w") as f:
         f.write("1")
-    from fakes import World
+    from mailfakes import World
     with World({"hosts": {"mx.contoso.test": {"kind": "blackhole"}}}) as w:
         for _ in range(3):
             s = socket.socket()

@@ -16,9 +16,8 @@ import subprocess
 
 import dns.resolver
 import pytest
-
-import scenarios
-from fakes.witness import Testimony, alert_of, observe
+from mailfakes import catalogue as scenarios
+from mailfakes.witness import Testimony, alert_of, observe
 
 
 def witnessed(mail_scenario) -> Testimony:

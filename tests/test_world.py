@@ -9,13 +9,12 @@ import socket
 import threading
 
 import pytest
+from mailfakes import PortInUse, World, WorldError, parse_world
+from mailfakes.events import EventLog
+from mailfakes.runtime import Runtime
+from mailfakes.smtp import FaultySMTP
+from mailfakes.transcript import Message, Recorder, Transcript
 from probe import Closed, RawSMTP, connect_outcome, resolve_a
-
-from fakes import PortInUse, World, WorldError, parse_world
-from fakes.events import EventLog
-from fakes.runtime import Runtime
-from fakes.smtp import FaultySMTP
-from fakes.transcript import Message, Recorder, Transcript
 
 SPEC = {
     "hosts": {

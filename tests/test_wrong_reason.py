@@ -157,7 +157,7 @@ def check(tmp_path, how: str) -> tuple[subprocess.CompletedProcess[str], dict, E
     junit, report = tmp_path / "junit.xml", tmp_path / "report.json"
     result = subprocess.run(
         [
-            *(sys.executable, "-m", "fakes", "check", "tls-cert-*", "--reader", "python", "--timeout", "1"),
+            *(sys.executable, "-m", "mailfakes", "check", "tls-cert-*", "--reader", "python", "--timeout", "1"),
             *("--junit", str(junit), "--json", str(report), "--", sys.executable, str(script), how),
         ],
         capture_output=True,

@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-from fakes.spec import DnsFault, HostSpec, Reply, WorldSpec, normalize_name
-
 from .catalogue import Scenario
+from .spec import DnsFault, HostSpec, Reply, WorldSpec, normalize_name
 
 _DNS_FAULTS: Final = {
     "nxdomain": "NXDOMAIN",
@@ -177,3 +176,19 @@ def with_table(readme: str, table: str) -> str:
     if not start or not end:
         raise ValueError(f"the README has no {START_MARK} ... {END_MARK} section")
     return f"{head}{START_MARK}\n{table}{END_MARK}{tail}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m mailfakes.markdown [README.md ...]``: regenerate the catalogue table in place."""
+    import sys
+    from pathlib import Path
+
+    from .catalogue import load_catalogue
+
+    for name in (sys.argv[1:] if argv is None else argv) or ["README.md"]:
+        path = Path(name)
+        path.write_text(with_table(path.read_text(), markdown_table(load_catalogue())))
+
+
+if __name__ == "__main__":
+    main()

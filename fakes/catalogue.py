@@ -5,7 +5,7 @@ Online "mail flow intelligence" code, ``other`` or ``success``), the codes
 other conventions expect (RFC 3463, Postfix, named alternates), a title and an
 explanation in English and French, the delivery target the client is given and
 the small mail world that produces the failure (parsed by
-:func:`fakes.spec.parse_world`).
+:func:`mailfakes.spec.parse_world`).
 
 The file format (unknown keys anywhere are errors)::
 
@@ -20,14 +20,14 @@ The file format (unknown keys anywhere are errors)::
     [explain.en]                # cause and fix; same for [explain.fr]
     [target]                    # mail_domain (required), smart_host, connect_by_ip,
                                 # require_tls (true), mail_from, rcpt_to
-    [world]                     # see fakes.spec.parse_world
+    [world]                     # see mailfakes.spec.parse_world
 
 Every name must lie under the reserved ``.test`` domain, the smart host and
 mail domain inside the world's zone; ``connect_by_ip = true`` needs a smart
 host that is a host of the world; a scenario of code ``other`` must name a
 ``server_code`` that some host of its world replies with.
 
-Every bad value raises :class:`ScenarioError` (a :class:`fakes.spec.SpecError`)
+Every bad value raises :class:`ScenarioError` (a :class:`mailfakes.spec.SpecError`)
 whose message names the file, the dotted key, the bad value and what is
 allowed. :func:`load_catalogue` reads a whole directory (the package directory
 by default, cached), :func:`get` and :func:`select` pick scenarios from it.
@@ -43,13 +43,14 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
-from fakes.codes import EOP_TITLES as EOP_TITLES
-from fakes.codes import PROFILES as PROFILES
-from fakes.spec import (
+from .codes import EOP_TITLES as EOP_TITLES
+from .codes import PROFILES as PROFILES
+from .spec import (
     ENHANCED_HINT,
     SpecError,
     Table,
@@ -61,6 +62,26 @@ from fakes.spec import (
     normalize_name,
     parse_world,
 )
+
+__all__ = [
+    "ALTERNATE_PROFILES",
+    "CATALOGUE_DIR",
+    "CODES",
+    "EOP_CODES",
+    "EOP_TITLES",
+    "LANGUAGES",
+    "PROFILES",
+    "Scenario",
+    "ScenarioError",
+    "Target",
+    "UnknownScenario",
+    "clear_cache",
+    "get",
+    "load_catalogue",
+    "load_file",
+    "parse_scenario",
+    "select",
+]
 
 EOP_CODES: Final = tuple(EOP_TITLES)
 """The six Exchange Online codes, in the order of the catalogue."""
@@ -74,7 +95,18 @@ ALTERNATE_PROFILES: Final = ("eop-observed",)
 LANGUAGES: Final = ("en", "fr")
 DEFAULT_MAIL_FROM: Final = "sender@fabrikam.test"
 RESERVED_TLD: Final = "test"
-CATALOGUE_DIR: Final = Path(__file__).resolve().parent
+
+
+def _catalogue_dir() -> Path:
+    # Installed, the TOML files are the package data of mailfakes.scenarios
+    # (the scenarios/ folder); from a source tree, that folder is next to ours.
+    try:
+        return Path(str(resources.files("mailfakes.scenarios")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "scenarios"
+
+
+CATALOGUE_DIR: Final = _catalogue_dir()
 
 _TOP_KEYS: Final = (
     "id",
