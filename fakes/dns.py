@@ -58,6 +58,9 @@ Transport = Literal["udp", "tcp"]
 MAX_TCP_MESSAGE: Final = 4096  # largest query accepted over TCP; a bigger frame closes the connection
 MAX_TCP_OUTBOX: Final = 1 << 20  # unsent answer bytes kept for a client that does not read
 TCP_BACKLOG: Final = 128
+# A TCP connection with nothing asked and nothing due is closed after this
+# long, as BIND's and Unbound's idle timeouts (30 s) do (RFC 7766 6.2.3).
+TCP_IDLE_TIMEOUT: Final = 30.0
 READ_BATCH: Final = 64  # datagrams or accepts handled per readiness callback
 MAX_CNAME_CHAIN: Final = 16  # CNAME hops followed inside the zone before giving up
 PORT_ATTEMPTS: Final = 32  # tries at finding a port free on both UDP and TCP
@@ -288,8 +291,10 @@ class FakeDNS:
         address_of: Callable[[str], str] | None = None,
         events: EventLog | None = None,
         allow_non_loopback: bool = False,
+        tcp_idle_timeout: float = TCP_IDLE_TIMEOUT,
     ) -> None:
         self.host = host
+        self.tcp_idle_timeout = tcp_idle_timeout
         self.port = port
         self.address_of = address_of
         self.events = events
@@ -322,6 +327,11 @@ class FakeDNS:
     def reset(self) -> None:
         """Forget the recorded queries (between tests)."""
         self.queries.clear()
+
+    def close_connections(self) -> None:
+        """Close every TCP connection (between tests, on the server's loop)."""
+        for conn in list(self._conns):
+            conn.close()
 
     async def start(self, *, allow_non_loopback: bool | None = None) -> None:
         """Bind UDP and TCP on ``(host, port)``; port 0 picks one free on both.
@@ -495,6 +505,7 @@ class FakeDNS:
         if reply is None:
             return
         conn.pending += 1
+        conn.touch()  # an answer is due: not idle
 
         def send() -> None:
             conn.pending -= 1
@@ -836,6 +847,16 @@ class _TcpConn:
         self.pending = 0  # answers scheduled but not sent yet
         self.eof = False
         self.closed = False
+        self.idle: asyncio.TimerHandle | None = None
+        self.touch()
+
+    def touch(self) -> None:
+        """Something happened: the idle timeout starts again (while nothing is due)."""
+        if self.idle is not None:
+            self.idle.cancel()
+        self.idle = None
+        if not self.closed and self.pending == 0 and not self.outbox:
+            self.idle = self.loop.call_later(self.server.tcp_idle_timeout, self.close)
 
     def readable(self) -> None:
         if self.closed:
@@ -854,6 +875,7 @@ class _TcpConn:
             self.maybe_finish()
             return
         self.inbox += data
+        self.touch()
         while len(self.inbox) >= 2 and not self.closed:
             (length,) = struct.unpack_from("!H", self.inbox)
             if length == 0 or length > MAX_TCP_MESSAGE:
@@ -904,6 +926,8 @@ class _TcpConn:
     def maybe_finish(self) -> None:
         if self.eof and self.pending == 0 and not self.outbox:
             self.close()
+        else:
+            self.touch()
 
     def reset(self) -> None:
         with contextlib.suppress(OSError):
@@ -914,6 +938,8 @@ class _TcpConn:
         if self.closed:
             return
         self.closed = True
+        if self.idle is not None:
+            self.idle.cancel()
         if not self.eof:
             self.loop.remove_reader(self.fd)
         if self.writing:

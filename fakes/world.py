@@ -223,6 +223,8 @@ class World:
         for server in self._servers:
             for proto in list(server.live):
                 proto.shutdown()
+        if self.dns is not None:  # a client of the last test asks nothing of this one
+            self.dns.close_connections()
         self._clear_records()
 
     def _clear_records(self) -> None:

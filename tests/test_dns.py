@@ -1067,3 +1067,36 @@ def test_truncate_with_a_tcp_reset_cuts_the_retry() -> None:
             await server.stop()
 
     asyncio.run(scenario())
+
+
+def test_an_idle_tcp_connection_is_closed_but_not_while_an_answer_is_due():
+    from mailfakes.dns import FakeDNS
+    from mailfakes.spec import parse_world
+
+    spec = parse_world(
+        {
+            "hosts": {"mail.contoso.test": {}},
+            "dns_faults": [{"name": "slow.contoso.test", "fault": "delay", "delay_ms": 600}],
+        }
+    )
+    query = dns.message.make_query("slow.contoso.test", "A").to_wire()
+
+    async def main() -> tuple[bytes, bytes, bytes]:
+        server = FakeDNS(spec, host="127.0.0.1", tcp_idle_timeout=0.2)
+        await server.start()
+        try:
+            idle, _ = await asyncio.open_connection("127.0.0.1", server.port)
+            busy_r, busy_w = await asyncio.open_connection("127.0.0.1", server.port)
+            busy_w.write(struct.pack("!H", len(query)) + query)
+            # Nothing asked: a FIN after the idle timeout (bounded wait).
+            idle_end = await asyncio.wait_for(idle.read(1), 5)
+            # An answer due later than the idle timeout still comes, then that one goes idle too.
+            length = await asyncio.wait_for(busy_r.readexactly(2), 5)
+            await busy_r.readexactly(struct.unpack("!H", length)[0])
+            busy_end = await asyncio.wait_for(busy_r.read(1), 5)
+            return idle_end, length, busy_end
+        finally:
+            await server.stop()
+
+    idle_end, length, busy_end = asyncio.run(main())
+    assert idle_end == b"" and len(length) == 2 and busy_end == b""

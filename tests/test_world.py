@@ -6,8 +6,10 @@ import asyncio
 import gc
 import os
 import socket
+import struct
 import threading
 
+import dns.message
 import pytest
 from mailfakes import PortInUse, World, WorldError, parse_world
 from mailfakes.events import EventLog
@@ -399,3 +401,16 @@ def test_a_timed_out_start_on_a_shared_runtime_is_undone():
         # The runtime goes on serving other worlds.
         with World(PLAIN, runtime=runtime) as other:
             deliver_one(other.address_of("mx1.contoso.test"), other.port, "still fine")
+
+
+def test_reset_closes_the_dns_tcp_connections_of_the_last_test(make_world):
+    world = make_world({"hosts": {"mail.contoso.test": {}}})
+    s = socket.create_connection((world.dns_host, world.dns_port), timeout=5)
+    query = dns.message.make_query("mail.contoso.test", "A").to_wire()
+    s.sendall(struct.pack("!H", len(query)) + query)
+    (length,) = struct.unpack("!H", s.recv(2))  # answered: the server holds the connection
+    while length:
+        length -= len(s.recv(length))
+    world.reset()
+    assert s.recv(1) == b""  # closed by the reset (bounded by the socket timeout)
+    s.close()
