@@ -3,9 +3,12 @@
 A scenario file names the failure a delivery client must report (an Exchange
 Online "mail flow intelligence" code, ``other`` or ``success``), the codes
 other conventions expect (RFC 3463, Postfix, named alternates), a title and an
-explanation in English and French, the delivery target the client is given and
-the small mail world that produces the failure (parsed by
-:func:`mailfakes.spec.parse_world`).
+explanation, the delivery target the client is given and the small mail world
+that produces the failure (parsed by :func:`mailfakes.spec.parse_world`). The
+package's own scenarios have every text in English and French; a user's own
+(a file, a directory or :func:`from_dict`) needs an English title only, its
+French texts and its explanation are optional, and a missing French text shows
+the English one.
 
 The file format (unknown keys anywhere are errors)::
 
@@ -16,8 +19,8 @@ The file format (unknown keys anywhere are errors)::
     postfix = "4.7.5"           # optional: what Postfix reports
     [alternates]                # optional: codes under other profiles (ALTERNATE_PROFILES)
     eop-observed = "4.4.317"
-    [title]                     # en and fr, one line each
-    [explain.en]                # cause and fix; same for [explain.fr]
+    [title]                     # en (required) and fr, one line each
+    [explain.en]                # cause and fix; same for [explain.fr] (see above)
     [target]                    # mail_domain (required), smart_host, connect_by_ip,
                                 # require_tls (true), mail_from, rcpt_to
     [world]                     # see mailfakes.spec.parse_world
@@ -76,6 +79,7 @@ __all__ = [
     "Target",
     "UnknownScenario",
     "clear_cache",
+    "from_dict",
     "get",
     "load_catalogue",
     "load_file",
@@ -93,6 +97,11 @@ ALTERNATE_PROFILES: Final = ("eop-observed",)
 """Profiles a scenario may name under ``[alternates]``."""
 
 LANGUAGES: Final = ("en", "fr")
+"""The languages of the package's own scenarios: every text in both."""
+
+OWN_LANGUAGES: Final = ("en",)
+"""The languages a user's own scenario must have: English; French is optional."""
+
 DEFAULT_MAIL_FROM: Final = "sender@fabrikam.test"
 RESERVED_TLD: Final = "test"
 
@@ -188,6 +197,8 @@ class Scenario:
     target: Target
     world: WorldSpec
     path: Path
+    languages: tuple[str, ...] = LANGUAGES
+    """The languages its author wrote; the others show the English text."""
 
     @property
     def expected_code(self) -> str:
@@ -254,29 +265,51 @@ def _enhanced(t: Table, name: str, classes: str, *, required: bool, why: str = "
     return value
 
 
-def _texts(t: Table, name: str) -> dict[str, str]:
-    """Read a table of one text per language; every language is required and distinct."""
+def _texts(t: Table, name: str, required: Sequence[str]) -> dict[str, str]:
+    """Read a table of one text per language; ``required`` ones must be there, all distinct."""
     if not t.has(name):
-        raise _fail(t, name, None, "a table with one text per language: " + ", ".join(LANGUAGES))
+        raise _fail(t, name, None, _texts_hint(required))
     lt = t.table(name)
     lt.done(LANGUAGES)
     texts: dict[str, str] = {}
     for lang in LANGUAGES:
-        if not lt.has(lang):
-            raise _fail(lt, lang, None, f"a non-empty {_LANGUAGE_NAMES[lang]} text (required)")
-        value = lt.string(lang)
-        texts[lang] = " ".join(value.split())
-    first = texts[LANGUAGES[0]]
-    for lang in LANGUAGES[1:]:
-        if texts[lang] == first:
+        if lt.has(lang):
+            texts[lang] = " ".join(lt.string(lang).split())
+        elif lang in required:
             raise _fail(
-                lt, lang, texts[lang], f"a {_LANGUAGE_NAMES[lang]} text, not a copy of the English one"
+                lt, lang, None, f"a non-empty {_LANGUAGE_NAMES[lang]} text (required{_why(required)})"
             )
+    _distinct(t.where, name, texts)
     return texts
 
 
-def _explain(t: Table) -> tuple[dict[str, str], dict[str, str]]:
+def _texts_hint(required: Sequence[str]) -> str:
+    if len(required) == len(LANGUAGES):
+        return "a table with one text per language: " + ", ".join(LANGUAGES)
+    return "a table with an English text (en) and, optionally, a French one (fr)"
+
+
+def _why(required: Sequence[str]) -> str:
+    # Only the package's own scenarios must be bilingual: say so, a user may wonder.
+    return ", as in every scenario of the package's catalogue" if "fr" in required else ""
+
+
+def _distinct(where: str, key: str, texts: Mapping[str, str]) -> None:
+    first = texts[LANGUAGES[0]]
+    for lang in LANGUAGES[1:]:
+        if texts.get(lang) == first:
+            raise ScenarioError(
+                where,
+                f"{key}.{lang}",
+                texts[lang],
+                f"a {_LANGUAGE_NAMES[lang]} text, not a copy of the English one (or no {lang} key)",
+            )
+
+
+def _explain(t: Table, required: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
     if not t.has("explain"):
+        if "fr" not in required:
+            return {}, {}  # a user's own scenario may go without an explanation
         raise _fail(t, "explain", None, "a table [explain.en] and [explain.fr], each with cause and fix")
     et = t.table("explain")
     et.done(LANGUAGES)
@@ -284,7 +317,11 @@ def _explain(t: Table) -> tuple[dict[str, str], dict[str, str]]:
     fix: dict[str, str] = {}
     for lang in LANGUAGES:
         if not et.has(lang):
-            raise _fail(et, lang, None, f"a table [explain.{lang}] with cause and fix (required)")
+            if lang not in required:
+                continue
+            raise _fail(
+                et, lang, None, f"a table [explain.{lang}] with cause and fix (required{_why(required)})"
+            )
         lt = et.table(lang)
         lt.done(_EXPLAIN_KEYS)
         for key, out in (("cause", cause), ("fix", fix)):
@@ -293,7 +330,7 @@ def _explain(t: Table) -> tuple[dict[str, str], dict[str, str]]:
             out[lang] = " ".join(lt.string(key).split())
     for key, texts in (("cause", cause), ("fix", fix)):
         for lang in LANGUAGES[1:]:
-            if texts[lang] == texts[LANGUAGES[0]]:
+            if lang in texts and texts[lang] == texts[LANGUAGES[0]]:
                 raise ScenarioError(
                     t.where,
                     f"explain.{lang}.{key}",
@@ -301,6 +338,12 @@ def _explain(t: Table) -> tuple[dict[str, str], dict[str, str]]:
                     f"a {_LANGUAGE_NAMES[lang]} text, not a copy of the English one",
                 )
     return cause, fix
+
+
+def _with_fallback(texts: Mapping[str, str]) -> Mapping[str, str]:
+    """Every language, the missing ones showing the English text (or nothing, without one)."""
+    english = texts.get(LANGUAGES[0], "")
+    return MappingProxyType({lang: texts.get(lang, english) for lang in LANGUAGES})
 
 
 def _address(t: Table, key: str, value: str) -> str:
@@ -394,17 +437,25 @@ def _replied_codes(world: WorldSpec) -> list[str]:
     return codes
 
 
-def parse_scenario(data: Mapping[str, Any], where: str, path: Path) -> Scenario:
-    """Build a Scenario from the parsed TOML of the file at ``path`` (shown as ``where``)."""
+def parse_scenario(data: Mapping[str, Any], where: str, path: Path | None, *, own: bool = True) -> Scenario:
+    """Build a Scenario from the parsed TOML of the file at ``path`` (shown as ``where``).
+
+    ``own`` (a user's scenario) asks for English texts only and lets ``explain``
+    out; ``own=False`` applies the rules of the package's catalogue, where every
+    text is in English and French. ``path`` None is a scenario written inline
+    (:func:`from_dict`), whose id no file name has to match.
+    """
+    required = OWN_LANGUAGES if own else LANGUAGES
     t = Table(data, where, "")
     t.done(_TOP_KEYS)  # a misspelt key is reported before the required key it hides
 
     if not t.has("id"):
-        raise _fail(t, "id", None, f"the file name without .toml ({path.stem!r}) (required)")
+        named = f"the file name without .toml ({path.stem!r})" if path else "an id like my-smtp-case"
+        raise _fail(t, "id", None, f"{named} (required)")
     sid = t.string("id")
     if not _ID_RE.fullmatch(sid):
         raise _fail(t, "id", sid, "lowercase letters, digits and single hyphens, like tls-cert-expired")
-    if sid != path.stem:
+    if path is not None and sid != path.stem:
         raise _fail(t, "id", sid, f"the file name without .toml ({path.stem!r})")
 
     code = t.choice("code", CODES)
@@ -432,11 +483,12 @@ def parse_scenario(data: Mapping[str, Any], where: str, path: Path) -> Scenario:
                 raise _fail(at, profile, value, "one of " + ", ".join(EOP_CODES) + " or an enhanced code")
             alternates[profile] = value
 
-    title = _texts(t, "title")
+    title = _texts(t, "title", required)
     for lang, text in title.items():
         if len(text) > 100:
             raise ScenarioError(where, f"title.{lang}", text, "a title of at most 100 characters")
-    cause, fix = _explain(t)
+    cause, fix = _explain(t, required)
+    languages = tuple(lang for lang in LANGUAGES if lang in title)
 
     if not t.has("world"):
         raise _fail(t, "world", None, "a table [world] describing the hosts and DNS (required)")
@@ -462,12 +514,13 @@ def parse_scenario(data: Mapping[str, Any], where: str, path: Path) -> Scenario:
         rfc3463=rfc3463,
         postfix=postfix,
         alternates=MappingProxyType(alternates),
-        title=MappingProxyType(title),
-        cause=MappingProxyType(cause),
-        fix=MappingProxyType(fix),
+        title=_with_fallback(title),
+        cause=_with_fallback(cause),
+        fix=_with_fallback(fix),
         target=target,
         world=world,
-        path=path,
+        path=path if path is not None else Path(f"<{sid}>"),
+        languages=languages,
     )
 
 
@@ -489,8 +542,13 @@ def _syntax_error(where: str, err: tomllib.TOMLDecodeError, text: str) -> Scenar
     )
 
 
-def load_file(path: str | os.PathLike[str]) -> Scenario:
-    """Read and check one scenario file. Raises ScenarioError (OSError if unreadable)."""
+def load_file(path: str | os.PathLike[str], *, own: bool = True) -> Scenario:
+    """Read and check one scenario file. Raises ScenarioError (OSError if unreadable).
+
+    A file of your own needs English texts only (see :func:`parse_scenario`)::
+
+        scenario = load_file("tests/scenarios/my-relay-refuses.toml")
+    """
     p = Path(path)
     where = _where(p)
     raw = p.read_bytes()
@@ -502,12 +560,38 @@ def load_file(path: str | os.PathLike[str]) -> Scenario:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise _syntax_error(where, e, text) from None
+    return _parsed(data, where, p, own=own)
+
+
+def _parsed(data: Mapping[str, Any], where: str, path: Path | None, *, own: bool) -> Scenario:
     try:
-        return parse_scenario(data, where, p)
+        return parse_scenario(data, where, path, own=own)
     except ScenarioError:
         raise
     except SpecError as e:
         raise ScenarioError(e.where, e.key, e.value, e.expected) from None
+
+
+def from_dict(data: Mapping[str, Any], *, where: str | None = None) -> Scenario:
+    """A scenario of your own written as a dict, with the keys of a scenario file.
+
+    English texts only are required, ``explain`` may be left out, and the id
+    matches no file name. ``where`` names it in error messages::
+
+        scenario = from_dict({
+            "id": "relay-refuses", "code": "4.4.316", "rfc3463": "4.4.1",
+            "title": {"en": "Our relay is switched off"},
+            "target": {"smart_host": "relay.contoso.test", "mail_domain": "contoso.test"},
+            "world": {"zone": "test", "hosts": {"relay.contoso.test": {"kind": "refuse"}}},
+        })
+    """
+    if not isinstance(data, Mapping):
+        raise ScenarioError(
+            where or "(inline scenario)", "(top level)", data, "a dict with the keys of a scenario file"
+        )
+    sid = data.get("id")
+    shown = where or (f"inline scenario {sid!r}" if isinstance(sid, str) else "inline scenario")
+    return _parsed(data, shown, None, own=True)
 
 
 # --------------------------------------------------------------------------
@@ -527,12 +611,12 @@ def _sort_key(s: Scenario) -> tuple[int, str]:
     return (CODES.index(s.code), s.id)
 
 
-def _load_dir(directory: Path) -> dict[str, Scenario]:
+def _load_dir(directory: Path, *, own: bool = True) -> dict[str, Scenario]:
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: not a scenario directory")
     seen: dict[str, Scenario] = {}
     for path in _scenario_files(directory):
-        s = load_file(path)
+        s = load_file(path, own=own)
         if s.id in seen:
             raise ScenarioError(
                 _where(path),
@@ -546,11 +630,14 @@ def _load_dir(directory: Path) -> dict[str, Scenario]:
 
 @functools.cache
 def _default_catalogue() -> tuple[Scenario, ...]:
-    return tuple(_load_dir(CATALOGUE_DIR).values())
+    return tuple(_load_dir(CATALOGUE_DIR, own=False).values())
 
 
 def load_catalogue(directory: str | os.PathLike[str] | None = None) -> dict[str, Scenario]:
     """All scenarios of ``directory`` (default: this package, cached), by id.
+
+    The package's own files must have every text in English and French; a
+    directory of yours needs English only.
 
     Sorted by code (the order of :data:`CODES`), then id. Each call returns a
     new dict; the scenarios themselves are immutable.

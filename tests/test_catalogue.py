@@ -259,9 +259,9 @@ def edit(old: str, new: str, text: str = BASE) -> str:
     return text.replace(old, new, 1)
 
 
-def fails(path: Path, *fragments: str) -> ScenarioError:
+def fails(path: Path, *fragments: str, own: bool = True) -> ScenarioError:
     with pytest.raises(ScenarioError) as info:
-        load_file(path)
+        load_file(path, own=own)
     message = str(info.value)
     assert path.name in message, message
     for fragment in fragments:
@@ -373,20 +373,143 @@ def test_recipient_outside_reserved_domain(tmp_path: Path) -> None:
     fails(write(tmp_path, text), "target.rcpt_to[1]", "'b@x.com'", ".test")
 
 
+# The package's own scenarios (own=False) are bilingual; a user's own need English only.
+
+
 def test_missing_french_title(tmp_path: Path) -> None:
-    fails(write(tmp_path, edit('fr = "Certificat expiré"\n', "")), "title.fr: missing", "French")
+    fails(
+        write(tmp_path, edit('fr = "Certificat expiré"\n', "")),
+        "title.fr: missing",
+        "French",
+        "as in every scenario of the package's catalogue",
+        own=False,
+    )
 
 
 def test_missing_french_fix(tmp_path: Path) -> None:
     fails(
-        write(tmp_path, edit('fix = "Renouvelez le certificat."\n', "")), "explain.fr.fix: missing", "French"
+        write(tmp_path, edit('fix = "Renouvelez le certificat."\n', "")),
+        "explain.fr.fix: missing",
+        "French",
+        own=False,
     )
+    # Half an explanation is a slip, even in a user's own file.
+    fails(write(tmp_path, edit('fix = "Renouvelez le certificat."\n', "")), "explain.fr.fix: missing")
 
 
 def test_missing_french_explanation(tmp_path: Path) -> None:
     text = edit('[explain.fr]\ncause = "Le certificat est périmé. Le client le rejette."\n', "")
     text = edit('fix = "Renouvelez le certificat."\n', "", text)
-    fails(write(tmp_path, text), "explain.fr: missing", "cause and fix")
+    fails(write(tmp_path, text), "explain.fr: missing", "cause and fix", own=False)
+
+
+ENGLISH_ONLY = """\
+id = "{id}"
+code = "4.4.316"
+rfc3463 = "4.4.1"
+
+[title]
+en = "Our relay is switched off"
+
+[target]
+smart_host = "relay.contoso.test"
+mail_domain = "contoso.test"
+
+[world]
+zone = "test"
+
+[world.hosts."relay.contoso.test"]
+kind = "refuse"
+"""
+
+
+def test_a_users_own_file_may_be_english_only(tmp_path: Path) -> None:
+    s = load_file(write(tmp_path, ENGLISH_ONLY, stem="relay-off"))
+    assert s.languages == ("en",)
+    # Every reader (demo, show) asks for its language: the French one shows the English text.
+    assert s.title["fr"] == s.title["en"] == "Our relay is switched off"
+    assert s.cause["fr"] == s.cause["en"] == "" and s.fix["en"] == ""
+    assert load_catalogue(tmp_path)["relay-off"].languages == ("en",)  # a user's directory too
+
+
+def test_the_catalogue_rules_refuse_the_same_english_only_file(tmp_path: Path) -> None:
+    path = write(tmp_path, ENGLISH_ONLY, stem="relay-off")
+    fails(path, "title.fr: missing", "French", own=False)
+    text = edit(
+        'en = "Our relay is switched off"',
+        'en = "Our relay is switched off"\nfr = "Relais éteint"',
+        ENGLISH_ONLY,
+    )
+    fails(write(tmp_path, text, stem="relay-off"), "explain: missing", "[explain.fr]", own=False)
+
+
+def test_a_users_own_file_needs_an_english_title(tmp_path: Path) -> None:
+    text = edit('en = "Our relay is switched off"', 'fr = "Notre relais est éteint"', ENGLISH_ONLY)
+    err = fails(write(tmp_path, text, stem="relay-off"), "title.en: missing", "English text (required)")
+    assert err.key == "title.en"
+    fails(
+        write(tmp_path, edit("[title]\n", "[titel]\n", ENGLISH_ONLY), stem="relay-off"),
+        "titel",
+        "unknown key",
+    )
+
+
+def test_a_french_text_of_ones_own_is_kept(tmp_path: Path) -> None:
+    text = edit(
+        'en = "Our relay is switched off"',
+        'en = "Our relay is switched off"\nfr = "Relais éteint"',
+        ENGLISH_ONLY,
+    )
+    s = load_file(write(tmp_path, text, stem="relay-off"))
+    assert s.languages == ("en", "fr") and s.title["fr"] == "Relais éteint"
+
+
+def test_every_scenario_of_the_package_is_bilingual(catalogue: dict[str, Scenario]) -> None:
+    assert all(s.languages == LANGUAGES for s in catalogue.values())
+    for s in catalogue.values():  # and loads under the package's rules, file by file
+        assert load_file(s.path, own=False).languages == LANGUAGES
+
+
+def test_from_dict_builds_an_inline_scenario() -> None:
+    s = scenarios.from_dict(
+        {
+            "id": "relay-off",
+            "code": "4.4.316",
+            "rfc3463": "4.4.1",
+            "title": {"en": "Our relay is switched off"},
+            "target": {"smart_host": "relay.contoso.test", "mail_domain": "contoso.test"},
+            "world": {"zone": "test", "hosts": {"relay.contoso.test": {"kind": "refuse"}}},
+        }
+    )
+    assert (s.id, s.expected_code, s.code_for("rfc3463"), s.languages) == (
+        "relay-off",
+        "4.4.316",
+        "4.4.1",
+        ("en",),
+    )
+    assert s.target.smart_host == "relay.contoso.test" and s.world.hosts[0].kind == "refuse"
+
+
+def test_from_dict_errors_name_the_inline_scenario_and_the_key() -> None:
+    with pytest.raises(
+        ScenarioError,
+        match=r"inline scenario 'relay-off': code: '4.4.999' is not valid; expected one of 4.4.312",
+    ):
+        scenarios.from_dict({"id": "relay-off", "code": "4.4.999"})
+    with pytest.raises(ScenarioError, match=r"mine: world.hosts"):
+        scenarios.from_dict(
+            {
+                "id": "x",
+                "code": "4.4.316",
+                "rfc3463": "4.4.1",
+                "title": {"en": "x"},
+                "target": {"mail_domain": "contoso.test"},
+                "world": {"zone": "test", "hosts": {"mail.contoso.test": {"kind": "refuze"}}},
+            },
+            where="mine",
+        )
+    with pytest.raises(ScenarioError, match="a dict with the keys of a scenario file"):
+        scenarios.from_dict(["not", "a", "dict"])  # type: ignore[arg-type]
 
 
 def test_french_copy_of_english_rejected(tmp_path: Path) -> None:
