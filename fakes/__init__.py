@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .spec import SpecError as SpecError
     from .spec import WorldSpec as WorldSpec
     from .spec import parse_world as parse_world
+    from .transcript import Limits as Limits
     from .transcript import Message as Message
     from .transcript import Transcript as Transcript
     from .world import PortInUse as PortInUse
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 _HOMES = {
     "Event": ".events",
     "EventLog": ".events",
+    "Limits": ".transcript",
     "Message": ".transcript",
     "PortInUse": ".world",
     "SpecError": ".spec",

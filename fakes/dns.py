@@ -36,6 +36,7 @@ or half-made connection behind.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import errno
 import ipaddress
@@ -292,6 +293,7 @@ class FakeDNS:
         events: EventLog | None = None,
         allow_non_loopback: bool = False,
         tcp_idle_timeout: float = TCP_IDLE_TIMEOUT,
+        max_queries: int = 10_000,
     ) -> None:
         self.host = host
         self.tcp_idle_timeout = tcp_idle_timeout
@@ -299,7 +301,9 @@ class FakeDNS:
         self.address_of = address_of
         self.events = events
         self.allow_non_loopback = allow_non_loopback
-        self.queries: list[DnsQuery] = []
+        # The newest queries are kept; ``dropped_queries`` counts the others.
+        self.queries: collections.deque[DnsQuery] = collections.deque(maxlen=max_queries)
+        self.dropped_queries = 0
         self._spec = spec
         self._zone = _Zone(spec)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -327,6 +331,7 @@ class FakeDNS:
     def reset(self) -> None:
         """Forget the recorded queries (between tests)."""
         self.queries.clear()
+        self.dropped_queries = 0
 
     def close_connections(self) -> None:
         """Close every TCP connection (between tests, on the server's loop)."""
@@ -529,6 +534,8 @@ class FakeDNS:
 
     def _record(self, outcome: _Outcome) -> None:
         q = outcome.record
+        if len(self.queries) == self.queries.maxlen:
+            self.dropped_queries += 1
         self.queries.append(q)
         if self.events is None:
             return

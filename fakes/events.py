@@ -8,6 +8,7 @@ drops what a session of before a reset still tries to add.
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections.abc import Callable
@@ -50,23 +51,26 @@ class EventLog:
     ``error`` event instead of breaking the server.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_events: int = 100_000, max_errors: int = 1_000) -> None:
         self._lock = threading.Lock()
-        self._events: list[Event] = []
+        # The newest are kept; errors apart, so a flood of events cannot push one out.
+        self._events: collections.deque[Event] = collections.deque(maxlen=max_events)
+        self._errors: collections.deque[Event] = collections.deque(maxlen=max_errors)
+        self.dropped = 0  # events let go (the oldest first) to keep the log bounded
         self._subscribers: list[Subscriber] = []
 
     def emit(self, kind: EventKind, host: str, text: str, **data: Any) -> Event:
         """Record an event and tell the subscribers; returns it."""
         event = Event(kind=kind, host=host, text=text, data=data)
         with self._lock:
-            self._events.append(event)
+            self._keep(event)
             subscribers = list(self._subscribers)
         for sub in subscribers:
             try:
                 sub(event)
             except Exception as exc:  # a bad subscriber must not stop a server
                 with self._lock:
-                    self._events.append(Event("error", host, f"subscriber failed: {exc!r}"))
+                    self._keep(Event("error", host, f"subscriber failed: {exc!r}"))
         return event
 
     def subscribe(self, fn: Subscriber) -> Callable[[], None]:
@@ -85,9 +89,19 @@ class EventLog:
         with self._lock:
             return [e for e in self._events if kind is None or e.kind == kind]
 
+    def _keep(self, event: Event) -> None:  # under the lock
+        if len(self._events) == self._events.maxlen:
+            self.dropped += 1
+        self._events.append(event)
+        if event.kind == "error":
+            self._errors.append(event)
+
     def clear(self) -> None:
         with self._lock:
             self._events.clear()
+            self._errors.clear()
+            self.dropped = 0
 
     def errors(self) -> list[Event]:
-        return self.events("error")
+        with self._lock:
+            return list(self._errors)

@@ -10,6 +10,7 @@ session that is still closing adds nothing more (no line, event or message).
 
 from __future__ import annotations
 
+import collections
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -72,10 +73,17 @@ class Transcript:
     opened: float = field(default_factory=time.monotonic)
     # Retired by a reset (the end of a test): its late lines are dropped.
     retired: bool = False
+    # At most this many lines are kept (see Limits); the rest are counted.
+    max_lines: int = 1_000
+    lines_dropped: int = 0
 
     def add(self, direction: Direction, text: str) -> None:
-        if not self.retired:
-            self.lines.append(Line(direction, text))
+        if self.retired:
+            return
+        if len(self.lines) >= self.max_lines:
+            self.lines_dropped += 1
+            return
+        self.lines.append(Line(direction, text))
 
     def client_lines(self) -> list[str]:
         return [ln.text for ln in self.lines if ln.direction == "C"]
@@ -84,7 +92,8 @@ class Transcript:
         return [ln.text for ln in self.lines if ln.direction == "S"]
 
     def text(self) -> str:
-        return "\n".join(str(ln) for ln in self.lines)
+        more = [f"*: ({self.lines_dropped} more lines not kept)"] if self.lines_dropped else []
+        return "\n".join([*(str(ln) for ln in self.lines), *more])
 
     def tail(self, n: int = 10) -> str:
         return "\n".join(str(ln) for ln in self.lines[-n:])
@@ -103,12 +112,37 @@ class Message:
     replied: bool  # False when the connection was cut before the reply: the client may send it again
 
 
+@dataclass(frozen=True)
+class Limits:
+    """How much one world keeps of what it sees; the oldest go first, and are counted.
+
+    The defaults hold a ``serve`` left running for a week flat in memory
+    while keeping far more than any test looks at. Ask for more (or less)
+    with ``World(spec, limits=Limits(sessions=100_000))``; what was let go
+    is in ``World.dropped``.
+    """
+
+    sessions: int = 10_000  # transcripts kept (one per TCP connection)
+    lines_per_session: int = 1_000  # lines of one transcript
+    messages: int = 1_000  # accepted messages kept
+    message_bytes: int = 64 * 2**20  # their content, all together
+    dns_queries: int = 10_000
+    events: int = 100_000  # errors are kept apart: the last 1,000 of them
+
+    def __post_init__(self) -> None:
+        for name in ("sessions", "lines_per_session", "messages", "message_bytes", "dns_queries", "events"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Limits({name}={value!r}): expected a whole number from 1")
+
+
 class Recorder:
     """Everything one world keeps: transcripts, messages, events, schedule counts.
 
     Written from the world's loop thread only (``reset()`` included, so a
     schedule count never changes under a connection being accepted); list
     appends are atomic, so readers in other threads see a consistent prefix.
+    What it keeps is bounded by :class:`Limits`; ``dropped`` counts the rest.
 
     ``reset()`` retires the sessions it forgets. What a session records goes
     through :meth:`emit` and :meth:`keep_message` (and its own
@@ -116,16 +150,24 @@ class Recorder:
     tries to add.
     """
 
-    def __init__(self, events: EventLog) -> None:
+    def __init__(self, events: EventLog, limits: Limits | None = None) -> None:
         self.events = events
-        self.sessions: list[Transcript] = []
-        self.messages: list[Message] = []
+        self.limits = limits or Limits()
+        self.sessions: collections.deque[Transcript] = collections.deque(maxlen=self.limits.sessions)
+        self.messages: collections.deque[Message] = collections.deque()
+        self.dropped: collections.Counter[str] = collections.Counter()
+        self._message_bytes = 0
         self._next_id = 1
         self._session_counts: dict[str, int] = {}
 
     def open_session(self, host: str, address: str, peer: str, faulted: bool) -> Transcript:
-        t = Transcript(self._next_id, host, address, peer, faulted)
+        t = Transcript(self._next_id, host, address, peer, faulted, max_lines=self.limits.lines_per_session)
         self._next_id += 1
+        if len(self.sessions) == self.sessions.maxlen:
+            gone = self.sessions[0]
+            self.dropped["sessions"] += 1
+            self.dropped["lines"] += gone.lines_dropped
+            gone.retired = True  # a forgotten session records nothing more
         self.sessions.append(t)
         return t
 
@@ -140,6 +182,13 @@ class Recorder:
         if t.retired:
             return False
         self.messages.append(message)
+        self._message_bytes += len(message.content)
+        limits = self.limits
+        while len(self.messages) > limits.messages or (
+            self._message_bytes > limits.message_bytes and len(self.messages) > 1
+        ):
+            self._message_bytes -= len(self.messages.popleft().content)
+            self.dropped["messages"] += 1
         return True
 
     def count_session(self, host: str) -> int:
@@ -154,5 +203,7 @@ class Recorder:
             t.retired = True
         self.sessions.clear()
         self.messages.clear()
+        self._message_bytes = 0
+        self.dropped.clear()
         self._session_counts.clear()
         self.events.clear()

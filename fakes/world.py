@@ -43,7 +43,7 @@ from .runtime import (
 from .smtp import HostServer
 from .spec import WorldSpec, parse_world
 from .tcp import BlackholeEndpoint, RefuseEndpoint, bind_socket
-from .transcript import Message, Recorder, Transcript
+from .transcript import Limits, Message, Recorder, Transcript
 
 MAX_HOSTS = 250
 _BIND_ATTEMPTS = 8
@@ -102,6 +102,7 @@ class World:
         handshake_timeout: float = 10.0,
         idle_timeout: float = 120.0,
         runtime: Runtime | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.spec = spec if isinstance(spec, WorldSpec) else parse_world(spec)
         if len(self.spec.hosts) > MAX_HOSTS:
@@ -129,8 +130,9 @@ class World:
         self.handshake_timeout = handshake_timeout
         self.idle_timeout = idle_timeout
 
-        self.events = EventLog()
-        self.recorder = Recorder(self.events)
+        self.limits = limits or Limits()
+        self.events = EventLog(max_events=self.limits.events)
+        self.recorder = Recorder(self.events, self.limits)
         self.port = 0
         self.subnet = ""
         self.dns_host = ""
@@ -176,6 +178,15 @@ class World:
         if self.ca is None:
             raise WorldError("the world is not running")
         return self.ca.client_context()
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """What the world let go to stay within its :class:`Limits`, by kind (since the last reset)."""
+        counts = dict(self.recorder.dropped)
+        counts["lines"] = counts.get("lines", 0) + sum(t.lines_dropped for t in list(self.recorder.sessions))
+        counts["events"] = self.events.dropped
+        counts["dns_queries"] = self.dns.dropped_queries if self.dns is not None else 0
+        return {kind: n for kind, n in counts.items() if n}
 
     @property
     def sessions(self) -> list[Transcript]:
@@ -408,6 +419,7 @@ class World:
             address_of=self.address_of,
             events=self.events,
             allow_non_loopback=self.allow_non_loopback,
+            max_queries=self.limits.dns_queries,
         )
         try:
             await self.dns.start()

@@ -949,7 +949,7 @@ def test_queries_and_events_are_recorded(serve: Serve) -> None:
     assert dns_events[1].data["answers"] == ("MX 10 mx1.contoso.test", "MX 20 mx2.contoso.test")
     assert dns_events[1].data["transport"] == "tcp"
     server.reset()
-    assert server.queries == []
+    assert list(server.queries) == []
 
 
 def test_set_spec_swaps_the_world(serve: Serve) -> None:

@@ -414,3 +414,49 @@ def test_reset_closes_the_dns_tcp_connections_of_the_last_test(make_world):
     world.reset()
     assert s.recv(1) == b""  # closed by the reset (bounded by the socket timeout)
     s.close()
+
+
+def test_what_a_world_keeps_is_bounded_and_what_it_lets_go_is_counted(make_world):
+    from mailfakes import Limits
+
+    limits = Limits(sessions=3, lines_per_session=4, messages=2, dns_queries=2, events=10)
+    world = make_world({"hosts": {"mail.contoso.test": {"tls": "none"}}}, limits=limits)
+    ip, port = world.address_of("mail.contoso.test"), world.port
+    for n in range(5):  # five sessions, each with a message and more than four lines
+        s = socket.create_connection((ip, port), timeout=5)
+        f = s.makefile("rwb")
+        f.readline()
+        for line in ("EHLO x", "MAIL FROM:<a@b.test>", "RCPT TO:<u@contoso.test>", "DATA"):
+            f.write(line.encode() + b"\r\n")
+            f.flush()
+            while f.readline()[3:4] == b"-":
+                pass
+        f.write(f"Subject: {n}\r\n\r\nhi\r\n.\r\nQUIT\r\n".encode())
+        f.flush()
+        assert f.readline().startswith(b"250 ") and f.readline().startswith(b"221 ")
+        s.close()
+    for _ in range(3):
+        query = dns.message.make_query("mail.contoso.test", "A").to_wire()
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.settimeout(5)
+        u.sendto(query, (world.dns_host, world.dns_port))
+        u.recv(512)
+        u.close()
+    assert world.wait_until(lambda: len(world.dns_queries) == 2 and all(t.closed for t in world.sessions), 5)
+    assert [t.session_id for t in world.sessions] == [3, 4, 5]  # the newest three
+    assert all(len(t.lines) == 4 and t.lines_dropped > 0 for t in world.sessions)
+    assert "more lines not kept" in world.sessions[-1].text()
+    assert [m.content.split(b"\r\n")[0] for m in world.messages] == [b"Subject: 3", b"Subject: 4"]
+    assert len(world.events.events()) == 10
+    dropped = world.dropped
+    assert dropped["sessions"] == 2 and dropped["messages"] == 3 and dropped["dns_queries"] == 1
+    assert dropped["lines"] > 0 and dropped["events"] > 0
+    world.reset()
+    assert world.dropped == {}
+
+
+def test_limits_are_checked():
+    from mailfakes import Limits
+
+    with pytest.raises(ValueError, match=r"Limits\(sessions=0\)"):
+        Limits(sessions=0)
