@@ -25,18 +25,22 @@ passes of that test's failure scenarios are void, and fail.
 from __future__ import annotations
 
 import fnmatch
+import glob
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from .codes import CONTROL_SCENARIO, PROFILES, find_code, title
+from .spec import enhanced_ok
 
 if TYPE_CHECKING:
     import ssl
 
+    from .catalogue import Scenario
     from .client import DeliveryReport
     from .runtime import Runtime
     from .transcript import Message, Transcript
@@ -76,10 +80,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        f"{MARKER}(*id_globs, code=None, control=True): run the test once per catalogue scenario whose id "
-        "matches one of the globs (all when none) and, if given, whose code is `code` (e.g. '4.7.320'); "
-        "the test receives it as the `mail_scenario` fixture. With control=True the healthy baseline "
-        f"({CONTROL}) runs first: a client that fails it gets its failure verdicts void.",
+        f"{MARKER}(*scenarios, code=None, control=True): run the test once per scenario: catalogue ids "
+        "or globs (all when none), paths to .toml files of yours (next to the test file, else under the "
+        "rootdir) and dicts with the keys of a scenario file; if given, only those whose code is `code` "
+        "(e.g. '4.7.320'); the test receives each as the `mail_scenario` fixture. With control=True "
+        f"the healthy baseline ({CONTROL}) runs first: a client that fails it gets its failures void.",
     )
     config.stash[_CONTROLS] = {}
     config.stash[_VOID] = []
@@ -87,20 +92,131 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_Ledger(config), "mailfakes-ledger")
 
 
-def _selection(config: pytest.Config, marker: pytest.Mark | None) -> list[Any]:
+class MarkerError(Exception):
+    """A marker argument that names no scenario; fails the tests that use it, in one line."""
+
+
+def _marker_call(arg: object = None, *, code: object = None) -> str:
+    """How the faulty argument was written, so the user finds it in the source."""
+    if code is not None:
+        return f"@pytest.mark.{MARKER}(code={code!r})"
+    if isinstance(arg, Mapping):
+        return f"@pytest.mark.{MARKER}({{'id': {arg.get('id')!r}, ...}})"
+    return f"@pytest.mark.{MARKER}({arg!r})"
+
+
+def resolve_path(arg: str, test_file: Path | None, rootdir: Path) -> list[Path]:
+    """The scenario files a ``.toml`` argument names (a glob such as ``cases/*.toml`` allowed).
+
+    An absolute path is taken as it is; a relative one is looked up next to the
+    test file first, then under the rootdir (where pytest.ini or pyproject.toml
+    is), as a test's data files usually are. Raises MarkerError when neither has it.
+    """
+    path = Path(arg).expanduser()
+    bases = [path.anchor] if path.is_absolute() else [b for b in (test_file, rootdir) if b is not None]
+    tried: list[str] = []
+    for base in dict.fromkeys(Path(b) for b in bases):
+        rel = path.relative_to(path.anchor) if path.is_absolute() else path
+        if glob.has_magic(str(rel)):
+            found = sorted(p for p in base.glob(str(rel)) if p.is_file())
+            if found:
+                return found
+        elif (base / rel).is_file():
+            return [base / rel]
+        tried.append(str(base / rel))
+    raise MarkerError(f"no scenario file {arg!r}: looked for " + " and ".join(tried))
+
+
+def _load_path(arg: str, test_file: Path | None, rootdir: Path) -> list[Scenario]:
     from . import catalogue as scenarios
 
-    globs = tuple(marker.args) if marker is not None else ()
-    code = marker.kwargs.get("code") if marker is not None else None
+    found = []
+    for path in resolve_path(arg, test_file, rootdir):
+        try:
+            found.append(scenarios.load_file(path))
+        except OSError as exc:
+            raise MarkerError(f"cannot read {path}: {exc.strerror}") from None
+        except ValueError as exc:  # a ScenarioError: file, key, value, what is allowed
+            raise MarkerError(str(exc)) from None
+    return found
+
+
+def _one_arg(arg: object, test_file: Path | None, rootdir: Path) -> list[Scenario | str]:
+    """What one marker argument selects: catalogue ids (str) or scenarios of the user's."""
+    from . import catalogue as scenarios
+
+    if isinstance(arg, scenarios.Scenario):
+        return [arg]
+    if isinstance(arg, Mapping):
+        try:
+            return [scenarios.from_dict(arg)]
+        except ValueError as exc:
+            raise MarkerError(str(exc)) from None
+    if not isinstance(arg, str):
+        raise MarkerError(
+            f"{type(arg).__name__} {arg!r} is not a scenario; expected a catalogue id or glob "
+            "('tls-cert-*'), a path to a .toml file, or a dict with the keys of a scenario file"
+        )
+    if arg.endswith(".toml"):
+        return list(_load_path(arg, test_file, rootdir))
     try:
-        chosen = scenarios.select(globs, code=code)
-    except (LookupError, ValueError) as exc:
-        raise pytest.UsageError(f"@pytest.mark.{MARKER}: {exc.args[0] if exc.args else exc}") from None
+        return [s.id for s in scenarios.select([arg])]
+    except LookupError as exc:
+        # Only what looks like a path gets the hint; an id's typo has its suggestions.
+        hint = "; a scenario file of yours must end in .toml" if "/" in arg or "." in arg else ""
+        raise MarkerError(f"{exc.args[0] if exc.args else exc}{hint}") from None
+
+
+def _selection(
+    config: pytest.Config, marker: pytest.Mark | None, test_file: Path | None = None
+) -> list[Scenario]:
+    """The marker's scenarios; raises MarkerError naming the argument at fault."""
+    from . import catalogue as scenarios
+
+    args: tuple[object, ...] = tuple(marker.args) if marker is not None else ()
+    code = marker.kwargs.get("code") if marker is not None else None
+    if code is not None and (
+        not isinstance(code, str) or (code not in scenarios.CODES and not enhanced_ok(code))
+    ):
+        raise MarkerError(
+            f"{_marker_call(code=code)}: unknown code; expected one of "
+            + ", ".join(scenarios.CODES)
+            + " or an enhanced code like 5.1.1"
+        )
+    chosen: list[Scenario] = []
+    for arg in args or ("*",):
+        try:
+            picked = _one_arg(arg, test_file, config.rootpath)
+        except MarkerError as exc:
+            raise MarkerError(f"{_marker_call(arg)}: {exc}") from None
+        for item in picked:
+            s = scenarios.get(item) if isinstance(item, str) else item
+            if all(s is not c for c in chosen) and (
+                not isinstance(item, str) or all(c.id != s.id for c in chosen)
+            ):
+                chosen.append(s)
+    if code is not None:
+        codes = list(dict.fromkeys(s.expected_code for s in chosen))
+        chosen = [s for s in chosen if code in (s.code, s.expected_code)]
+        if not chosen:
+            raise MarkerError(
+                f"{_marker_call(code=code)}: no scenario of this code among the marker's; "
+                "their codes: " + ", ".join(codes)
+            )
     option = config.getoption("--mail-scenarios")
     if option:
         patterns = [p.strip() for p in option.split(",") if p.strip()]
         chosen = [s for s in chosen if any(fnmatch.fnmatchcase(s.id, p) for p in patterns)]
     return chosen
+
+
+def _is_catalogue(s: Scenario) -> bool:
+    from . import catalogue as scenarios
+
+    try:
+        return scenarios.get(s.id) is s
+    except LookupError:
+        return False
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -112,7 +228,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     ):
         return  # the test chose its scenarios itself (indirect parametrization)
     marker = metafunc.definition.get_closest_marker(MARKER)
-    chosen = _selection(metafunc.config, marker)
+    try:
+        chosen = _selection(metafunc.config, marker, metafunc.definition.path.parent)
+    except MarkerError as exc:
+        # One failing case for this test alone: the rest of the session runs.
+        metafunc.parametrize("mail_scenario", [exc], ids=["marker-error"], indirect=True)
+        return
+    # Catalogue scenarios travel by id (readable, and the same on every xdist worker).
+    params: list[Scenario | str] = [s.id if _is_catalogue(s) else s for s in chosen]
     ids = [s.id for s in chosen]
     wants_control = marker is not None and marker.kwargs.get("control", True) is not False
     if (
@@ -121,9 +244,38 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         and any(not s.is_success for s in chosen)
     ):
         # First, so that its outcome is known when the failure scenarios assert.
-        ids = [CONTROL, *(i for i in ids if i != CONTROL)]
+        keep = [i for i, sid in enumerate(ids) if params[i] != CONTROL]
+        params = [CONTROL, *(params[i] for i in keep)]
+        ids = [CONTROL, *(ids[i] for i in keep)]
         metafunc.config.stash[_WITH_CONTROL].add(metafunc.definition.nodeid)
-    metafunc.parametrize("mail_scenario", ids, ids=ids, indirect=True)
+    metafunc.parametrize("mail_scenario", params, ids=ids, indirect=True)
+
+
+def pytest_make_parametrize_id(config: pytest.Config, val: object, argname: str) -> str | None:
+    # An inline scenario given to parametrize(..., indirect=True) is named by its id.
+    if argname == "mail_scenario" and isinstance(val, Mapping) and isinstance(val.get("id"), str):
+        return str(val["id"])
+    return None
+
+
+def _param_id(value: object) -> str:
+    """The scenario id of a ``mail_scenario`` parameter (an id, a Scenario, a dict)."""
+    if isinstance(value, Mapping):
+        return str(value.get("id"))
+    return str(getattr(value, "id", value))
+
+
+def _param_is_failure(value: object) -> bool:
+    from . import catalogue as scenarios
+
+    if isinstance(value, str):
+        try:
+            return not scenarios.get(value).is_success
+        except LookupError:
+            return True
+    if isinstance(value, Mapping):
+        return value.get("code") != "success"
+    return getattr(value, "code", None) != "success"
 
 
 # -- the control: the healthy baseline, judged before the failure scenarios -------
@@ -162,10 +314,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     key = _control_key(item)
     if key is None or not (report.when == "call" or report.failed):
         return
-    scenario_id = str(item.callspec.params["mail_scenario"])  # type: ignore[attr-defined]
-    role = "control" if scenario_id == CONTROL else "case"
+    param = item.callspec.params["mail_scenario"]  # type: ignore[attr-defined]
+    scenario_id = _param_id(param)
+    role = "control" if param == CONTROL else "case"
     # user_properties travel to the pytest-xdist controller, which sees every worker's reports.
-    report.user_properties.append(("mailfakes", (key, role, scenario_id)))
+    report.user_properties.append(("mailfakes", (key, role, scenario_id, _param_is_failure(param))))
     if role == "control":
         crash = getattr(report.longrepr, "reprcrash", None)
         text = str(getattr(crash, "message", "") or report.longrepr or "")
@@ -190,14 +343,14 @@ class _Ledger:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        # (nodeid, passed, control key, role, scenario id) of every marked case.
-        self.seen: list[tuple[str, bool, str, str, str]] = []
+        # (nodeid, passed, control key, role, is a failure scenario) of every marked case.
+        self.seen: list[tuple[str, bool, str, str, bool]] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for name, value in report.user_properties:
             if name == "mailfakes" and report.when == "call" and isinstance(value, (list, tuple)):
-                key, role, scenario_id = value
-                self.seen.append((report.nodeid, report.passed, str(key), str(role), str(scenario_id)))
+                key, role, _, failure = value
+                self.seen.append((report.nodeid, report.passed, str(key), str(role), bool(failure)))
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if hasattr(self.config, "workerinput"):
@@ -206,20 +359,11 @@ class _Ledger:
             key: nodeid for nodeid, passed, key, role, _ in self.seen if role == "control" and not passed
         }
         void = self.config.stash.get(_VOID, [])
-        for nodeid, passed, key, role, scenario_id in self.seen:
-            if role == "case" and passed and key in failed and _is_failure_scenario(scenario_id):
+        for nodeid, passed, key, role, failure in self.seen:
+            if role == "case" and passed and key in failed and failure:
                 void.append((nodeid, f"the client also fails the healthy baseline ({failed[key]})"))
         if void and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-
-def _is_failure_scenario(scenario_id: str) -> bool:
-    from . import catalogue as scenarios
-
-    try:
-        return not scenarios.get(scenario_id).is_success
-    except LookupError:
-        return True
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -238,16 +382,19 @@ class MailRuntime:
         from .runtime import Runtime
 
         self.runtime: Runtime = Runtime().start()
-        self._worlds: dict[str, World] = {}
+        self._worlds: dict[tuple[str, str], World] = {}
         self._extra: list[World] = []
 
-    def world_for(self, scenario: Any) -> World:
-        world = self._worlds.get(scenario.id)
+    def world_for(self, scenario: Scenario) -> World:
+        # By id and world, not id alone: a user's scenario may reuse a catalogue id
+        # with a world of its own, and an inline one is parsed afresh for each test.
+        key = (scenario.id, repr(scenario.world))
+        world = self._worlds.get(key)
         if world is None or not world.running:
             from .world import World
 
             world = World(scenario.world, runtime=self.runtime).start()
-            self._worlds[scenario.id] = world
+            self._worlds[key] = world
         return world
 
     def new_world(self, spec: Any, **options: Any) -> World:
@@ -476,18 +623,46 @@ class MailScenario:
         return f"<MailScenario {self.id} expects {self.expected_code} ({self.profile})>"
 
 
-@pytest.fixture
-def mail_scenario(request: pytest.FixtureRequest, mail_runtime: MailRuntime) -> Iterator[MailScenario]:
-    """A running catalogue scenario: parametrized by ``@pytest.mark.mail_scenarios``."""
+def _scenario_param(param: object, request: pytest.FixtureRequest) -> Scenario:
+    """The scenario a ``mail_scenario`` parameter names, or a one-line failure of this test."""
     from . import catalogue as scenarios
 
-    scenario_id = getattr(request, "param", None)
-    if scenario_id is None:
+    __tracebackhide__ = True
+    if param is None:
         raise pytest.UsageError(
             "mail_scenario needs scenarios: mark the test with @pytest.mark.mail_scenarios(...) "
-            "or parametrize 'mail_scenario' indirectly with scenario ids"
+            "or parametrize 'mail_scenario' indirectly with scenario ids, .toml paths or dicts"
         )
-    scenario = scenario_id if not isinstance(scenario_id, str) else scenarios.get(scenario_id)
+    if isinstance(param, MarkerError):
+        pytest.fail(str(param), pytrace=False)
+    if isinstance(param, scenarios.Scenario):
+        return param
+    problem = f"{type(param).__name__} is not a scenario"
+    if isinstance(param, (str, Mapping)):
+        try:
+            found = _one_arg(param, request.path.parent, request.config.rootpath)
+        except MarkerError as exc:
+            problem = str(exc)
+        else:
+            if len(found) == 1:
+                return scenarios.get(found[0]) if isinstance(found[0], str) else found[0]
+            problem = f"names {len(found)} scenarios; a parameter of mail_scenario names one"
+    # Outside the except block: the one line, without the chained exception under it.
+    pytest.fail(f"mail_scenario parameter {_param_id(param)!r}: {problem}", pytrace=False)
+
+
+@pytest.fixture
+def mail_scenario(request: pytest.FixtureRequest, mail_runtime: MailRuntime) -> Iterator[MailScenario]:
+    """A running scenario: parametrized by ``@pytest.mark.mail_scenarios`` or indirectly.
+
+    A parameter is a catalogue id, a path to a ``.toml`` file of yours, a dict
+    with the keys of a scenario file (see :func:`mailfakes.catalogue.from_dict`)
+    or a Scenario::
+
+        @pytest.mark.mail_scenarios("tls-cert-*", "cases/relay-off.toml", {"id": "mine", ...})
+        def test_reports(mail_scenario): ...
+    """
+    scenario = _scenario_param(getattr(request, "param", None), request)
     world = mail_runtime.world_for(scenario)
     world.reset()
     node = request.node
@@ -498,20 +673,36 @@ def mail_scenario(request: pytest.FixtureRequest, mail_runtime: MailRuntime) -> 
 
 
 @pytest.fixture
-def mail_world(mail_runtime: MailRuntime) -> Iterator[Callable[..., World]]:
-    """Start worlds for this test: ``mail_world({"hosts": {...}})`` or ``mail_world("scenario-id")``.
+def mail_world(request: pytest.FixtureRequest, mail_runtime: MailRuntime) -> Iterator[Callable[..., World]]:
+    """Start worlds for this test: from a world spec, a scenario id, a ``.toml`` path or a Scenario.
 
-    Each call returns a fresh running :class:`mailfakes.World` on the session's
-    runtime; all are stopped after the test, and errors inside them fail it.
+    ``mail_world({"hosts": {...}})``, ``mail_world("tcp-refused-firewall")``,
+    ``mail_world("cases/relay-off.toml")`` (next to the test file, else under
+    the rootdir). Each call returns a fresh running :class:`mailfakes.World` on
+    the session's runtime; all are stopped after the test, and errors inside
+    them fail it.
     """
     from . import catalogue as scenarios
 
     made: list[World] = []
 
-    def start(spec: str | Mapping[str, Any] | Any, **options: Any) -> World:
+    def start(spec: str | Mapping[str, Any] | Scenario | Any, **options: Any) -> World:
+        __tracebackhide__ = True
         if isinstance(spec, str):
-            spec = scenarios.get(spec).world
-        elif hasattr(spec, "world") and hasattr(spec, "target"):
+            problem = None
+            try:
+                if spec.endswith(".toml"):
+                    found = _load_path(spec, request.path.parent, request.config.rootpath)
+                    if len(found) != 1:
+                        raise MarkerError(f"names {len(found)} scenario files; mail_world takes one")
+                    spec = found[0].world
+                else:
+                    spec = scenarios.get(spec).world
+            except (MarkerError, LookupError) as exc:
+                problem = str(exc)
+            if problem is not None:  # outside the except block: one line, no chained exception
+                pytest.fail(f"mail_world({spec!r}): {problem}", pytrace=False)
+        elif isinstance(spec, scenarios.Scenario) or (hasattr(spec, "world") and hasattr(spec, "target")):
             spec = spec.world
         world = mail_runtime.new_world(spec, **options)
         made.append(world)
