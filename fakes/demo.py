@@ -209,8 +209,9 @@ class Player:
         self.w()
         self.w(st("━" * 3 + heading + "━" * max(3, 76 - len(heading)), "bold"))
         self.w(st(scenario.title[lang], "bold"))
-        self.w(st(f"{lab['cause']}:", "bold"))
-        self.w(_wrap(scenario.cause[lang]))
+        if scenario.cause[lang]:  # a user's own scenario may have no explanation
+            self.w(st(f"{lab['cause']}:", "bold"))
+            self.w(_wrap(scenario.cause[lang]))
         self.w()
         self.w(st(f"{lab['dialogue']}:", "bold"))
         result = DemoResult(scenario, lang)
@@ -288,8 +289,9 @@ class Player:
             self.w(st(f"{lab['reported']}:", "bold"))
             self.w("  " + st(report.line(), "bold", "green" if ok else "red"))
             self.w(f"  ({lab['expected']} {scenario.code_for(self.profile)}: {verdict})")
-        self.w(st(f"{lab['fix']}:", "bold"))
-        self.w(_wrap(scenario.fix[lang]))
+        if scenario.fix[lang]:
+            self.w(st(f"{lab['fix']}:", "bold"))
+            self.w(_wrap(scenario.fix[lang]))
         return result
 
     def _enter(self) -> None:
@@ -371,7 +373,8 @@ def render_html(results: list[DemoResult], lang: str = "en") -> str:
             f'<h2>{esc(s.title[lang])} <span class="code">{esc(code)}</span></h2>'
             f'<p><span class="code">{esc(s.id)}</span> · {esc(eop_title(code, lang))}</p>'
         )
-        parts.append(f"<h3>{esc(lab['cause'])}</h3><p>{esc(' '.join(s.cause[lang].split()))}</p>")
+        if s.cause[lang]:  # a user's own scenario may have no explanation
+            parts.append(f"<h3>{esc(lab['cause'])}</h3><p>{esc(' '.join(s.cause[lang].split()))}</p>")
         parts.append(f'<h3>{esc(lab["dialogue"])}</h3><div class="dialogue">')
         for line in r.lines:
             parts.append(
@@ -384,7 +387,8 @@ def render_html(results: list[DemoResult], lang: str = "en") -> str:
                 f'<h3>{esc(lab["reported"])}</h3><p class="report{"" if ok else " diff"}">'
                 f"{esc(r.report.line())}<br>{esc(lab['expected'])} {esc(r.expected)}: {esc(verdict)}</p>"
             )
-        parts.append(f"<h3>{esc(lab['fix'])}</h3><p>{esc(' '.join(s.fix[lang].split()))}</p>")
+        if s.fix[lang]:
+            parts.append(f"<h3>{esc(lab['fix'])}</h3><p>{esc(' '.join(s.fix[lang].split()))}</p>")
         parts.append("</section>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

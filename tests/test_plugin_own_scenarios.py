@@ -289,15 +289,25 @@ def test_a_french_demo_of_an_english_only_scenario_shows_the_english_text(tmp_pa
     import subprocess
     import sys
 
-    path = tmp_path / "relay-off.toml"
-    path.write_text(RELAY_OFF)
+    explained = RELAY_OFF.replace("relay-off", "relay-off-explained") + (
+        '\n[explain.en]\ncause = "The relay was switched off. Nothing listens."\nfix = "Switch it on."\n'
+    )
+    (tmp_path / "relay-off.toml").write_text(RELAY_OFF)
+    (tmp_path / "relay-off-explained.toml").write_text(explained)
+    files = ["relay-off.toml", "relay-off-explained.toml"]
     result = subprocess.run(
-        [sys.executable, "-m", "mailfakes", "demo", str(path), "--lang", "fr", "--timeout", "0.3"],
+        [sys.executable, "-m", "mailfakes", "demo", *files, "--lang", "fr", "--timeout", "0.3"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "Our relay is switched off" in result.stdout
-    assert "Comment corriger" in result.stdout  # the demo's own labels stay French
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    first, second = out.split("relay-off-explained  ·")
+    assert "Our relay is switched off" in first and "Le client signale:" in first
+    # No explanation written: no empty Cause / Comment corriger headings.
+    assert "Cause:" not in first and "Comment corriger:" not in first
+    # An English explanation stands in for the French one, under the demo's French labels.
+    assert "Cause:\n  The relay was switched off. Nothing listens." in second
+    assert "Comment corriger:\n  Switch it on." in second
