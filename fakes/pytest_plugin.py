@@ -9,6 +9,12 @@ Installed with the package (``pytest11`` entry point ``mailfakes``)::
                             cafile=mail_scenario.ca_file)
         mail_scenario.assert_reported(report)
 
+Besides catalogue ids and globs, the marker (and an indirect parameter of
+``mail_scenario``) takes a path to a ``.toml`` file of yours, looked up next
+to the test file, then under the rootdir, and a dict with the keys of a
+scenario file (:func:`mailfakes.catalogue.from_dict`). An argument that names
+no scenario fails the tests that use it, in one line, and nothing else.
+
 A session-scoped runtime owns one event-loop thread and one CA; each
 scenario's world starts once per session (per xdist worker) and is reset
 before every test that uses it, so a test pays for a reset, not a start.
@@ -444,7 +450,7 @@ def _check_errors(world: World, runtime: Runtime) -> None:
 
 
 class MailScenario:
-    """A running catalogue scenario, with everything a client needs and the checks a test needs."""
+    """A running scenario (the catalogue's or yours), with what a client needs and what a test checks."""
 
     def __init__(
         self,
