@@ -10,7 +10,14 @@ Prints the figures and compares them with the targets of issue #2:
 
 Also checks that the cycles leave thread and fd counts unchanged.
 
+With ``--commands`` (or alone with ``--commands-only``): ``python -c pass``,
+``mailfakes list`` and ``mailfakes show ID`` side by side, interleaved in one
+run, median of N runs each, and their ratios to ``python -c pass`` (target of
+issue #9: at most 2 times). Wall time, and the CPU time of the process
+(user + system), which the other load of a shared machine disturbs less.
+
 Usage: python benchmarks/bench_start.py [--runs 200] [--cli-runs 10] [--scenario baseline-delivered]
+       python benchmarks/bench_start.py --commands-only [--command-runs 15]
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from mailfakes import catalogue as scenarios
 
 TARGET_START_MS = 5.0
 TARGET_CLI_S = 1.0
+TARGET_COMMAND_RATIO = 2.0
 
 
 def pct(values: list[float], q: float) -> float:
@@ -72,9 +80,55 @@ def bench_cli(scenario_id: str, runs: int) -> list[float]:
         proc.stdout.readline()
         times.append(time.perf_counter() - started)
         proc.send_signal(signal.SIGTERM)
-        if proc.wait(10) != 0:
+        if proc.wait(10) != 128 + signal.SIGTERM:  # the shell's convention, in every command
             raise SystemExit(f"mailfakes serve exited {proc.returncode} after SIGTERM")
     return times
+
+
+def timed_run(argv: list[str]) -> tuple[float, float]:
+    """(wall, CPU) seconds of one run of argv to its exit, output discarded."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}")
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def bench_commands(scenario_id: str, runs: int) -> None:
+    """python -c pass, mailfakes list and show, interleaved so that they share the machine's load."""
+    commands = {
+        "python -c pass": [sys.executable, "-c", "pass"],
+        "mailfakes list": [sys.executable, "-m", "mailfakes", "list"],
+        f"mailfakes show {scenario_id}": [sys.executable, "-m", "mailfakes", "show", scenario_id],
+    }
+    for argv in commands.values():  # warm-up: the page cache and the .pyc files
+        timed_run(argv)
+    wall: dict[str, list[float]] = {name: [] for name in commands}
+    cpu: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, argv in commands.items():
+            w, c = timed_run(argv)
+            wall[name].append(w)
+            cpu[name].append(c)
+    base_wall = statistics.median(wall["python -c pass"])
+    base_cpu = statistics.median(cpu["python -c pass"])
+    print(
+        f"commands, median of {runs} interleaved runs each "
+        f"(target <= {TARGET_COMMAND_RATIO:g}x python -c pass):"
+    )
+    for name in commands:
+        mw, mc = statistics.median(wall[name]), statistics.median(cpu[name])
+        ratio = mw / base_wall
+        verdict = (
+            "" if name == "python -c pass" else (" OK" if ratio <= TARGET_COMMAND_RATIO else " OVER TARGET")
+        )
+        print(
+            f"  {name:<36} wall {mw * 1000:6.1f} ms ({ratio:4.2f}x)  "
+            f"cpu {mc * 1000:6.1f} ms ({mc / base_cpu:4.2f}x){verdict}"
+        )
 
 
 def main() -> None:
@@ -84,7 +138,15 @@ def main() -> None:
     parser.add_argument(
         "--scenario", default="baseline-delivered", help="scenario to start (default: baseline-delivered)"
     )
+    parser.add_argument(
+        "--commands", action="store_true", help="also time python -c pass, mailfakes list and show"
+    )
+    parser.add_argument("--commands-only", action="store_true", help="only time the commands")
+    parser.add_argument("--command-runs", type=int, default=15, help="runs of each command (default 15)")
     args = parser.parse_args()
+    if args.commands_only:
+        bench_commands(args.scenario, args.command_runs)
+        return
 
     s = scenarios.get(args.scenario)
     tls_hosts = sum(1 for h in s.world.hosts if h.kind == "smtp" and h.smtp.uses_tls)
@@ -108,6 +170,8 @@ def main() -> None:
         f"max {max(c) * 1000:.0f} ms "
         f"over {args.cli_runs} runs (target <= {TARGET_CLI_S * 1000:.0f} ms: {verdict})"
     )
+    if args.commands:
+        bench_commands(args.scenario, args.command_runs)
 
 
 if __name__ == "__main__":

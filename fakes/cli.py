@@ -1,37 +1,45 @@
 """The ``mailfakes`` command: list, show and serve the scenario catalogue.
 
 Exit status: 0 on success, 2 on a usage or configuration error (unknown
-scenario, bad flag, port in use), with one clear line on stderr.
+scenario, bad flag, port in use), with one clear line on stderr; 128 plus
+the signal's number when a signal stops a command (130 for Ctrl-C, 143 for
+SIGTERM), the same in every command.
+
+Only the command that runs is imported: ``list`` and ``show`` must not pay
+for aiosmtpd, dnslib, OpenSSL and certificate tooling.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
-import shutil
+import re
 import signal
-import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
-from .check import PLACEHOLDERS as PLACEHOLDER_NAMES
+from . import __version__
 from .codes import PROFILES as PROFILE_CHOICES
-from .netns import INSIDE_FLAG as INSIDE
-from .readers import READERS as READER_NAMES
 from .spec import SpecError
 
 if TYPE_CHECKING:
     from .world import World
 
 LANGS = ("en", "fr")
+T = TypeVar("T")
 
 
 class UsageError(Exception):
     """A mistake of the user's: reported on one line, exit status 2."""
+
+
+class Interrupted(BaseException):
+    """A signal stops the command: unwinds like KeyboardInterrupt, exit 128 + its number."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -286,12 +294,14 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         if world is not None:
             world.stop()
         if resolver_dir is not None:
-            shutil.rmtree(resolver_dir, ignore_errors=True)
+            _remove(resolver_dir)
     return 0
 
 
 def _run_inside(command: list[str], scenario: Any, world: Any, stop: threading.Event) -> int:
     """Run the user's command next to a served world; its exit status is ours."""
+    import subprocess
+
     from .check import environment, facts, substitute
     from .netns import die_with_parent
 
@@ -314,6 +324,12 @@ def _run_inside(command: list[str], scenario: Any, world: Any, stop: threading.E
             break
     status = proc.wait()
     return 128 - status if status < 0 else status  # killed by a signal: the shell's convention
+
+
+def _remove(directory: str) -> None:
+    import shutil
+
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def _reexec(args: argparse.Namespace) -> int:
@@ -352,7 +368,10 @@ def cmd_deliver(args: argparse.Namespace, out: TextIO) -> int:
             world = World(s.world, runtime=runtime).start()
             try:
                 extra = {"require_tls": False} if args.opportunistic else {}
-                report = deliver_scenario(s, world, profile=args.profile, timeout=args.timeout, **extra)
+                call = functools.partial(
+                    deliver_scenario, s, world, profile=args.profile, timeout=args.timeout, **extra
+                )
+                report = _unless_stopped(args.stop, call)
             finally:
                 world.stop()
             expected = s.code_for(args.profile)
@@ -415,7 +434,6 @@ def _check(args: argparse.Namespace, chosen: list[Any], read: Any, out: TextIO) 
         with Runtime() as runtime:
             for i, s in enumerate(chosen, 1):
                 if args.stop.is_set():
-                    print("mailfakes check: interrupted", file=sys.stderr)
                     break
                 world = World(
                     s.world,
@@ -440,6 +458,8 @@ def _check(args: argparse.Namespace, chosen: list[Any], read: Any, out: TextIO) 
                     raise UsageError(str(exc)) from None
                 finally:
                     world.stop()
+                if args.stop.is_set():
+                    break  # the client was killed: its outcome says nothing about it
                 results.append(r)
                 mark = "ok" if r.verdict == "pass" else "FAIL"
                 print(
@@ -451,7 +471,14 @@ def _check(args: argparse.Namespace, chosen: list[Any], read: Any, out: TextIO) 
                 )
     finally:
         if resolver_dir is not None:
-            shutil.rmtree(resolver_dir, ignore_errors=True)
+            _remove(resolver_dir)
+    if args.stop.is_set():
+        # No matrix and no report files: a partial run must not read as a verdict.
+        print(
+            f"mailfakes check: interrupted after {len(results)} of {len(chosen)} scenario(s)",
+            file=sys.stderr,
+        )
+        return 1
     if apply_control(results):
         print("mailfakes check: the client fails the healthy baseline: passes are void", file=sys.stderr)
     out.write(matrix(results))
@@ -476,6 +503,8 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError(f"cannot write {args.html}: its directory is missing or not writable")
     player = Player(out, lang=args.lang, pace=args.pace, step=args.step, timeout=args.timeout, stop=args.stop)
     results = player.play_all(chosen)
+    if args.stop.is_set():
+        return 1  # main turns a stop into the signal's exit status
     if args.html:
         with open(args.html, "w", encoding="utf-8") as f:
             f.write(render_html(results, args.lang))
@@ -563,12 +592,15 @@ def cmd_send(args: argparse.Namespace, out: TextIO) -> int:
             _loopback_only(f"{answer.name} (resolved through {args.dns_host}:{args.dns_port})", value)
 
     client.resolver.observer = loopback_answers
-    report = client.deliver(
-        smart_host=args.smart_host,
-        mail_domain=domain,
-        mail_from=args.mail_from,
-        rcpt_to=rcpt_to,
-        smart_host_ip=smart_host_ip,
+    report = _unless_stopped(
+        args.stop,
+        lambda: client.deliver(
+            smart_host=args.smart_host,
+            mail_domain=domain,
+            mail_from=args.mail_from,
+            rcpt_to=rcpt_to,
+            smart_host_ip=smart_host_ip,
+        ),
     )
     out.write(json.dumps(report.as_dict(), ensure_ascii=False) + "\n" if args.json else report.line() + "\n")
     if args.verbose:
@@ -590,14 +622,30 @@ def _loopback_only(what: str, address: str) -> None:
 # -- entry point ----------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; given the ``command`` about to run, only what it needs is imported.
+
+    The readers (and OpenSSL with them) are imported only to build ``check``.
+    """
+    placeholder_names: Sequence[str] = ()
+    reader_names: Sequence[str] | None = None
+    inside = ""  # the hidden flag of the process inside a namespace: serve and check only
+    if command in (None, "serve", "check"):
+        from .netns import INSIDE_FLAG as inside
+    if command in (None, "check"):
+        from .check import PLACEHOLDERS
+        from .readers import READERS
+
+        placeholder_names, reader_names = PLACEHOLDERS, sorted(READERS)
     p = _Parser(
         prog="mailfakes",
         description="Fake DNS and SMTP servers on loopback that reproduce every cause of the Exchange "
         "Online mail flow intelligence codes (4.4.312 to 4.7.320), so a delivery client can be "
         "checked to report the right one.",
-        epilog="Run 'mailfakes COMMAND --help' for a command's options.",
+        epilog="Run 'mailfakes COMMAND --help' for a command's options. Ctrl-C or SIGTERM stops any "
+        "command at once, with exit status 130 or 143.",
     )
+    p.add_argument("--version", action="version", version=f"mailfakes {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     pl = sub.add_parser("list", help="list the scenarios of the catalogue")
@@ -615,7 +663,8 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="serve one scenario on loopback until Ctrl-C or SIGTERM",
         description="Start the scenario's world (DNS, SMTP hosts, certificates) on loopback, print how "
-        "to reach it, and serve until SIGINT or SIGTERM; then stop cleanly and exit 0.",
+        "to reach it, and serve until SIGINT or SIGTERM; then stop cleanly and exit 130 (SIGINT) or "
+        "143 (SIGTERM).",
     )
     pv.add_argument("id", metavar="ID", help="scenario id (see 'mailfakes list')")
     pv.add_argument(
@@ -640,7 +689,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve inside a private network namespace (DNS on 127.0.0.1:53, SMTP on port 25, a private "
         "resolv.conf) and run COMMAND there: serve ID --netns -- COMMAND",
     )
-    pv.add_argument(INSIDE, action="store_true", help=argparse.SUPPRESS)
+    if inside:
+        pv.add_argument(inside, action="store_true", help=argparse.SUPPRESS)
     pv.add_argument(
         "--follow",
         action="store_true",
@@ -670,7 +720,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run any delivery client against scenarios and grade the codes it reports",
         usage="mailfakes check [IDS...] [options] -- COMMAND [ARGS...]",
         description="For each selected scenario: serve it, run COMMAND once with placeholders substituted "
-        "({" + "} {".join(PLACEHOLDER_NAMES) + "}; the same values in MAILFAKES_* environment "
+        "({" + "} {".join(placeholder_names) + "}; the same values in MAILFAKES_* environment "
         "variables), read the code the client reported and compare it with the scenario's expected code. "
         "A right code for the wrong reason (by what the fakes saw) fails. The healthy baseline runs too, "
         "as a control: when the client fails it, its passes on failure scenarios are VOID. "
@@ -687,7 +737,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the worlds and the client in a private network namespace: DNS on 127.0.0.1:53 through "
         "/etc/resolv.conf, SMTP on port 25 (needs root or unprivileged user namespaces)",
     )
-    pc.add_argument(INSIDE, action="store_true", help=argparse.SUPPRESS)
+    if inside:
+        pc.add_argument(inside, action="store_true", help=argparse.SUPPRESS)
     pc.add_argument(
         "--port", type=_port, default=0, help="SMTP port (default: 25 with --netns, else ephemeral)"
     )
@@ -701,7 +752,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="kill the client after this long (default: 60 s)",
     )
     how = pc.add_mutually_exclusive_group()
-    how.add_argument("--reader", choices=sorted(READER_NAMES), help="read the outcome of a known client")
+    how.add_argument("--reader", choices=reader_names, help="read the outcome of a known client")
     how.add_argument(
         "--code-regex", metavar="RE", help="read the code with this regex (group 1, or the match)"
     )
@@ -753,7 +804,7 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--port", type=_port, default=25, help="SMTP port (default: 25)")
     pe.add_argument("--dns-host", default="127.0.0.1", metavar="ADDR", help="DNS server (default: 127.0.0.1)")
     pe.add_argument("--dns-port", type=_port, default=53, help="DNS port (default: 53)")
-    pe.add_argument("--ca-file", metavar="PEM", help="CA to trust (default: the system's)")
+    pe.add_argument("--ca-file", metavar="PEM", type=_ca_file, help="CA to trust (default: the system's)")
     pe.add_argument("--mail-from", default="sender@fabrikam.test", metavar="ADDR")
     pe.add_argument("--rcpt-to", action="append", metavar="ADDR", help="recipient (repeatable)")
     pe.add_argument(
@@ -832,34 +883,127 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    raw = list(sys.argv[1:] if argv is None else argv)
-    # For check and serve, everything after the first "--" is the user's command.
-    command_argv: list[str] = []
-    if raw[:1] in (["check"], ["serve"]) and "--" in raw:
-        at = raw.index("--")
-        raw, command_argv = raw[:at], raw[at + 1 :]
-    args = build_parser().parse_args(raw)
-    args.command_argv = command_argv
-    args.raw_argv = [a for a in raw if a != INSIDE] + (["--", *command_argv] if command_argv else [])
-    if not hasattr(args, "inside_netns"):
-        args.inside_netns = False
-    # A signal that arrives while the world starts must still end in a clean
-    # stop and exit 0: install the handlers before the heavy imports.
-    args.stop = threading.Event()
-    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {sig: signal.signal(sig, lambda *_: args.stop.set()) for sig in signals}
-    from .world import WorldError
+    # Signals first, before parsing and the heavy imports: Ctrl-C or SIGTERM
+    # at any moment ends in the same exit status. Until the command is known
+    # (and in commands with nothing to stop) a signal unwinds at once; a
+    # command that runs a world only sees ``stop`` set and stops cleanly.
+    stop = threading.Event()
+    received: list[int] = []
+    unwind = [True]
 
+    def on_signal(signum: int, frame: object) -> None:
+        if not received:
+            received.append(signum)
+        stop.set()
+        if unwind[0]:
+            raise Interrupted(signum)
+
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, on_signal) for sig in signals}
+    command = "?"
+    status = 1
     try:
-        return COMMANDS[args.command](args, sys.stdout)
-    except (UsageError, WorldError, SpecError) as exc:
-        print(f"mailfakes {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        raw = list(sys.argv[1:] if argv is None else argv)
+        # For check and serve, everything after the first "--" is the user's command.
+        command_argv: list[str] = []
+        if raw[:1] in (["check"], ["serve"]) and "--" in raw:
+            at = raw.index("--")
+            raw, command_argv = raw[:at], raw[at + 1 :]
+        args = build_parser(raw[0] if raw else None).parse_args(raw)
+        command = args.command
+        args.command_argv = command_argv
+        if hasattr(args, "inside_netns"):  # serve and check: what a re-run in a namespace is given
+            from .netns import INSIDE_FLAG
+
+            args.raw_argv = [a for a in raw if a != INSIDE_FLAG] + (
+                ["--", *command_argv] if command_argv else []
+            )
+        else:
+            args.inside_netns = False
+        args.stop = stop
+        unwind[0] = command in INSTANT_COMMANDS
+        status = COMMANDS[command](args, sys.stdout)
+    except Interrupted:
+        pass
+    except Exception as exc:
+        if not _is_user_error(exc):
+            raise
+        print(f"mailfakes {command}: error: {_cli_words(str(exc))}", file=sys.stderr)
+        status = 2
     except BrokenPipeError:
-        return 0
+        status = 0
     finally:
+        unwind[0] = False  # a second signal must not cut the restoring short
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    return 128 + received[0] if received else status
+
+
+# Commands with nothing to stop cleanly: a signal unwinds them at once.
+INSTANT_COMMANDS = frozenset({"list", "show", "validate"})
+
+# What the library says to a Python caller, and what the same thing is called
+# on the command line.
+_CLI_WORDS = (
+    (re.compile(r"\ballow_non_loopback=True\b"), "--allow-non-loopback"),
+    (re.compile(r"^subnet\b"), "--subnet"),
+    (re.compile(r"^dns_host\b"), "--dns-host"),
+)
+
+
+def _cli_words(message: str) -> str:
+    for keyword, flag in _CLI_WORDS:
+        message = keyword.sub(flag, message)
+    return message
+
+
+def _is_user_error(exc: Exception) -> bool:
+    if isinstance(exc, (UsageError, SpecError)):
+        return True
+    # Not imported to check: a WorldError cannot come from a command that never loaded the world.
+    world = sys.modules.get(f"{__package__}.world")
+    return world is not None and isinstance(exc, world.WorldError)
+
+
+def _unless_stopped(stop: threading.Event, call: Callable[[], T]) -> T:
+    """``call()`` in a worker thread, abandoned at once when ``stop`` is set.
+
+    For the reference client, whose blocking reads honour only their own
+    timeouts: Ctrl-C must not wait for them. The worker is a daemon and holds
+    no listener, so leaving it to die with the process leaks nothing.
+    """
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as exc:  # carried to the caller's thread
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="mailfakes-client", daemon=True).start()
+    while not done.wait(0.1):  # the bound on how late a stop is seen
+        if stop.is_set():
+            raise Interrupted()
+    if "error" in box:
+        raise box["error"]
+    value: T = box["value"]
+    return value
+
+
+def _ca_file(path: str) -> str:
+    """--ca-file: a readable file of PEM CA certificates, checked before any connection."""
+    import ssl
+
+    try:
+        ssl.create_default_context(cafile=path)
+    except ssl.SSLError:  # before OSError, of which it is a kind
+        raise argparse.ArgumentTypeError(f"{path} holds no PEM CA certificate") from None
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return path
 
 
 if __name__ == "__main__":

@@ -102,7 +102,7 @@ def test_serve_json_prints_one_line_once_ready_then_stops_on_sigterm(serve):
     c.close()
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=10)
-    assert proc.returncode == 0
+    assert proc.returncode == 143  # 128 + SIGTERM, as in every command
     assert out == ""  # nothing after the one JSON line
     assert "serving tls-cert-expired" in err  # human output went to stderr
     assert not os.path.exists(info["ca_file"])
@@ -118,7 +118,7 @@ def test_serve_codes_for_success_and_other_scenarios(serve):
         assert info["code"] == s.server_code
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=10)
-        assert proc.returncode == 0
+        assert proc.returncode == 130  # 128 + SIGINT
 
 
 def test_serve_mx_scenario_has_no_smart_host(serve):
