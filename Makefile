@@ -9,7 +9,7 @@ DEMO_ARGS ?=
 PORT   ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint demo serve bench bench-start bench-plugin bench-catalogue bench-dns clean readme-table
+.PHONY: venv test lint demo serve bench bench-start bench-plugin bench-catalogue bench-dns bench-memory clean readme-table
 
 venv: $(STAMP)
 
@@ -39,7 +39,7 @@ BENCH_ARGS ?=
 # Start-up figures (issue 2), the plugin against smtpdfix and a bare aiosmtpd
 # Controller, and the whole catalogue through the reference client (issue 3).
 # bench-plugin installs smtpdfix into .bench/site the first time (needs PyPI).
-bench: bench-start bench-plugin bench-catalogue bench-dns
+bench: bench-start bench-plugin bench-catalogue bench-dns bench-memory
 
 bench-start: $(STAMP)
 	$(BIN)/python benchmarks/bench_start.py
@@ -52,6 +52,9 @@ bench-catalogue: $(STAMP)
 
 bench-dns: $(STAMP)
 	$(BIN)/python benchmarks/bench_dns.py $(BENCH_ARGS)
+
+bench-memory: $(STAMP)
+	$(BIN)/python benchmarks/bench_memory.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .bench .pytest_cache .mypy_cache .ruff_cache *.egg-info
