@@ -20,7 +20,6 @@ import sys
 import tracemalloc
 
 from aiosmtpd.controller import Controller
-
 from mailfakes import Limits, World
 
 
