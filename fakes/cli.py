@@ -177,7 +177,8 @@ def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
         "en": ("Cause", "Fix", "Expected codes", "World", "Target"),
         "fr": ("Cause", "Correction", "Codes attendus", "Monde", "Cible"),
     }[lang]
-    w(f"{label[0]}:\n{_wrap(s.cause[lang])}\n\n{label[1]}:\n{_wrap(s.fix[lang])}\n\n")
+    if s.cause[lang] or s.fix[lang]:  # a user's own scenario may have no explanation
+        w(f"{label[0]}:\n{_wrap(s.cause[lang])}\n\n{label[1]}:\n{_wrap(s.fix[lang])}\n\n")
     w(f"{label[2]}:\n")
     for profile in ("eop", "eop-observed", "rfc3463", "postfix"):
         w(f"  {profile:<13} {s.code_for(profile)}\n")
