@@ -107,10 +107,10 @@ RESERVED_TLD: Final = "test"
 
 
 def _catalogue_dir() -> Path:
-    # Installed, the TOML files are the package data of mailfakes.scenarios
+    # Installed, the TOML files are the package data of mailfakes.scenario_files
     # (the scenarios/ folder); from a source tree, that folder is next to ours.
     try:
-        return Path(str(resources.files("mailfakes.scenarios")))
+        return Path(str(resources.files("mailfakes.scenario_files")))
     except ModuleNotFoundError:
         return Path(__file__).resolve().parent.parent / "scenarios"
 
