@@ -81,7 +81,12 @@ def classify(exc: BaseException) -> Failure | None:
 
     Handles what :mod:`smtplib`, aiosmtplib, :mod:`ssl`, :mod:`socket`
     (``gaierror``, ``OSError`` and its subclasses) and dnspython raise, and
-    anything that wraps one of them.
+    anything that wraps one of them. Example::
+
+        try:
+            smtplib.SMTP(ip, port, timeout=2)
+        except OSError as exc:
+            failure = classify(exc)   # Failure(cls='refused', detail='refused', ...)
     """
     for step in (_direct, _fallback):
         for candidate in _chain(exc):

@@ -30,6 +30,14 @@ EventKind = Literal[
 
 @dataclass(frozen=True)
 class Event:
+    """One thing a world saw: a DNS query, a connection, an SMTP line, a fault, an error.
+
+    Example::
+
+        for event in world.events.events("fault"):
+            print(event)   # [fault] mail.contoso.test: cut (rst) after 23 bytes of message content
+    """
+
     kind: EventKind
     host: str
     text: str
@@ -45,6 +53,13 @@ Subscriber = Callable[[Event], None]
 
 class EventLog:
     """A thread-safe, append-only list of events with live subscribers.
+
+    Example::
+
+        unsubscribe = world.events.subscribe(lambda event: print(event))
+        ...
+        unsubscribe()
+        assert world.events.errors() == []
 
     Subscribers run in the thread that emits (the world's loop): they must
     be quick and must not raise; an exception from one is recorded as an

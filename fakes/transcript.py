@@ -43,7 +43,14 @@ class Line:
 
 @dataclass
 class Transcript:
-    """One session (one TCP connection) to one host of a world."""
+    """One session (one TCP connection) to one host of a world.
+
+    Example::
+
+        [t] = world.sessions
+        assert t.ended_by == "server-rst" and "DATA" in t.client_lines()
+        print(t.text())   # both directions, with the fake's notes
+    """
 
     session_id: int
     host: str
@@ -101,7 +108,13 @@ class Transcript:
 
 @dataclass(frozen=True)
 class Message:
-    """A message the fake accepted (replied 2xx to the final dot, or kept before a cut)."""
+    """A message the fake accepted (replied 2xx to the final dot, or kept before a cut).
+
+    Example::
+
+        [m] = world.messages
+        assert m.rcpt_tos == ("user@contoso.test",) and m.replied
+    """
 
     host: str
     session_id: int
@@ -119,7 +132,11 @@ class Limits:
     The defaults hold a ``serve`` left running for a week flat in memory
     while keeping far more than any test looks at. Ask for more (or less)
     with ``World(spec, limits=Limits(sessions=100_000))``; what was let go
-    is in ``World.dropped``.
+    is in ``World.dropped``. Example::
+
+        world = World(spec, limits=Limits(sessions=100_000, messages=10_000))
+        ...
+        print(world.dropped)   # {} until a limit is reached
     """
 
     sessions: int = 10_000  # transcripts kept (one per TCP connection)
