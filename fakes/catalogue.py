@@ -38,18 +38,16 @@ by default, cached), :func:`get` and :func:`select` pick scenarios from it.
 
 from __future__ import annotations
 
-import difflib
-import fnmatch
+import contextlib
 import functools
+import marshal
 import os
 import re
-import tomllib
+import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .codes import EOP_TITLES as EOP_TITLES
 from .codes import PROFILES as PROFILES
@@ -60,11 +58,15 @@ from .spec import (
     WorldSpec,
     check_name,
     enhanced_ok,
+    frozen,
     local_part_ok,
     name_ok,
     normalize_name,
     parse_world,
 )
+
+if TYPE_CHECKING:
+    import tomllib
 
 __all__ = [
     "ALTERNATE_PROFILES",
@@ -109,10 +111,18 @@ RESERVED_TLD: Final = "test"
 def _catalogue_dir() -> Path:
     # Installed, the TOML files are the package data of mailfakes.scenario_files
     # (the scenarios/ folder); from a source tree, that folder is next to ours.
+    # Those two plain places are looked at first: importlib.resources costs a
+    # few milliseconds to import, and `mailfakes list` must start fast.
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "scenario_files", here.parent / "scenarios"):
+        if (candidate / "__init__.py").is_file():
+            return candidate
+    from importlib import resources
+
     try:
         return Path(str(resources.files("mailfakes.scenario_files")))
     except ModuleNotFoundError:
-        return Path(__file__).resolve().parent.parent / "scenarios"
+        return here.parent / "scenarios"
 
 
 CATALOGUE_DIR: Final = _catalogue_dir()
@@ -151,6 +161,8 @@ class UnknownScenario(KeyError):
     """No scenario has this id (or no id matches this glob); suggests close matches."""
 
     def __init__(self, name: str, known: Iterable[str]) -> None:
+        import difflib  # only on a miss: a few milliseconds off every start
+
         ids = list(known)
         close = [i for i in ids if name and name in i]
         close += [i for i in difflib.get_close_matches(name, ids, n=5, cutoff=0.6) if i not in close]
@@ -169,7 +181,7 @@ class UnknownScenario(KeyError):
         return self.message
 
 
-@dataclass(frozen=True)
+@frozen
 class Target:
     """What the delivery client is told: where to deliver, and with what envelope."""
 
@@ -181,7 +193,7 @@ class Target:
     rcpt_to: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@frozen
 class Scenario:
     """One catalogue entry: the expected codes, the explanation, the target and the world."""
 
@@ -550,17 +562,22 @@ def load_file(path: str | os.PathLike[str], *, own: bool = True) -> Scenario:
         scenario = load_file("tests/scenarios/my-relay-refuses.toml")
     """
     p = Path(path)
-    where = _where(p)
-    raw = p.read_bytes()
+    return _parsed(_read_toml(p, _where(p)), _where(p), p, own=own)
+
+
+def _read_toml(path: Path, where: str) -> dict[str, Any]:
+    """The TOML data of one file, or the ScenarioError of a file that is not UTF-8 TOML."""
+    import tomllib  # not needed when the catalogue's decoded files are cached
+
+    raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ScenarioError(where, "(file)", raw[e.start : e.end], "a UTF-8 text file") from None
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise _syntax_error(where, e, text) from None
-    return _parsed(data, where, p, own=own)
 
 
 def _parsed(data: Mapping[str, Any], where: str, path: Path | None, *, own: bool) -> Scenario:
@@ -611,12 +628,76 @@ def _sort_key(s: Scenario) -> tuple[int, str]:
     return (CODES.index(s.code), s.id)
 
 
-def _load_dir(directory: Path, *, own: bool = True) -> dict[str, Scenario]:
+# The package's catalogue keeps the decoded TOML of its files (never a parsed
+# Scenario) in its __pycache__, each file's entry valid while its size and
+# mtime stay the same: decoding is most of what `mailfakes list` would spend
+# (and importing tomllib most of `show`), and every check of parse_scenario
+# still runs on every load. Never used for a directory of yours; not written
+# under PYTHONDONTWRITEBYTECODE, as Python's own .pyc files.
+_CACHE_NAME: Final = f"catalogue.{sys.implementation.cache_tag}.marshal"
+_CACHE_FORMAT: Final = 1
+
+_Decoded = dict[str, tuple[int, int, dict[str, Any]]]  # path -> (size, mtime_ns, data)
+
+
+def _cache_file() -> Path:
+    return CATALOGUE_DIR / "__pycache__" / _CACHE_NAME
+
+
+def _read_cache() -> _Decoded:
+    try:
+        version, entries = marshal.loads(_cache_file().read_bytes())
+    except (OSError, EOFError, ValueError, TypeError):
+        return {}
+    if version != _CACHE_FORMAT or not isinstance(entries, dict):
+        return {}
+    return entries
+
+
+def _write_cache(entries: _Decoded) -> None:
+    if sys.dont_write_bytecode:
+        return
+    cache = _cache_file()
+    try:
+        blob = marshal.dumps((_CACHE_FORMAT, entries))
+    except ValueError:  # a TOML date or time: marshal cannot keep it, so nothing is cached
+        return
+    tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+    try:
+        cache.parent.mkdir(exist_ok=True)
+        tmp.write_bytes(blob)
+        os.replace(tmp, cache)  # readers see the old cache or the new one, never half of one
+    except OSError:  # a read-only installation: it just starts a little slower
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
+def _decode(path: Path, entries: _Decoded) -> tuple[dict[str, Any], bool]:
+    """The TOML data of ``path``, from ``entries`` if still valid; and whether it was decoded anew."""
+    st = path.stat()
+    entry = entries.get(str(path))
+    if entry is not None and entry[0] == st.st_size and entry[1] == st.st_mtime_ns:
+        return entry[2], False
+    data = _read_toml(path, _where(path))  # a file that does not decode raises: nothing cached
+    entries[str(path)] = (st.st_size, st.st_mtime_ns, data)
+    return data, True
+
+
+def _load_dir(directory: Path, *, own: bool = True, cached: bool = False) -> dict[str, Scenario]:
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: not a scenario directory")
+    files = _scenario_files(directory)
+    entries = _read_cache() if cached else {}
+    decoded: dict[str, dict[str, Any]] = {}
+    fresh = False
+    for path in files:
+        decoded[str(path)], new = _decode(path, entries)
+        fresh = fresh or new
+    if cached and (fresh or len(entries) != len(files)):
+        _write_cache({str(p): entries[str(p)] for p in files})
     seen: dict[str, Scenario] = {}
-    for path in _scenario_files(directory):
-        s = load_file(path, own=own)
+    for path in files:
+        s = _parsed(decoded[str(path)], _where(path), path, own=own)
         if s.id in seen:
             raise ScenarioError(
                 _where(path),
@@ -630,7 +711,7 @@ def _load_dir(directory: Path, *, own: bool = True) -> dict[str, Scenario]:
 
 @functools.cache
 def _default_catalogue() -> tuple[Scenario, ...]:
-    return tuple(_load_dir(CATALOGUE_DIR, own=False).values())
+    return tuple(_load_dir(CATALOGUE_DIR, own=False, cached=True).values())
 
 
 def load_catalogue(directory: str | os.PathLike[str] | None = None) -> dict[str, Scenario]:
@@ -647,14 +728,33 @@ def load_catalogue(directory: str | os.PathLike[str] | None = None) -> dict[str,
     return _load_dir(Path(directory))
 
 
+@functools.cache
+def _get_one(path: Path) -> Scenario:
+    entries = _read_cache()
+    data, _ = _decode(path, entries)  # a new entry waits for the next load of the whole catalogue
+    return _parsed(data, _where(path), path, own=False)
+
+
 def clear_cache() -> None:
     """Forget the cached default catalogue (after editing its files)."""
     _default_catalogue.cache_clear()
+    _get_one.cache_clear()
 
 
 def get(scenario_id: str, catalogue: Mapping[str, Scenario] | None = None) -> Scenario:
-    """The scenario with this id; UnknownScenario (a KeyError) suggests close ids."""
-    cat = load_catalogue() if catalogue is None else catalogue
+    """The scenario with this id; UnknownScenario (a KeyError) suggests close ids.
+
+    From the package's catalogue, only the file ``<id>.toml`` is read and
+    checked when the catalogue is not loaded yet (every file is read on a miss,
+    to suggest close ids).
+    """
+    if catalogue is None:
+        if _default_catalogue.cache_info().currsize == 0 and _ID_RE.fullmatch(scenario_id):
+            path = CATALOGUE_DIR / f"{scenario_id}.toml"
+            if path.is_file():
+                return _get_one(path)
+        catalogue = load_catalogue()
+    cat = catalogue
     try:
         return cat[scenario_id]
     except KeyError:
@@ -673,6 +773,8 @@ def select(
     matches nothing raises UnknownScenario. ``code`` matches the scenario's
     ``code`` (``4.4.312``, ``other``, ...) or its expected code (``5.1.1``).
     """
+    import fnmatch
+
     cat = load_catalogue() if catalogue is None else catalogue
     if isinstance(ids_or_globs, str):
         ids_or_globs = (ids_or_globs,)

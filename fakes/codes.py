@@ -10,8 +10,9 @@ line, a log, an SMTP reply, an exception).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Final, Literal, get_args
+
+from .spec import frozen
 
 FailureClass = Literal[
     "dns",  # 4.4.312 the DNS query failed
@@ -58,7 +59,7 @@ CERT_MESSAGES: Final[dict[str, str]] = {
 }
 
 
-@dataclass(frozen=True)
+@frozen
 class Failure:
     """What went wrong (or right) in one delivery attempt, independent of any profile.
 
