@@ -25,11 +25,16 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .codes import CONTROL_SCENARIO, code_for, first_enhanced_code
+from .facts import ClientFacts
 from .readers import READERS
 from .witness import observe
+
+if TYPE_CHECKING:
+    from .catalogue import Scenario
+    from .world import World
 
 PLACEHOLDERS = (
     "smart_host",
@@ -73,7 +78,7 @@ class CheckResult:
     expects_failure: bool = True
 
 
-def with_control(chosen: Sequence[Any], *, control: bool = True) -> list[Any]:
+def with_control(chosen: Sequence[Scenario], *, control: bool = True) -> list[Scenario]:
     """The selection plus the healthy baseline, when it holds a failure scenario and not the baseline."""
     from . import catalogue as scenarios
 
@@ -100,36 +105,12 @@ def apply_control(results: list[CheckResult]) -> int:
     return voided
 
 
-def facts(scenario: Any, world: Any, timeout: float) -> dict[str, str]:
-    """The placeholder values for one served scenario."""
-    t = scenario.target
-    smart = t.smart_host
-    if smart and t.connect_by_ip:
-        ip = smart = world.address_of(smart)
-    elif smart and smart in world.hosts:
-        ip = world.address_of(smart)
-    else:
-        ip = next(iter(world.hosts.values()), "")
-    return {
-        "smart_host": smart or "",
-        "mail_domain": t.mail_domain,
-        "port": str(world.port),
-        "ip": ip,
-        "dns_host": world.dns_host,
-        "dns_port": str(world.dns_port),
-        "ca_file": str(world.ca_file),
-        "mail_from": t.mail_from,
-        "rcpt_to": t.rcpt_to[0] if t.rcpt_to else f"user@{t.mail_domain}",
-        "timeout": f"{timeout:g}",
-    }
-
-
 def substitute(command: Sequence[str], values: dict[str, str]) -> list[str]:
     """Replace ``{name}`` placeholders; other braces are left alone."""
     return [_PLACEHOLDER.sub(lambda m: values[m.group(1)], arg) for arg in command]
 
 
-def environment(values: dict[str, str], scenario: Any, expected: str) -> dict[str, str]:
+def environment(values: dict[str, str], scenario: Scenario, expected: str) -> dict[str, str]:
     env = dict(os.environ)
     for key, value in values.items():
         env[f"MAILFAKES_{key.upper()}"] = value
@@ -190,8 +171,8 @@ def make_reader(reader: str | None, code_regex: str | None, profile: str) -> Rea
 
 
 def run_one(
-    scenario: Any,
-    world: Any,
+    scenario: Scenario,
+    world: World,
     command: Sequence[str],
     *,
     profile: str,
@@ -200,7 +181,7 @@ def run_one(
     read: Read,
     stop: threading.Event | None = None,
 ) -> CheckResult:
-    values = facts(scenario, world, timeout)
+    values = ClientFacts.of(scenario, world).placeholders(timeout)
     argv = substitute(command, values)
     expected = scenario.code_for(profile)
     started = time.monotonic()

@@ -1,626 +1,42 @@
-"""The ``mailfakes`` command: list, show and serve the scenario catalogue.
+"""The ``mailfakes`` command: its parser and a dispatch to the module of each command.
 
 Exit status: 0 on success, 2 on a usage or configuration error (unknown
 scenario, bad flag, port in use), with one clear line on stderr; 128 plus
 the signal's number when a signal stops a command (130 for Ctrl-C, 143 for
 SIGTERM), the same in every command.
 
-Only the command that runs is imported: ``list`` and ``show`` must not pay
-for aiosmtpd, dnslib, OpenSSL and certificate tooling.
+Only the command that runs is imported (:data:`COMMANDS` names its module):
+``list`` and ``show`` must not pay for aiosmtpd, dnslib, OpenSSL and
+certificate tooling. What each command does lives in its module: catalogue
+reading in :mod:`.browse`, serving in :mod:`.serve`, checking in
+:mod:`.check_cmd`, the reference client in :mod:`.deliver_cmd`, the demo in
+:mod:`.demo_cmd`.
 """
 
-from __future__ import annotations
-
 import argparse
-import functools
-import json
-import os
+import importlib
 import re
 import signal
 import sys
-import textwrap
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
+from typing import NoReturn, TextIO
 
 from . import __version__
 from .codes import PROFILES as PROFILE_CHOICES
+from .command import Interrupted, UsageError
 from .spec import SpecError
 
-if TYPE_CHECKING:
-    from .world import World
-
 LANGS = ("en", "fr")
-T = TypeVar("T")
+Command = Callable[[argparse.Namespace, TextIO], int]
 
-
-class UsageError(Exception):
-    """A mistake of the user's: reported on one line, exit status 2."""
-
-
-class Interrupted(BaseException):
-    """A signal stops the command: unwinds like KeyboardInterrupt, exit 128 + its number."""
+__all__ = ["COMMANDS", "Interrupted", "UsageError", "build_parser", "main"]
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One line, not argparse's usage block: the next step is --help.
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
-
-
-def _catalogue() -> Any:
-    from . import catalogue as scenarios
-
-    return scenarios
-
-
-def _select(ids: list[str], code: str | None) -> list[Any]:
-    """Scenarios by id, glob or path to a .toml file (a trainer's own), optionally of one code."""
-    cat = _catalogue()
-    files = [i for i in ids if i.endswith(".toml")]
-    globs = [i for i in ids if not i.endswith(".toml")]
-    chosen = [_load(path) for path in files]
-    try:
-        if globs or not files:
-            chosen += cat.select(globs, code=code)
-        elif code:
-            chosen = [s for s in chosen if code in (s.code, s.expected_code)]
-    except (LookupError, ValueError) as exc:
-        raise UsageError(str(exc.args[0] if exc.args else exc)) from None
-    if not chosen:
-        raise UsageError("no scenario matches")
-    return chosen
-
-
-def _load(path: str) -> Any:
-    try:
-        return _catalogue().load_file(path)
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-
-
-def _get(scenario_id: str) -> Any:
-    cat = _catalogue()
-    if scenario_id.endswith(".toml"):
-        return _load(scenario_id)
-    try:
-        return cat.get(scenario_id)
-    except LookupError as exc:
-        msg = exc.args[0] if exc.args else str(exc)
-        raise UsageError(str(msg)) from None
-
-
-def _code_choices() -> list[str]:
-    return sorted({s.code for s in _catalogue().load_catalogue().values()})
-
-
-# -- list ----------------------------------------------------------------------
-
-
-def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
-    cat = _catalogue()
-    try:
-        items = cat.select(code=args.code) if args.code else list(cat.load_catalogue().values())
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    if args.code and not items:
-        raise UsageError(f"no scenario has code {args.code!r}; codes: {', '.join(_code_choices())}")
-    if args.json:
-        rows = [
-            {
-                "id": s.id,
-                "code": s.expected_code,
-                "class": s.code,
-                "title": s.title[args.lang],
-                "smart_host": s.target.smart_host,
-                "mail_domain": s.target.mail_domain,
-            }
-            for s in items
-        ]
-        out.write(json.dumps(rows, ensure_ascii=False) + "\n")
-        return 0
-    width = max(len(s.id) for s in items)
-    for s in items:
-        out.write(f"{s.id:<{width}}  {s.expected_code:<8}  {s.title[args.lang]}\n")
-    return 0
-
-
-# -- show ----------------------------------------------------------------------
-
-
-def describe_world(scenario: Any) -> list[str]:
-    """Readable lines about a scenario's world (names, records, faults)."""
-    world = scenario.world
-    lines = [f"zone {world.zone}"]
-    for h in world.hosts:
-        what = h.kind
-        if h.kind == "smtp":
-            plan = h.smtp
-            bits = [f"tls={plan.tls}"]
-            if plan.cert != "valid":
-                bits.append(f"cert={plan.cert}")
-            if plan.greeting:
-                bits.append(f"greeting='{plan.greeting.line()}'")
-            bits += [f"{cmd} -> '{r.line()}'" for cmd, r in plan.replies.items()]
-            if plan.close_at:
-                extra = f" after {plan.close_at.after_bytes} bytes" if plan.close_at.after_bytes else ""
-                bits.append(f"cut {plan.close_at.how.upper()} at {plan.close_at.point}{extra}")
-            if plan.delays_ms:
-                bits.append("delays " + ", ".join(f"{k}={v}ms" for k, v in plan.delays_ms.items()))
-            what += " (" + ", ".join(bits) + ")"
-        elif h.kind == "close_on_accept":
-            what += f" ({h.close.upper()})"
-        if h.schedule:
-            what += f", faulty for the first {h.schedule.fail_first} session(s)"
-        if not h.a_record:
-            what += ", no A record"
-        lines.append(f"host {h.name}: {what}")
-    for r in world.records:
-        prio = f" {r.priority}" if r.type == "MX" else ""
-        lines.append(f"record {r.name} {r.type}{prio} {r.value}")
-    for f in world.dns_faults:
-        types = f" ({', '.join(sorted(f.types))} only)" if f.types else ""
-        extra = f", {f.delay_ms} ms" if f.delay_ms else ""
-        tcp = f", over TCP: {f.tcp}" if f.fault == "truncate" else ""
-        lines.append(f"dns fault on {f.name}: {f.fault}{types}{extra}{tcp}")
-    return lines
-
-
-def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
-    s = _get(args.id)
-    lang = args.lang
-    t = s.target
-    head = f"{s.id}: {s.title[lang]}"
-    w = out.write
-    w(head + "\n" + "=" * len(head) + "\n\n")
-    label = {
-        "en": ("Cause", "Fix", "Expected codes", "World", "Target"),
-        "fr": ("Cause", "Correction", "Codes attendus", "Monde", "Cible"),
-    }[lang]
-    if s.cause[lang] or s.fix[lang]:  # a user's own scenario may have no explanation
-        w(f"{label[0]}:\n{_wrap(s.cause[lang])}\n\n{label[1]}:\n{_wrap(s.fix[lang])}\n\n")
-    w(f"{label[2]}:\n")
-    for profile in ("eop", "eop-observed", "rfc3463", "postfix"):
-        w(f"  {profile:<13} {s.code_for(profile)}\n")
-    w(f"\n{label[4]}:\n")
-    w(
-        f"  smart_host   {t.smart_host or '(none: MX lookup of ' + t.mail_domain + ')'}"
-        f"{' (by IP)' if t.connect_by_ip else ''}\n"
-    )
-    w(f"  mail_domain  {t.mail_domain}\n  require_tls  {str(t.require_tls).lower()}\n")
-    w(f"  mail_from    {t.mail_from}\n  rcpt_to      {', '.join(t.rcpt_to)}\n")
-    w(f"\n{label[3]}:\n")
-    for line in describe_world(s):
-        w(f"  {line}\n")
-    return 0
-
-
-def _wrap(text: str) -> str:
-    return textwrap.fill(" ".join(text.split()), width=78, initial_indent="  ", subsequent_indent="  ")
-
-
-# -- serve ---------------------------------------------------------------------
-
-
-def serve_info(scenario: Any, world: World) -> dict[str, Any]:
-    """What a client needs to reach a served scenario (the ``--json`` line)."""
-    t = scenario.target
-    smart_host = t.smart_host
-    if smart_host is not None and t.connect_by_ip:
-        smart_host = world.address_of(smart_host)
-    return {
-        "scenario": scenario.id,
-        "code": scenario.expected_code,
-        "title": scenario.title["en"],
-        "smart_host": smart_host,
-        "mail_domain": t.mail_domain,
-        "port": world.port,
-        "dns_host": world.dns_host,
-        "dns_port": world.dns_port,
-        "ca_file": str(world.ca_file),
-        "hosts": dict(world.hosts),
-        "require_tls": t.require_tls,
-        "mail_from": t.mail_from,
-        "rcpt_to": list(t.rcpt_to),
-        "expected": {p: scenario.code_for(p) for p in ("eop", "eop-observed", "rfc3463", "postfix")},
-    }
-
-
-def _human_serve(info: dict[str, Any], scenario: Any, out: TextIO, *, interactive: bool = True) -> None:
-    w = out.write
-    w(f"mailfakes: serving {info['scenario']} ({info['code']} {info['title']})\n")
-    for name, ip in info["hosts"].items():
-        w(f"  host {name:<28} {ip}:{info['port']}\n")
-    w(f"  DNS                                {info['dns_host']}:{info['dns_port']} (udp+tcp)\n")
-    w(f"  CA file                            {info['ca_file']}\n")
-    target = info["smart_host"] or f"MX of {info['mail_domain']}"
-    w(
-        f"  deliver to {target}, from {info['mail_from']} to {', '.join(info['rcpt_to'])}"
-        f"{', TLS required' if info['require_tls'] else ''}\n"
-    )
-    w(
-        f"  check DNS: dig @{info['dns_host']} -p {info['dns_port']} "
-        f"{info['smart_host'] or info['mail_domain']} {'A' if info['smart_host'] else 'MX'}\n"
-    )
-    if interactive:
-        w("Press Ctrl-C to stop.\n")
-    out.flush()
-
-
-def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
-    if args.netns and not args.inside_netns:
-        if not args.command_argv:
-            raise UsageError(
-                "serve --netns needs a command to run inside the namespace: serve ID --netns -- COMMAND"
-            )
-        return _reexec(args)
-    from .world import World
-
-    scenario = _get(args.id)
-    resolver_dir = _enter_netns() if args.inside_netns else None
-    world: Any = None
-    stop: threading.Event = args.stop
-    try:
-        world = World(
-            scenario.world,
-            port=args.port if args.port or not args.inside_netns else 25,
-            subnet=args.subnet,
-            dns_host="127.0.0.1" if args.inside_netns else args.dns_host,
-            dns_port=53 if args.inside_netns else args.dns_port,
-            allow_non_loopback=args.allow_non_loopback,
-        )
-        world.start()
-        info = serve_info(scenario, world)
-        if args.json:
-            _human_serve(info, scenario, sys.stderr, interactive=not args.command_argv)
-            out.write(json.dumps(info, ensure_ascii=False) + "\n")
-            out.flush()
-        else:
-            _human_serve(
-                info,
-                scenario,
-                out if not args.command_argv else sys.stderr,
-                interactive=not args.command_argv,
-            )
-        if args.follow:
-            from .demo import follower
-
-            world.events.subscribe(follower(sys.stderr if args.json else out))
-        if args.command_argv:
-            return _run_inside(args.command_argv, scenario, world, stop)
-        while not stop.wait(0.5):
-            pass
-        print("mailfakes: stopping", file=sys.stderr)
-    finally:
-        if world is not None:
-            world.stop()
-        if resolver_dir is not None:
-            _remove(resolver_dir)
-    return 0
-
-
-def _run_inside(command: list[str], scenario: Any, world: Any, stop: threading.Event) -> int:
-    """Run the user's command next to a served world; its exit status is ours."""
-    import subprocess
-
-    from .check import environment, facts, substitute
-    from .netns import die_with_parent
-
-    values = facts(scenario, world, 5.0)
-    try:
-        proc = subprocess.Popen(
-            substitute(command, values),
-            env=environment(values, scenario, scenario.expected_code),
-            preexec_fn=die_with_parent(),  # even a kill -9 of mailfakes takes the command with it
-        )
-    except FileNotFoundError:
-        raise UsageError(f"command not found: {command[0]}") from None
-    while proc.poll() is None:
-        if stop.wait(0.2):
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            break
-    status = proc.wait()
-    return 128 - status if status < 0 else status  # killed by a signal: the shell's convention
-
-
-def _remove(directory: str) -> None:
-    import shutil
-
-    shutil.rmtree(directory, ignore_errors=True)
-
-
-def _reexec(args: argparse.Namespace) -> int:
-    from .netns import NetnsError, reexec_inside
-
-    try:
-        return reexec_inside(args.raw_argv, args.stop)
-    except NetnsError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def _enter_netns() -> Any:
-    from .netns import NetnsError, enter
-
-    try:
-        return enter()
-    except (NetnsError, OSError) as exc:
-        raise UsageError(f"cannot prepare the network namespace: {exc}") from None
-
-
-# -- deliver -------------------------------------------------------------------
-
-
-def cmd_deliver(args: argparse.Namespace, out: TextIO) -> int:
-    from .client import deliver_scenario
-    from .runtime import Runtime
-    from .world import World
-
-    chosen = _select(args.ids, args.code)
-    failures = 0
-    width = max(len(s.id) for s in chosen)
-    with Runtime() as runtime:
-        for s in chosen:
-            if args.stop.is_set():
-                break
-            world = World(s.world, runtime=runtime).start()
-            try:
-                extra = {"require_tls": False} if args.opportunistic else {}
-                call = functools.partial(
-                    deliver_scenario, s, world, profile=args.profile, timeout=args.timeout, **extra
-                )
-                report = _unless_stopped(args.stop, call)
-            finally:
-                world.stop()
-            expected = s.code_for(args.profile)
-            ok = report.code == expected
-            failures += not ok
-            if args.json:
-                row = {"scenario": s.id, "expected": expected, **report.as_dict(), "ok": ok}
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
-            else:
-                mark = "ok  " if ok else "DIFF"
-                out.write(f"{mark} {s.id:<{width}}  expected {expected:<8} {report.line()}\n")
-                if args.verbose:
-                    for line in report.dialogue:
-                        out.write(f"       {line}\n")
-            out.flush()
-    return 1 if failures else 0
-
-
-# -- check ---------------------------------------------------------------------
-
-
-def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
-    if not args.command_argv:
-        raise UsageError(
-            "check needs the client command after '--': mailfakes check [IDS...] -- COMMAND [ARGS...]"
-        )
-    from .check import CheckError, make_reader
-
-    try:
-        read = make_reader(args.reader, args.code_regex, args.profile)
-    except CheckError as exc:
-        raise UsageError(str(exc)) from None
-    for path in (args.junit, args.json):
-        if path and not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
-            raise UsageError(f"cannot write {path}: its directory is missing or not writable")
-    chosen = _select(args.ids, args.code)
-    if args.netns and not args.inside_netns:
-        return _reexec(args)
-    return _check(args, chosen, read, out)
-
-
-def _check(args: argparse.Namespace, chosen: list[Any], read: Any, out: TextIO) -> int:
-    from .check import (
-        CheckError,
-        apply_control,
-        explain_failures,
-        json_report,
-        junit_xml,
-        matrix,
-        run_one,
-        with_control,
-    )
-    from .runtime import Runtime
-    from .world import World
-
-    chosen = with_control(chosen, control=not args.no_control)
-    resolver_dir = _enter_netns() if args.inside_netns else None
-    results = []
-    try:
-        with Runtime() as runtime:
-            for i, s in enumerate(chosen, 1):
-                if args.stop.is_set():
-                    break
-                world = World(
-                    s.world,
-                    runtime=runtime,
-                    port=args.port if args.port or not args.inside_netns else 25,
-                    dns_host="127.0.0.1" if args.inside_netns else None,
-                    dns_port=53 if args.inside_netns else 0,
-                )
-                world.start()
-                try:
-                    r = run_one(
-                        s,
-                        world,
-                        args.command_argv,
-                        profile=args.profile,
-                        timeout=args.timeout,
-                        command_timeout=args.command_timeout,
-                        read=read,
-                        stop=args.stop,
-                    )
-                except CheckError as exc:
-                    raise UsageError(str(exc)) from None
-                finally:
-                    world.stop()
-                if args.stop.is_set():
-                    break  # the client was killed: its outcome says nothing about it
-                results.append(r)
-                mark = "ok" if r.verdict == "pass" else "FAIL"
-                print(
-                    f"[{i}/{len(chosen)}] {s.id}: {mark} "
-                    f"(expected {r.expected}, reported {r.reported or '-'}, "
-                    f"{r.seconds:.2f} s)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-    finally:
-        if resolver_dir is not None:
-            _remove(resolver_dir)
-    if args.stop.is_set():
-        # No matrix and no report files: a partial run must not read as a verdict.
-        print(
-            f"mailfakes check: interrupted after {len(results)} of {len(chosen)} scenario(s)",
-            file=sys.stderr,
-        )
-        return 1
-    if apply_control(results):
-        print("mailfakes check: the client fails the healthy baseline: passes are void", file=sys.stderr)
-    out.write(matrix(results))
-    explain_failures(results, out)
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(json_report(results, args.command_argv, args.profile))
-    if args.junit:
-        with open(args.junit, "w") as f:
-            f.write(junit_xml(results, args.command_argv, args.profile))
-    return 0 if results and all(r.verdict == "pass" for r in results) and len(results) == len(chosen) else 1
-
-
-# -- demo and validate ---------------------------------------------------------
-
-
-def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
-    from .demo import DEFAULT_TOUR, Player, render_html
-
-    chosen = _select(args.ids or ([] if args.code else list(DEFAULT_TOUR)), args.code)
-    if args.html and not os.access(os.path.dirname(os.path.abspath(args.html)), os.W_OK):
-        raise UsageError(f"cannot write {args.html}: its directory is missing or not writable")
-    player = Player(out, lang=args.lang, pace=args.pace, step=args.step, timeout=args.timeout, stop=args.stop)
-    results = player.play_all(chosen)
-    if args.stop.is_set():
-        return 1  # main turns a stop into the signal's exit status
-    if args.html:
-        with open(args.html, "w", encoding="utf-8") as f:
-            f.write(render_html(results, args.lang))
-        print(f"mailfakes demo: wrote {args.html}", file=sys.stderr)
-    return 0
-
-
-def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
-    cat = _catalogue()
-    known = cat.load_catalogue()
-    bad = 0
-    seen: dict[str, str] = {}
-    for path in args.files:
-        try:
-            s = cat.load_file(path)
-        except OSError as exc:
-            out.write(f"FAIL {path}: cannot read it: {exc.strerror}\n")
-            bad += 1
-            continue
-        except SpecError as exc:
-            out.write(f"FAIL {exc}\n")
-            bad += 1
-            continue
-        notes = []
-        if s.id in seen:
-            notes.append(f"same id as {seen[s.id]}")
-            bad += 1
-        seen[s.id] = path
-        if s.id in known and os.path.abspath(known[s.id].path) != os.path.abspath(path):
-            notes.append(f"note: the catalogue already has {s.id}; this file would be used instead of it")
-        mark = "FAIL" if notes and notes[0].startswith("same id") else "ok  "
-        out.write(
-            f"{mark} {path}: {s.id} ({s.expected_code}, {s.title['en']})"
-            + "".join(f"; {n}" for n in notes)
-            + "\n"
-        )
-    out.write(f"{len(args.files) - bad} valid, {bad} invalid\n")
-    return 1 if bad else 0
-
-
-# -- send ----------------------------------------------------------------------
-
-
-def cmd_send(args: argparse.Namespace, out: TextIO) -> int:
-    from .client import DeliveryClient
-    from .resolver import Answer
-    from .spec import LOCAL_PART_RULE, NAME_RULE, local_part_ok, name_ok, normalize_name
-
-    if not args.smart_host and not args.mail_domain:
-        raise UsageError("say where to deliver: --smart-host NAME, or --mail-domain DOMAIN for an MX lookup")
-    smart_host_ip = args.smart_host_ip
-    if smart_host_ip is None and args.smart_host and _is_ip(args.smart_host):
-        smart_host_ip = args.smart_host  # a connector set by address: no DNS
-    # Refused before any socket is opened, as serve refuses a non-loopback
-    # --dns-host: the reference client's traffic must stay on this machine.
-    _loopback_only("--dns-host", args.dns_host)
-    if smart_host_ip is not None:
-        _loopback_only("--smart-host-ip" if args.smart_host_ip else "--smart-host", smart_host_ip)
-    for option, name in (("--smart-host", args.smart_host), ("--mail-domain", args.mail_domain)):
-        if name and not (option == "--smart-host" and _is_ip(name)) and not name_ok(normalize_name(name)):
-            raise UsageError(f"{option} {name!r} is not valid: expected {NAME_RULE}")
-    domain = args.mail_domain or args.smart_host.split(".", 1)[-1]
-    rcpt_to = args.rcpt_to or [f"user@{domain}"]
-    for option, address in [("--mail-from", args.mail_from), *(("--rcpt-to", r) for r in rcpt_to)]:
-        local, at, at_domain = address.rpartition("@")
-        if not at or not local_part_ok(local) or not name_ok(normalize_name(at_domain)):
-            raise UsageError(
-                f"{option} {address!r} is not valid: expected an address like user@contoso.test: "
-                f"{LOCAL_PART_RULE}, '@', then a DNS name"
-            )
-    client = DeliveryClient(
-        dns_host=args.dns_host,
-        dns_port=args.dns_port,
-        port=args.port,
-        ca_file=args.ca_file,
-        require_tls=not args.opportunistic,
-        timeout=args.timeout,
-        profile=args.profile,
-    )
-
-    def loopback_answers(answer: Answer) -> None:
-        # The DNS named by --dns-host may be a real resolver (127.0.0.53 often
-        # is one): an address it gives must not be connected to either.
-        for value in answer.values("A") + answer.values("AAAA"):
-            _loopback_only(f"{answer.name} (resolved through {args.dns_host}:{args.dns_port})", value)
-
-    client.resolver.observer = loopback_answers
-    report = _unless_stopped(
-        args.stop,
-        lambda: client.deliver(
-            smart_host=args.smart_host,
-            mail_domain=domain,
-            mail_from=args.mail_from,
-            rcpt_to=rcpt_to,
-            smart_host_ip=smart_host_ip,
-        ),
-    )
-    out.write(json.dumps(report.as_dict(), ensure_ascii=False) + "\n" if args.json else report.line() + "\n")
-    if args.verbose:
-        for line in report.dialogue:
-            sys.stderr.write(f"  {line}\n")
-    return 0 if report.delivered else 1
-
-
-def _loopback_only(what: str, address: str) -> None:
-    from .world import is_loopback
-
-    if not is_loopback(address):
-        raise UsageError(
-            f"{what} {address!r} is not a loopback address: mailfakes only talks to this machine "
-            "(127.0.0.0/8 or ::1), so that no fault traffic leaves it"
-        )
-
-
-# -- entry point ----------------------------------------------------------------
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -839,16 +255,6 @@ def _selection_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", choices=PROFILE_CHOICES, default="eop", help="code convention (default: eop)")
 
 
-def _is_ip(text: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _pace(text: str) -> float:
     try:
         value = float(text)
@@ -871,16 +277,23 @@ def _port(text: str) -> int:
     return value
 
 
+# Each command's module and function, imported only when it runs.
 COMMANDS = {
-    "list": cmd_list,
-    "show": cmd_show,
-    "serve": cmd_serve,
-    "deliver": cmd_deliver,
-    "check": cmd_check,
-    "send": cmd_send,
-    "demo": cmd_demo,
-    "validate": cmd_validate,
+    "list": ("browse", "cmd_list"),
+    "show": ("browse", "cmd_show"),
+    "validate": ("browse", "cmd_validate"),
+    "serve": ("serve", "cmd_serve"),
+    "deliver": ("deliver_cmd", "cmd_deliver"),
+    "send": ("deliver_cmd", "cmd_send"),
+    "check": ("check_cmd", "cmd_check"),
+    "demo": ("demo_cmd", "cmd_demo"),
 }
+
+
+def _command(name: str) -> Command:
+    module, function = COMMANDS[name]
+    run: Command = getattr(importlib.import_module(f".{module}", __package__), function)
+    return run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -923,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.inside_netns = False
         args.stop = stop
         unwind[0] = command in INSTANT_COMMANDS
-        status = COMMANDS[command](args, sys.stdout)
+        status = _command(command)(args, sys.stdout)
     except Interrupted:
         pass
     except Exception as exc:
@@ -964,34 +377,6 @@ def _is_user_error(exc: Exception) -> bool:
     # Not imported to check: a WorldError cannot come from a command that never loaded the world.
     world = sys.modules.get(f"{__package__}.world")
     return world is not None and isinstance(exc, world.WorldError)
-
-
-def _unless_stopped(stop: threading.Event, call: Callable[[], T]) -> T:
-    """``call()`` in a worker thread, abandoned at once when ``stop`` is set.
-
-    For the reference client, whose blocking reads honour only their own
-    timeouts: Ctrl-C must not wait for them. The worker is a daemon and holds
-    no listener, so leaving it to die with the process leaks nothing.
-    """
-    box: dict[str, Any] = {}
-    done = threading.Event()
-
-    def run() -> None:
-        try:
-            box["value"] = call()
-        except BaseException as exc:  # carried to the caller's thread
-            box["error"] = exc
-        finally:
-            done.set()
-
-    threading.Thread(target=run, name="mailfakes-client", daemon=True).start()
-    while not done.wait(0.1):  # the bound on how late a stop is seen
-        if stop.is_set():
-            raise Interrupted()
-    if "error" in box:
-        raise box["error"]
-    value: T = box["value"]
-    return value
 
 
 def _ca_file(path: str) -> str:

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .codes import CONTROL_SCENARIO, PROFILES, find_code, title
+from .facts import ClientFacts
 from .spec import enhanced_ok
 
 if TYPE_CHECKING:
@@ -454,7 +455,7 @@ class MailScenario:
 
     def __init__(
         self,
-        scenario: Any,
+        scenario: Scenario,
         world: World,
         profile: str,
         *,
@@ -485,16 +486,18 @@ class MailScenario:
     # -- how to reach it -----------------------------------------------------
 
     @property
+    def facts(self) -> ClientFacts:
+        """What a client needs to reach this world: the same value as ``mailfakes serve --json``."""
+        return ClientFacts.of(self.scenario, self.world)
+
+    @property
     def smart_host(self) -> str | None:
         """The connector's smart host: a name, an IP (connector set by address), or None (MX lookup)."""
-        t = self.scenario.target
-        if t.smart_host and t.connect_by_ip:
-            return self.world.address_of(t.smart_host)
-        return t.smart_host  # type: ignore[no-any-return]
+        return self.facts.smart_host
 
     @property
     def mail_domain(self) -> str:
-        return str(self.scenario.target.mail_domain)
+        return self.scenario.target.mail_domain
 
     @property
     def port(self) -> int:
@@ -518,11 +521,11 @@ class MailScenario:
 
     @property
     def require_tls(self) -> bool:
-        return bool(self.scenario.target.require_tls)
+        return self.scenario.target.require_tls
 
     @property
     def mail_from(self) -> str:
-        return str(self.scenario.target.mail_from)
+        return self.scenario.target.mail_from
 
     @property
     def rcpt_to(self) -> list[str]:
@@ -537,9 +540,7 @@ class MailScenario:
 
     def info(self) -> dict[str, Any]:
         """The same facts as ``mailfakes serve --json``."""
-        from .cli import serve_info
-
-        return serve_info(self.scenario, self.world)
+        return self.facts.as_json()
 
     # -- what happened -------------------------------------------------------
 

@@ -1,0 +1,159 @@
+"""``mailfakes list``, ``show`` and ``validate``: reading the catalogue, serving nothing.
+
+They import the catalogue only, never the servers, so that they start at
+the cost of reading TOML files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import textwrap
+from typing import TYPE_CHECKING, TextIO
+
+from .command import UsageError, get
+from .spec import SpecError
+
+if TYPE_CHECKING:
+    from .catalogue import Scenario
+
+
+def _code_choices() -> list[str]:
+    from . import catalogue as cat
+
+    return sorted({s.code for s in cat.load_catalogue().values()})
+
+
+def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
+    from . import catalogue as cat
+
+    try:
+        items = cat.select(code=args.code) if args.code else list(cat.load_catalogue().values())
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.code and not items:
+        raise UsageError(f"no scenario has code {args.code!r}; codes: {', '.join(_code_choices())}")
+    if args.json:
+        rows = [
+            {
+                "id": s.id,
+                "code": s.expected_code,
+                "class": s.code,
+                "title": s.title[args.lang],
+                "smart_host": s.target.smart_host,
+                "mail_domain": s.target.mail_domain,
+            }
+            for s in items
+        ]
+        out.write(json.dumps(rows, ensure_ascii=False) + "\n")
+        return 0
+    width = max(len(s.id) for s in items)
+    for s in items:
+        out.write(f"{s.id:<{width}}  {s.expected_code:<8}  {s.title[args.lang]}\n")
+    return 0
+
+
+def describe_world(scenario: Scenario) -> list[str]:
+    """Readable lines about a scenario's world (names, records, faults)."""
+    world = scenario.world
+    lines = [f"zone {world.zone}"]
+    for h in world.hosts:
+        what: str = h.kind
+        if h.kind == "smtp":
+            plan = h.smtp
+            bits = [f"tls={plan.tls}"]
+            if plan.cert != "valid":
+                bits.append(f"cert={plan.cert}")
+            if plan.greeting:
+                bits.append(f"greeting='{plan.greeting.line()}'")
+            bits += [f"{cmd} -> '{r.line()}'" for cmd, r in plan.replies.items()]
+            if plan.close_at:
+                extra = f" after {plan.close_at.after_bytes} bytes" if plan.close_at.after_bytes else ""
+                bits.append(f"cut {plan.close_at.how.upper()} at {plan.close_at.point}{extra}")
+            if plan.delays_ms:
+                bits.append("delays " + ", ".join(f"{k}={v}ms" for k, v in plan.delays_ms.items()))
+            what += " (" + ", ".join(bits) + ")"
+        elif h.kind == "close_on_accept":
+            what += f" ({h.close.upper()})"
+        if h.schedule:
+            what += f", faulty for the first {h.schedule.fail_first} session(s)"
+        if not h.a_record:
+            what += ", no A record"
+        lines.append(f"host {h.name}: {what}")
+    for r in world.records:
+        prio = f" {r.priority}" if r.type == "MX" else ""
+        lines.append(f"record {r.name} {r.type}{prio} {r.value}")
+    for f in world.dns_faults:
+        types = f" ({', '.join(sorted(f.types))} only)" if f.types else ""
+        extra = f", {f.delay_ms} ms" if f.delay_ms else ""
+        tcp = f", over TCP: {f.tcp}" if f.fault == "truncate" else ""
+        lines.append(f"dns fault on {f.name}: {f.fault}{types}{extra}{tcp}")
+    return lines
+
+
+def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
+    s = get(args.id)
+    lang = args.lang
+    t = s.target
+    head = f"{s.id}: {s.title[lang]}"
+    w = out.write
+    w(head + "\n" + "=" * len(head) + "\n\n")
+    label = {
+        "en": ("Cause", "Fix", "Expected codes", "World", "Target"),
+        "fr": ("Cause", "Correction", "Codes attendus", "Monde", "Cible"),
+    }[lang]
+    if s.cause[lang] or s.fix[lang]:  # a user's own scenario may have no explanation
+        w(f"{label[0]}:\n{_wrap(s.cause[lang])}\n\n{label[1]}:\n{_wrap(s.fix[lang])}\n\n")
+    w(f"{label[2]}:\n")
+    for profile in ("eop", "eop-observed", "rfc3463", "postfix"):
+        w(f"  {profile:<13} {s.code_for(profile)}\n")
+    w(f"\n{label[4]}:\n")
+    w(
+        f"  smart_host   {t.smart_host or '(none: MX lookup of ' + t.mail_domain + ')'}"
+        f"{' (by IP)' if t.connect_by_ip else ''}\n"
+    )
+    w(f"  mail_domain  {t.mail_domain}\n  require_tls  {str(t.require_tls).lower()}\n")
+    w(f"  mail_from    {t.mail_from}\n  rcpt_to      {', '.join(t.rcpt_to)}\n")
+    w(f"\n{label[3]}:\n")
+    for line in describe_world(s):
+        w(f"  {line}\n")
+    return 0
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(" ".join(text.split()), width=78, initial_indent="  ", subsequent_indent="  ")
+
+
+def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
+    from . import catalogue as cat
+
+    known = cat.load_catalogue()
+    bad = 0
+    seen: dict[str, str] = {}
+    for path in args.files:
+        try:
+            s = cat.load_file(path)
+        except OSError as exc:
+            out.write(f"FAIL {path}: cannot read it: {exc.strerror}\n")
+            bad += 1
+            continue
+        except SpecError as exc:
+            out.write(f"FAIL {exc}\n")
+            bad += 1
+            continue
+        notes = []
+        if s.id in seen:
+            notes.append(f"same id as {seen[s.id]}")
+            bad += 1
+        seen[s.id] = path
+        if s.id in known and os.path.abspath(known[s.id].path) != os.path.abspath(path):
+            notes.append(f"note: the catalogue already has {s.id}; this file would be used instead of it")
+        mark = "FAIL" if notes and notes[0].startswith("same id") else "ok  "
+        out.write(
+            f"{mark} {path}: {s.id} ({s.expected_code}, {s.title['en']})"
+            + "".join(f"; {n}" for n in notes)
+            + "\n"
+        )
+    out.write(f"{len(args.files) - bad} valid, {bad} invalid\n")
+    return 1 if bad else 0

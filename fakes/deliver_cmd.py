@@ -1,0 +1,124 @@
+"""``mailfakes deliver`` and ``send``: the reference client, against the catalogue or any target.
+
+``deliver`` serves each chosen scenario and grades what the reference client
+(:mod:`mailfakes.client`) reports; ``send`` points the same client at an
+address the user names, refused unless it is on loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+from typing import TextIO
+
+from .command import UsageError, loopback_only, select, unless_stopped
+
+
+def cmd_deliver(args: argparse.Namespace, out: TextIO) -> int:
+    from .client import deliver_scenario
+    from .runtime import Runtime
+    from .world import World
+
+    chosen = select(args.ids, args.code)
+    failures = 0
+    width = max(len(s.id) for s in chosen)
+    with Runtime() as runtime:
+        for s in chosen:
+            if args.stop.is_set():
+                break
+            world = World(s.world, runtime=runtime).start()
+            try:
+                extra = {"require_tls": False} if args.opportunistic else {}
+                call = functools.partial(
+                    deliver_scenario, s, world, profile=args.profile, timeout=args.timeout, **extra
+                )
+                report = unless_stopped(args.stop, call)
+            finally:
+                world.stop()
+            expected = s.code_for(args.profile)
+            ok = report.code == expected
+            failures += not ok
+            if args.json:
+                row = {"scenario": s.id, "expected": expected, **report.as_dict(), "ok": ok}
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            else:
+                mark = "ok  " if ok else "DIFF"
+                out.write(f"{mark} {s.id:<{width}}  expected {expected:<8} {report.line()}\n")
+                if args.verbose:
+                    for line in report.dialogue:
+                        out.write(f"       {line}\n")
+            out.flush()
+    return 1 if failures else 0
+
+
+def cmd_send(args: argparse.Namespace, out: TextIO) -> int:
+    from .client import DeliveryClient
+    from .resolver import Answer
+    from .spec import LOCAL_PART_RULE, NAME_RULE, local_part_ok, name_ok, normalize_name
+
+    if not args.smart_host and not args.mail_domain:
+        raise UsageError("say where to deliver: --smart-host NAME, or --mail-domain DOMAIN for an MX lookup")
+    smart_host_ip = args.smart_host_ip
+    if smart_host_ip is None and args.smart_host and _is_ip(args.smart_host):
+        smart_host_ip = args.smart_host  # a connector set by address: no DNS
+    # Refused before any socket is opened, as serve refuses a non-loopback
+    # --dns-host: the reference client's traffic must stay on this machine.
+    loopback_only("--dns-host", args.dns_host)
+    if smart_host_ip is not None:
+        loopback_only("--smart-host-ip" if args.smart_host_ip else "--smart-host", smart_host_ip)
+    for option, name in (("--smart-host", args.smart_host), ("--mail-domain", args.mail_domain)):
+        if name and not (option == "--smart-host" and _is_ip(name)) and not name_ok(normalize_name(name)):
+            raise UsageError(f"{option} {name!r} is not valid: expected {NAME_RULE}")
+    domain = args.mail_domain or args.smart_host.split(".", 1)[-1]
+    rcpt_to = args.rcpt_to or [f"user@{domain}"]
+    for option, address in [("--mail-from", args.mail_from), *(("--rcpt-to", r) for r in rcpt_to)]:
+        local, at, at_domain = address.rpartition("@")
+        if not at or not local_part_ok(local) or not name_ok(normalize_name(at_domain)):
+            raise UsageError(
+                f"{option} {address!r} is not valid: expected an address like user@contoso.test: "
+                f"{LOCAL_PART_RULE}, '@', then a DNS name"
+            )
+    client = DeliveryClient(
+        dns_host=args.dns_host,
+        dns_port=args.dns_port,
+        port=args.port,
+        ca_file=args.ca_file,
+        require_tls=not args.opportunistic,
+        timeout=args.timeout,
+        profile=args.profile,
+    )
+
+    def loopback_answers(answer: Answer) -> None:
+        # The DNS named by --dns-host may be a real resolver (127.0.0.53 often
+        # is one): an address it gives must not be connected to either.
+        for value in answer.values("A") + answer.values("AAAA"):
+            loopback_only(f"{answer.name} (resolved through {args.dns_host}:{args.dns_port})", value)
+
+    client.resolver.observer = loopback_answers
+    report = unless_stopped(
+        args.stop,
+        lambda: client.deliver(
+            smart_host=args.smart_host,
+            mail_domain=domain,
+            mail_from=args.mail_from,
+            rcpt_to=rcpt_to,
+            smart_host_ip=smart_host_ip,
+        ),
+    )
+    out.write(json.dumps(report.as_dict(), ensure_ascii=False) + "\n" if args.json else report.line() + "\n")
+    if args.verbose:
+        for line in report.dialogue:
+            sys.stderr.write(f"  {line}\n")
+    return 0 if report.delivered else 1
+
+
+def _is_ip(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

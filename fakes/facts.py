@@ -1,0 +1,116 @@
+"""What a client needs to reach a served scenario, computed once.
+
+``serve --json``, the placeholders of ``check`` and the plugin's
+``mail_scenario`` all describe the same thing: where the smart host is (by
+name, or by address when the connector is set by IP), the ports, the DNS
+server, the CA to trust and the envelope. :class:`ClientFacts` is that value;
+each of them reads it rather than looking at the world on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .catalogue import Scenario, Target
+    from .world import World
+
+PROFILES_SHOWN = ("eop", "eop-observed", "rfc3463", "postfix")
+
+
+def smart_host_address(target: Target, world: World) -> str | None:
+    """The smart host's address when the connector names it by IP, else None (resolve by name)."""
+    if target.smart_host and target.connect_by_ip:
+        return world.address_of(target.smart_host)
+    return None
+
+
+@dataclass(frozen=True)
+class ClientFacts:
+    """The facts of one served scenario, as a client is given them.
+
+    Example::
+
+        facts = ClientFacts.of(scenario, world)
+        smtplib.SMTP(facts.ip, facts.port)
+    """
+
+    scenario: str
+    code: str
+    title: str
+    smart_host: str | None  # a name, an address (connector set by IP), or None: MX lookup
+    ip: str  # where the smart host (or, for an MX lookup, the first host) listens
+    mail_domain: str
+    port: int
+    dns_host: str
+    dns_port: int
+    ca_file: str
+    hosts: tuple[tuple[str, str], ...]
+    require_tls: bool
+    mail_from: str
+    rcpt_to: tuple[str, ...]
+    expected: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def of(cls, scenario: Scenario, world: World) -> ClientFacts:
+        t = scenario.target
+        by_ip = smart_host_address(t, world)
+        smart_host = by_ip or t.smart_host
+        if by_ip is not None:
+            ip = by_ip
+        elif t.smart_host and t.smart_host in world.hosts:
+            ip = world.address_of(t.smart_host)
+        else:
+            ip = next(iter(world.hosts.values()), "")
+        return cls(
+            scenario=scenario.id,
+            code=scenario.expected_code,
+            title=scenario.title["en"],
+            smart_host=smart_host,
+            ip=ip,
+            mail_domain=t.mail_domain,
+            port=world.port,
+            dns_host=world.dns_host,
+            dns_port=world.dns_port,
+            ca_file=str(world.ca_file),
+            hosts=tuple(world.hosts.items()),
+            require_tls=t.require_tls,
+            mail_from=t.mail_from,
+            rcpt_to=tuple(t.rcpt_to),
+            expected=tuple((p, scenario.code_for(p)) for p in PROFILES_SHOWN),
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``serve --json`` line (its keys are a public interface: do not rename them)."""
+        return {
+            "scenario": self.scenario,
+            "code": self.code,
+            "title": self.title,
+            "smart_host": self.smart_host,
+            "mail_domain": self.mail_domain,
+            "port": self.port,
+            "dns_host": self.dns_host,
+            "dns_port": self.dns_port,
+            "ca_file": self.ca_file,
+            "hosts": dict(self.hosts),
+            "require_tls": self.require_tls,
+            "mail_from": self.mail_from,
+            "rcpt_to": list(self.rcpt_to),
+            "expected": dict(self.expected),
+        }
+
+    def placeholders(self, timeout: float) -> dict[str, str]:
+        """The values of ``check``'s ``{name}`` placeholders (and ``MAILFAKES_*`` variables)."""
+        return {
+            "smart_host": self.smart_host or "",
+            "mail_domain": self.mail_domain,
+            "port": str(self.port),
+            "ip": self.ip,
+            "dns_host": self.dns_host,
+            "dns_port": str(self.dns_port),
+            "ca_file": self.ca_file,
+            "mail_from": self.mail_from,
+            "rcpt_to": self.rcpt_to[0] if self.rcpt_to else f"user@{self.mail_domain}",
+            "timeout": f"{timeout:g}",
+        }

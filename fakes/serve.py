@@ -1,0 +1,128 @@
+"""``mailfakes serve``: one scenario's world on loopback until a signal, or around a command.
+
+``serve`` prints the world's :class:`~mailfakes.facts.ClientFacts` (a
+human block, or one JSON line with ``--json``), optionally follows the live
+dialogue, and with ``--netns -- COMMAND`` runs the user's command inside a
+private network namespace, its exit status becoming ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from typing import TYPE_CHECKING, Any, TextIO
+
+from .command import UsageError, enter_netns, get, reexec, remove
+from .facts import ClientFacts
+
+if TYPE_CHECKING:
+    from .catalogue import Scenario
+    from .world import World
+
+
+def serve_info(scenario: Scenario, world: World) -> dict[str, Any]:
+    """What a client needs to reach a served scenario (the ``--json`` line)."""
+    return ClientFacts.of(scenario, world).as_json()
+
+
+def _human_serve(info: dict[str, Any], scenario: Scenario, out: TextIO, *, interactive: bool = True) -> None:
+    w = out.write
+    w(f"mailfakes: serving {info['scenario']} ({info['code']} {info['title']})\n")
+    for name, ip in info["hosts"].items():
+        w(f"  host {name:<28} {ip}:{info['port']}\n")
+    w(f"  DNS                                {info['dns_host']}:{info['dns_port']} (udp+tcp)\n")
+    w(f"  CA file                            {info['ca_file']}\n")
+    target = info["smart_host"] or f"MX of {info['mail_domain']}"
+    w(
+        f"  deliver to {target}, from {info['mail_from']} to {', '.join(info['rcpt_to'])}"
+        f"{', TLS required' if info['require_tls'] else ''}\n"
+    )
+    w(
+        f"  check DNS: dig @{info['dns_host']} -p {info['dns_port']} "
+        f"{info['smart_host'] or info['mail_domain']} {'A' if info['smart_host'] else 'MX'}\n"
+    )
+    if interactive:
+        w("Press Ctrl-C to stop.\n")
+    out.flush()
+
+
+def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    if args.netns and not args.inside_netns:
+        if not args.command_argv:
+            raise UsageError(
+                "serve --netns needs a command to run inside the namespace: serve ID --netns -- COMMAND"
+            )
+        return reexec(args)
+    from .world import World
+
+    scenario = get(args.id)
+    resolver_dir = enter_netns() if args.inside_netns else None
+    world: World | None = None
+    stop: threading.Event = args.stop
+    try:
+        world = World(
+            scenario.world,
+            port=args.port if args.port or not args.inside_netns else 25,
+            subnet=args.subnet,
+            dns_host="127.0.0.1" if args.inside_netns else args.dns_host,
+            dns_port=53 if args.inside_netns else args.dns_port,
+            allow_non_loopback=args.allow_non_loopback,
+        )
+        world.start()
+        info = serve_info(scenario, world)
+        if args.json:
+            _human_serve(info, scenario, sys.stderr, interactive=not args.command_argv)
+            out.write(json.dumps(info, ensure_ascii=False) + "\n")
+            out.flush()
+        else:
+            _human_serve(
+                info,
+                scenario,
+                out if not args.command_argv else sys.stderr,
+                interactive=not args.command_argv,
+            )
+        if args.follow:
+            from .demo import follower
+
+            world.events.subscribe(follower(sys.stderr if args.json else out))
+        if args.command_argv:
+            return _run_inside(args.command_argv, scenario, world, stop)
+        while not stop.wait(0.5):
+            pass
+        print("mailfakes: stopping", file=sys.stderr)
+    finally:
+        if world is not None:
+            world.stop()
+        if resolver_dir is not None:
+            remove(resolver_dir)
+    return 0
+
+
+def _run_inside(command: list[str], scenario: Scenario, world: World, stop: threading.Event) -> int:
+    """Run the user's command next to a served world; its exit status is ours."""
+    import subprocess
+
+    from .check import environment, substitute
+    from .netns import die_with_parent
+
+    values = ClientFacts.of(scenario, world).placeholders(5.0)
+    try:
+        proc = subprocess.Popen(
+            substitute(command, values),
+            env=environment(values, scenario, scenario.expected_code),
+            preexec_fn=die_with_parent(),  # even a kill -9 of mailfakes takes the command with it
+        )
+    except FileNotFoundError:
+        raise UsageError(f"command not found: {command[0]}") from None
+    while proc.poll() is None:
+        if stop.wait(0.2):
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            break
+    status = proc.wait()
+    return 128 - status if status < 0 else status  # killed by a signal: the shell's convention
