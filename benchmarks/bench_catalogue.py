@@ -1,6 +1,6 @@
 """The whole catalogue through the reference delivery client, in-process and via the CLI (issue #3).
 
-In-process, as ``mailfakes deliver`` does (fakes/cli.py ``cmd_deliver``): one
+In-process, as ``mailfakes deliver`` does (fakes/deliver_cmd.py): one
 shared :class:`mailfakes.runtime.Runtime`; for every scenario of the catalogue, start
 its :class:`mailfakes.world.World`, run :func:`mailfakes.client.deliver_scenario` with a
 short timeout, stop the world. Prints the total, the five slowest scenarios

@@ -533,8 +533,10 @@ def deliver(
 
 def deliver_scenario(scenario: Any, world: Any, **options: Any) -> DeliveryReport:
     """Run the reference client against a served scenario (its target, its world)."""
+    from .facts import smart_host_address
+
     t = scenario.target
-    ip = world.address_of(t.smart_host) if t.smart_host and t.connect_by_ip else None
+    ip = smart_host_address(t, world)
     options.setdefault("require_tls", t.require_tls)
     return deliver(
         dns_host=world.dns_host,
