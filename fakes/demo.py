@@ -19,10 +19,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TextIO
+from typing import TYPE_CHECKING, ClassVar, TextIO
 
 from .client import DeliveryReport, deliver_scenario
 from .codes import title as eop_title
+
+if TYPE_CHECKING:
+    from .catalogue import Scenario
+    from .events import Event
+    from .runtime import Runtime
+    from .world import World
 
 LABELS: dict[str, dict[str, str]] = {
     "en": {
@@ -91,7 +97,7 @@ class DemoLine:
 
 @dataclass
 class DemoResult:
-    scenario: Any
+    scenario: Scenario
     lang: str
     lines: list[DemoLine] = field(default_factory=list)
     report: DeliveryReport | None = None
@@ -184,7 +190,7 @@ class Player:
         self.out.write(text + "\n")
         self.out.flush()
 
-    def play_all(self, scenarios: list[Any]) -> list[DemoResult]:
+    def play_all(self, scenarios: list[Scenario]) -> list[DemoResult]:
         from .runtime import Runtime
 
         results = []
@@ -200,7 +206,7 @@ class Player:
                 results.append(self.play(s, runtime, i, len(scenarios)))
         return results
 
-    def play(self, scenario: Any, runtime: Any, index: int = 1, total: int = 1) -> DemoResult:
+    def play(self, scenario: Scenario, runtime: Runtime, index: int = 1, total: int = 1) -> DemoResult:
         from .world import World
 
         st, lab, lang = self.style, self.labels, self.lang
@@ -233,7 +239,7 @@ class Player:
                 if cert:
                     lines.put(DemoLine("cert", cert))
 
-        def server_event(event: Any) -> None:
+        def server_event(event: Event) -> None:
             if event.kind == "fault":
                 lines.put(DemoLine("fault", f"{lab['server']}: {event.text}"))
 
@@ -307,10 +313,10 @@ class Player:
                 sys.stdin.readline()
                 return
 
-    def _certificate(self, world: Any, host: str) -> str:
+    def _certificate(self, world: World, host: str) -> str:
         try:
             spec = world.spec.host(host)
-            if spec.smtp.tls_offer != "current":
+            if spec.smtp.tls_offer != "current" or world.ca is None:
                 return ""  # the server refuses the handshake before any certificate is sent
             info = world.ca.describe(host, spec.smtp.cert)
         except (KeyError, ValueError, AttributeError, RuntimeError):
@@ -409,12 +415,12 @@ FOLLOW_MARKS = {
 }
 
 
-def follower(out: TextIO, colour: bool | None = None) -> Callable[[Any], None]:
+def follower(out: TextIO, colour: bool | None = None) -> Callable[[Event], None]:
     """An event subscriber that prints the live dialogue of a served world."""
     style = Style(out, colour)
     lock = threading.Lock()
 
-    def show(event: Any) -> None:
+    def show(event: Event) -> None:
         mark, styles = FOLLOW_MARKS.get(event.kind, ("   ", ()))
         session = event.data.get("session")
         where = f"{event.host}" + (f" #{session}" if session else "")
