@@ -16,8 +16,14 @@ run, median of N runs each, and their ratios to ``python -c pass`` (target of
 issue #9: at most 2 times). Wall time, and the CPU time of the process
 (user + system), which the other load of a shared machine disturbs less.
 
+A default ``World()`` (its own thread, the CA, leaves and key files) start
+and stop, beside an aiosmtpd ``Controller`` that reuses one TLS context,
+interleaved (target of issue #9: at most the Controller's cost); also alone
+with ``--world-only``.
+
 Usage: python benchmarks/bench_start.py [--runs 200] [--cli-runs 10] [--scenario baseline-delivered]
        python benchmarks/bench_start.py --commands-only [--command-runs 15]
+       python benchmarks/bench_start.py --world-only [--world-runs 100]
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import argparse
 import os
 import select
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -61,6 +68,53 @@ def bench_in_process(scenario_id: str, runs: int) -> list[float]:
     leaked_threads = threading.active_count() - threads
     print(f"  leaks after {runs} cycles: {leaked_fds} fds, {leaked_threads} threads")
     return times
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:  # aiosmtpd's Controller does not report an ephemeral port
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def bench_world_vs_controller(scenario_id: str, runs: int) -> None:
+    """A default World() start+stop beside an aiosmtpd Controller (TLS context reused), interleaved."""
+    from aiosmtpd.controller import Controller
+    from mailfakes.certs import CertAuthority
+
+    spec = scenarios.get(scenario_id).world
+    with CertAuthority() as ca:
+        tls = ca.server_context("mx.contoso.test")  # made once, as a test suite would
+
+        class Sink:
+            async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+                return "250 OK"
+
+        def controller_cycle() -> None:
+            controller = Controller(
+                Sink(), hostname="127.0.0.1", port=_free_port(), server_kwargs={"tls_context": tls}
+            )
+            controller.start()
+            controller.stop()
+
+        def world_cycle() -> None:
+            World(spec).start().stop()
+
+        cycles = {"World() start+stop": world_cycle, "aiosmtpd Controller start+stop": controller_cycle}
+        for cycle in cycles.values():  # warm-up: imports, OpenSSL tables, the shared CA
+            cycle()
+        times: dict[str, list[float]] = {name: [] for name in cycles}
+        for _ in range(runs):
+            for name, cycle in cycles.items():
+                started = time.perf_counter()
+                cycle()
+                times[name].append((time.perf_counter() - started) * 1000)
+    peer = statistics.median(times["aiosmtpd Controller start+stop"])
+    print(f"default World() against aiosmtpd Controller with a reused TLS context, median of {runs} each")
+    print("(target: World() at most the Controller's cost):")
+    for name, t in times.items():
+        med = statistics.median(t)
+        print(f"  {name:<32} median {med:6.2f} ms ({med / peer:4.2f}x)  p90 {pct(t, 0.9):6.2f} ms")
 
 
 def bench_cli(scenario_id: str, runs: int) -> list[float]:
@@ -147,10 +201,19 @@ def main() -> None:
         "--commands", action="store_true", help="also time python -c pass, mailfakes list and show"
     )
     parser.add_argument("--commands-only", action="store_true", help="only time the commands")
+    parser.add_argument(
+        "--world-only",
+        action="store_true",
+        help="only time a default World() start+stop against an aiosmtpd Controller",
+    )
+    parser.add_argument("--world-runs", type=int, default=100, help="cycles of each (default 100)")
     parser.add_argument("--command-runs", type=int, default=15, help="runs of each command (default 15)")
     args = parser.parse_args()
     if args.commands_only:
         bench_commands(args.scenario, args.command_runs)
+        return
+    if args.world_only:
+        bench_world_vs_controller(args.scenario, args.world_runs)
         return
 
     s = scenarios.get(args.scenario)
@@ -175,6 +238,7 @@ def main() -> None:
         f"max {max(c) * 1000:.0f} ms "
         f"over {args.cli_runs} runs (target <= {TARGET_CLI_S * 1000:.0f} ms: {verdict})"
     )
+    bench_world_vs_controller(args.scenario, args.world_runs)
     if args.commands:
         bench_commands(args.scenario, args.command_runs)
 

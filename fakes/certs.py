@@ -239,10 +239,11 @@ def _note_server_name(conn: Any, name: str | None, ctx: ssl.SSLContext) -> None:
 
 
 class CertAuthority:
-    """One world's CA and the server certificates it issues.
+    """A CA and the server certificates it issues.
 
     Thread-safe; every result is cached, so repeated calls are cheap. The
-    server contexts returned are shared: do not modify them.
+    server contexts returned are shared: do not modify them. A default
+    ``World`` uses :func:`shared_authority` through :meth:`lend`.
     """
 
     def __init__(self, *, key_type: trustme.KeyType = trustme.KeyType.ECDSA) -> None:
@@ -259,6 +260,8 @@ class CertAuthority:
         self._intermediate_ca: trustme.CA | None = None
         self._issued: dict[tuple[str, CertKind, bool], IssuedCert] = {}
         self._contexts: dict[tuple[str, CertKind, str], ssl.SSLContext] = {}
+        self._context_files: dict[tuple[str, CertKind, str], Path] = {}
+        self._generation = 0
 
     # -- life cycle ------------------------------------------------------
 
@@ -286,6 +289,15 @@ class CertAuthority:
     def __repr__(self) -> str:
         state = "closed" if self._closed else str(self.directory)
         return f"<CertAuthority {self.subject} {state}>"
+
+    def lend(self) -> CertAuthority:
+        """A view of this CA with a private directory of its own, closed on its own.
+
+        The view's ``ca_file`` is a copy in its directory; its certificates
+        and server contexts are this authority's (made once, for every view).
+        Closing the view removes its directory only.
+        """
+        return _Lent(self)
 
     # -- clients ---------------------------------------------------------
 
@@ -325,6 +337,8 @@ class CertAuthority:
             issued = self.issue(host_name, kind, rsa=offer == "legacy_only")  # raises once closed
             key = (issued.host_name, kind, offer)
             ctx = self._contexts.get(key)
+            if ctx is not None and self._context_files.get(key) != issued.cert_file:
+                ctx = None  # the certificate was issued again (see _still_fits)
             if ctx is None:
                 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
                 if offer == "no_shared_cipher":
@@ -338,6 +352,7 @@ class CertAuthority:
                 ctx.verify_mode = ssl.CERT_NONE
                 ctx.load_cert_chain(issued.cert_file, issued.key_file)
                 self._contexts[key] = ctx
+                self._context_files[key] = issued.cert_file
             return ctx
 
     def cert_file(self, host_name: str, kind: CertKind) -> Path:
@@ -392,7 +407,7 @@ class CertAuthority:
             if self._closed:
                 raise RuntimeError("CertAuthority is closed")
             issued = self._issued.get((name, kind, rsa))
-            if issued is None:
+            if issued is None or not _still_fits(issued, _now()):
                 issued = self._issue(name, kind, trustme.KeyType.RSA if rsa else self.key_type)
                 self._issued[(name, kind, rsa)] = issued
             return issued
@@ -456,6 +471,9 @@ class CertAuthority:
             # intermediate issued the leaf, and that one is left out on purpose.
             omitted = b"".join(blob.bytes() for blob in leaf.cert_chain_pems[1:])
         stem = f"{_file_stem(host_name)}.{kind}" + (".rsa" if key_type != self.key_type else "")
+        if (self.directory / f"{stem}.crt.pem").exists():  # issued again: see _still_fits
+            self._generation += 1
+            stem = f"{stem}.{self._generation}"
         return IssuedCert(
             host_name=host_name,
             kind=kind,
@@ -467,3 +485,82 @@ class CertAuthority:
             not_before=not_before,
             not_after=not_after,
         )
+
+
+# A certificate cached for a long-lived process (a week-long serve, the shared
+# authority) must keep failing for its own reason: issued again when within
+# this margin of the date that would change what it is.
+_REISSUE_MARGIN: Final = dt.timedelta(hours=1)
+
+
+def _still_fits(issued: IssuedCert, now: dt.datetime) -> bool:
+    if issued.kind == "expired":
+        return True  # it only gets more expired
+    if issued.kind == "not_yet_valid":
+        return now < issued.not_before - _REISSUE_MARGIN
+    return now < issued.not_after - _REISSUE_MARGIN
+
+
+class _Lent(CertAuthority):
+    """See :meth:`CertAuthority.lend`: the owner's CA, a directory of its own."""
+
+    def __init__(self, owner: CertAuthority) -> None:
+        # Not CertAuthority.__init__: no CA of its own is made, that is the point.
+        self._owner = owner
+        self.key_type = owner.key_type
+        self.directory = Path(tempfile.mkdtemp(prefix="mailfakes-certs-"))
+        os.chmod(self.directory, 0o700)
+        self._finalizer = weakref.finalize(self, shutil.rmtree, self.directory, True)
+        self._lock = threading.RLock()
+        self._closed = False
+        self._ca = owner._ca
+        self.ca_pem = owner.ca_pem
+        self.ca_file = self._write("ca.pem", self.ca_pem)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else str(self.directory)
+        return f"<CertAuthority {self.subject} lent, {state}>"
+
+    def lend(self) -> CertAuthority:
+        return self._owner.lend()
+
+    def server_context(
+        self,
+        host_name: str,
+        kind: CertKind = "valid",
+        *,
+        broken: bool = False,
+        offer: TlsOffer = "current",
+    ) -> ssl.SSLContext:
+        self._check_open()
+        return self._owner.server_context(host_name, kind, broken=broken, offer=offer)
+
+    def issue(self, host_name: str, kind: CertKind = "valid", *, rsa: bool = False) -> IssuedCert:
+        self._check_open()
+        return self._owner.issue(host_name, kind, rsa=rsa)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("CertAuthority is closed")
+
+
+_shared: CertAuthority | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_authority() -> CertAuthority:
+    """The process's CA, made on first use; what a ``World`` without a runtime lends from.
+
+    Making a CA and a leaf costs a few milliseconds, more than the rest of a
+    world's start: worlds share this one, each with its own directory and
+    ``ca_file`` (:meth:`CertAuthority.lend`). Its certificate of each kind
+    still fails for its own reason in every world: ``untrusted_ca`` leaves come
+    from a second CA that no world's ``ca_file`` holds, ``self_signed`` ones
+    from no CA. Its directory goes when the process exits; after a ``close()``
+    the next call makes a new one.
+    """
+    global _shared
+    with _shared_lock:
+        if _shared is None or _shared.closed:
+            _shared = CertAuthority()
+        return _shared

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .certs import CertAuthority
+from .certs import CertAuthority, shared_authority
 from .dns import FakeDNS
 from .events import Event, EventLog
 from .runtime import (
@@ -395,8 +395,9 @@ class World:
         self._state = "running"
         self._loop = asyncio.get_running_loop()
         self._start_task = asyncio.current_task()
-        # A shared runtime lends its CA (and its cached certificates).
-        self.ca = self._runtime.ca if self._runtime is not None else CertAuthority()
+        # A shared runtime lends its CA (and its cached certificates); without
+        # one, the process's CA lends a view with this world's own directory.
+        self.ca = self._runtime.ca if self._runtime is not None else shared_authority().lend()
         for attempt in range(_BIND_ATTEMPTS):
             subnet = self.requested_subnet or _random_subnet()
             try:

@@ -3,21 +3,28 @@
 get(id) reads its own file only, yet a broken file elsewhere still fails
 load_catalogue() and `mailfakes validate`; the cache of decoded TOML never
 hides an edit nor skips a check; the value classes that replace dataclasses
-behave as dataclasses did. Figures are in benchmarks/bench_start.py, not here.
+behave as dataclasses did. Default worlds share the process's CA, each with
+its own directory, and every bad certificate still fails for its own reason
+whichever world's ca_file the client trusts. Figures are in
+benchmarks/bench_start.py, not here.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mailfakes import catalogue
+from mailfakes import World, catalogue, certs
 from mailfakes.catalogue import ScenarioError, UnknownScenario
+from mailfakes.certs import CertAuthority, shared_authority
 from mailfakes.spec import HostSpec, Reply, SmtpPlan
+from probe import RawSMTP, client_context
 
 GOOD = "baseline-delivered"
 
@@ -133,3 +140,92 @@ def test_value_classes_behave_as_frozen_dataclasses() -> None:
         Reply(250, colour="red")  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="multiple values for argument 'code'"):
         Reply(250, code=251)  # type: ignore[misc]
+
+
+# -- one CA per process, a directory per world ----------------------------------
+
+BAD_CERTS = {
+    "zone": "test",
+    "hosts": {
+        "good.contoso.test": {},
+        "untrusted.contoso.test": {"cert": "untrusted_ca"},
+        "selfsigned.contoso.test": {"cert": "self_signed"},
+        "chain.contoso.test": {"cert": "missing_intermediate"},
+    },
+}
+
+
+def handshake(world: World, host: str, ca_file: Path) -> int | None:
+    """None when the STARTTLS handshake verifies; else OpenSSL's verify code."""
+    c = RawSMTP.connect(world.address_of(host), world.port)
+    try:
+        c.reply()
+        c.cmd("EHLO client.test")
+        assert c.cmd("STARTTLS").code == 220
+        try:
+            c.starttls(client_context(str(ca_file)), host)
+        except ssl.SSLCertVerificationError as exc:
+            return exc.verify_code
+        return None
+    finally:
+        c.close()
+
+
+def test_default_worlds_share_the_ca_each_in_its_own_directory() -> None:
+    with World(BAD_CERTS) as first, World(BAD_CERTS) as second:
+        assert first.ca_file != second.ca_file
+        assert first.ca_file.parent != second.ca_file.parent
+        assert first.ca_file.read_bytes() == second.ca_file.read_bytes()
+        kept = second.ca_file
+        first.stop()
+        assert not first.ca_file.parent.exists()
+        assert kept.exists()  # the other world's directory is untouched
+        assert handshake(second, "good.contoso.test", kept) is None
+
+
+def test_every_bad_certificate_fails_for_its_reason_whichever_world_is_trusted() -> None:
+    with World(BAD_CERTS) as first, World(BAD_CERTS) as second:
+        for client_of in (first, second):
+            for server in (first, second):
+                assert handshake(server, "untrusted.contoso.test", client_of.ca_file) == 20
+                assert handshake(server, "selfsigned.contoso.test", client_of.ca_file) == 18
+                assert handshake(server, "chain.contoso.test", client_of.ca_file) == 20
+
+
+def test_a_closed_shared_authority_is_replaced() -> None:
+    first = shared_authority()
+    with World(BAD_CERTS) as world:
+        assert world.ca_file.read_bytes() == first.ca_pem
+    first.close()
+    second = shared_authority()
+    assert second is not first and not second.closed
+    with World(BAD_CERTS) as world:
+        assert world.ca_file.read_bytes() == second.ca_pem
+        assert handshake(world, "good.contoso.test", world.ca_file) is None
+
+
+def test_a_lent_view_closes_alone() -> None:
+    with CertAuthority() as owner:
+        view = owner.lend()
+        view.server_context("mx.contoso.test")
+        view.close()
+        assert not view.directory.exists() and owner.directory.exists()
+        with pytest.raises(RuntimeError, match="closed"):
+            view.issue("mx.contoso.test")
+        assert owner.issue("mx.contoso.test").cert_file.exists()
+
+
+def test_a_cached_certificate_is_issued_again_before_it_changes_kind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with CertAuthority() as ca:
+        early = ca.issue("mx.contoso.test", "not_yet_valid")
+        valid = ca.issue("mx.contoso.test", "valid")
+        assert ca.issue("mx.contoso.test", "not_yet_valid") is early
+        later = early.not_before - dt.timedelta(minutes=30)  # a long-lived process, a day on
+        monkeypatch.setattr(certs, "_now", lambda: later)
+        again = ca.issue("mx.contoso.test", "not_yet_valid")
+        assert again.cert_file != early.cert_file
+        assert again.not_before > later
+        assert ca.issue("mx.contoso.test", "valid") is valid  # a year left: kept
+        ca.server_context("mx.contoso.test", "not_yet_valid")  # loads the new files
