@@ -746,7 +746,10 @@ def get(scenario_id: str, catalogue: Mapping[str, Scenario] | None = None) -> Sc
 
     From the package's catalogue, only the file ``<id>.toml`` is read and
     checked when the catalogue is not loaded yet (every file is read on a miss,
-    to suggest close ids).
+    to suggest close ids). Example::
+
+        s = get("tls-cert-expired")
+        print(s.code, s.title["en"])   # 4.7.320 Server certificate expired
     """
     if catalogue is None:
         if _default_catalogue.cache_info().currsize == 0 and _ID_RE.fullmatch(scenario_id):
@@ -772,6 +775,10 @@ def select(
     the patterns, then catalogue order, without repeats. A pattern that
     matches nothing raises UnknownScenario. ``code`` matches the scenario's
     ``code`` (``4.4.312``, ``other``, ...) or its expected code (``5.1.1``).
+    Example::
+
+        for s in select(["tls-cert-*"], code="4.7.320"):
+            print(s.id)
     """
     import fnmatch
 

@@ -149,6 +149,13 @@ def find_code(report: object, profile: str = "eop") -> str | None:
     enhanced code wins), a ``(code, text)`` reply tuple, an exception (mapped
     through :func:`mailfakes.classify.classify`, then ``profile``), or an object
     with a ``code`` attribute (a :class:`mailfakes.client.DeliveryReport`).
+    Example::
+
+        assert find_code("450 4.4.316 Connection refused [Message=...]") == "4.4.316"
+        try:
+            my_client.send(...)
+        except Exception as exc:
+            assert find_code(exc) == mail_scenario.expected_code
     """
     if isinstance(report, BaseException):
         from .classify import classify

@@ -164,6 +164,12 @@ class SpecError(ValueError):
 
     The message names where the value came from (file), the dotted key, the
     bad value and what is allowed, so the user can fix it without reading code.
+    Example::
+
+        try:
+            parse_world({"hosts": {"mail.contoso.test": {"cert": "expird"}}})
+        except SpecError as exc:
+            print(exc.key, exc.expected)   # hosts."mail.contoso.test".cert one of valid, expired, ...
     """
 
     def __init__(self, where: str, key: str, value: object, expected: str) -> None:
@@ -315,7 +321,13 @@ class DnsFault:
 
 @frozen
 class WorldSpec:
-    """A small mail world: its DNS zone, records, hosts and DNS faults."""
+    """A small mail world: its DNS zone, records, hosts and DNS faults.
+
+    Example::
+
+        spec = parse_world({"hosts": {"mail.contoso.test": {"cert": "expired"}}})
+        assert spec.host("mail.contoso.test").smtp.cert == "expired"
+    """
 
     zone: str = "test"
     records: tuple[Record, ...] = ()
@@ -669,6 +681,12 @@ def parse_world(data: Mapping[str, Any], where: str = "<world>", path: str = "")
     """Build a WorldSpec from a dict (a TOML ``[world]`` table or inline).
 
     Raises SpecError naming ``where`` and the dotted key of the first bad value.
+    Example::
+
+        spec = parse_world({
+            "hosts": {"mx1.contoso.test": {"kind": "refuse"}, "mx2.contoso.test": {}},
+            "records": [{"name": "contoso.test", "type": "MX", "value": "mx1.contoso.test"}],
+        })
     """
     t = Table(data, where, path)
     zone = normalize_name(t.string("zone", "test"))

@@ -50,11 +50,27 @@ _BIND_ATTEMPTS = 8
 
 
 class WorldError(RuntimeError):
-    """A world could not start (port in use, non-loopback address, ...)."""
+    """A world could not start (port in use, non-loopback address, ...).
+
+    Example::
+
+        try:
+            World(spec, subnet="10.0.0").start()
+        except WorldError as exc:
+            print(exc)   # subnet 10.0.0.1 is not a loopback address: ...
+    """
 
 
 class PortInUse(WorldError):
-    pass
+    """The port (or a host's address on it) is taken; choose another, or 0.
+
+    Example::
+
+        try:
+            World(spec, port=2525).start()
+        except PortInUse:
+            world = World(spec).start()   # an ephemeral port
+    """
 
 
 def is_loopback(address: str) -> bool:
