@@ -6,9 +6,8 @@ import importlib.metadata
 import subprocess
 import sys
 
-import pytest
-
 import mailfakes
+import pytest
 
 
 @pytest.mark.parametrize("name", mailfakes.__all__)
