@@ -55,9 +55,9 @@ class WorldError(RuntimeError):
     Example::
 
         try:
-            World(spec, subnet="10.0.0").start()
+            World(spec, port=70000)
         except WorldError as exc:
-            print(exc)   # subnet 10.0.0.1 is not a loopback address: ...
+            print(exc)   # ports must be from 0 to 65535, not 70000 / 0
     """
 
 

@@ -319,7 +319,7 @@ def test_a_bad_ca_file_is_a_usage_error_before_any_connection(tmp_path, listener
 
 @pytest.mark.parametrize(
     ("flags", "named"),
-    [(["--subnet", "192.168.7"], "--subnet"), (["--dns-host", "192.168.7.1"], "--dns-host")],
+    [(["--subnet", "100.64.7"], "--subnet"), (["--dns-host", "100.64.7.1"], "--dns-host")],
 )
 def test_errors_name_the_cli_flag_not_the_python_keyword(flags, named):
     result = run("serve", "baseline-delivered", *flags)
@@ -333,5 +333,5 @@ def test_errors_name_the_cli_flag_not_the_python_keyword(flags, named):
 def test_the_library_still_names_its_keyword():
     spec = scenarios.get("baseline-delivered").world
     with pytest.raises(WorldError, match=r"allow_non_loopback=True") as caught:
-        World(spec, subnet="192.168.7")  # refused in the constructor, before any socket
+        World(spec, subnet="100.64.7")  # refused in the constructor, before any socket
     assert str(caught.value).startswith("subnet ")
