@@ -12,7 +12,6 @@ tests/test_postfix.py.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import json
@@ -35,6 +34,7 @@ import dns.query
 import dns.rdatatype
 import dns.resolver
 import pytest
+from error_world import SPEC, araised, raised
 from mailfakes import World
 from mailfakes.classify import classify
 from mailfakes.codes import PROFILES, Failure, code_for, find_code
@@ -47,49 +47,6 @@ SHORT = 0.2  # where the point is that nothing comes
 LOCAL = "client.fabrikam.test"
 NAME = "mail.contoso.test"
 
-SPEC: dict[str, Any] = {
-    "hosts": {
-        "ok.contoso.test": {},
-        "refuse.contoso.test": {"kind": "refuse"},
-        "blackhole.contoso.test": {"kind": "blackhole"},
-        "silent.contoso.test": {"kind": "silent"},
-        "greet421.contoso.test": {
-            "greeting": {"code": 421, "enhanced": "4.3.2", "text": "Service not available"}
-        },
-        "ehlo421.contoso.test": {
-            "replies": {"EHLO": {"code": 421, "enhanced": "4.3.2", "text": "Going away", "close": "fin"}}
-        },
-        "notls.contoso.test": {"tls": "none"},
-        "tls454.contoso.test": {"tls": "starttls_refused"},
-        "cut-before-greeting.contoso.test": {"close_at": {"point": "before_greeting"}},
-        "cut-ehlo.contoso.test": {"close_at": {"point": "after_ehlo"}},
-        "cut-tls.contoso.test": {"close_at": {"point": "after_starttls"}},
-        "rcpt550.contoso.test": {
-            "replies": {"RCPT": {"code": 550, "enhanced": "5.1.1", "text": "User unknown"}}
-        },
-        "mail452.contoso.test": {
-            "replies": {"MAIL": {"code": 452, "enhanced": "4.3.1", "text": "Insufficient system resources"}}
-        },
-        "data451.contoso.test": {
-            "replies": {"DATA_END": {"code": 451, "enhanced": "4.3.0", "text": "Local error in processing"}}
-        },
-        "slow-ehlo.contoso.test": {"delays_ms": {"EHLO": 3000}},
-        **{
-            f"{kind.replace('_', '-')}.contoso.test": {"cert": kind}
-            for kind in ("expired", "not_yet_valid", "wrong_host", "untrusted_ca", "self_signed")
-        },
-        "missing-intermediate.contoso.test": {"cert": "missing_intermediate"},
-        "nodata.contoso.test": {"a_record": False},
-    },
-    "records": [{"name": "nodata.contoso.test", "type": "TXT", "value": "no address here"}],
-    "dns_faults": [
-        {"name": "nx.contoso.test", "fault": "nxdomain"},
-        {"name": "servfail.contoso.test", "fault": "servfail"},
-        {"name": "refused.contoso.test", "fault": "refused"},
-        {"name": "drop.contoso.test", "fault": "drop"},
-        {"name": "trunc-servfail.contoso.test", "fault": "truncate", "tcp": "servfail"},
-    ],
-}
 
 
 @pytest.fixture
@@ -179,21 +136,6 @@ def tls12_only(world: World) -> Callable[[socket.socket], None]:
 
 
 # -- the ways to raise ------------------------------------------------------------------
-
-
-def raised(fn: Callable[[], object]) -> BaseException:
-    try:
-        result = fn()
-    except Exception as exc:
-        return exc
-    pytest.fail(f"expected an exception, got {result!r}")
-
-
-def araised(make: Callable[[], Any]) -> BaseException:
-    async def bounded() -> object:
-        return await asyncio.wait_for(make(), 5)
-
-    return raised(lambda: asyncio.run(bounded()))
 
 
 def smtp(w: World, host: str, timeout: float = TIMEOUT) -> smtplib.SMTP:
