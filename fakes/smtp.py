@@ -256,10 +256,9 @@ class FaultySMTP(SMTP):
         while b"\n" in self._buf:
             raw, _, self._buf = self._buf.partition(b"\n")
             line = raw.rstrip(b"\r").decode("utf-8", "replace")
-            self.t.add("C", line)
+            self.host.recorder.line(self.t, "C", self.host.spec.name, line)
             verb = line.split(" ", 1)[0].upper()[:16] or "*"
             self._expect.append(verb)
-            self.host.recorder.emit(self.t, "smtp_in", self.host.spec.name, line)
             if verb == "DATA" and line.strip().upper() == "DATA":
                 # Whatever follows is content if the reply is 354, commands if not.
                 self._held, self._buf = self._buf, b""
@@ -369,8 +368,7 @@ class FaultySMTP(SMTP):
             self._delayed = False
             if self._expect:
                 self._expect.popleft()
-        self.t.add("S", text)
-        self.host.recorder.emit(self.t, "smtp_out", self.host.spec.name, text)
+        self.host.recorder.line(self.t, "S", self.host.spec.name, text)
         if text.startswith("354"):
             self._in_data = True
             self._data_bytes = 0

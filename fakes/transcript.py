@@ -194,6 +194,15 @@ class Recorder:
             return None
         return self.events.emit(kind, host, text, session=t.session_id, **data)
 
+    def line(self, t: Transcript, direction: Direction, host: str, text: str) -> None:
+        """A line of the dialogue (``C`` from the client, ``S`` from the server): its one record.
+
+        It goes into the session's transcript; live subscribers see it as a
+        ``smtp_in`` or ``smtp_out`` event.
+        """
+        t.add(direction, text)
+        self.emit(t, "smtp_in" if direction == "C" else "smtp_out", host, text)
+
     def keep_message(self, t: Transcript, message: Message) -> bool:
         """Keep a message ``t`` accepted; False (not kept) when ``t`` is stale."""
         if t.retired:
