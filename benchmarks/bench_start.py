@@ -21,9 +21,18 @@ and stop, beside an aiosmtpd ``Controller`` that reuses one TLS context,
 interleaved (target of issue #9: at most the Controller's cost); also alone
 with ``--world-only``.
 
+``mailfakes serve ID --json`` to its JSON line beside a peer, a fresh Python
+process that imports aiosmtpd, loads a TLS context from a certificate made
+beforehand (files, as a test fixture would have), starts a ``Controller``
+and prints a JSON line with the same keys; interleaved, median of N runs
+each (target of issue #9: at most 1.1 times the peer); also alone with
+``--serve-only``. Both pay for what they do: the peer for aiosmtpd and one
+TLS context, mailfakes for its DNS (UDP and TCP), its CA and certificates.
+
 Usage: python benchmarks/bench_start.py [--runs 200] [--cli-runs 10] [--scenario baseline-delivered]
        python benchmarks/bench_start.py --commands-only [--command-runs 15]
        python benchmarks/bench_start.py --world-only [--world-runs 100]
+       python benchmarks/bench_start.py --serve-only [--serve-runs 15]
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ from mailfakes import catalogue as scenarios
 TARGET_START_MS = 5.0
 TARGET_CLI_S = 1.0
 TARGET_COMMAND_RATIO = 2.0
+TARGET_SERVE_RATIO = 1.1
 
 
 def pct(values: list[float], q: float) -> float:
@@ -139,6 +149,95 @@ def bench_cli(scenario_id: str, runs: int) -> list[float]:
     return times
 
 
+# The peer of `mailfakes serve --json`: what a test suite's own aiosmtpd fixture
+# would do in a fresh process, given a certificate made beforehand (files): import
+# aiosmtpd, load the TLS context, start a Controller on a free port, print one
+# JSON line with the keys of ours. It has no DNS, so its DNS fields are null.
+PEER_SERVE = """\
+import json, signal, socket, ssl, sys
+from aiosmtpd.controller import Controller
+cert, key, ca, keys = sys.argv[1:5]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+ctx.load_cert_chain(cert, key)
+class Sink:
+    async def handle_DATA(self, server, session, envelope):
+        return "250 OK"
+with socket.socket() as probe:
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+controller = Controller(Sink(), hostname="127.0.0.1", port=port, tls_context=ctx, require_starttls=True)
+controller.start()
+info = dict.fromkeys(keys.split(","))
+info.update(port=port, ca_file=ca, hosts={"mail.contoso.test": "127.0.0.1"}, require_tls=True)
+sys.stdout.write(json.dumps(info) + "\\n")
+sys.stdout.flush()
+signal.sigwait({signal.SIGTERM})
+controller.stop()
+"""
+
+
+def _ready_time(argv: list[str], env: dict[str, str]) -> tuple[float, dict[str, object]]:
+    """Seconds from starting argv to its first stdout line (a JSON object); then SIGTERM."""
+    import json
+
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 30)
+    if not ready:
+        proc.kill()
+        raise SystemExit(f"{' '.join(argv[:4])} printed nothing within 30 s")
+    line = proc.stdout.readline()
+    elapsed = time.perf_counter() - started
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(10)
+    return elapsed, json.loads(line)
+
+
+def bench_serve_vs_peer(scenario_id: str, runs: int) -> None:
+    """`mailfakes serve ID --json` beside an aiosmtpd-with-TLS peer printing the same line, interleaved."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from mailfakes.certs import CertAuthority
+
+    ours = [sys.executable, "-m", "mailfakes", "serve", scenario_id, "--json"]
+    _, sample = _ready_time(ours, COMMAND_ENV)  # warm-up: .pyc files, page cache, the certificate cache
+    keys = ",".join(sample)
+    tmp = Path(tempfile.mkdtemp(prefix="mailfakes-bench-peer-"))
+    try:
+        with CertAuthority() as ca:  # the peer's certificate, made beforehand as a fixture would
+            issued = ca.issue("mail.contoso.test")
+            files = [tmp / "cert.pem", tmp / "key.pem", tmp / "ca.pem"]
+            for src, dst in zip((issued.cert_file, issued.key_file, ca.ca_file), files, strict=True):
+                shutil.copyfile(src, dst)
+        peer = [sys.executable, "-c", PEER_SERVE, *map(str, files), keys]
+        _, peer_sample = _ready_time(peer, COMMAND_ENV)
+        if set(peer_sample) != set(sample):
+            raise SystemExit(f"the peer's JSON line has other keys: {sorted(set(peer_sample) ^ set(sample))}")
+        times: dict[str, list[float]] = {"aiosmtpd+TLS peer": [], "mailfakes serve --json": []}
+        for i in range(runs):
+            pair = [("mailfakes serve --json", ours), ("aiosmtpd+TLS peer", peer)]
+            for name, argv in pair if i % 2 else pair[::-1]:  # alternate who goes first
+                times[name].append(_ready_time(argv, COMMAND_ENV)[0] * 1000)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    base = statistics.median(times["aiosmtpd+TLS peer"])
+    print(
+        f"'serve {scenario_id} --json' to its JSON line against an aiosmtpd-with-TLS peer printing the "
+        f"same line, median of {runs} interleaved runs each (target <= {TARGET_SERVE_RATIO:g}x the peer):"
+    )
+    for name, t in times.items():
+        med = statistics.median(t)
+        ratio = med / base
+        verdict = ""
+        if name != "aiosmtpd+TLS peer":
+            verdict = " OK" if ratio <= TARGET_SERVE_RATIO else " OVER TARGET"
+        print(f"  {name:<28} median {med:6.1f} ms ({ratio:4.2f}x)  p90 {pct(t, 0.9):6.1f} ms{verdict}")
+
+
 # The commands run as a user's would: with .pyc files (and the catalogue's
 # cache) written by the warm-up, even when this shell sets PYTHONDONTWRITEBYTECODE.
 COMMAND_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
@@ -206,6 +305,12 @@ def main() -> None:
         action="store_true",
         help="only time a default World() start+stop against an aiosmtpd Controller",
     )
+    parser.add_argument(
+        "--serve-only",
+        action="store_true",
+        help="only time 'serve --json' against an aiosmtpd-with-TLS peer printing the same line",
+    )
+    parser.add_argument("--serve-runs", type=int, default=15, help="runs of each (default 15)")
     parser.add_argument("--world-runs", type=int, default=100, help="cycles of each (default 100)")
     parser.add_argument("--command-runs", type=int, default=15, help="runs of each command (default 15)")
     args = parser.parse_args()
@@ -214,6 +319,9 @@ def main() -> None:
         return
     if args.world_only:
         bench_world_vs_controller(args.scenario, args.world_runs)
+        return
+    if args.serve_only:
+        bench_serve_vs_peer(args.scenario, args.serve_runs)
         return
 
     s = scenarios.get(args.scenario)
@@ -238,6 +346,7 @@ def main() -> None:
         f"max {max(c) * 1000:.0f} ms "
         f"over {args.cli_runs} runs (target <= {TARGET_CLI_S * 1000:.0f} ms: {verdict})"
     )
+    bench_serve_vs_peer(args.scenario, args.serve_runs)
     bench_world_vs_controller(args.scenario, args.world_runs)
     if args.commands:
         bench_commands(args.scenario, args.command_runs)
