@@ -55,40 +55,20 @@ def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def describe_world(scenario: Scenario) -> list[str]:
-    """Readable lines about a scenario's world (names, records, faults)."""
+    """Readable lines about a scenario's world: names, records, and each fault in the fault table's words."""
+    from .faults import describe_dns_fault, describe_host
+
     world = scenario.world
     lines = [f"zone {world.zone}"]
     for h in world.hosts:
-        what: str = h.kind
-        if h.kind == "smtp":
-            plan = h.smtp
-            bits = [f"tls={plan.tls}"]
-            if plan.cert != "valid":
-                bits.append(f"cert={plan.cert}")
-            if plan.greeting:
-                bits.append(f"greeting='{plan.greeting.line()}'")
-            bits += [f"{cmd} -> '{r.line()}'" for cmd, r in plan.replies.items()]
-            if plan.close_at:
-                extra = f" after {plan.close_at.after_bytes} bytes" if plan.close_at.after_bytes else ""
-                bits.append(f"cut {plan.close_at.how.upper()} at {plan.close_at.point}{extra}")
-            if plan.delays_ms:
-                bits.append("delays " + ", ".join(f"{k}={v}ms" for k, v in plan.delays_ms.items()))
-            what += " (" + ", ".join(bits) + ")"
-        elif h.kind == "close_on_accept":
-            what += f" ({h.close.upper()})"
-        if h.schedule:
-            what += f", faulty for the first {h.schedule.fail_first} session(s)"
-        if not h.a_record:
-            what += ", no A record"
-        lines.append(f"host {h.name}: {what}")
+        what = describe_host(h)
+        if not what:
+            what = ["healthy SMTP server" + (", STARTTLS" if h.smtp.uses_tls else "")]
+        lines.append(f"host {h.name}: " + "; ".join(what).replace("`", ""))
     for r in world.records:
         prio = f" {r.priority}" if r.type == "MX" else ""
         lines.append(f"record {r.name} {r.type}{prio} {r.value}")
-    for f in world.dns_faults:
-        types = f" ({', '.join(sorted(f.types))} only)" if f.types else ""
-        extra = f", {f.delay_ms} ms" if f.delay_ms else ""
-        tcp = f", over TCP: {f.tcp}" if f.fault == "truncate" else ""
-        lines.append(f"dns fault on {f.name}: {f.fault}{types}{extra}{tcp}")
+    lines += [describe_dns_fault(f).replace("`", "") for f in world.dns_faults]
     return lines
 
 

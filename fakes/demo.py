@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, ClassVar, TextIO
 
 from .client import DeliveryReport, deliver_scenario
 from .codes import title as eop_title
+from .faults import key
+from .markdown import wire_summary
 
 if TYPE_CHECKING:
     from .catalogue import Scenario
@@ -46,6 +48,7 @@ LABELS: dict[str, dict[str, str]] = {
         "valid": "valid",
         "server": "server",
         "scenario": "scenario",
+        "wire": "The fakes",
     },
     "fr": {
         "cause": "Cause",
@@ -62,6 +65,7 @@ LABELS: dict[str, dict[str, str]] = {
         "valid": "valide",
         "server": "serveur",
         "scenario": "scénario",
+        "wire": "Les faux serveurs",
     },
 }
 
@@ -218,6 +222,9 @@ class Player:
         if scenario.cause[lang]:  # a user's own scenario may have no explanation
             self.w(st(f"{lab['cause']}:", "bold"))
             self.w(_wrap(scenario.cause[lang]))
+        if lang == "en":  # the fault table's descriptions are in English
+            self.w(st(f"{lab['wire']}:", "bold"))
+            self.w(_wrap(wire_summary(scenario).replace("`", "")))
         self.w()
         self.w(st(f"{lab['dialogue']}:", "bold"))
         result = DemoResult(scenario, lang)
@@ -325,7 +332,7 @@ class Player:
         return (
             f"{lab['certificate']}: {info['subject']}, {lab['issuer']} {info['issuer']}, "
             f"{info['sans']}, {lab['valid']} {info['not_before'][:10]} → {info['not_after'][:10]}"
-            + (f" ({info['note']})" if self.lang == "en" else "")
+            + (f" ({key('cert').effect(spec.smtp.cert)})" if self.lang == "en" else "")
         )
 
 

@@ -10,133 +10,48 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Mapping
-from typing import Any, Final, Literal, TypeVar, dataclass_transform, get_args
+from collections.abc import Mapping
+from typing import Any, Final, get_args
 
-_C = TypeVar("_C", bound=type)
+from .faults import (
+    CertKind,
+    CloseAt,
+    CloseHow,
+    ClosePoint,
+    Command,
+    DnsFault,
+    DnsFaultKind,
+    Extension,
+    HostKind,
+    RecordType,
+    Reply,
+    Schedule,
+    TcpFallback,
+    TlsMode,
+    contradictions,
+    dns_contradictions,
+    values,
+)
+from .values import field, frozen
 
-
-class _Factory:
-    __slots__ = ("make",)
-
-    def __init__(self, make: Callable[[], object]) -> None:
-        self.make = make
-
-
-def field(*, default_factory: Callable[[], Any]) -> Any:
-    """A field whose default is made anew for each value (as dataclasses.field)."""
-    return _Factory(default_factory)
-
-
-@dataclass_transform(frozen_default=True, field_specifiers=(field,))
-def frozen(cls: _C) -> _C:
-    """A frozen value class, as ``@dataclass(frozen=True)`` makes one.
-
-    The same __init__ (positional or keyword, defaults in order), __eq__,
-    __hash__ and __repr__, and assignment refused. Not dataclasses itself:
-    importing it costs about 10 ms (it imports inspect), a tenth of what
-    ``mailfakes list`` may spend in all.
-    """
-    # Not inspect.get_annotations: importing inspect is the cost avoided here.
-    names: tuple[str, ...] = tuple(cls.__dict__.get("__annotations__", {}))  # noqa: RUF063
-    defaults: dict[str, object] = {}
-    for name in names:
-        if name in cls.__dict__:
-            defaults[name] = cls.__dict__[name]
-            if isinstance(defaults[name], _Factory):
-                delattr(cls, name)
-    qualname = cls.__qualname__
-
-    def __init__(self: object, *args: object, **kwargs: object) -> None:
-        if len(args) > len(names):
-            raise TypeError(
-                f"{qualname}.__init__() takes {len(names) + 1} positional arguments "
-                f"but {len(args) + 1} were given"
-            )
-        for name, value in zip(names, args, strict=False):
-            if name in kwargs:
-                raise TypeError(f"{qualname}.__init__() got multiple values for argument {name!r}")
-            kwargs[name] = value
-        for name in names:
-            if name in kwargs:
-                value = kwargs.pop(name)
-            elif name in defaults:
-                value = defaults[name]
-                if isinstance(value, _Factory):
-                    value = value.make()
-            else:
-                raise TypeError(f"{qualname}.__init__() missing required argument: {name!r}")
-            object.__setattr__(self, name, value)
-        if kwargs:
-            raise TypeError(
-                f"{qualname}.__init__() got an unexpected keyword argument {next(iter(kwargs))!r}"
-            )
-
-    def _values(self: object) -> tuple[object, ...]:
-        return tuple(getattr(self, name) for name in names)
-
-    def __eq__(self: object, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return _values(self) == _values(other)
-
-    def __hash__(self: object) -> int:
-        return hash(_values(self))
-
-    def __repr__(self: object) -> str:
-        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
-        return f"{qualname}({shown})"
-
-    def __setattr__(self: object, name: str, value: object) -> None:
-        raise AttributeError(f"cannot assign to field {name!r}")
-
-    def __delattr__(self: object, name: str) -> None:
-        raise AttributeError(f"cannot delete field {name!r}")
-
-    for method in (__init__, __eq__, __hash__, __repr__, __setattr__, __delattr__):
-        method.__qualname__ = f"{qualname}.{method.__name__}"
-        setattr(cls, method.__name__, method)
-    setattr(cls, "__match_args__", names)  # noqa: B010 (mypy refuses the plain assignment)
-    return cls
-
-
-RecordType = Literal["A", "AAAA", "MX", "CNAME", "TXT"]
-HostKind = Literal["smtp", "refuse", "blackhole", "silent", "close_on_accept"]
-CloseHow = Literal["fin", "rst"]
-TlsMode = Literal[
-    "starttls",  # STARTTLS advertised and working
-    "none",  # STARTTLS not advertised
-    "starttls_refused",  # advertised, answered 454
-    "starttls_broken",  # advertised, the handshake fails (no shared cipher: handshake_failure alert)
-    "starttls_legacy",  # advertised, the server speaks only TLS 1.0/1.1 (protocol_version alert)
-    "implicit",  # TLS from the first byte (port-465 style)
-    "implicit_broken",  # implicit TLS whose handshake fails
+__all__ = [
+    "CertKind",
+    "CloseAt",
+    "CloseHow",
+    "ClosePoint",
+    "Command",
+    "DnsFault",
+    "DnsFaultKind",
+    "Extension",
+    "HostKind",
+    "RecordType",
+    "Reply",
+    "Schedule",
+    "TcpFallback",
+    "TlsMode",
+    "field",
+    "frozen",
 ]
-CertKind = Literal[
-    "valid",
-    "expired",
-    "not_yet_valid",
-    "wrong_host",
-    "untrusted_ca",
-    "self_signed",
-    "missing_intermediate",
-]
-Command = Literal["EHLO", "HELO", "MAIL", "RCPT", "DATA", "DATA_END", "STARTTLS", "RSET", "QUIT", "NOOP"]
-ClosePoint = Literal[
-    "before_greeting",  # accept, then close without a word
-    "after_greeting",  # send the greeting, then close
-    "after_ehlo",  # EHLO (or HELO) read, connection closed instead of the reply
-    "after_starttls",  # TLS handshake done, closed before the next reply
-    "after_mail",  # MAIL read, closed instead of the reply
-    "after_rcpt",  # RCPT read, closed instead of the reply
-    "in_data",  # on the first message content (or once ``after_bytes`` bytes came, or the final dot)
-    "after_final_dot",  # message kept, closed before the reply to the final dot
-]
-# What EHLO advertises besides STARTTLS (which follows ``tls``), as a current
-# MTA does; each can be switched off per host with ``extensions_off``.
-Extension = Literal["PIPELINING", "SIZE", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"]
-DnsFaultKind = Literal["nxdomain", "servfail", "refused", "drop", "nodata", "truncate", "delay"]
-TcpFallback = Literal["answer", "nxdomain", "servfail", "refused", "drop", "reset"]
 
 RECORD_TYPES: Final = get_args(RecordType)
 HOST_KINDS: Final = get_args(HostKind)
@@ -184,55 +99,6 @@ class SpecError(ValueError):
         else:
             shown = f"{value!r} is not valid"
         super().__init__(f"{where}: {key}: {shown}; expected {expected}")
-
-
-@frozen
-class Reply:
-    """An SMTP reply the fake sends instead of its own.
-
-    ``close`` closes the connection after the reply is sent (``fin``: orderly
-    close; ``rst``: reset).
-    """
-
-    code: int
-    text: str = ""
-    enhanced: str | None = None
-    close: CloseHow | None = None
-
-    def line(self) -> str:
-        parts = [str(self.code)]
-        if self.enhanced:
-            parts.append(self.enhanced)
-        if self.text:
-            parts.append(self.text)
-        return " ".join(parts)
-
-
-@frozen
-class CloseAt:
-    """Close the connection abruptly at a named point of the dialogue.
-
-    ``in_data`` cuts as soon as message content arrives after the 354
-    reply; with ``after_bytes`` N, once N bytes of content came, or at the
-    final dot of a shorter message, so every message meets the cut (and
-    none is kept).
-    """
-
-    point: ClosePoint
-    how: CloseHow = "fin"
-    after_bytes: int = 0
-
-
-@frozen
-class Schedule:
-    """Apply the host's fault to its first ``fail_first`` sessions only.
-
-    A session is one TCP connection to the host; the count is kept by the
-    running world, so it survives nothing but the world itself (a world
-    ``reset()`` starts it again). Later sessions get the healthy baseline.
-    """
-
-    fail_first: int
 
 
 _TLS_OFFERS: Final = {
@@ -303,20 +169,6 @@ class Record:
     value: str
     priority: int = 10
     ttl: int = 300
-
-
-@frozen
-class DnsFault:
-    """A fault on the answers for one name (and optionally some types only)."""
-
-    name: str
-    fault: DnsFaultKind
-    types: frozenset[str] | None = None
-    delay_ms: int = 0
-    tcp: TcpFallback = "answer"
-
-    def applies_to(self, qtype: str) -> bool:
-        return self.types is None or qtype in self.types
 
 
 @frozen
@@ -480,14 +332,14 @@ def parse_reply(t: Table) -> Reply:
         # Replies go out in ASCII (RFC 5321 4.5.3.1); a control character
         # or an accented letter could not be sent as written.
         raise t.fail("text", text, "one line of printable ASCII text")
-    close = t.choice("close", CLOSE_HOWS, "") if t.has("close") else None
+    close = t.choice("close", values("close"), "") if t.has("close") else None
     t.done(("code", "enhanced", "text", "close"))
     return Reply(code=code, text=text, enhanced=enhanced, close=close)  # type: ignore[arg-type]
 
 
 def parse_smtp_plan(t: Table) -> SmtpPlan:
-    tls = t.choice("tls", TLS_MODES, "starttls")
-    cert = t.choice("cert", CERT_KINDS, "valid")
+    tls = t.choice("tls", values("tls"), "starttls")
+    cert = t.choice("cert", values("cert"), "valid")
     greeting = parse_reply(t.table("greeting")) if t.has("greeting") else None
     replies: dict[str, Reply] = {}
     rt = t.table("replies")
@@ -499,15 +351,13 @@ def parse_smtp_plan(t: Table) -> SmtpPlan:
     close_at = None
     if t.has("close_at"):
         ct = t.table("close_at")
-        point = ct.choice("point", CLOSE_POINTS)
-        how = ct.choice("how", CLOSE_HOWS, "fin")
+        point = ct.choice("point", values("close_at"))
+        how = ct.choice("how", values("close"), "fin")
         after_bytes = ct.integer("after_bytes", 0, lo=0, hi=10**9)
         if after_bytes and point != "in_data":
             raise ct.fail("after_bytes", after_bytes, "no after_bytes unless point is in_data")
         ct.done(("point", "how", "after_bytes"))
         close_at = CloseAt(point=point, how=how, after_bytes=after_bytes)  # type: ignore[arg-type]
-        if point == "after_starttls" and tls not in ("starttls",):
-            raise ct.fail("point", point, "after_starttls only with tls = starttls")
     delays: dict[str, int] = {}
     if t.has("delay_ms"):
         delays["*"] = t.integer("delay_ms", 0, lo=0, hi=600_000)
@@ -517,13 +367,13 @@ def parse_smtp_plan(t: Table) -> SmtpPlan:
             raise dt.fail(point, UNKNOWN_KEY, "one of " + ", ".join(DELAY_KEYS))
         delays[point] = dt.integer(point, 0, lo=0, hi=600_000)
     dt.done()
-    if cert != "valid" and tls == "none":
-        raise t.fail("cert", cert, "no certificate fault when tls = none")
     off = t.string_list("extensions_off")
     for ext in off:
-        if ext.upper() not in EXTENSIONS:
-            raise t.fail("extensions_off", ext, "extension names among " + ", ".join(EXTENSIONS))
-    return SmtpPlan(
+        if ext.upper() not in values("extensions_off"):
+            raise t.fail(
+                "extensions_off", ext, "extension names among " + ", ".join(values("extensions_off"))
+            )
+    plan = SmtpPlan(
         tls=tls,  # type: ignore[arg-type]
         cert=cert,  # type: ignore[arg-type]
         greeting=greeting,
@@ -532,6 +382,10 @@ def parse_smtp_plan(t: Table) -> SmtpPlan:
         delays_ms=delays,
         extensions_off=frozenset(ext.upper() for ext in off),
     )
+    for where, value, expected in contradictions(plan):
+        # Refused as the user wrote it: the file, the key, the value, why it cannot apply.
+        raise SpecError(t.where, f"{t.path}.{where}" if t.path else where, value, expected)
+    return plan
 
 
 _SMTP_KEYS: Final = (
@@ -547,9 +401,9 @@ _SMTP_KEYS: Final = (
 
 
 def parse_host(name: str, t: Table) -> HostSpec:
-    kind = t.choice("kind", HOST_KINDS, "smtp")
+    kind = t.choice("kind", values("kind"), "smtp")
     a_record = t.boolean("a_record", True)
-    close = t.choice("close", CLOSE_HOWS, "fin")
+    close = t.choice("close", values("close"), "fin")
     if t.has("close") and kind != "close_on_accept":
         raise t.fail("close", t.data["close"], "no close unless kind = close_on_accept")
     if kind == "smtp":
@@ -629,7 +483,7 @@ def _is_loopback(value: str) -> bool:
 
 def parse_record(t: Table, zone: str, host_names: set[str]) -> Record:
     name = check_name(t, "name", t.string("name", required=True), zone)
-    rtype = t.choice("type", RECORD_TYPES)
+    rtype = t.choice("type", values("records"))
     value = t.string("value", required=True)
     priority = t.integer("priority", 10, lo=0, hi=65535)
     ttl = t.integer("ttl", 300, lo=0, hi=2**31 - 1)
@@ -656,15 +510,15 @@ def parse_record(t: Table, zone: str, host_names: set[str]) -> Record:
 
 def parse_dns_fault(t: Table, zone: str) -> DnsFault:
     name = check_name(t, "name", t.string("name", required=True), zone)
-    fault = t.choice("fault", DNS_FAULT_KINDS)
+    fault = t.choice("fault", values("dns_faults"))
     types = t.string_list("types")
     for ty in types:
-        if ty not in RECORD_TYPES:
-            raise t.fail("types", ty, "record types among " + ", ".join(RECORD_TYPES))
+        if ty not in values("records"):
+            raise t.fail("types", ty, "record types among " + ", ".join(values("records")))
     delay_ms = t.integer("delay_ms", 0, lo=0, hi=600_000)
     if fault == "delay" and delay_ms == 0:
         raise t.fail("delay_ms", None, "a delay in milliseconds from 1 (required for fault = delay)")
-    tcp = t.choice("tcp", TCP_FALLBACKS, "answer")
+    tcp = t.choice("tcp", values("dns_faults.tcp"), "answer")
     if t.has("tcp") and fault != "truncate":
         raise t.fail("tcp", tcp, "no tcp setting unless fault = truncate")
     t.done(("name", "fault", "types", "delay_ms", "tcp"))
@@ -707,6 +561,9 @@ def parse_world(data: Mapping[str, Any], where: str = "<world>", path: str = "")
     if len(host_names) != len(hosts):
         raise t.fail("hosts", sorted(h.name for h in hosts), "each host name once")
     records = tuple(parse_record(r, zone, host_names) for r in t.tables("records"))
-    faults = tuple(parse_dns_fault(f, zone) for f in t.tables("dns_faults"))
+    fault_tables = t.tables("dns_faults")
+    faults = tuple(parse_dns_fault(f, zone) for f in fault_tables)
+    for i, where, value, expected in dns_contradictions(faults):
+        raise fault_tables[i].fail(where, value, expected)
     t.done(("zone", "hosts", "records", "dns_faults"))
     return WorldSpec(zone=zone, records=records, hosts=tuple(hosts), dns_faults=faults)
