@@ -28,41 +28,75 @@ or ``legacy_only`` (only TLS 1.0 and 1.1: a client that speaks TLS 1.2 or
 later only gets a ``protocol_version`` alert). ``broken=True`` is
 ``offer="no_shared_cipher"``.
 
-Key material lives only in a private temporary directory (mode 0700, files
-0600) that :meth:`CertAuthority.close` removes. Server contexts are loaded from
-files there with ``load_cert_chain`` (trustme's ``configure_cert`` would write
-the key to the system temp dir). Cost, measured with OpenSSL 3.0 on 2 cores:
-``CertAuthority()`` plus one valid server context takes about 1.7 ms, most of it
-OpenSSL parsing the key and certificate; later calls for the same context are
-dictionary look-ups.
+Key material a world uses lives in a private temporary directory (mode 0700,
+files 0600) that :meth:`CertAuthority.close` removes. Server contexts are loaded
+from files there with ``load_cert_chain`` (trustme's ``configure_cert`` would
+write the key to the system temp dir). Cost, measured with OpenSSL 3.0 on 2
+cores: ``CertAuthority()`` plus one valid server context takes about 1.7 ms,
+most of it OpenSSL parsing the key and certificate; later calls for the same
+context are dictionary look-ups.
+
+The process's CA (:func:`shared_authority`, what default worlds and runtimes
+use) is kept between processes in a per-user :class:`CertCache` (a 0700
+directory under ``$XDG_CACHE_HOME/mailfakes``), with the leaves it issued, so
+that a command such as ``mailfakes serve`` neither makes keys nor imports
+trustme and cryptography when its certificates were made before. Set
+``MAILFAKES_CERT_CACHE=off`` to make every CA afresh in memory, as a
+``CertAuthority()`` always does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
-import ipaddress
+import json
 import os
 import re
 import secrets
 import shutil
 import ssl
+import stat
 import tempfile
 import threading
 import warnings
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, Literal, get_args
-
-import trustme
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from types import ModuleType, TracebackType
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 from .spec import CERT_KINDS, CertKind, normalize_name
+
+if TYPE_CHECKING:
+    import trustme
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+# trustme and cryptography cost about 30 ms to import: only a process that
+# makes a key, signs a certificate or reads one's fields imports them.
+
+
+def _trustme() -> ModuleType:
+    import trustme
+
+    return trustme
+
+
+def _key_name(key_type: object) -> str:
+    """ "ECDSA" or "RSA" for a trustme.KeyType (or its name), without importing trustme."""
+    name = getattr(key_type, "name", key_type)
+    if name not in ("ECDSA", "RSA"):
+        raise ValueError(f"unknown key type {key_type!r}; expected trustme.KeyType.ECDSA or RSA")
+    return str(name)
+
+
+def _remove_dir(path: Path, pid: int) -> None:
+    # Only the process that made a directory removes it: a forked child that
+    # exits normally must not take its parent's keys away.
+    if os.getpid() == pid:
+        shutil.rmtree(path, True)
+
 
 ORGANIZATION: Final = "mailfakes"
 WRONG_HOST_NAME: Final = "unrelated.example.test"
@@ -134,6 +168,10 @@ def _validity(kind: CertKind, now: dt.datetime) -> tuple[dt.datetime, dt.datetim
 
 
 def _general_name(name: str) -> x509.GeneralName:
+    import ipaddress
+
+    from cryptography import x509
+
     try:
         return x509.IPAddress(ipaddress.ip_address(name))
     except ValueError:
@@ -150,6 +188,8 @@ def _file_stem(host_name: str) -> str:
 
 
 def _private_key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.TraditionalOpenSSL,
@@ -158,15 +198,20 @@ def _private_key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> byt
 
 
 def _self_signed(
-    host_name: str, key_type: trustme.KeyType, not_before: dt.datetime, not_after: dt.datetime
+    host_name: str, key_name: str, not_before: dt.datetime, not_after: dt.datetime
 ) -> tuple[bytes, bytes]:
     """A self-signed leaf for ``host_name``: (key PEM, certificate PEM).
 
     Not a CA (basicConstraints CA:FALSE); OpenSSL reports it as error 18,
     "self-signed certificate", at depth 0.
     """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
-    if key_type == trustme.KeyType.RSA:
+    if key_name == "RSA":
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     else:
         key = ec.generate_private_key(ec.SECP256R1())
@@ -244,24 +289,52 @@ class CertAuthority:
     Thread-safe; every result is cached, so repeated calls are cheap. The
     server contexts returned are shared: do not modify them. A default
     ``World`` uses :func:`shared_authority` through :meth:`lend`.
+
+    ``cache``: a :class:`CertCache` the CA and its leaves are taken from when
+    they were made before (by this user, in any process), and kept in when
+    new; without it (the default) the CA is new and lives in memory only.
     """
 
-    def __init__(self, *, key_type: trustme.KeyType = trustme.KeyType.ECDSA) -> None:
-        self.key_type = key_type
+    def __init__(self, *, key_type: trustme.KeyType | str = "ECDSA", cache: CertCache | None = None) -> None:
+        self._key_name = _key_name(key_type)
         self.directory = Path(tempfile.mkdtemp(prefix="mailfakes-certs-"))
         os.chmod(self.directory, 0o700)
-        self._finalizer = weakref.finalize(self, shutil.rmtree, self.directory, True)
+        self._finalizer = weakref.finalize(self, _remove_dir, self.directory, os.getpid())
         self._lock = threading.RLock()
         self._closed = False
-        self._ca = self._new_ca("trusted")
-        self.ca_pem: bytes = self._ca.cert_pem.bytes()
-        self.ca_file: Path = self._write("ca.pem", self.ca_pem)
+        self.cache = cache if cache is not None and cache.usable() else None
+        self._ca_obj: trustme.CA | None = None
+        self._ca_key_pem = b""
+        try:
+            if self.cache is not None:
+                self.ca_pem, self._ca_key_pem = self.cache.authority(self._key_name, self._new_ca)
+            else:
+                self._ca_obj = self._new_ca("trusted")
+                self.ca_pem = self._ca_obj.cert_pem.bytes()
+            self.ca_file: Path = self._write("ca.pem", self.ca_pem)
+        except BaseException:
+            self._finalizer()
+            raise
+        self.ca_fingerprint = hashlib.sha256(self.ca_pem).hexdigest()
         self._untrusted_ca: trustme.CA | None = None
         self._intermediate_ca: trustme.CA | None = None
         self._issued: dict[tuple[str, CertKind, bool], IssuedCert] = {}
         self._contexts: dict[tuple[str, CertKind, str], ssl.SSLContext] = {}
         self._context_files: dict[tuple[str, CertKind, str], Path] = {}
         self._generation = 0
+
+    @property
+    def key_type(self) -> trustme.KeyType:
+        """The trustme.KeyType of the CA's keys and of its leaves."""
+        return _trustme().KeyType[self._key_name]  # type: ignore[no-any-return]
+
+    @property
+    def _ca(self) -> trustme.CA:
+        """The trusted CA as a trustme.CA, read from the cached PEM on first need (a miss)."""
+        with self._lock:
+            if self._ca_obj is None:
+                self._ca_obj = _trustme().CA.from_pem(self.ca_pem, self._ca_key_pem)
+            return self._ca_obj
 
     # -- life cycle ------------------------------------------------------
 
@@ -304,6 +377,8 @@ class CertAuthority:
     @property
     def subject(self) -> str:
         """The trusted CA's subject, as RFC 4514 text."""
+        from cryptography import x509
+
         return x509.load_pem_x509_certificate(self.ca_pem).subject.rfc4514_string()
 
     def client_context(self) -> ssl.SSLContext:
@@ -350,7 +425,7 @@ class CertAuthority:
                 ctx.sni_callback = _note_server_name
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
-                ctx.load_cert_chain(issued.cert_file, issued.key_file)
+                ctx.load_cert_chain(issued.cert_file, issued.key_file)  # checks the key fits the leaf
                 self._contexts[key] = ctx
                 self._context_files[key] = issued.cert_file
             return ctx
@@ -365,6 +440,8 @@ class CertAuthority:
         Keys: host_name, kind, note, subject, issuer, sans, not_before,
         not_after (ISO 8601, UTC), served (what the server sends), cert_file.
         """
+        from cryptography import x509
+
         issued = self.issue(host_name, kind)
         leaf = x509.load_pem_x509_certificate(issued.leaf_pem)
         try:
@@ -407,8 +484,10 @@ class CertAuthority:
             if self._closed:
                 raise RuntimeError("CertAuthority is closed")
             issued = self._issued.get((name, kind, rsa))
-            if issued is None or not _still_fits(issued, _now()):
-                issued = self._issue(name, kind, trustme.KeyType.RSA if rsa else self.key_type)
+            now = _now()
+            if issued is None or not _still_fits(issued, now):
+                key_name = "RSA" if rsa else self._key_name
+                issued = self._from_cache(name, kind, key_name, now) or self._issue(name, kind, key_name)
                 self._issued[(name, kind, rsa)] = issued
             return issued
 
@@ -417,22 +496,18 @@ class CertAuthority:
     def _new_ca(self, role: str, parent: trustme.CA | None = None) -> trustme.CA:
         # A random token keeps the subjects of different CAs apart, so a client
         # never confuses two worlds' CAs (or the trusted and untrusted one).
-        return trustme.CA(
+        trustme = _trustme()
+        return trustme.CA(  # type: ignore[no-any-return]
             parent_cert=parent,
             path_length=8 if parent is not None else 9,
             organization_name=ORGANIZATION,
             organization_unit_name=f"mailfakes {role} CA {secrets.token_hex(4)}",
-            key_type=self.key_type,
+            key_type=trustme.KeyType[self._key_name],
         )
 
     def _write(self, file_name: str, data: bytes) -> Path:
         path = self.directory / file_name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, data)
-        finally:
-            os.close(fd)
+        _write_private(path, data)
         return path
 
     def _issuer_for(self, kind: CertKind) -> trustme.CA:
@@ -447,11 +522,42 @@ class CertAuthority:
             return self._intermediate_ca
         return self._ca
 
-    def _issue(self, host_name: str, kind: CertKind, key_type: trustme.KeyType) -> IssuedCert:
+    def _leaf_entry(self, host_name: str, kind: CertKind, key_name: str) -> str:
+        # What the certificate holds, besides its dates: who vouches for it, for
+        # which name, which kind, which key type.
+        return _entry_name("leaf", self.ca_fingerprint, host_name, kind, key_name)
+
+    def _from_cache(
+        self, host_name: str, kind: CertKind, key_name: str, now: dt.datetime
+    ) -> IssuedCert | None:
+        """A leaf made before, from the cache, copied into this authority's directory."""
+        if self.cache is None:
+            return None
+        entry = self._leaf_entry(host_name, kind, key_name)
+        found = self.cache.load(entry)
+        if found is None:
+            return None
+        meta, files = found
+        try:
+            if (meta.get("host"), meta.get("kind"), meta.get("ca")) != (host_name, kind, self.ca_fingerprint):
+                raise ValueError("another certificate")
+            not_before = dt.datetime.fromisoformat(str(meta["not_before"]))
+            not_after = dt.datetime.fromisoformat(str(meta["not_after"]))
+            key_pem, leaf_pem, omitted = files["key.pem"], files["cert.pem"], files["omitted.pem"]
+        except (KeyError, ValueError):
+            self.cache.discard(entry)
+            return None
+        issued = self._record(host_name, kind, key_name, key_pem, leaf_pem, omitted, not_before, not_after)
+        if not _still_fits(issued, now):  # its dates no longer make it what it is: made again
+            self.cache.discard(entry)
+            return None
+        return issued
+
+    def _issue(self, host_name: str, kind: CertKind, key_name: str) -> IssuedCert:
         not_before, not_after = _validity(kind, _now())
         omitted = b""
         if kind == "self_signed":
-            key_pem, leaf_pem = _self_signed(host_name, key_type, not_before, not_after)
+            key_pem, leaf_pem = _self_signed(host_name, key_name, not_before, not_after)
         else:
             subject_name = host_name
             if kind == "wrong_host":
@@ -463,14 +569,38 @@ class CertAuthority:
                 organization_unit_name=f"mailfakes {kind} certificate",
                 not_before=not_before,
                 not_after=not_after,
-                key_type=key_type,
+                key_type=_trustme().KeyType[key_name],
             )
             key_pem = leaf.private_key_pem.bytes()
             leaf_pem = leaf.cert_chain_pems[0].bytes()
             # The chain up to (not including) the root; empty unless an
             # intermediate issued the leaf, and that one is left out on purpose.
             omitted = b"".join(blob.bytes() for blob in leaf.cert_chain_pems[1:])
-        stem = f"{_file_stem(host_name)}.{kind}" + (".rsa" if key_type != self.key_type else "")
+        if self.cache is not None:
+            meta = {
+                "host": host_name,
+                "kind": kind,
+                "ca": self.ca_fingerprint,
+                "not_before": not_before.isoformat(),
+                "not_after": not_after.isoformat(),
+            }
+            files = {"key.pem": key_pem, "cert.pem": leaf_pem, "omitted.pem": omitted}
+            self.cache.store(self._leaf_entry(host_name, kind, key_name), meta, files)
+        return self._record(host_name, kind, key_name, key_pem, leaf_pem, omitted, not_before, not_after)
+
+    def _record(
+        self,
+        host_name: str,
+        kind: CertKind,
+        key_name: str,
+        key_pem: bytes,
+        leaf_pem: bytes,
+        omitted: bytes,
+        not_before: dt.datetime,
+        not_after: dt.datetime,
+    ) -> IssuedCert:
+        """Write a leaf and its key into this authority's directory."""
+        stem = f"{_file_stem(host_name)}.{kind}" + (".rsa" if key_name != self._key_name else "")
         if (self.directory / f"{stem}.crt.pem").exists():  # issued again: see _still_fits
             self._generation += 1
             stem = f"{stem}.{self._generation}"
@@ -498,7 +628,7 @@ def _still_fits(issued: IssuedCert, now: dt.datetime) -> bool:
         return True  # it only gets more expired
     if issued.kind == "not_yet_valid":
         return now < issued.not_before - _REISSUE_MARGIN
-    return now < issued.not_after - _REISSUE_MARGIN
+    return issued.not_before <= now < issued.not_after - _REISSUE_MARGIN
 
 
 class _Lent(CertAuthority):
@@ -507,15 +637,20 @@ class _Lent(CertAuthority):
     def __init__(self, owner: CertAuthority) -> None:
         # Not CertAuthority.__init__: no CA of its own is made, that is the point.
         self._owner = owner
-        self.key_type = owner.key_type
+        self._key_name = owner._key_name
+        self.cache = owner.cache
         self.directory = Path(tempfile.mkdtemp(prefix="mailfakes-certs-"))
         os.chmod(self.directory, 0o700)
-        self._finalizer = weakref.finalize(self, shutil.rmtree, self.directory, True)
+        self._finalizer = weakref.finalize(self, _remove_dir, self.directory, os.getpid())
         self._lock = threading.RLock()
         self._closed = False
-        self._ca = owner._ca
         self.ca_pem = owner.ca_pem
+        self.ca_fingerprint = owner.ca_fingerprint
         self.ca_file = self._write("ca.pem", self.ca_pem)
+
+    @property
+    def _ca(self) -> trustme.CA:
+        return self._owner._ca
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else str(self.directory)
@@ -544,6 +679,232 @@ class _Lent(CertAuthority):
             raise RuntimeError("CertAuthority is closed")
 
 
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a new file only its owner can read (0600), refusing to follow a link."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+# -- the per-user cache -----------------------------------------------------------
+
+CACHE_ENV: Final = "MAILFAKES_CERT_CACHE"
+"""``off`` (or 0, no, false): no cache; an absolute path: the cache's directory."""
+CA_MAX_AGE: Final = dt.timedelta(days=7)
+"""A cached CA (and every leaf it issued) is replaced once this old."""
+_CACHE_FORMAT: Final = "1"
+_MAX_FILE: Final = 1 << 20
+
+
+def _entry_name(*parts: str) -> str:
+    return hashlib.sha256("\0".join((_CACHE_FORMAT, *parts)).encode()).hexdigest()[:40]
+
+
+def _owned_private(st: os.stat_result, kind: int) -> bool:
+    """Of the expected kind (not a link), this user's, and closed to group and others."""
+    return stat.S_IFMT(st.st_mode) == kind and st.st_uid == os.getuid() and not st.st_mode & 0o077
+
+
+def _read_private(path: Path) -> bytes | None:
+    """A file's bytes if it is a regular file of this user's, mode 0600 or stricter; else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not _owned_private(st, stat.S_IFREG) or st.st_size > _MAX_FILE:
+            return None
+        chunks = []
+        while chunk := os.read(fd, _MAX_FILE):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+class CertCache:
+    """Certificates and their keys kept between processes, for one user.
+
+    Example::
+
+        ca = CertAuthority(cache=CertCache(Path.home() / ".cache/mailfakes/certs"))
+        ca.server_context("mx.contoso.test")   # a key made once, reused next time
+
+    The directory is the user's own, mode 0700 (made so; one that is not the
+    user's, or a link, is never used; one open to others has everything in it
+    thrown away and is made again). Each entry is a directory of 0600 files
+    and a ``meta.json`` naming them with their SHA-256, written under a
+    temporary name and renamed into place, so a reader (any process) sees a
+    whole entry or none. An entry is named by what its certificate holds
+    (format, issuing CA, host name, kind, key type). One that is not this
+    user's, is open to others, is incomplete, or whose files do not match
+    their digests is removed and made again; so is a leaf whose dates no
+    longer make it what it is, and the CA after :data:`CA_MAX_AGE`, with
+    every leaf it issued.
+    """
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self._lock = threading.Lock()
+        self._usable: bool | None = None
+
+    def __repr__(self) -> str:
+        return f"<CertCache {self.root}>"
+
+    def usable(self) -> bool:
+        """Whether the directory is (now) this user's own and private; made on first call."""
+        with self._lock:
+            if self._usable is None:
+                self._usable = self._prepare()
+            return self._usable
+
+    def _prepare(self) -> bool:
+        try:
+            self.root.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(self.root, 0o700)
+            st = os.lstat(self.root)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+                return False  # a link, a file, or another user's: neither read nor touched
+            if st.st_mode & 0o077:
+                # Others could read the keys or plant their own: nothing in it is trusted.
+                aside = self.root.with_name(f".{self.root.name}.refused-{secrets.token_hex(4)}")
+                os.rename(self.root, aside)
+                shutil.rmtree(aside, ignore_errors=True)
+                os.mkdir(self.root, 0o700)
+                return _owned_private(os.lstat(self.root), stat.S_IFDIR)
+        except OSError:
+            return False
+        return True
+
+    def load(self, name: str) -> tuple[dict[str, Any], dict[str, bytes]] | None:
+        """An entry's metadata and files, or None (none yet, or refused and removed)."""
+        path = self.root / name
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        problem = not _owned_private(st, stat.S_IFDIR)
+        meta: dict[str, Any] = {}
+        files: dict[str, bytes] = {}
+        if not problem:
+            raw = _read_private(path / "meta.json")
+            try:
+                meta = json.loads(raw) if raw is not None else {}
+            except ValueError:
+                meta = {}
+            digests = meta.get("files") if isinstance(meta, dict) else None
+            problem = (
+                not isinstance(digests, dict)
+                or meta.get("format") != _CACHE_FORMAT
+                or meta.get("name") != name
+            )
+            for file_name, digest in (digests or {}).items() if not problem else ():
+                data = _read_private(path / str(file_name)) if "/" not in str(file_name) else None
+                if data is None or hashlib.sha256(data).hexdigest() != digest:
+                    problem = True
+                    break
+                files[str(file_name)] = data
+        if problem:
+            self.discard(name)
+            return None
+        return meta, files
+
+    def store(self, name: str, meta: dict[str, Any], files: dict[str, bytes]) -> None:
+        """Add an entry; when another process added it first, theirs stays."""
+        tmp = self.root / f".new-{secrets.token_hex(8)}"
+        try:
+            os.mkdir(tmp, 0o700)
+            for file_name, data in files.items():
+                _write_private(tmp / file_name, data)
+            digests = {f: hashlib.sha256(d).hexdigest() for f, d in files.items()}
+            record = {**meta, "format": _CACHE_FORMAT, "name": name, "files": digests}
+            _write_private(tmp / "meta.json", json.dumps(record).encode())
+            os.rename(tmp, self.root / name)  # fails when the name is taken (a non-empty directory)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def discard(self, name: str) -> None:
+        """Remove an entry (renamed away first, so no reader sees half of it)."""
+        path = self.root / name
+        try:
+            if stat.S_ISDIR(os.lstat(path).st_mode):
+                aside = self.root / f".old-{secrets.token_hex(8)}"
+                os.rename(path, aside)
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                os.unlink(path)
+        except OSError:
+            pass
+
+    def authority(self, key_name: str, make: Any) -> tuple[bytes, bytes]:
+        """The cached CA's (certificate PEM, key PEM); made with ``make("trusted")`` when missing or old."""
+        name = _entry_name("ca", key_name)
+        found = self.load(name)
+        if found is not None:
+            meta, files = found
+            try:
+                made = dt.datetime.fromisoformat(str(meta["made"]))
+                if _now() - CA_MAX_AGE < made <= _now() + _DAY:
+                    return files["cert.pem"], files["key.pem"]
+            except (KeyError, ValueError):
+                pass
+            self.discard(name)
+        ca = make("trusted")
+        cert_pem, key_pem = ca.cert_pem.bytes(), ca.private_key_pem.bytes()
+        self.store(
+            name, {"made": _now().isoformat(), "role": "trusted"}, {"cert.pem": cert_pem, "key.pem": key_pem}
+        )
+        again = self.load(name)  # another process may have stored its CA first: one CA for all
+        if again is not None and "cert.pem" in again[1] and "key.pem" in again[1]:
+            cert_pem, key_pem = again[1]["cert.pem"], again[1]["key.pem"]
+        self._prune(hashlib.sha256(cert_pem).hexdigest(), keep=name)
+        return cert_pem, key_pem
+
+    def _prune(self, fingerprint: str, keep: str) -> None:
+        """Remove what a CA other than ``fingerprint`` issued (the leaves of a CA replaced)."""
+        try:
+            names = os.listdir(self.root)
+        except OSError:
+            return
+        for entry in names:
+            if entry == keep or entry.startswith("."):
+                continue
+            raw = _read_private(self.root / entry / "meta.json")
+            try:
+                issuer = json.loads(raw).get("ca") if raw is not None else None
+            except (ValueError, AttributeError):
+                issuer = None
+            if issuer != fingerprint:
+                self.discard(entry)
+
+
+def default_cache() -> CertCache | None:
+    """The user's certificate cache: ``$MAILFAKES_CERT_CACHE``, else ``$XDG_CACHE_HOME/mailfakes/certs``
+    (``~/.cache`` when unset); None when ``MAILFAKES_CERT_CACHE=off``.
+
+    Example::
+
+        cache = default_cache()   # <CertCache /home/me/.cache/mailfakes/certs>
+    """
+    value = os.environ.get(CACHE_ENV, "").strip()
+    if value.lower() in ("off", "0", "no", "false"):
+        return None
+    if os.path.isabs(value):
+        return CertCache(value)
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):  # unset, or relative: the XDG spec says ignore it
+        home = os.path.expanduser("~")
+        if not os.path.isabs(home):
+            return None
+        base = os.path.join(home, ".cache")
+    return CertCache(os.path.join(base, "mailfakes", "certs"))
+
+
 _shared: CertAuthority | None = None
 _shared_lock = threading.Lock()
 
@@ -556,11 +917,24 @@ def shared_authority() -> CertAuthority:
     ``ca_file`` (:meth:`CertAuthority.lend`). Its certificate of each kind
     still fails for its own reason in every world: ``untrusted_ca`` leaves come
     from a second CA that no world's ``ca_file`` holds, ``self_signed`` ones
-    from no CA. Its directory goes when the process exits; after a ``close()``
-    the next call makes a new one.
+    from no CA. It comes from the user's :func:`default_cache` (the same CA for
+    every process of the user's until it is :data:`CA_MAX_AGE` old). Its
+    directory goes when the process exits; after a ``close()`` the next call
+    makes a new one.
     """
     global _shared
     with _shared_lock:
         if _shared is None or _shared.closed:
-            _shared = CertAuthority()
+            _shared = CertAuthority(cache=default_cache())
         return _shared
+
+
+def _forget_shared_in_child() -> None:
+    # A forked child starts with no process CA of its own: its first world makes
+    # (or reads from the cache) one; the parent's directory stays the parent's.
+    global _shared, _shared_lock
+    _shared, _shared_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_shared_in_child)
