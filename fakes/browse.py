@@ -1,4 +1,4 @@
-"""``mailfakes list``, ``show`` and ``validate``: reading the catalogue, serving nothing.
+"""``mailfakes list``, ``show``, ``validate`` and ``faults``: reading the catalogue, serving nothing.
 
 They import the catalogue only, never the servers, so that they start at
 the cost of reading TOML files.
@@ -137,3 +137,39 @@ def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
         )
     out.write(f"{len(args.files) - bad} valid, {bad} invalid\n")
     return 1 if bad else 0
+
+
+def cmd_faults(args: argparse.Namespace, out: TextIO) -> int:
+    from . import faults
+
+    keys = faults.TABLE
+    if args.key:
+        try:
+            keys = (faults.key(args.key),)
+        except KeyError:
+            known = ", ".join(k.key for k in faults.TABLE)
+            raise UsageError(f"no key {args.key!r} in the fault table; keys: {known}") from None
+    if args.json:
+        rows = [
+            {
+                "scope": k.scope,
+                "key": k.key,
+                "form": k.form,
+                "doc": k.doc,
+                "default": k.default,
+                "values": [{"value": c.value, "effect": c.effect} for c in k.choices],
+            }
+            for k in keys
+        ]
+        out.write(json.dumps(rows) + "\n")
+        return 0
+    for k in keys:
+        out.write(f"{k.key}  ({k.scope})\n  written: {k.form.replace('`', '')}\n")
+        out.write(_wrap(k.doc.replace("`", "")) + "\n")
+        for c in k.choices:
+            default = " (default)" if c.value == k.default else ""
+            out.write(f"    {c.value}{default}: {c.effect.replace('`', '')}\n")
+        out.write("\n")
+    if not args.key:
+        out.write("Which fault wins:\n" + _wrap(faults.PRECEDENCE.replace("`", "")) + "\n")
+    return 0

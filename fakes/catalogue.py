@@ -23,7 +23,7 @@ The file format (unknown keys anywhere are errors)::
     [explain.en]                # cause and fix; same for [explain.fr] (see above)
     [target]                    # mail_domain (required), smart_host, connect_by_ip,
                                 # require_tls (true), mail_from, rcpt_to
-    [world]                     # see mailfakes.spec.parse_world
+    [world]                     # hosts, records, dns_faults: every key in mailfakes.faults.TABLE
 
 Every name must lie under the reserved ``.test`` domain, the smart host and
 mail domain inside the world's zone; ``connect_by_ip = true`` needs a smart

@@ -76,6 +76,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     ps.add_argument("id", metavar="ID", help="scenario id (see 'mailfakes list')")
     ps.add_argument("--lang", choices=LANGS, default="en", help="language (default: en)")
 
+    pf = sub.add_parser(
+        "faults",
+        help="the fault table: every key a scenario's [world] may hold, its values and effects",
+        description="Print the fault table that validation, 'show' and the README read: for each key "
+        "of a scenario's [world] table, where it goes, how it is written, what it does and what each "
+        "value makes a client meet; then which fault wins when two apply at one point.",
+    )
+    pf.add_argument("key", nargs="?", metavar="KEY", help="only this key (e.g. tls, close_at, replies.CMD)")
+    pf.add_argument(
+        "--json", action="store_true", help="print a JSON array of {scope, key, form, doc, values}"
+    )
+
     pv = sub.add_parser(
         "serve",
         help="serve one scenario on loopback until Ctrl-C or SIGTERM",
@@ -282,6 +294,7 @@ COMMANDS = {
     "list": ("browse", "cmd_list"),
     "show": ("browse", "cmd_show"),
     "validate": ("browse", "cmd_validate"),
+    "faults": ("browse", "cmd_faults"),
     "serve": ("serve", "cmd_serve"),
     "deliver": ("deliver_cmd", "cmd_deliver"),
     "send": ("deliver_cmd", "cmd_send"),
@@ -354,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # Commands with nothing to stop cleanly: a signal unwinds them at once.
-INSTANT_COMMANDS = frozenset({"list", "show", "validate"})
+INSTANT_COMMANDS = frozenset({"list", "show", "validate", "faults"})
 
 # What the library says to a Python caller, and what the same thing is called
 # on the command line.

@@ -275,3 +275,26 @@ def test_a_reply_override_wins_over_the_tls_mode_s_own_answer() -> None:
         got = _dialogue(ip, port, "EHLO client.test", "STARTTLS", "QUIT")
     assert got[-2] == b"454 4.7.0 TLS is resting\r\n"
     assert got[-1].startswith(b"221")
+
+
+def test_the_faults_command_prints_the_table_the_readme_shows() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "mailfakes", "faults", "--json"], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    import json
+
+    rows = json.loads(run.stdout)
+    assert [(r["scope"], r["key"]) for r in rows] == _readme_keys()
+    tls = next(r for r in rows if r["key"] == "tls")
+    assert {v["value"] for v in tls["values"]} == set(get_args(faults.TlsMode))
+    one = subprocess.run(
+        [sys.executable, "-m", "mailfakes", "faults", "no-such-key"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert one.returncode == 2
+    assert one.stderr.startswith(
+        "mailfakes faults: error: no key 'no-such-key' in the fault table; keys: zone"
+    )
