@@ -5,9 +5,10 @@ forwarding; any other name gets REFUSED) from the records of a
 :class:`~mailfakes.spec.WorldSpec`, plus an A record for every host, and applies
 the spec's per-name :class:`~mailfakes.spec.DnsFault` values: NXDOMAIN, SERVFAIL,
 REFUSED, NODATA, silence, a truncated UDP answer and delays. Every query is
-recorded in :attr:`FakeDNS.queries` and emitted as a ``dns`` event when it
-arrives; an answer held back by a delay is also announced, as a ``fault``
-event, at the moment it is sent.
+recorded once, in :attr:`FakeDNS.queries`; subscribers of the event log see
+it as a ``dns`` event when it arrives, and the log's ``events("dns")`` reads
+the query log. An answer held back by a delay is also announced, as a
+``fault`` event (kept by the log), at the moment it is sent.
 
 Names are compared as sequences of wire labels (bytes, ASCII case folded),
 never as dotted text: the single label ``mail.contoso`` followed by ``test``
@@ -44,12 +45,12 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from dnslib import AAAA, CNAME, EDNS0, MX, NS, QTYPE, RCODE, RR, SOA, TXT, A, DNSHeader, DNSLabel, DNSRecord
 
-from .events import EventLog
+from .events import Event, EventKind, EventLog, shared
 from .spec import DnsFault, WorldSpec, normalize_name
 
 __all__ = ["MAX_TCP_MESSAGE", "DnsQuery", "FakeDNS", "Transport"]
@@ -82,7 +83,6 @@ Name = tuple[bytes, ...]
 """A domain name as its wire labels, lower-cased (ASCII only, as DNS compares); () is the root."""
 
 
-@dataclass(frozen=True)
 class DnsQuery:
     """One query the server received and what it did with it.
 
@@ -90,17 +90,88 @@ class DnsQuery:
     when nothing was sent, or ``MALFORMED`` for a packet that was not a valid
     query. ``answers`` holds the answer section as short text such as
     ``"A 127.0.0.2"``, ``"MX 10 mx.contoso.test"`` or ``"CNAME www.test"``.
+    Immutable, and small: the query log is the one record of a query (its
+    ``dns`` event is made from it, see :meth:`event`); equal texts are shared.
+    Two queries are equal when all but their times are.
     """
+
+    __slots__ = ("answers", "delay_ms", "fault", "name", "peer", "qtype", "rcode", "time", "transport")
 
     name: str
     qtype: str
     transport: Transport
     rcode: str
-    answers: tuple[str, ...] = ()
-    fault: str | None = None
-    peer: str = ""
-    delay_ms: int = 0
-    time: float = field(default_factory=time.monotonic, compare=False)
+    answers: tuple[str, ...]
+    fault: str | None
+    peer: str
+    delay_ms: int
+    time: float
+
+    def __init__(
+        self,
+        name: str,
+        qtype: str,
+        transport: Transport,
+        rcode: str,
+        answers: tuple[str, ...] = (),
+        fault: str | None = None,
+        peer: str = "",
+        delay_ms: int = 0,
+        time: float | None = None,
+    ) -> None:
+        set_ = object.__setattr__
+        set_(self, "name", shared(name))
+        set_(self, "qtype", shared(qtype))
+        set_(self, "transport", transport)
+        set_(self, "rcode", shared(rcode))
+        set_(self, "answers", tuple(shared(a) for a in answers) if answers else ())
+        set_(self, "fault", None if fault is None else shared(fault))
+        set_(self, "peer", peer)
+        set_(self, "delay_ms", delay_ms)
+        set_(self, "time", _monotonic() if time is None else time)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"DnsQuery is immutable: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"DnsQuery is immutable: cannot delete {name!r}")
+
+    def _key(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in _QUERY_FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not DnsQuery:
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in (*_QUERY_FIELDS, "time"))
+        return f"DnsQuery({fields})"
+
+    def event(self) -> Event:
+        """This query as the world's event log shows it (a ``dns`` event)."""
+        text = f"{self.qtype} {self.name} -> {self.rcode} [{', '.join(self.answers)}]"
+        if self.fault:
+            text += f" (fault: {self.fault})"
+        if self.delay_ms:
+            text += f" after {self.delay_ms} ms"
+        data = {
+            "transport": self.transport,
+            "qtype": self.qtype,
+            "rcode": self.rcode,
+            "answers": self.answers,
+            "fault": self.fault,
+            "peer": self.peer,
+            "delay_ms": self.delay_ms,
+        }
+        return Event("dns", self.name or "-", text, self.time, data)
+
+
+_QUERY_FIELDS = ("name", "qtype", "transport", "rcode", "answers", "fault", "peer", "delay_ms")
+_monotonic = time.monotonic
 
 
 class _WorldError(Exception):
@@ -304,6 +375,8 @@ class FakeDNS:
         # The newest queries are kept; ``dropped_queries`` counts the others.
         self.queries: collections.deque[DnsQuery] = collections.deque(maxlen=max_queries)
         self.dropped_queries = 0
+        if events is not None:
+            events.add_source(self._query_events)
         self._spec = spec
         self._zone = _Zone(spec)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -536,28 +609,19 @@ class FakeDNS:
         q = outcome.record
         if len(self.queries) == self.queries.maxlen:
             self.dropped_queries += 1
-        self.queries.append(q)
+        self.queries.append(q)  # its one record: the event log reads its "dns" event from here
         if self.events is None:
             return
         if outcome.error is not None:
             self.events.emit("error", q.name or "-", f"FakeDNS: {outcome.error}", transport=q.transport)
-        text = f"{q.qtype} {q.name} -> {q.rcode} [{', '.join(q.answers)}]"
-        if q.fault:
-            text += f" (fault: {q.fault})"
-        if q.delay_ms:
-            text += f" after {q.delay_ms} ms"
-        self.events.emit(
-            "dns",
-            q.name or "-",
-            text,
-            transport=q.transport,
-            qtype=q.qtype,
-            rcode=q.rcode,
-            answers=q.answers,
-            fault=q.fault,
-            peer=q.peer,
-            delay_ms=q.delay_ms,
-        )
+        if self.events.listening:
+            self.events.publish(q.event())
+
+    def _query_events(self, kind: EventKind | None) -> list[Event]:
+        """The event log's view of the query log (any thread)."""
+        if kind not in (None, "dns"):
+            return []
+        return [q.event() for q in list(self.queries)]
 
     def _delay_applied(self, q: DnsQuery) -> None:
         # Emitted just before the late answer is sent, so a client that has it

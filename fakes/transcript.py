@@ -1,21 +1,29 @@
 """What one SMTP session looked like from the server side, and what it kept.
 
-A :class:`Transcript` holds both directions of the dialogue, the TLS state
-and how the session ended; a :class:`Message` is a mail the fake accepted,
-with its envelope. Both are filled in the world's loop thread and read from
-anywhere: readers get the same objects, so they should treat them as
-read-only. A :class:`Recorder` keeps them per test: after ``reset()`` a
-session that is still closing adds nothing more (no line, event or message).
+A :class:`Transcript` is the one record of a session: both directions of the
+dialogue, the fake's notes, its connect, close, TLS, fault and message
+events, the TLS state and how the session ended. A :class:`Message` is a
+mail the fake accepted, with its envelope. Both are filled in the world's
+loop thread and read from anywhere: readers get the same objects, so they
+should treat them as read-only. A :class:`Recorder` keeps them per test:
+after ``reset()`` a session that is still closing adds nothing more (no
+line, event or message).
+
+A transcript keeps its entries compactly (one shared string each, with its
+time in an array); the :class:`Line` and :class:`~mailfakes.events.Event`
+objects readers see are made when they read.
 """
 
 from __future__ import annotations
 
 import collections
 import time
-from dataclasses import dataclass, field
+from array import array
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from .events import Event, EventKind, EventLog
+from .events import Event, EventKind, EventLog, shared
 
 Direction = Literal["C", "S", "*"]  # client line, server line, note from the fake
 
@@ -30,18 +38,52 @@ CERT_REJECTION_ALERTS = (
     "ACCESS_DENIED",
 )
 
+_now = time.monotonic
 
-@dataclass
+# A transcript entry is one string: a code, then the text. Lines have their
+# direction as code; the session's events (kept in its transcript, not in
+# the event log) a lower-case letter of their own.
+_LINE_CODES = frozenset("CS*")
+_EVENT_CODE: dict[str, str] = {"connect": "c", "close": "x", "tls": "t", "fault": "f", "message": "m"}
+_KIND_OF: dict[str, EventKind] = {
+    "c": "connect",
+    "x": "close",
+    "t": "tls",
+    "f": "fault",
+    "m": "message",
+    "C": "smtp_in",
+    "S": "smtp_out",
+}
+_CODES_OF: dict[str | None, frozenset[str]] = {None: frozenset(_KIND_OF)}
+_CODES_OF.update({kind: frozenset({code}) for code, kind in _KIND_OF.items()})
+SESSION_KINDS: frozenset[str] = frozenset(_KIND_OF.values())  # kinds a transcript holds
+
+
 class Line:
-    direction: Direction
-    text: str
-    time: float = field(default_factory=time.monotonic)
+    """One line of a transcript: ``C`` from the client, ``S`` from the server, ``*`` a note of the fake's."""
+
+    __slots__ = ("direction", "text", "time")
+
+    def __init__(self, direction: Direction, text: str, time: float | None = None) -> None:
+        self.direction = direction
+        self.text = text
+        self.time = _now() if time is None else time
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Line:
+            return NotImplemented
+        o: Line = other
+        return (self.direction, self.text, self.time) == (o.direction, o.text, o.time)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Line(direction={self.direction!r}, text={self.text!r}, time={self.time!r})"
 
     def __str__(self) -> str:
         return f"{self.direction}: {self.text}"
 
 
-@dataclass
 class Transcript:
     """One session (one TCP connection) to one host of a world.
 
@@ -50,53 +92,157 @@ class Transcript:
         [t] = world.sessions
         assert t.ended_by == "server-rst" and "DATA" in t.client_lines()
         print(t.text())   # both directions, with the fake's notes
+
+    ``lines`` is a new list of :class:`Line` at each read (a snapshot);
+    ``events()`` the session's events, as the world's event log shows them.
     """
 
-    session_id: int
-    host: str
-    address: str
-    peer: str
-    faulted: bool
-    lines: list[Line] = field(default_factory=list)
-    tls_version: str | None = None
-    tls_error: str | None = None
-    # The TLS handshake the client opened: True once its ClientHello arrived,
-    # with the server name it asked for (SNI), None when it sent none.
-    tls_attempted: bool = False
-    sni: str | None = None
-    # Where in ``lines`` the session went on under TLS (None: it never did).
-    tls_from: int | None = None
-    # Message content after the 354: how many bytes came (None: none yet),
-    # and whether its final dot did.
-    content_bytes: int | None = None
-    content_complete: bool = False
-    # True: the client rejected the certificate with an alert (it verified);
-    # False: it completed the handshake on a bad certificate (it did not);
-    # None: cannot be told (the certificate was valid, or no TLS happened).
-    client_verified: bool | None = None
-    # "client", "server-fin", "server-rst", "server-close", "timeout", "stop"
-    ended_by: str | None = None
-    closed: bool = False
-    opened: float = field(default_factory=time.monotonic)
-    # Retired by a reset (the end of a test): its late lines are dropped.
-    retired: bool = False
-    # At most this many lines are kept (see Limits); the rest are counted.
-    max_lines: int = 1_000
-    lines_dropped: int = 0
+    __slots__ = (
+        "_nevents",
+        "_nlines",
+        "_texts",
+        "_times",
+        "address",
+        "client_verified",
+        "closed",
+        "content_bytes",
+        "content_complete",
+        "ended_by",
+        "events_dropped",
+        "faulted",
+        "host",
+        "lines_dropped",
+        "max_lines",
+        "opened",
+        "peer",
+        "retired",
+        "session_id",
+        "sni",
+        "tls_attempted",
+        "tls_error",
+        "tls_from",
+        "tls_version",
+    )
 
-    def add(self, direction: Direction, text: str) -> None:
+    def __init__(
+        self,
+        session_id: int,
+        host: str,
+        address: str,
+        peer: str,
+        faulted: bool,
+        *,
+        max_lines: int = 1_000,
+        opened: float | None = None,
+    ) -> None:
+        self.session_id = session_id
+        self.host = host
+        self.address = address
+        self.peer = peer
+        self.faulted = faulted
+        self.tls_version: str | None = None
+        self.tls_error: str | None = None
+        # The TLS handshake the client opened: True once its ClientHello arrived,
+        # with the server name it asked for (SNI), None when it sent none.
+        self.tls_attempted = False
+        self.sni: str | None = None
+        # Where in ``lines`` the session went on under TLS (None: it never did).
+        self.tls_from: int | None = None
+        # Message content after the 354: how many bytes came (None: none yet),
+        # and whether its final dot did.
+        self.content_bytes: int | None = None
+        self.content_complete = False
+        # True: the client rejected the certificate with an alert (it verified);
+        # False: it completed the handshake on a bad certificate (it did not);
+        # None: cannot be told (the certificate was valid, or no TLS happened).
+        self.client_verified: bool | None = None
+        # "client", "server-fin", "server-rst", "server-close", "timeout", "stop"
+        self.ended_by: str | None = None
+        self.closed = False
+        self.opened = _now() if opened is None else opened
+        # Retired by a reset (the end of a test): its late lines are dropped.
+        self.retired = False
+        # At most this many lines are kept, and as many events (see Limits); the rest are counted.
+        self.max_lines = max_lines
+        self.lines_dropped = 0
+        self.events_dropped = 0
+        self._nlines = 0
+        self._nevents = 0
+        # Entries (code + text) and their times: a list and an array while the
+        # session runs, a tuple and bytes once it is closed. Written in the
+        # loop thread: the time first, then the text, so a reader that takes
+        # the texts first always finds their times.
+        self._texts: list[str] | tuple[str, ...] = []
+        self._times: array[float] | bytes = array("d")
+
+    # -- writing (the world's loop thread) ---------------------------------
+
+    def add(self, direction: Direction, text: str) -> float | None:
+        """Add a line; returns its time, or None when it was not kept (retired, or over the limit)."""
         if self.retired:
-            return
-        if len(self.lines) >= self.max_lines:
+            return None
+        if self._nlines >= self.max_lines:
             self.lines_dropped += 1
-            return
-        self.lines.append(Line(direction, text))
+            return None
+        self._nlines += 1
+        return self._append(direction + text)
+
+    def _note_event(self, kind: str, text: str) -> float | None:
+        if self._nevents >= self.max_lines:
+            self.events_dropped += 1
+            return None
+        self._nevents += 1
+        return self._append(_EVENT_CODE[kind] + text)
+
+    def _append(self, entry: str) -> float:
+        now = _now()
+        texts = self._texts
+        if isinstance(texts, tuple):  # closed, and something still comes in
+            self._times = array("d", self._times)
+            texts = self._texts = list(texts)
+        self._times.append(now)  # type: ignore[union-attr]
+        texts.append(shared(entry))
+        return now
+
+    def _compact(self) -> None:
+        """The session is over: keep its entries in as little memory as they take."""
+        if isinstance(self._texts, list):
+            self._times = bytes(self._times)
+            self._texts = tuple(self._texts)
+
+    # -- reading (any thread) --------------------------------------------------
+
+    def _entries(self) -> Iterable[tuple[str, float]]:
+        texts = self._texts  # first: see _append
+        times = self._times
+        stamps = memoryview(times).cast("d") if isinstance(times, bytes) else times
+        return zip(texts[: len(texts)], stamps, strict=False)
+
+    @property
+    def lines(self) -> list[Line]:
+        """The dialogue and the fake's notes, oldest first (a new list at each read)."""
+        return [Line(e[0], e[1:], at) for e, at in self._entries() if e[0] in _LINE_CODES]  # type: ignore[arg-type]
+
+    def events(self, kind: EventKind | None = None) -> list[Event]:
+        """This session's events (its lines as ``smtp_in``/``smtp_out``), oldest first."""
+        codes = _CODES_OF.get(kind)
+        if not codes:
+            return []
+        data = {"session": self.session_id}
+        return [
+            Event(_KIND_OF[e[0]], self.host, e[1:], at, dict(data))
+            for e, at in self._entries()
+            if e[0] in codes
+        ]
+
+    def _texts_of(self, code: str) -> list[str]:
+        return [e[1:] for e in self._texts[:] if e[0] == code]
 
     def client_lines(self) -> list[str]:
-        return [ln.text for ln in self.lines if ln.direction == "C"]
+        return self._texts_of("C")
 
     def server_lines(self) -> list[str]:
-        return [ln.text for ln in self.lines if ln.direction == "S"]
+        return self._texts_of("S")
 
     def text(self) -> str:
         more = [f"*: ({self.lines_dropped} more lines not kept)"] if self.lines_dropped else []
@@ -105,8 +251,13 @@ class Transcript:
     def tail(self, n: int = 10) -> str:
         return "\n".join(str(ln) for ln in self.lines[-n:])
 
+    def __repr__(self) -> str:
+        return (
+            f"<Transcript #{self.session_id} {self.host} from {self.peer}: {self._nlines} lines, "
+            f"ended by {self.ended_by}>"
+        )
 
-@dataclass(frozen=True)
+
 class Message:
     """A message the fake accepted (replied 2xx to the final dot, or kept before a cut).
 
@@ -114,7 +265,11 @@ class Message:
 
         [m] = world.messages
         assert m.rcpt_tos == ("user@contoso.test",) and m.replied
+
+    Immutable; equal when all its fields are.
     """
+
+    __slots__ = ("content", "host", "mail_from", "rcpt_tos", "replied", "session_id", "tls_version")
 
     host: str
     session_id: int
@@ -123,6 +278,50 @@ class Message:
     content: bytes
     tls_version: str | None
     replied: bool  # False when the connection was cut before the reply: the client may send it again
+
+    def __init__(
+        self,
+        host: str,
+        session_id: int,
+        mail_from: str,
+        rcpt_tos: tuple[str, ...],
+        content: bytes,
+        tls_version: str | None,
+        replied: bool,
+    ) -> None:
+        set_ = object.__setattr__
+        set_(self, "host", host)
+        set_(self, "session_id", session_id)
+        # Envelopes repeat from one message to the next: one copy of each address.
+        set_(self, "mail_from", shared(mail_from))
+        set_(self, "rcpt_tos", tuple(shared(r) for r in rcpt_tos))
+        set_(self, "content", content)
+        set_(self, "tls_version", tls_version)
+        set_(self, "replied", replied)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Message is immutable: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Message is immutable: cannot delete {name!r}")
+
+    def _key(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Message:
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Message(host={self.host!r}, session_id={self.session_id!r}, mail_from={self.mail_from!r}, "
+            f"rcpt_tos={self.rcpt_tos!r}, content=<{len(self.content)} bytes>, "
+            f"tls_version={self.tls_version!r}, replied={self.replied!r})"
+        )
 
 
 @dataclass(frozen=True)
@@ -137,14 +336,18 @@ class Limits:
         world = World(spec, limits=Limits(sessions=100_000, messages=10_000))
         ...
         print(world.dropped)   # {} until a limit is reached
+
+    A session's events are kept in its transcript (up to
+    ``lines_per_session`` of them), a DNS query's in the query log;
+    ``events`` bounds the others (errors, delayed DNS answers).
     """
 
     sessions: int = 10_000  # transcripts kept (one per TCP connection)
-    lines_per_session: int = 1_000  # lines of one transcript
+    lines_per_session: int = 1_000  # lines of one transcript, and as many of its events
     messages: int = 1_000  # accepted messages kept
     message_bytes: int = 64 * 2**20  # their content, all together
     dns_queries: int = 10_000
-    events: int = 100_000  # errors are kept apart: the last 1,000 of them
+    events: int = 100_000  # events of no session or query; errors are kept apart: the last 1,000 of them
 
     def __post_init__(self) -> None:
         for name in ("sessions", "lines_per_session", "messages", "message_bytes", "dns_queries", "events"):
@@ -162,9 +365,11 @@ class Recorder:
     What it keeps is bounded by :class:`Limits`; ``dropped`` counts the rest.
 
     ``reset()`` retires the sessions it forgets. What a session records goes
-    through :meth:`emit` and :meth:`keep_message` (and its own
+    through :meth:`line`, :meth:`emit` and :meth:`keep_message` (and its own
     :meth:`Transcript.add`), which drop whatever a retired session still
-    tries to add.
+    tries to add. Each thing is kept once: a session's lines and events in
+    its transcript (the event log reads them from there, and subscribers
+    are told them live), its errors in the event log.
     """
 
     def __init__(self, events: EventLog, limits: Limits | None = None) -> None:
@@ -176,6 +381,7 @@ class Recorder:
         self._message_bytes = 0
         self._next_id = 1
         self._session_counts: dict[str, int] = {}
+        events.add_source(self._session_events)
 
     def open_session(self, host: str, address: str, peer: str, faulted: bool) -> Transcript:
         t = Transcript(self._next_id, host, address, peer, faulted, max_lines=self.limits.lines_per_session)
@@ -184,24 +390,51 @@ class Recorder:
             gone = self.sessions[0]
             self.dropped["sessions"] += 1
             self.dropped["lines"] += gone.lines_dropped
+            self.dropped["events"] += gone.events_dropped
             gone.retired = True  # a forgotten session records nothing more
         self.sessions.append(t)
         return t
 
     def emit(self, t: Transcript, kind: EventKind, host: str, text: str, **data: Any) -> Event | None:
-        """Record an event of session ``t``; None (nothing kept) when ``t`` is stale."""
+        """Record an event of session ``t``; None (nothing kept) when ``t`` is stale.
+
+        Its connect, close, TLS, fault and message events go into its
+        transcript (a dialogue line given as ``smtp_in``/``smtp_out`` is a
+        :meth:`line`); errors, and events with data of their own, into the
+        event log. Subscribers are told either way.
+        """
         if t.retired:
             return None
+        if kind in ("smtp_in", "smtp_out"):
+            return self.line(t, "C" if kind == "smtp_in" else "S", host, text, always=True)
+        if kind in _EVENT_CODE and not data and host == t.host:
+            at = t._note_event(kind, text)
+            if kind == "close":
+                t._compact()
+            event = Event(kind, host, text, at, {"session": t.session_id})
+            if self.events.listening:
+                self.events.publish(event)
+            return event
         return self.events.emit(kind, host, text, session=t.session_id, **data)
 
-    def line(self, t: Transcript, direction: Direction, host: str, text: str) -> None:
+    def line(
+        self, t: Transcript, direction: Direction, host: str, text: str, *, always: bool = False
+    ) -> Event | None:
         """A line of the dialogue (``C`` from the client, ``S`` from the server): its one record.
 
         It goes into the session's transcript; live subscribers see it as a
-        ``smtp_in`` or ``smtp_out`` event.
+        ``smtp_in`` or ``smtp_out`` event (made only when someone listens,
+        or with ``always``; returned then).
         """
-        t.add(direction, text)
-        self.emit(t, "smtp_in" if direction == "C" else "smtp_out", host, text)
+        if t.retired:
+            return None
+        at = t.add(direction, text)
+        if not (always or self.events.listening):
+            return None
+        kind: EventKind = "smtp_in" if direction == "C" else "smtp_out"
+        event = Event(kind, host, text, at, {"session": t.session_id})
+        self.events.publish(event)
+        return event
 
     def keep_message(self, t: Transcript, message: Message) -> bool:
         """Keep a message ``t`` accepted; False (not kept) when ``t`` is stale."""
@@ -222,6 +455,12 @@ class Recorder:
         n = self._session_counts.get(host, 0)
         self._session_counts[host] = n + 1
         return n
+
+    def _session_events(self, kind: EventKind | None) -> list[Event]:
+        """The event log's view of the kept transcripts (any thread)."""
+        if kind is not None and kind not in SESSION_KINDS:
+            return []
+        return [e for t in list(self.sessions) for e in t.events(kind)]
 
     def reset(self) -> None:
         """Forget everything; the sessions forgotten are retired: their late records are dropped."""

@@ -169,8 +169,8 @@ class World:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._start_task: asyncio.Task[None] | None = None
         self._state = "new"  # new -> running -> stopped
+        # Woken at every event while someone waits in wait_until(), never otherwise.
         self._cond = threading.Condition()
-        self.events.subscribe(self._notify)
 
     # -- facts for clients -------------------------------------------------
 
@@ -199,8 +199,9 @@ class World:
     def dropped(self) -> dict[str, int]:
         """What the world let go to stay within its :class:`Limits`, by kind (since the last reset)."""
         counts = dict(self.recorder.dropped)
-        counts["lines"] = counts.get("lines", 0) + sum(t.lines_dropped for t in list(self.recorder.sessions))
-        counts["events"] = self.events.dropped
+        kept = list(self.recorder.sessions)
+        counts["lines"] = counts.get("lines", 0) + sum(t.lines_dropped for t in kept)
+        counts["events"] = counts.get("events", 0) + sum(t.events_dropped for t in kept) + self.events.dropped
         counts["dns_queries"] = self.dns.dropped_queries if self.dns is not None else 0
         return {kind: n for kind, n in counts.items() if n}
 
@@ -264,14 +265,24 @@ class World:
             self._cond.notify_all()
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-        """Wait (bounded) until ``predicate()`` holds; re-checked at every event."""
+        """Wait (bounded) until ``predicate()`` holds; re-checked at every event.
+
+        Only a waiter subscribes (for as long as it waits): a world nobody
+        waits on wakes nobody, and makes no event nobody reads.
+        """
+        if predicate():
+            return True
         deadline = time.monotonic() + timeout
-        with self._cond:
-            while not predicate():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.05))
+        unsubscribe = self.events.subscribe(self._notify)
+        try:
+            with self._cond:
+                while not predicate():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._cond.wait(min(left, 0.05))
+        finally:
+            unsubscribe()
         return True
 
     # -- sync lifecycle ------------------------------------------------------

@@ -420,7 +420,9 @@ def test_what_a_world_keeps_is_bounded_and_what_it_lets_go_is_counted(make_world
     from mailfakes import Limits
 
     limits = Limits(sessions=3, lines_per_session=4, messages=2, dns_queries=2, events=10)
-    world = make_world({"hosts": {"mail.contoso.test": {"tls": "none"}}}, limits=limits)
+    # Each DNS answer held back a moment: its "fault" event is one the log keeps itself.
+    slow = {"name": "mail.contoso.test", "fault": "delay", "delay_ms": 1}
+    world = make_world({"hosts": {"mail.contoso.test": {"tls": "none"}}, "dns_faults": [slow]}, limits=limits)
     ip, port = world.address_of("mail.contoso.test"), world.port
     for n in range(5):  # five sessions, each with a message and more than four lines
         s = socket.create_connection((ip, port), timeout=5)
@@ -435,7 +437,7 @@ def test_what_a_world_keeps_is_bounded_and_what_it_lets_go_is_counted(make_world
         f.flush()
         assert f.readline().startswith(b"250 ") and f.readline().startswith(b"221 ")
         s.close()
-    for _ in range(3):
+    for _ in range(12):
         query = dns.message.make_query("mail.contoso.test", "A").to_wire()
         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         u.settimeout(5)
@@ -447,10 +449,16 @@ def test_what_a_world_keeps_is_bounded_and_what_it_lets_go_is_counted(make_world
     assert all(len(t.lines) == 4 and t.lines_dropped > 0 for t in world.sessions)
     assert "more lines not kept" in world.sessions[-1].text()
     assert [m.content.split(b"\r\n")[0] for m in world.messages] == [b"Subject: 3", b"Subject: 4"]
-    assert len(world.events.events()) == 10
+    # The events are those of what is kept: the three sessions (their four lines each,
+    # connect, message, close), the two queries, and the newest ten delayed answers.
+    assert [e.data["session"] for e in world.events.events("connect")] == [3, 4, 5]
+    assert [e.data["session"] for e in world.events.events("close")] == [3, 4, 5]
+    assert len(world.events.events("smtp_in")) + len(world.events.events("smtp_out")) == 3 * 4
+    assert len(world.events.events("dns")) == 2
+    assert len(world.events.events("fault")) == 10
     dropped = world.dropped
-    assert dropped["sessions"] == 2 and dropped["messages"] == 3 and dropped["dns_queries"] == 1
-    assert dropped["lines"] > 0 and dropped["events"] > 0
+    assert dropped["sessions"] == 2 and dropped["messages"] == 3 and dropped["dns_queries"] == 10
+    assert dropped["lines"] > 0 and dropped["events"] == 2
     world.reset()
     assert world.dropped == {}
 
