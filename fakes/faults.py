@@ -20,12 +20,9 @@ which wins; the SMTP fake applies them in that order.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Final, Literal
+from typing import Final, Literal
 
-from .values import frozen
-
-if TYPE_CHECKING:
-    from .spec import HostSpec, SmtpPlan
+from .values import field, frozen
 
 # -- the typed values ------------------------------------------------------
 
@@ -129,6 +126,65 @@ class DnsFault:
 
     def applies_to(self, qtype: str) -> bool:
         return self.types is None or qtype in self.types
+
+
+_TLS_OFFERS: Final = {
+    "starttls_broken": "no_shared_cipher",
+    "implicit_broken": "no_shared_cipher",
+    "starttls_legacy": "legacy_only",
+}
+
+
+@frozen
+class SmtpPlan:
+    """How an SMTP host behaves. The defaults are a healthy server."""
+
+    tls: TlsMode = "starttls"
+    cert: CertKind = "valid"
+    greeting: Reply | None = None
+    replies: Mapping[str, Reply] = field(default_factory=dict)
+    close_at: CloseAt | None = None
+    delays_ms: Mapping[str, int] = field(default_factory=dict)
+    extensions_off: frozenset[str] = frozenset()
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls != "none"
+
+    @property
+    def tls_offer(self) -> str:
+        """What the server's TLS offers: current, no_shared_cipher or legacy_only (see certs)."""
+        return _TLS_OFFERS.get(self.tls, "current")
+
+    def advertises(self, extension: str) -> bool:
+        return extension not in self.extensions_off
+
+    @property
+    def implicit_tls(self) -> bool:
+        return self.tls in ("implicit", "implicit_broken")
+
+    def healthy(self) -> SmtpPlan:
+        """The baseline a scheduled host falls back to once its faults are spent."""
+        return SmtpPlan(
+            tls="implicit" if self.implicit_tls else "starttls", extensions_off=self.extensions_off
+        )
+
+    def delay_for(self, point: str) -> float:
+        """Seconds to wait before the reply at ``point`` (a command or GREETING)."""
+        ms = self.delays_ms.get(point, self.delays_ms.get("*", 0))
+        return ms / 1000.0
+
+
+@frozen
+class HostSpec:
+    """One host of a world: a DNS name bound to its own loopback address."""
+
+    name: str
+    kind: HostKind = "smtp"
+    a_record: bool = True
+    close: CloseHow = "fin"
+    smtp: SmtpPlan = field(default_factory=SmtpPlan)
+    schedule: Schedule | None = None
 
 
 # -- the table --------------------------------------------------------------

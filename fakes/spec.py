@@ -1,9 +1,12 @@
-"""What a world is made of, as plain data: records, hosts, faults.
+"""What a world is made of, as plain data: its zone, records and hosts, and parsing.
 
-Every fault the harness knows is a small frozen value here (the "what"); the
-servers in ``dns.py``, ``smtp.py`` and ``tcp.py`` apply them (the "how").
+Every fault the harness knows, and each host's plan of them, is a typed
+value of the fault table (``faults.py``, re-exported here); the servers in
+``dns.py``, ``smtp.py`` and ``tcp.py`` apply them (the "how").
 ``parse_world`` turns the ``[world]`` table of a scenario file, or an inline
-dict, into a :class:`WorldSpec`, and names the exact key of any bad value.
+dict, into a :class:`WorldSpec`, takes the allowed values from the fault
+table, refuses what it calls contradictions, and names the exact key of any
+bad value.
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ from .faults import (
     DnsFaultKind,
     Extension,
     HostKind,
+    HostSpec,
     RecordType,
     Reply,
     Schedule,
+    SmtpPlan,
     TcpFallback,
     TlsMode,
     contradictions,
@@ -44,9 +49,11 @@ __all__ = [
     "DnsFaultKind",
     "Extension",
     "HostKind",
+    "HostSpec",
     "RecordType",
     "Reply",
     "Schedule",
+    "SmtpPlan",
     "TcpFallback",
     "TlsMode",
     "field",
@@ -99,65 +106,6 @@ class SpecError(ValueError):
         else:
             shown = f"{value!r} is not valid"
         super().__init__(f"{where}: {key}: {shown}; expected {expected}")
-
-
-_TLS_OFFERS: Final = {
-    "starttls_broken": "no_shared_cipher",
-    "implicit_broken": "no_shared_cipher",
-    "starttls_legacy": "legacy_only",
-}
-
-
-@frozen
-class SmtpPlan:
-    """How an SMTP host behaves. The defaults are a healthy server."""
-
-    tls: TlsMode = "starttls"
-    cert: CertKind = "valid"
-    greeting: Reply | None = None
-    replies: Mapping[str, Reply] = field(default_factory=dict)
-    close_at: CloseAt | None = None
-    delays_ms: Mapping[str, int] = field(default_factory=dict)
-    extensions_off: frozenset[str] = frozenset()
-
-    @property
-    def uses_tls(self) -> bool:
-        return self.tls != "none"
-
-    @property
-    def tls_offer(self) -> str:
-        """What the server's TLS offers: current, no_shared_cipher or legacy_only (see certs)."""
-        return _TLS_OFFERS.get(self.tls, "current")
-
-    def advertises(self, extension: str) -> bool:
-        return extension not in self.extensions_off
-
-    @property
-    def implicit_tls(self) -> bool:
-        return self.tls in ("implicit", "implicit_broken")
-
-    def healthy(self) -> SmtpPlan:
-        """The baseline a scheduled host falls back to once its faults are spent."""
-        return SmtpPlan(
-            tls="implicit" if self.implicit_tls else "starttls", extensions_off=self.extensions_off
-        )
-
-    def delay_for(self, point: str) -> float:
-        """Seconds to wait before the reply at ``point`` (a command or GREETING)."""
-        ms = self.delays_ms.get(point, self.delays_ms.get("*", 0))
-        return ms / 1000.0
-
-
-@frozen
-class HostSpec:
-    """One host of a world: a DNS name bound to its own loopback address."""
-
-    name: str
-    kind: HostKind = "smtp"
-    a_record: bool = True
-    close: CloseHow = "fin"
-    smtp: SmtpPlan = field(default_factory=SmtpPlan)
-    schedule: Schedule | None = None
 
 
 @frozen

@@ -36,10 +36,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from .spec import HostSpec, SmtpPlan, normalize_name
+from .spec import HostSpec, SmtpPlan, WorldSpec, normalize_name
 from .transcript import Message, Transcript
+
+if TYPE_CHECKING:
+    from .catalogue import Scenario
+    from .dns import DnsQuery
+    from .world import World
 
 # Alerts a client sends when it refuses the certificate for this fault (see the module text).
 ALERTS_FOR_FAULT: Final[dict[str, frozenset[str]]] = {
@@ -118,22 +123,22 @@ class Records:
 
     sessions: Sequence[Transcript]
     messages: Sequence[Message]
-    dns_queries: Sequence[Any]  # mailfakes.dns.DnsQuery
+    dns_queries: Sequence[DnsQuery]
 
     @classmethod
-    def of(cls, world: Any) -> Records:
+    def of(cls, world: World) -> Records:
         return cls(world.sessions, world.messages, world.dns_queries)
 
 
-def observe(scenario: Any, world: Any, *, settle: float = SETTLE_SECONDS) -> Testimony:
+def observe(scenario: Scenario, world: World, *, settle: float = SETTLE_SECONDS) -> Testimony:
     """Judge what ``world`` recorded for ``scenario``, once its sessions have ended (bounded wait)."""
     # A client's TLS alert or close may still be in flight when its report is in the test's hands.
     world.wait_until(lambda: all(t.closed for t in world.sessions), settle)
     return judge(scenario, Records.of(world))
 
 
-def judge(scenario: Any, records: Records) -> Testimony:
-    """The testimony for a scenario (anything with ``id``, ``target``, ``world`` and ``is_success``)."""
+def judge(scenario: Scenario, records: Records) -> Testimony:
+    """The testimony for a scenario, from what a world recorded while a client met it."""
     spec = scenario.world
     evidence: list[Evidence] = []
     if scenario.is_success:
@@ -180,7 +185,7 @@ def _not_delivered(records: Records) -> Evidence:
 # -- DNS ------------------------------------------------------------------------
 
 
-def _dead_mx_targets(spec: Any) -> list[str]:
+def _dead_mx_targets(spec: WorldSpec) -> list[str]:
     """MX targets that lead nowhere: no host with an address, no A/AAAA record."""
     with_address = {h.name for h in spec.hosts if h.a_record}
     with_address |= {r.name for r in spec.records if r.type in ADDRESS_TYPES}
@@ -189,7 +194,7 @@ def _dead_mx_targets(spec: Any) -> list[str]:
     ]
 
 
-def _dns(scenario: Any, records: Records) -> list[Evidence]:
+def _dns(scenario: Scenario, records: Records) -> list[Evidence]:
     spec = scenario.world
     failing: list[tuple[str, Callable[[str], bool], str]] = []
     for f in spec.dns_faults:
@@ -251,12 +256,12 @@ def _dns(scenario: Any, records: Records) -> list[Evidence]:
 # -- hosts: which one is faulty, and at which step -----------------------------
 
 
-def _faulty_hosts(spec: Any) -> list[HostSpec]:
+def _faulty_hosts(spec: WorldSpec) -> list[HostSpec]:
     # A host is healthy when its plan is the baseline its schedule would fall back to.
     return [h for h in spec.hosts if h.kind != "smtp" or h.smtp != h.smtp.healthy() or h.schedule is not None]
 
 
-def _host(scenario: Any, host: HostSpec, records: Records) -> list[Evidence]:
+def _host(scenario: Scenario, host: HostSpec, records: Records) -> list[Evidence]:
     sessions = [t for t in records.sessions if t.host == host.name]
     if host.kind in ("refuse", "blackhole"):
         return _connect(scenario, host, records)
@@ -366,7 +371,7 @@ def _first_step(plan: SmtpPlan) -> tuple[str, Reached] | None:
 # -- TCP connect faults: the fakes see nothing ---------------------------------
 
 
-def _connect(scenario: Any, host: HostSpec, records: Records) -> list[Evidence]:
+def _connect(scenario: Scenario, host: HostSpec, records: Records) -> list[Evidence]:
     how = "refused" if host.kind == "refuse" else "dropped (timed out)"
     out = [
         Evidence(
