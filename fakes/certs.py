@@ -53,11 +53,9 @@ import hashlib
 import json
 import os
 import re
-import secrets
-import shutil
 import ssl
 import stat
-import tempfile
+import sys
 import threading
 import warnings
 import weakref
@@ -95,7 +93,39 @@ def _remove_dir(path: Path, pid: int) -> None:
     # Only the process that made a directory removes it: a forked child that
     # exits normally must not take its parent's keys away.
     if os.getpid() == pid:
+        import shutil
+
         shutil.rmtree(path, True)
+
+
+def _token(n: int) -> str:
+    return os.urandom(n).hex()  # what secrets.token_hex does, without importing hmac and base64
+
+
+def _private_temp_dir() -> Path:
+    """A new directory only this user can enter (0700), where tempfile.mkdtemp() would make it.
+
+    tempfile (and shutil, bz2, lzma with it) costs about 2 ms to import: it
+    is used only when it is imported already (so that its ``tempdir`` is
+    honoured) or when the first of ``$TMPDIR``, ``$TEMP``, ``$TMP`` that is a
+    directory (else /tmp) will not do.
+    """
+    loaded = sys.modules.get("tempfile")
+    if loaded is None or loaded.tempdir is None:
+        bases = [b for b in (os.environ.get(v, "") for v in ("TMPDIR", "TEMP", "TMP")) if os.path.isdir(b)]
+        base = os.path.abspath(bases[0] if bases else "/tmp")
+        for _ in range(8):
+            path = os.path.join(base, f"mailfakes-certs-{_token(6)}")
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:
+                continue
+            except OSError:
+                break
+            return Path(path)
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix="mailfakes-certs-"))
 
 
 ORGANIZATION: Final = "mailfakes"
@@ -297,7 +327,7 @@ class CertAuthority:
 
     def __init__(self, *, key_type: trustme.KeyType | str = "ECDSA", cache: CertCache | None = None) -> None:
         self._key_name = _key_name(key_type)
-        self.directory = Path(tempfile.mkdtemp(prefix="mailfakes-certs-"))
+        self.directory = _private_temp_dir()
         os.chmod(self.directory, 0o700)
         self._finalizer = weakref.finalize(self, _remove_dir, self.directory, os.getpid())
         self._lock = threading.RLock()
@@ -501,7 +531,7 @@ class CertAuthority:
             parent_cert=parent,
             path_length=8 if parent is not None else 9,
             organization_name=ORGANIZATION,
-            organization_unit_name=f"mailfakes {role} CA {secrets.token_hex(4)}",
+            organization_unit_name=f"mailfakes {role} CA {_token(4)}",
             key_type=trustme.KeyType[self._key_name],
         )
 
@@ -639,7 +669,7 @@ class _Lent(CertAuthority):
         self._owner = owner
         self._key_name = owner._key_name
         self.cache = owner.cache
-        self.directory = Path(tempfile.mkdtemp(prefix="mailfakes-certs-"))
+        self.directory = _private_temp_dir()
         os.chmod(self.directory, 0o700)
         self._finalizer = weakref.finalize(self, _remove_dir, self.directory, os.getpid())
         self._lock = threading.RLock()
@@ -772,9 +802,9 @@ class CertCache:
                 return False  # a link, a file, or another user's: neither read nor touched
             if st.st_mode & 0o077:
                 # Others could read the keys or plant their own: nothing in it is trusted.
-                aside = self.root.with_name(f".{self.root.name}.refused-{secrets.token_hex(4)}")
+                aside = self.root.with_name(f".{self.root.name}.refused-{_token(4)}")
                 os.rename(self.root, aside)
-                shutil.rmtree(aside, ignore_errors=True)
+                _remove_dir(aside, os.getpid())
                 os.mkdir(self.root, 0o700)
                 return _owned_private(os.lstat(self.root), stat.S_IFDIR)
         except OSError:
@@ -816,7 +846,7 @@ class CertCache:
 
     def store(self, name: str, meta: dict[str, Any], files: dict[str, bytes]) -> None:
         """Add an entry; when another process added it first, theirs stays."""
-        tmp = self.root / f".new-{secrets.token_hex(8)}"
+        tmp = self.root / f".new-{_token(8)}"
         try:
             os.mkdir(tmp, 0o700)
             for file_name, data in files.items():
@@ -826,16 +856,16 @@ class CertCache:
             _write_private(tmp / "meta.json", json.dumps(record).encode())
             os.rename(tmp, self.root / name)  # fails when the name is taken (a non-empty directory)
         except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
+            _remove_dir(tmp, os.getpid())
 
     def discard(self, name: str) -> None:
         """Remove an entry (renamed away first, so no reader sees half of it)."""
         path = self.root / name
         try:
             if stat.S_ISDIR(os.lstat(path).st_mode):
-                aside = self.root / f".old-{secrets.token_hex(8)}"
+                aside = self.root / f".old-{_token(8)}"
                 os.rename(path, aside)
-                shutil.rmtree(aside, ignore_errors=True)
+                _remove_dir(aside, os.getpid())
             else:
                 os.unlink(path)
         except OSError:

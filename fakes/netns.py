@@ -19,18 +19,15 @@ tmpfs mounted in the namespace's own mount namespace, so they vanish with it.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import functools
 import os
-import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -62,6 +59,10 @@ _FALLBACK_TUNNELS = frozenset(
 @functools.cache
 def _libc(name: str) -> Any:
     """A function of the C library (Linux only, where namespaces exist)."""
+    # ctypes, shutil and tempfile are imported where used: `serve` without
+    # --netns imports this module too, and would pay 3 ms for them.
+    import ctypes
+
     library = ctypes.CDLL(None, use_errno=True)
     function = getattr(library, name, None)
     if function is None:
@@ -98,6 +99,8 @@ def die_with_parent() -> Callable[[], None]:
 
 def unshare_command() -> list[str]:
     """The unshare invocation for this user, or NetnsError saying what is missing."""
+    import shutil
+
     unshare = shutil.which("unshare")
     if unshare is None:
         raise NetnsError("--netns needs the 'unshare' command (util-linux); install it or drop --netns")
@@ -222,6 +225,8 @@ def _own_mount_namespace() -> None:
     global _own_mounts
     if _own_mounts:
         return
+    import ctypes
+
     if _libc("unshare")(_CLONE_NEWNS) != 0:
         raise NetnsError(f"cannot make a private mount namespace: {os.strerror(ctypes.get_errno())}")
     _mount_call(b"none", b"/", None, _MS_REC | _MS_PRIVATE, "make the mounts private")
@@ -229,6 +234,8 @@ def _own_mount_namespace() -> None:
 
 
 def _mount_call(source: bytes, target: bytes, fstype: bytes | None, flags: int, what: str) -> None:
+    import ctypes
+
     mount = _libc("mount")
     mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
     if mount(source, target, fstype, flags, None) != 0:
@@ -262,6 +269,8 @@ def private_tmp() -> Path:
     )
     PRIVATE_TMP.chmod(0o1777)
     os.environ["TMPDIR"] = str(PRIVATE_TMP)
+    import tempfile
+
     tempfile.tempdir = str(PRIVATE_TMP)
     return PRIVATE_TMP
 
@@ -279,6 +288,9 @@ def private_resolver(dns_host: str = "127.0.0.1", *, timeout: int = 1) -> Path:
     """
     _check_inside("refusing to replace /etc/resolv.conf outside a mailfakes network namespace")
     _own_mount_namespace()
+    import shutil
+    import tempfile
+
     directory = Path(tempfile.mkdtemp(prefix="mailfakes-netns-"))
     try:
         conf = directory / "resolv.conf"
