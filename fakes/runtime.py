@@ -1,31 +1,37 @@
 """One background event-loop thread, and one CA, shared by many worlds.
 
-A :class:`World` started from synchronous code runs on a runtime: its own
-private one by default, or a shared one (the pytest plugin keeps one per
-session, so a test pays for binding a few sockets, not for a thread, a CA
-and certificates). An error raised inside the loop becomes an ``error``
-event of the world it came from only (see :func:`blame`), so it fails the
-tests that use that world and no other; an error no world can be blamed
-for goes to the runtime's own :attr:`Runtime.errors` log.
+A :class:`World` started from synchronous code runs on a runtime: the
+process's :func:`default_runtime` unless it is given one (the pytest plugin
+keeps one per session), so a world pays for binding a few sockets, not for
+a thread, a CA and certificates. Worlds on one runtime share its thread
+only: each has its own sockets, addresses, records and key directory, and
+stopping one never touches another. An error raised inside the loop becomes
+an ``error`` event of the world it came from only (see :func:`blame`), so it
+fails the tests that use that world and no other; an error no world can be
+blamed for goes to the runtime's own :attr:`Runtime.errors` log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import contextvars
+import os
 import ssl
 import threading
 import weakref
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from .certs import CertAuthority
+from .certs import CertAuthority, shared_authority
 from .events import EventLog
 
 T = TypeVar("T")
 
 THREAD_NAME = "mailfakes-world"
+SHARED_THREAD_NAME = "mailfakes-shared"
+"""The thread of :func:`default_runtime`: one per process, for its whole life."""
 # How long a cancelled call may take to unwind on the loop (its finally
 # blocks, a half-made server closing) before run() gives up waiting.
 CANCEL_GRACE = 2.0
@@ -155,7 +161,8 @@ class Runtime:
             a.stop(); b.stop()
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, thread_name: str = THREAD_NAME) -> None:
+        self.thread_name = thread_name
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None
         self._ca: CertAuthority | None = None
@@ -168,10 +175,14 @@ class Runtime:
 
     @property
     def ca(self) -> CertAuthority:
-        """The shared CA, made on first use; its key directory goes at close()."""
+        """The runtime's CA, made on first use; its key directory goes at close().
+
+        A view of the process's CA (:func:`mailfakes.certs.shared_authority`,
+        from the user's certificate cache) with a directory of its own.
+        """
         with self._lock:
             if self._ca is None:
-                self._ca = CertAuthority()
+                self._ca = shared_authority().lend()
             return self._ca
 
     def start(self, timeout: float = 10.0) -> Runtime:
@@ -182,7 +193,7 @@ class Runtime:
         loop = asyncio.new_event_loop()
         loop.set_exception_handler(self._loop_exception)
         loop.set_task_factory(_task_factory)
-        thread = threading.Thread(target=self._run, args=(loop,), name=THREAD_NAME, daemon=True)
+        thread = threading.Thread(target=self._run, args=(loop,), name=self.thread_name, daemon=True)
         self.loop, self.thread = loop, thread
         try:
             thread.start()
@@ -285,3 +296,52 @@ class Runtime:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_default: Runtime | None = None
+_default_lock = threading.Lock()
+_abandoned: list[Runtime] = []  # a parent's runtimes seen by a forked child: kept, never run
+
+
+def default_runtime() -> Runtime:
+    """The process's shared runtime, started on first use: where a ``World()`` without ``runtime=`` runs.
+
+    Example::
+
+        a, b = World(spec).start(), World(spec).start()   # one loop thread for both
+        assert default_runtime().running
+
+    Its thread (named ``mailfakes-shared``) stays for the life of the process
+    and is stopped at exit; each world on it still has its own sockets,
+    addresses, records and key directory. A forked child gets a new one on
+    its first world (the parent's thread does not exist there). A private
+    thread: ``World(spec, runtime=Runtime().start())``, closed by the caller.
+    """
+    global _default
+    with _default_lock:
+        runtime = _default
+        if runtime is None or not runtime.running:
+            runtime = Runtime(thread_name=SHARED_THREAD_NAME).start()
+            if _default is None:
+                atexit.register(_close_default)
+            _default = runtime
+        return runtime
+
+
+def _close_default() -> None:
+    runtime = _default
+    if runtime is not None:
+        runtime.close(timeout=CANCEL_GRACE)
+
+
+def _forget_default_in_child() -> None:
+    # After fork only the forking thread exists: the parent's loop thread is
+    # not ours to stop, its loop not ours to close (its fds are shared).
+    global _default, _default_lock
+    if _default is not None:
+        _abandoned.append(_default)
+    _default, _default_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_default_in_child)

@@ -34,6 +34,7 @@ from .runtime import (
     CANCEL_GRACE,
     Runtime,
     blame,
+    default_runtime,
     error_text,
     is_client_hangup,
     lend_task_routes,
@@ -98,8 +99,11 @@ class World:
             smtplib.SMTP(ip, w.port, timeout=2).quit()
 
     ``port`` is the SMTP port all hosts share (0: an ephemeral one);
-    ``runtime`` shares one loop thread and CA between worlds (see
-    :class:`mailfakes.runtime.Runtime`); without it a world has its own.
+    ``runtime`` is the loop thread (and CA) the world runs on when started
+    from synchronous code (see :class:`mailfakes.runtime.Runtime`); without
+    it, the process's :func:`~mailfakes.runtime.default_runtime`, shared by
+    such worlds as the process's CA is (each keeps its own sockets,
+    addresses, records and key directory).
     ``subnet`` (like ``"127.5.6"``) fixes the addresses instead of a random
     127.A.B.0/24; ``dns_host``/``dns_port`` place the DNS server. A
     non-loopback address is refused unless ``allow_non_loopback`` is set,
@@ -161,7 +165,6 @@ class World:
         self._reserved: list[socket.socket] = []
         self._pending: list[tuple[HostServer, socket.socket]] = []
         self._runtime = runtime
-        self._own_runtime: Runtime | None = None
         self._sync_runtime: Runtime | None = None  # the runtime a sync start() used
         self._restore_handler: tuple[asyncio.AbstractEventLoop, Any, Any] | None = None
         # Callbacks, timers and tasks made from this context report errors here.
@@ -290,7 +293,8 @@ class World:
     def start(self, timeout: float = 10.0) -> World:
         """Start on a background event-loop thread; returns self once everything listens.
 
-        The thread is the world's own, unless a shared ``runtime`` was given.
+        The thread is the given ``runtime``'s, else the process's shared
+        :func:`~mailfakes.runtime.default_runtime` (started on first use).
         A start that does not finish within ``timeout`` (TimeoutError) or is
         interrupted (KeyboardInterrupt) is cancelled and undone before the
         exception propagates: no thread, listener or key file is left, and
@@ -303,9 +307,7 @@ class World:
             raise WorldError("the shared runtime is not running: call runtime.start() first")
         try:
             if runtime is None:
-                runtime = self._own_runtime = Runtime()
-                self._sync_runtime = runtime  # set first: stop() must close it if start() is interrupted
-                runtime.start()
+                runtime = default_runtime()
             self._sync_runtime = runtime
             runtime.run(self._astart(), timeout, context=self._route)
         except BaseException:
@@ -326,24 +328,20 @@ class World:
             if runtime.running:
                 runtime.run(self._astop(), timeout, context=self._route)
         finally:
-            try:
-                if self._own_runtime is not None:
-                    self._own_runtime = None
-                    runtime.close(timeout)
-            finally:
-                # Whatever the loop could not do (it was gone or too slow):
-                # sockets and key files are plain resources. While the loop
-                # still runs they may be registered with it, so it frees them;
-                # once it has stopped, they are freed from here.
-                self._state = "stopped"
-                loop = runtime.loop
-                if runtime.running and loop is not None:
-                    with contextlib.suppress(RuntimeError):  # closed meanwhile
-                        loop.call_soon_threadsafe(self._release_sockets)
-                else:
-                    self._release_sockets()
-                if self.ca is not None and self._runtime is None:
-                    self.ca.close()
+            # Whatever the loop could not do (it was gone or too slow):
+            # sockets and key files are plain resources. While the loop
+            # still runs they may be registered with it, so it frees them;
+            # once it has stopped, they are freed from here. The runtime
+            # itself is left running: other worlds may be on it.
+            self._state = "stopped"
+            loop = runtime.loop
+            if runtime.running and loop is not None:
+                with contextlib.suppress(RuntimeError):  # closed meanwhile
+                    loop.call_soon_threadsafe(self._release_sockets)
+            else:
+                self._release_sockets()
+            if self.ca is not None and self._runtime is None:
+                self.ca.close()
 
     def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> bool:
         """Record an error of this world's on the caller's loop; True when it was ours."""

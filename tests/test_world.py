@@ -13,7 +13,7 @@ import dns.message
 import pytest
 from mailfakes import PortInUse, World, WorldError, parse_world
 from mailfakes.events import EventLog
-from mailfakes.runtime import Runtime
+from mailfakes.runtime import Runtime, default_runtime
 from mailfakes.smtp import FaultySMTP
 from mailfakes.transcript import Message, Recorder, Transcript
 from probe import Closed, RawSMTP, connect_outcome, resolve_a
@@ -62,6 +62,7 @@ def test_port_in_use_is_a_clear_error_and_leaves_nothing_running():
     blocker.bind(("127.88.1.2", 0))
     blocker.listen(1)
     port = blocker.getsockname()[1]
+    default_runtime()  # the process's shared loop thread is not the world's to undo
     threads = threading.active_count()
     try:
         world = World(SPEC, port=port, subnet="127.88.1")
