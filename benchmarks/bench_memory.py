@@ -3,10 +3,14 @@
 For each server: N one-message sessions in plain SMTP (EHLO, MAIL, RCPT,
 DATA, QUIT) from a raw client, then the memory the server's side still holds
 (tracemalloc, after a full collection) divided by N. Then a long run against
-one world, printing the memory held every chunk of sessions: with the
-default limits it must level off once the oldest records start to go.
+one world, as a ``serve`` left running sees it: the sessions come from 50
+concurrent clients in another process (bench_throughput.py's client), and
+the memory held (tracemalloc after a collection, and the process's resident
+size) is printed every chunk of sessions. With the default limits it must
+level off once the oldest records start to go (10,000 sessions, 1,000
+messages).
 
-    python benchmarks/bench_memory.py [--sessions 2000] [--long 30000]
+    python benchmarks/bench_memory.py [--sessions 1000] [--long 100000] [--clients 50]
 
 Figures, not assertions (this machine is noisy): see the README.
 """
@@ -16,8 +20,11 @@ from __future__ import annotations
 import argparse
 import gc
 import socket
+import subprocess
 import sys
+import time
 import tracemalloc
+from pathlib import Path
 
 from aiosmtpd.controller import Controller
 from mailfakes import Limits, World
@@ -59,6 +66,26 @@ def held() -> int:
     return tracemalloc.get_traced_memory()[0]
 
 
+def resident() -> int:
+    """The process's resident set size, in bytes (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def concurrent_sessions(ip: str, port: int, n: int, clients: int) -> None:
+    """``n`` one-message sessions from ``clients`` concurrent connections, in a client process of its own."""
+    client = Path(__file__).with_name("bench_throughput.py")
+    out = subprocess.run(
+        [sys.executable, str(client), "--client", ip, str(port), str(n), str(clients)],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"the client process failed:\n{out.stderr}")
+
+
 def per_session(ip_port: tuple[str, int], n: int) -> float:
     base = held()
     for i in range(n):
@@ -69,11 +96,18 @@ def per_session(ip_port: tuple[str, int], n: int) -> float:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
-        "--sessions", type=int, default=2000, help="sessions per server for the per-session figure"
+        "--sessions",
+        type=int,
+        default=1000,
+        help="sessions per server for the per-session figure (at most Limits().messages: all kept)",
     )
-    p.add_argument("--long", type=int, default=30000, help="sessions of the long run (0: skip it)")
+    p.add_argument("--long", type=int, default=100_000, help="sessions of the long run (0: skip it)")
+    p.add_argument("--chunk", type=int, default=0, help="sessions between two figures (default: a tenth)")
+    p.add_argument("--clients", type=int, default=50, help="concurrent clients of the long run")
     args = p.parse_args()
     print(f"python {sys.version.split()[0]}; {args.sessions} one-message sessions per server")
+    if args.sessions > Limits().messages:
+        print(f"  (more than the {Limits().messages} messages a world keeps: the figure leaves some out)")
     tracemalloc.start()
 
     handler = _Keep()
@@ -89,21 +123,25 @@ def main() -> int:
     with World({"hosts": {"mail.contoso.test": {"tls": "none"}}}) as world:
         ours = per_session((world.address_of("mail.contoso.test"), world.port), args.sessions)
         print(
-            f"retained per session: mailfakes {ours / 1024:.1f} KB, bare aiosmtpd (keeping the message) "
+            f"retained per session: mailfakes {ours / 1024:.2f} KB, bare aiosmtpd (keeping the message) "
             f"{bare / 1024:.2f} KB, ratio {ours / bare:.1f}"
         )
     if args.long:
-        print(f"long run, default limits {Limits()}:")
+        print(f"long run, {args.clients} concurrent clients, default limits {Limits()}:")
         with World({"hosts": {"mail.contoso.test": {"tls": "none"}}}) as world:
             ip, port = world.address_of("mail.contoso.test"), world.port
-            chunk = max(args.long // 10, 1)
-            for done in range(chunk, args.long + 1, chunk):
-                for i in range(chunk):
-                    one_session(ip, port, done + i)
+            chunk = args.chunk or max(args.long // 10, 1)
+            done, start = 0, time.monotonic()
+            while done < args.long:
+                n = min(chunk, args.long - done)
+                concurrent_sessions(ip, port, n, args.clients)
+                done += n
                 world.wait_until(lambda: all(t.closed for t in world.sessions), 10)
                 print(
-                    f"  after {done:>7} sessions: {held() / 2**20:7.1f} MB held, "
-                    f"{len(world.sessions)} sessions kept, dropped {world.dropped}"
+                    f"  after {done:>7} sessions ({time.monotonic() - start:4.0f} s): "
+                    f"{held() / 2**20:6.1f} MB held, {resident() / 2**20:6.1f} MB resident; "
+                    f"{len(world.sessions)} sessions, {len(world.messages)} messages kept; "
+                    f"dropped {world.dropped}"
                 )
     return 0
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .events import Event, EventKind, EventLog, shared
+from .events import _SHARED, Event, EventKind, EventLog, shared
 
 Direction = Literal["C", "S", "*"]  # client line, server line, note from the fake
 
@@ -197,11 +197,11 @@ class Transcript:
     def _append(self, entry: str) -> float:
         now = _now()
         texts = self._texts
-        if isinstance(texts, tuple):  # closed, and something still comes in
+        if texts.__class__ is tuple:  # closed, and something still comes in
             self._times = array("d", self._times)
             texts = self._texts = list(texts)
         self._times.append(now)  # type: ignore[union-attr]
-        texts.append(shared(entry))
+        texts.append(_SHARED.get(entry) or shared(entry))  # type: ignore[union-attr]
         return now
 
     def _compact(self) -> None:
@@ -428,8 +428,13 @@ class Recorder:
         """
         if t.retired:
             return None
-        at = t.add(direction, text)
-        if not (always or self.events.listening):
+        if t._nlines < t.max_lines:  # Transcript.add, on the path every line takes
+            t._nlines += 1
+            at: float | None = t._append(direction + text)
+        else:
+            t.lines_dropped += 1
+            at = None
+        if not (always or self.events._subscribers):
             return None
         kind: EventKind = "smtp_in" if direction == "C" else "smtp_out"
         event = Event(kind, host, text, at, {"session": t.session_id})
