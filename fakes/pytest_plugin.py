@@ -18,6 +18,10 @@ no scenario fails the tests that use it, in one line, and nothing else.
 A session-scoped runtime owns one event-loop thread and one CA; each
 scenario's world starts once per session (per xdist worker) and is reset
 before every test that uses it, so a test pays for a reset, not a start.
+When a collected test uses a mailfakes fixture or the marker, that runtime
+is made at the end of collection (the server stack imported, the thread
+started, the CA read from the user's cache or made), so the first test pays
+for its own world only; a session without such a test pays nothing.
 Errors raised inside the fakes' thread fail the test that was running.
 
 A verdict is earned, not only a code matched: ``assert_reported`` also asks
@@ -30,6 +34,7 @@ passes of that test's failure scenarios are void, and fail.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import glob
 import warnings
@@ -392,6 +397,27 @@ class MailRuntime:
         self._worlds: dict[tuple[str, str], World] = {}
         self._extra: list[World] = []
 
+    @classmethod
+    def warm(cls) -> MailRuntime:
+        """A runtime ready for the first test: what every world needs, done now.
+
+        The modules a world and ``assert_reported`` use are imported, the loop
+        thread is running and the CA exists (read from the user's certificate
+        cache, or made); what is left for a test is its own world.
+        """
+        import asyncio
+
+        from . import client, witness, world  # noqa: F401  (imported for their cost, now)
+
+        rt = cls()
+        try:
+            rt.runtime.ca  # noqa: B018  (made, or read from the cache)
+            rt.runtime.run(asyncio.sleep(0))  # the thread is up and its loop turning
+        except BaseException:
+            rt.close()
+            raise
+        return rt
+
     def world_for(self, scenario: Scenario) -> World:
         # By id and world, not id alone: a user's scenario may reuse a catalogue id
         # with a world of its own, and an inline one is parsed afresh for each test.
@@ -425,10 +451,40 @@ class MailRuntime:
         self.runtime.close()
 
 
+FIXTURES = ("mail_scenario", "mail_world", "mail_runtime")
+_WARM = pytest.StashKey[MailRuntime]()
+
+
+def _uses_mailfakes(item: pytest.Item) -> bool:
+    names = getattr(item, "fixturenames", ())
+    return any(name in names for name in FIXTURES) or item.get_closest_marker(MARKER) is not None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Warm the session's runtime up once the tests to run are known, if one of them needs it."""
+    if session.config.option.collectonly or not any(_uses_mailfakes(i) for i in session.items):
+        return
+    # On failure the fixture makes it again, and fails the test that needs it.
+    with contextlib.suppress(Exception):
+        session.config.stash[_WARM] = MailRuntime.warm()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    warm = session.config.stash.get(_WARM, None)
+    if warm is not None:  # made, but no test asked for it (all skipped, say)
+        del session.config.stash[_WARM]
+        warm.close()
+
+
 @pytest.fixture(scope="session")
-def mail_runtime() -> Iterator[MailRuntime]:
+def mail_runtime(request: pytest.FixtureRequest) -> Iterator[MailRuntime]:
     """The session-scoped runtime behind ``mail_scenario`` and ``mail_world``."""
-    rt = MailRuntime()
+    rt = request.config.stash.get(_WARM, None)
+    if rt is not None:
+        del request.config.stash[_WARM]
+    else:
+        rt = MailRuntime()
     yield rt
     stray = rt.runtime.errors.errors()
     rt.close()
