@@ -1,19 +1,26 @@
-"""The fake SMTP host: aiosmtpd plus a fault plan applied at named points.
+"""The fake SMTP host: aiosmtpd plus a fault plan applied at named points of one protocol state.
 
-aiosmtpd runs the dialogue; :class:`FaultySMTP` extends it through its public
-extension points (``smtp_*`` command methods, ``push``, handler hooks
-``handle_DATA``, ``handle_STARTTLS``, ``handle_exception``) to replace
-greetings and replies, add delays, cut the connection at a point, and record
-both directions. What aiosmtpd cannot do alone (TLS from the first byte, a
-refused or reset connection before any byte) is done here with a small gate
-protocol or by the endpoints in ``tcp.py``. :class:`HostServer` owns one
-host's listener and chooses each connection's behaviour (its schedule).
+aiosmtpd runs the dialogue, and its own dispatch says where a session is:
+the greeting (its first reply), a command (the ``smtp_*`` method it calls),
+the end of a message (``handle_DATA``, after its 354), the TLS layer up
+(``handle_STARTTLS``), and ``*`` for what it answers on its own (an unknown
+command, bad syntax). These are the *points* of :data:`POINTS`. At each one
+:func:`decide` alone maps the session's plan and state to an :class:`Action`:
+cut the connection, replace the reply, delay it, close after it, or let
+aiosmtpd answer; its docstring says which fault wins when two apply. Message
+content has no hook inside aiosmtpd, so :class:`Inbound`, a small state
+machine over the client's bytes, watches it (point ``CONTENT``); it also
+records the client's lines for the transcript, and decides nothing else.
+
+What aiosmtpd cannot do alone (TLS from the first byte, a refused or reset
+connection before any byte) is done here with a small gate protocol or by
+the endpoints in ``tcp.py``. :class:`HostServer` owns one host's listener and
+picks each connection's plan (its schedule).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
 import logging
 import re
@@ -21,13 +28,14 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any, Final, Literal, cast
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
 from .certs import SERVER_NAME_ATTRIBUTE
 from .spec import CloseHow, HostSpec, Reply, SmtpPlan
-from .tcp import ESTABLISH_GRACE, CloseOnAcceptProtocol, SilentProtocol, cut, peer_of
+from .tcp import ESTABLISH_GRACE, CloseOnAcceptProtocol, Listener, SilentProtocol, cut, peer_of
 from .tlsgate import ClientHello, HandshakeProbe, HelloTap, alert_name, parse_client_hello
 from .transcript import CERT_REJECTION_ALERTS, Message, Recorder, Transcript
 
@@ -47,10 +55,163 @@ STARTTLS_REFUSED = Reply(454, "TLS not available due to temporary reason", "4.7.
 # Postfix's answer when TLS is off; Exim says "500 5.5.2 unrecognized command".
 STARTTLS_UNKNOWN = Reply(502, "Error: command not implemented", "5.5.1")
 STARTTLS_AGAIN = Reply(554, "Error: TLS already active", "5.5.1")  # Postfix; RFC 3207 4.2
+# A client line longer than this is recorded cut short (aiosmtpd refuses it too).
+LINE_RECORD_LIMIT = 4096
+
+# -- the points of a session ------------------------------------------------
+
+GREETING: Final = "GREETING"  # the server's first reply
+AFTER_GREETING: Final = "AFTER_GREETING"  # the greeting is out, nothing asked yet
+COMMAND_POINTS: Final = ("EHLO", "HELO", "MAIL", "RCPT", "DATA", "STARTTLS", "RSET", "QUIT", "NOOP")
+TLS_UP: Final = "TLS_UP"  # the STARTTLS handshake just completed
+CONTENT: Final = "CONTENT"  # message bytes after the 354
+DATA_END: Final = "DATA_END"  # the reply to the final dot
+ANY: Final = "*"  # a reply aiosmtpd makes on its own: unknown command, bad syntax, HELP...
+POINTS: Final = (GREETING, AFTER_GREETING, *COMMAND_POINTS, TLS_UP, CONTENT, DATA_END, ANY)
+
+# Where each ``close_at`` point of a plan cuts.
+CUT_POINTS: Final[dict[str, frozenset[str]]] = {
+    "before_greeting": frozenset({GREETING}),
+    "after_greeting": frozenset({AFTER_GREETING}),
+    "after_ehlo": frozenset({"EHLO", "HELO"}),
+    "after_starttls": frozenset({TLS_UP}),
+    "after_mail": frozenset({"MAIL"}),
+    "after_rcpt": frozenset({"RCPT"}),
+    "in_data": frozenset({CONTENT}),
+    "after_final_dot": frozenset({DATA_END}),
+}
+_NO_REPLY_POINTS: Final = frozenset({AFTER_GREETING, TLS_UP, CONTENT})  # nothing is answered there
+_AS_WRITTEN: Final = frozenset({GREETING, "EHLO", "HELO"})  # replies sent without enhanced-code styling
+
+TlsState = Literal["off", "offered", "active"]  # no TLS on this host; STARTTLS possible; TLS is up
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """What the fault plan does at one point of a session (see :func:`decide`).
+
+    ``cut``: close the connection now with FIN or RST and send nothing more
+    (``why`` says where, for the transcript). ``reply``: the reply that goes
+    instead of aiosmtpd's; with ``alone`` aiosmtpd does not run the command
+    at all (a refusal leaves its state as it was), without it aiosmtpd runs
+    the command and its final reply line is swapped for this one. ``note``:
+    what the transcript says of the replacement. ``delay``: seconds before
+    the reply goes. ``close``: close the connection after the reply.
+    Example::
+
+        decide(SmtpPlan(close_at=CloseAt("after_mail", "rst")), "MAIL").cut   # 'rst'
+    """
+
+    cut: CloseHow | None = None
+    why: str = ""
+    reply: Reply | None = None
+    alone: bool = False
+    note: str | None = None
+    delay: float = 0.0
+    close: CloseHow | None = None
+
+
+PASS: Final = Action()  # nothing to do: aiosmtpd answers, at once
+
+
+def decide(
+    plan: SmtpPlan,
+    point: str,
+    *,
+    tls: TlsState = "offered",
+    bare: bool = True,
+    content: int = 0,
+    complete: bool = False,
+) -> Action:
+    """What ``plan`` does at ``point`` of a session: the one place the SMTP fake decides a fault.
+
+    The session's state is ``tls`` (TLS off on this host, offered, or
+    active), ``bare`` (the command came without an argument) and, at
+    ``CONTENT``, how many bytes of the message came and whether its final
+    dot did. When several faults apply at one point, the first of these wins:
+
+    1. a cut at that point (``close_at``): the connection is closed with FIN
+       or RST and nothing is sent;
+    2. a reply override (``greeting``, ``replies.X``) replaces the reply;
+    3. for STARTTLS, the TLS mode's own answer: 454 when ``starttls_refused``,
+       502 when the host has no TLS, 554 when TLS is already active;
+    4. aiosmtpd's own reply.
+
+    A delay (``delays_ms``) applies to whatever reply goes at that point.
+    Before all this, a schedule (``fail_first``) has picked the faulted or
+    the healthy plan for the whole session.
+    """
+    ca = plan.close_at
+    if (
+        ca is not None
+        and point in CUT_POINTS[ca.point]
+        # in_data: on the first content, after ``after_bytes`` of it, or at the final dot
+        and (point != CONTENT or complete or content >= max(ca.after_bytes, 1))
+    ):
+        return Action(cut=ca.how, why=_cut_reason(point, content))
+    if point in _NO_REPLY_POINTS:
+        return PASS
+    delay = plan.delay_for(point)
+    if point == GREETING:
+        g = plan.greeting
+        if g is not None:
+            # RFC 5321 3.8: a server that says 421 closes the connection.
+            return Action(reply=g, delay=delay, close=g.close or ("fin" if g.code == 421 else None))
+    else:
+        reply = plan.replies.get(point)
+        if reply is not None:
+            return Action(
+                reply=reply,
+                # A success keeps aiosmtpd's state (a MAIL that is accepted is
+                # recorded); STARTTLS never starts TLS on an override.
+                alone=point in COMMAND_POINTS and (reply.code >= 400 or point == "STARTTLS"),
+                note=f"fault: reply to {'the final dot' if point == DATA_END else point} replaced",
+                delay=delay,
+                close=reply.close,
+            )
+        if point == "STARTTLS" and bare:
+            if tls == "active":
+                return Action(reply=STARTTLS_AGAIN, alone=True, delay=delay)
+            if tls == "off":
+                return Action(reply=STARTTLS_UNKNOWN, alone=True, delay=delay)
+            if plan.tls == "starttls_refused":
+                return Action(reply=STARTTLS_REFUSED, alone=True, delay=delay)
+    return Action(delay=delay) if delay else PASS
+
+
+def _cut_reason(point: str, content: int) -> str:
+    if point == GREETING:
+        return "before the greeting"
+    if point == AFTER_GREETING:
+        return "after the greeting"
+    if point == TLS_UP:
+        return "right after the TLS handshake"
+    if point == CONTENT:
+        return f"after {content} bytes of message content"
+    if point == DATA_END:
+        return "after the final dot, before the reply"
+    return f"after {point}, before its reply"
+
+
+# What a session of one plan has decided so far, shared by the host's
+# sessions of that plan: (point, TLS state, bare) -> action.
+Decisions = dict[tuple[str, TlsState, bool], Action]
+
+
+def decided(memo: Decisions, plan: SmtpPlan, point: str, tls: TlsState, bare: bool = True) -> Action:
+    """:func:`decide`, once per plan and state (every point but ``CONTENT`` depends on nothing else)."""
+    key = (point, tls, bare)
+    act = memo.get(key)
+    if act is None:
+        act = memo[key] = decide(plan, point, tls=tls, bare=bare)
+    return act
+
+
+# -- replies ------------------------------------------------------------------
 
 _ENHANCED = re.compile(r"^([245])\.\d{1,3}\.\d{1,3}(?: |$)")
 # The enhanced code a reply of the fake's own gets once ENHANCEDSTATUSCODES is
-# advertised (RFC 3463 classes, as Postfix uses them): by (code, command),
+# advertised (RFC 3463 classes, as Postfix uses them): by (code, point),
 # then by code, then class.0.0.
 _DEFAULT_ENHANCED = {
     (250, "MAIL"): "2.1.0",
@@ -96,31 +257,144 @@ def styled(text: str, answering: str, enhanced: bool) -> str:
     return f"{code}{sep}{default} {rest}" if rest else f"{code}{sep}{default}"
 
 
-class _Handler:
-    """aiosmtpd handler hooks, forwarded to the protocol that owns them."""
+# -- the client's bytes ---------------------------------------------------------
 
-    def __init__(self, proto: FaultySMTP) -> None:
-        self.proto = proto
+
+def reads_as_bare_data(line: bytes) -> bool:
+    """Whether aiosmtpd reads ``line`` (up to its LF) as a DATA command without argument.
+
+    It splits the command at the first space, upper-cases it, strips the
+    argument, and refuses a line longer than its ``command_size_limit``
+    before any dispatch.
+    """
+    if line[:4].upper() != b"DATA":
+        return False
+    line = line.rstrip(b"\r\n")
+    command, _, arg = line.partition(b" ")
+    return command.upper() == b"DATA" and not arg.strip() and len(line) <= SMTP.command_size_limit
+
+
+class Inbound:
+    """The client's bytes as the transcript shows them, and the watch on message content.
+
+    aiosmtpd reads the same bytes and answers them; this only records them:
+    command lines split where aiosmtpd splits them (at each LF), and message
+    content after a 354, whose final dot (CRLF.CRLF) it watches, since
+    aiosmtpd has no hook inside the content. Bytes that follow a DATA line
+    are held until aiosmtpd's answer to that DATA says whether they are
+    content (354) or more commands. Three states: ``LINES``, ``HELD``,
+    ``CONTENT``.
+    """
+
+    LINES, HELD, CONTENT = 0, 1, 2
+    __slots__ = ("buf", "count", "held", "session", "skipping", "state", "tail")
+
+    def __init__(self, session: FaultySMTP) -> None:
+        self.session = session
+        self.state = Inbound.LINES
+        self.buf = b""  # the start of a line not yet ended
+        self.skipping = False  # inside a line too long to record: drop it up to its LF
+        self.held = b""
+        self.count = 0  # content bytes so far
+        self.tail = b""  # the last bytes of content, to find a terminator split across reads
+
+    def feed(self, data: bytes) -> bool:
+        """Take bytes from the wire; False when they cut the session (aiosmtpd must not see them)."""
+        if self.state == Inbound.HELD:
+            self.held += data
+            return True
+        if self.state == Inbound.CONTENT:
+            rest = self._content(data)
+            if rest is None:
+                return not self.session.severed
+            data = rest
+        if data:
+            self._lines(data)
+        return True
+
+    def data_answered(self, content: bool) -> None:
+        """aiosmtpd answered a DATA: after a 354 what follows is message content, else commands."""
+        held = self.held if self.state == Inbound.HELD else b""
+        self.held = b""
+        if content:
+            self.state, self.count, self.tail = Inbound.CONTENT, 0, b"\r\n"  # the CRLF that ended DATA
+            rest = self._content(held) if held else None
+        else:
+            self.state, rest = Inbound.LINES, held
+        if rest:
+            self._lines(rest)
+
+    def content_over(self) -> None:
+        """aiosmtpd answered the message: whatever comes next is commands."""
+        if self.state == Inbound.CONTENT:
+            self.state = Inbound.LINES
+
+    def restart(self) -> None:
+        """TLS is up: the plaintext before it is forgotten (RFC 3207 4.2), as aiosmtpd forgets it."""
+        self.state, self.buf, self.held, self.skipping = Inbound.LINES, b"", b"", False
+
+    def _lines(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        start = 0
+        while (end := buf.find(b"\n", start)) >= 0:
+            line, start = buf[start:end], end + 1
+            if self.skipping:
+                self.skipping = False
+                continue
+            self.session.heard(line.rstrip(b"\r").decode("utf-8", "replace"))
+            if reads_as_bare_data(line):
+                self.state, self.held, self.buf = Inbound.HELD, buf[start:], b""
+                return
+        rest = buf[start:] if start else buf
+        if self.skipping:
+            rest = b""
+        elif len(rest) > LINE_RECORD_LIMIT:  # a runaway line: keep the transcript bounded
+            self.session.heard(rest[:80].decode("utf-8", "replace") + "... (line too long)")
+            self.skipping, rest = True, b""
+        self.buf = rest
+
+    def _content(self, data: bytes) -> bytes | None:
+        """Count message bytes; at the final dot, return what follows it (None: still content, or cut)."""
+        window = self.tail + data
+        i = window.find(b"\r\n.\r\n")
+        if i < 0:
+            self.count += len(data)
+            self.tail = window[-4:]
+            self.session.at_content(self.count, False)
+            return None
+        end = i + 5 - len(self.tail)  # just after the terminator, in data
+        size = max(self.count + end - 3, 0)  # without the final ".\r\n"
+        if not self.session.at_content(size, True):
+            return None
+        self.state = Inbound.LINES
+        return data[end:]
+
+
+class _Handler:
+    """aiosmtpd handler hooks, forwarded to the session that owns them."""
+
+    def __init__(self, session: FaultySMTP) -> None:
+        self.session = session
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        return await self.proto.data_end(envelope)
+        return await self.session.data_end(envelope)
 
     def handle_STARTTLS(self, server: SMTP, session: Session, envelope: Envelope) -> bool:
-        self.proto.tls_established()
+        self.session.tls_established()
         return True
 
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
-        return self.proto.ehlo_lines(responses)
+        return self.session.ehlo_lines(responses)
 
     async def handle_exception(self, error: Exception) -> str:
-        return self.proto.exception(error)
+        return self.session.exception(error)
 
 
 class FaultySMTP(SMTP):
-    """An aiosmtpd session that follows a :class:`SmtpPlan`."""
+    """An aiosmtpd session that follows a :class:`SmtpPlan`, point by point."""
 
     def __init__(
         self,
@@ -147,27 +421,33 @@ class FaultySMTP(SMTP):
         self.t = transcript
         self._raw = raw_transport
         self._tls_active = raw_transport is not None  # implicit TLS: the gate did the handshake
-        self._greeted = False
-        # The point each pending reply answers (GREETING, a command verb, DATA_END),
-        # oldest first: it picks the delay and the enhanced code of the reply.
-        self._expect: collections.deque[str] = collections.deque(["GREETING"])
-        self._delayed = False
-        self._substitute: str | None = None
-        self._pending_close: CloseHow | None = None
+        self._decisions = host.decisions(plan)
+        # Where the session is, and what the plan does there.
+        self._point: str = GREETING
+        self._act = decided(self._decisions, plan, GREETING, self._tls_state())
+        self._delay_due = True  # the next line pushed starts a reply
+        self._inbound = Inbound(self)
         self._enhanced = False  # ENHANCEDSTATUSCODES advertised in this EHLO session
-        self._in_data = False
-        self._data_bytes = 0
-        self._tail = b""  # the end of the message content so far, to spot CRLF.CRLF
-        self._buf = b""
-        # Bytes after a DATA line, until its reply says whether they are content.
-        self._held: bytes | None = None
         self._spoke = False  # the client sent bytes: its connect() has surely returned
-        self._severed = False  # a cut was decided: nothing more is kept or answered
+        self.severed = False  # a cut or close was decided: nothing more is kept or answered
         self._starting_tls = False
         self._registered = False
         self._lost = False
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._cut_timer: asyncio.TimerHandle | None = None
+
+    # -- where the session is --------------------------------------------
+
+    def _tls_state(self) -> TlsState:
+        if self._tls_active:
+            return "active"
+        return "off" if self.tls_context is None else "offered"
+
+    def _enter(self, point: str, arg: str | None = None) -> Action:
+        """The session reaches ``point``: what the plan does there."""
+        act = decided(self._decisions, self.plan, point, self._tls_state(), not arg)
+        self._point, self._act, self._delay_due = point, act, True
+        return act
 
     # -- connection life --------------------------------------------------
 
@@ -205,94 +485,52 @@ class FaultySMTP(SMTP):
 
     def data_received(self, data: bytes) -> None:
         self._spoke = True
-        if self._severed:
+        if self.severed:
             if self._cut_timer is not None:  # the client spoke: its side is established
                 self._cut_timer.cancel()
                 self._cut_now("rst")
             return
-        if self._held is not None:
-            self._held += data
-        elif self._in_data:
-            rest = self._content(data)
-            if self._severed:
-                return  # cut in the middle of the message: aiosmtpd never sees its end
-            if rest:
-                self._record_client(rest)
-        else:
-            self._record_client(data)
-        super().data_received(data)
+        if self._inbound.feed(data):
+            super().data_received(data)
 
-    def _content(self, data: bytes) -> bytes | None:
-        """Count message bytes; cut if the plan says so; at the final dot, return what follows."""
-        window = self._tail + data
-        i = window.find(b"\r\n.\r\n")
-        ca = self.plan.close_at
-        if i < 0:
-            self._data_bytes += len(data)
-            self._tail = window[-4:]
-        else:
-            end = i + 5 - len(self._tail)  # just after the terminator, in data
-            self._data_bytes += max(end - 3, 0)
-        self.t.content_bytes = self._data_bytes
-        self.t.content_complete = i >= 0
-        if (
-            ca is not None
-            and ca.point == "in_data"
-            and (i >= 0 or self._data_bytes >= max(ca.after_bytes, 1))
-        ):
-            whole = " (the whole message)" if i >= 0 else " so far"
-            self.t.add("C", f"<message content, {self._data_bytes} bytes{whole}>")
-            self._cut(ca.how, f"after {self._data_bytes} bytes of message content")
-            return None
-        if i < 0:
-            return None
-        self._in_data = False
-        self.t.add("C", f"<message content, {self._data_bytes} bytes>")
-        self._expect.append("DATA_END")
-        return data[end:]
+    def heard(self, line: str) -> None:
+        """A line from the client, for the transcript."""
+        self.host.recorder.line(self.t, "C", self.host.spec.name, line)
 
-    def _record_client(self, data: bytes) -> None:
-        self._buf += data
-        while b"\n" in self._buf:
-            raw, _, self._buf = self._buf.partition(b"\n")
-            line = raw.rstrip(b"\r").decode("utf-8", "replace")
-            self.host.recorder.line(self.t, "C", self.host.spec.name, line)
-            verb = line.split(" ", 1)[0].upper()[:16] or "*"
-            self._expect.append(verb)
-            if verb == "DATA" and line.strip().upper() == "DATA":
-                # Whatever follows is content if the reply is 354, commands if not.
-                self._held, self._buf = self._buf, b""
-                return
-        if len(self._buf) > 4096:  # a runaway line: keep the transcript bounded
-            self.t.add("C", self._buf[:80].decode("utf-8", "replace") + "... (line too long)")
-            self._buf = b""
+    def at_content(self, size: int, complete: bool) -> bool:
+        """Message content came (``size`` bytes so far; ``complete``: its final dot too).
+        False when the plan cuts the session there."""
+        t = self.t
+        t.content_bytes, t.content_complete = size, complete
+        act = decide(self.plan, CONTENT, content=size, complete=complete)
+        if act.cut is not None:
+            whole = " (the whole message)" if complete else " so far"
+            t.add("C", f"<message content, {size} bytes{whole}>")
+            self._cut(act.cut, act.why)
+            return False
+        if complete:
+            t.add("C", f"<message content, {size} bytes>")
+        return True
 
-    def _release_held(self, content: bool) -> None:
-        held, self._held = self._held, None
-        if not held:
+    # -- cuts and closes ---------------------------------------------------
+
+    def _cut(self, how: CloseHow, why: str, *, soon: bool = False) -> None:
+        """Cut the connection (``soon``: once the current callback is over)."""
+        if self.severed:
             return
-        if content:
-            rest = self._content(held)
-            if rest and not self._severed:
-                self._record_client(rest)
-        else:
-            self._record_client(held)
-
-    # -- faults -----------------------------------------------------------
-
-    def _cut(self, how: CloseHow, why: str) -> None:
-        if self._severed:
-            return
-        self._severed = True
+        self.severed = True
         self.t.add("*", f"fault: connection cut with {how.upper()} {why}")
         self.t.ended_by = f"server-{how}"
         self.host.recorder.emit(self.t, "fault", self.host.spec.name, f"cut ({how}) {why}")
         if self._raw is None:
             return
+        loop = asyncio.get_running_loop()
         wait = self.t.opened + ESTABLISH_GRACE - time.monotonic()
         if how == "rst" and not self._spoke and wait > 0:
             # A reset this early could overtake the client's connect(): see tcp.ESTABLISH_GRACE.
-            self._cut_timer = asyncio.get_running_loop().call_later(wait, self._cut_now, how)
+            self._cut_timer = loop.call_later(wait, self._cut_now, how)
+        elif soon:
+            loop.call_soon(self._cut_now, how)
         else:
             self._cut_now(how)
 
@@ -301,14 +539,14 @@ class FaultySMTP(SMTP):
         if self._raw is not None:
             cut(self._raw, how, self.host)
 
-    def _close(self, how: CloseHow | None) -> None:
+    def _close(self, how: CloseHow) -> None:
         """Close after a reply: orderly (FIN after the reply) for fin, a reset for rst."""
         if how == "rst":
             self._cut("rst", "after the reply")
             return
         self.t.ended_by = "server-close"
         self.t.add("*", "server closes the connection")
-        self._severed = True
+        self.severed = True
         if self._raw is not None and self._raw is not self.transport and self.transport is not None:
             # Under TLS: close_notify first, then the socket.
             self.transport.close()
@@ -326,7 +564,75 @@ class FaultySMTP(SMTP):
         # The connection is closing: connection_lost() cancels this task.
         await asyncio.get_running_loop().create_future()
 
-    # -- replies ----------------------------------------------------------
+    # -- the points aiosmtpd dispatches ------------------------------------
+
+    async def command(self, point: str, arg: str | None, default: Callable[..., Awaitable[None]]) -> None:
+        """aiosmtpd dispatched a command: cut, answer for it, or let it answer."""
+        if self.severed:
+            await self._park()
+        if point == "HELO":
+            self._enhanced = False  # a HELO session has no extensions
+        act = self._enter(point, arg)
+        try:
+            if act.cut is not None:
+                self._cut(act.cut, act.why)
+                await self._park()
+            if act.alone:
+                assert act.reply is not None
+                await self.push(act.reply.line())
+                return
+            if point == "STARTTLS" and not arg and self.tls_context is not None:
+                timeout = self.host.handshake_timeout
+                loop = asyncio.get_running_loop()
+                self._handshake_timer = loop.call_later(timeout, self._handshake_timed_out)
+                self._starting_tls = True
+            await default(self, arg)
+            if point == "QUIT":
+                self._close_tls_soon()
+        finally:
+            self._enter(ANY)  # until the next dispatch, replies are aiosmtpd's own
+
+    async def data_end(self, envelope: Envelope) -> str:
+        """The final dot arrived (point DATA_END): keep the message, or not, as the plan says."""
+        if self.severed:
+            await self._park()
+        act = self._act if self._point == DATA_END else self._enter(DATA_END)
+        if act.reply is None or act.reply.code < 400:
+            content = envelope.original_content or b""
+            kept = self.host.recorder.keep_message(
+                self.t,
+                Message(
+                    host=self.host.spec.name,
+                    session_id=self.t.session_id,
+                    mail_from=envelope.mail_from or "",
+                    rcpt_tos=tuple(envelope.rcpt_tos),
+                    content=content,
+                    tls_version=self.t.tls_version,
+                    replied=act.cut is None,
+                ),
+            )
+            if kept:
+                self.host.recorder.emit(
+                    self.t, "message", self.host.spec.name, f"message kept ({len(content)} bytes)"
+                )
+        if act.cut is not None:
+            self._cut(act.cut, act.why)
+            await self._park()
+        return f"250 2.0.0 Ok: queued as MF{self.t.session_id:06d}"  # push() swaps in an override
+
+    def tls_established(self) -> None:
+        """aiosmtpd's STARTTLS handshake completed (point TLS_UP)."""
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+        self._tls_active = True
+        self._enhanced = False  # RFC 3207 4.2: the client starts over with EHLO
+        self._inbound.restart()
+        self.host.tls_done(self.t, self.transport, self.plan)
+        act = self._enter(TLS_UP)
+        if act.cut is not None:
+            # Inside aiosmtpd's own connection_made: cut once it returns.
+            self._cut(act.cut, act.why, soon=True)
 
     def ehlo_lines(self, offered: list[str]) -> list[str]:
         """What EHLO advertises: a current MTA's extensions, less those switched off."""
@@ -341,54 +647,62 @@ class FaultySMTP(SMTP):
         lines = [ln for ln in lines if ln.split(" ")[0] not in plan.extensions_off]
         return [f"250-{ln}" for ln in lines[:-1]] + [f"250 {lines[-1]}"]
 
+    # -- replies ----------------------------------------------------------
+
     async def push(self, status: str | bytes) -> None:
+        """Every reply line goes through here, at the session's current point."""
         text = status if isinstance(status, str) else status.decode("utf-8", "replace")
-        greeting = not self._greeted
-        answering = self._expect[0] if self._expect else "*"
-        if greeting:
-            self._greeted = True
-            if self.plan.greeting is not None:
-                text = self.plan.greeting.line()
+        point, act = self._point, self._act
+        if self._delay_due:  # the first line of a reply
+            self._delay_due = False
+            if act.note is not None:
+                self.t.add("*", act.note)
+            if act.delay:
+                self.t.add("*", f"fault: reply delayed by {int(act.delay * 1000)} ms")
+                await asyncio.sleep(act.delay)
+        own = text
         final = text[3:4] != "-"
-        if final and self._substitute is not None:
-            text, self._substitute = self._substitute, None
-        if not greeting and answering not in ("EHLO", "HELO"):
+        if final:
+            self._delay_due = True
+            if act.reply is not None:
+                text = act.reply.line()
+        if point not in _AS_WRITTEN:
             # The greeting and the EHLO reply go as written (a 421 greeting
             # often carries 4.3.2); the rest follows ENHANCEDSTATUSCODES.
-            text = styled(text, answering, self._enhanced)
-        if not self._delayed:
-            self._delayed = True
-            delay = self.plan.delay_for(answering)
-            if delay:
-                self.t.add("*", f"fault: reply delayed by {int(delay * 1000)} ms")
-                await asyncio.sleep(delay)
-        if self._in_data and not text.startswith("354"):
-            self._in_data = False  # a reply ends the data phase (e.g. 552 too much data)
-        if final:
-            self._delayed = False
-            if self._expect:
-                self._expect.popleft()
+            text = styled(text, point, self._enhanced)
         self.host.recorder.line(self.t, "S", self.host.spec.name, text)
-        if text.startswith("354"):
-            self._in_data = True
-            self._data_bytes = 0
-            self._tail = b"\r\n"  # the CRLF that ended the DATA line
         await super().push(text)
-        if final and answering == "DATA" and self._held is not None:
-            self._release_held(content=text.startswith("354"))
-        if greeting:
-            await self._after_greeting(text)
-        elif final and self._pending_close is not None:
-            how, self._pending_close = self._pending_close, None
-            self._close(how)
-            await self._park()
-        elif final and self._starting_tls and text.startswith("220"):
+        if final:
+            await self._replied(point, act, own)
+
+    async def _replied(self, point: str, act: Action, own: str) -> None:
+        """A reply went out at ``point`` (``own``: aiosmtpd's words for it): where the session goes next."""
+        if point == "DATA":
+            content = own.startswith("354")
+            self._inbound.data_answered(content)
+            if content:
+                self._enter(DATA_END)  # aiosmtpd's next reply answers the message
+        elif point == DATA_END:
+            self._inbound.content_over()
+        elif point == "STARTTLS" and self._starting_tls:
             self._starting_tls = False
-            # aiosmtpd hands the socket to its TLS layer as soon as this
-            # returns: hold the input until the tap is in place.
-            assert self._raw is not None
-            cast(asyncio.ReadTransport, self._raw).pause_reading()
-            asyncio.get_running_loop().call_soon(self._tap_handshake)
+            if own.startswith("220"):
+                # aiosmtpd hands the socket to its TLS layer as soon as this
+                # returns: hold the input until the tap is in place.
+                assert self._raw is not None
+                cast(asyncio.ReadTransport, self._raw).pause_reading()
+                asyncio.get_running_loop().call_soon(self._tap_handshake)
+        if act.close is not None:
+            self._close(act.close)
+            await self._park()
+        if point == GREETING:
+            after = self._enter(AFTER_GREETING)
+            if after.cut is not None:
+                self._cut(after.cut, after.why)
+                await self._park()
+            self._enter(ANY)
+
+    # -- TLS and errors ---------------------------------------------------
 
     def _tap_handshake(self) -> None:
         raw = cast(asyncio.Transport, self._raw)
@@ -418,111 +732,13 @@ class FaultySMTP(SMTP):
             self._handshake_timer.cancel()
         assert self._raw is not None
         self.host.refuse_tls(self.t, cast(asyncio.Transport, self._raw), alert, error)
-        self._severed = True
+        self.severed = True
         self.connection_lost(None)
-
-    async def _after_greeting(self, text: str) -> None:
-        g = self.plan.greeting
-        if g is not None and (g.close is not None or text.startswith("421")):
-            # RFC 5321 3.8: a server that says 421 closes the connection.
-            self._close(g.close or "fin")
-            await self._park()
-        ca = self.plan.close_at
-        if ca is not None and ca.point == "after_greeting":
-            self._cut(ca.how, "after the greeting")
-            await self._park()
-
-    async def intercept(self, name: str, arg: str | None, default: Callable[..., Awaitable[None]]) -> None:
-        """Run before every command: cut, replace the reply, or let aiosmtpd answer."""
-        if self._severed:
-            await self._park()
-        if name == "HELO":
-            self._enhanced = False
-        ca = self.plan.close_at
-        if ca is not None and _cuts_on(ca.point, name):
-            self._cut(ca.how, f"after {name}, before its reply")
-            await self._park()
-        reply = self.plan.replies.get(name)
-        if reply is None and name == "STARTTLS" and not arg:
-            if self._tls_active:
-                reply = STARTTLS_AGAIN
-            elif self.tls_context is None:
-                reply = STARTTLS_UNKNOWN
-            elif self.plan.tls == "starttls_refused":
-                reply = STARTTLS_REFUSED
-        if reply is None:
-            if name == "STARTTLS" and not arg and self.tls_context is not None:
-                timeout = self.host.handshake_timeout
-                loop = asyncio.get_running_loop()
-                self._handshake_timer = loop.call_later(timeout, self._handshake_timed_out)
-                self._starting_tls = True
-            await default(self, arg)
-            if name == "QUIT":
-                self._close_tls_soon()
-            return
-        if reply not in (STARTTLS_AGAIN, STARTTLS_UNKNOWN, STARTTLS_REFUSED):
-            self.t.add("*", f"fault: reply to {name} replaced")
-        self._pending_close = reply.close
-        if reply.code < 400 and name not in ("STARTTLS",):
-            # A success override keeps aiosmtpd's state and swaps the final line.
-            self._substitute = reply.line()
-            await default(self, arg)
-        else:
-            await self.push(reply.line())
-
-    async def data_end(self, envelope: Envelope) -> str:
-        """The final dot arrived: keep the message, or not, as the plan says."""
-        if self._severed:
-            await self._park()
-        reply = self.plan.replies.get("DATA_END")
-        ca = self.plan.close_at
-        cut_now = ca is not None and ca.point == "after_final_dot"
-        if reply is None or reply.code < 400:
-            content = envelope.original_content or b""
-            kept = self.host.recorder.keep_message(
-                self.t,
-                Message(
-                    host=self.host.spec.name,
-                    session_id=self.t.session_id,
-                    mail_from=envelope.mail_from or "",
-                    rcpt_tos=tuple(envelope.rcpt_tos),
-                    content=content,
-                    tls_version=self.t.tls_version,
-                    replied=not cut_now,
-                ),
-            )
-            if kept:
-                self.host.recorder.emit(
-                    self.t, "message", self.host.spec.name, f"message kept ({len(content)} bytes)"
-                )
-        if cut_now:
-            assert ca is not None
-            self._cut(ca.how, "after the final dot, before the reply")
-            await self._park()
-        if reply is not None:
-            self.t.add("*", "fault: reply to the final dot replaced")
-            self._pending_close = reply.close
-            return reply.line()
-        return f"250 2.0.0 Ok: queued as MF{self.t.session_id:06d}"
-
-    # -- TLS and errors ---------------------------------------------------
 
     def _handshake_timed_out(self) -> None:
         self.t.add("*", f"TLS handshake timed out after {self.host.handshake_timeout} s")
         self.t.ended_by = "timeout"
         self._terminate()
-
-    def tls_established(self) -> None:
-        if self._handshake_timer is not None:
-            self._handshake_timer.cancel()
-            self._handshake_timer = None
-        self._tls_active = True
-        self._enhanced = False  # RFC 3207 4.2: the client starts over with EHLO
-        self._buf = b""  # plaintext before STARTTLS is discarded (RFC 3207 4.2)
-        self.host.tls_done(self.t, self.transport, self.plan)
-        ca = self.plan.close_at
-        if ca is not None and ca.point == "after_starttls":
-            asyncio.get_running_loop().call_soon(self._cut, ca.how, "right after the TLS handshake")
 
     def exception(self, error: Exception) -> str:
         if isinstance(error, TLSSetupException):
@@ -533,26 +749,18 @@ class FaultySMTP(SMTP):
         return "451 4.3.0 mailfakes internal error"
 
 
-def _cuts_on(point: str, command: str) -> bool:
-    return (
-        (point == "after_ehlo" and command in ("EHLO", "HELO"))
-        or (point == "after_mail" and command == "MAIL")
-        or (point == "after_rcpt" and command == "RCPT")
-    )
-
-
-def _intercepting(name: str) -> Callable[..., Awaitable[None]]:
+def _dispatched(name: str) -> Callable[..., Awaitable[None]]:
     parent = getattr(SMTP, "smtp_" + name)
 
     @functools.wraps(parent)  # keeps aiosmtpd's @syntax data for HELP
     async def method(self: FaultySMTP, arg: str | None) -> None:
-        await self.intercept(name, arg, parent)
+        await self.command(name, arg, parent)
 
     return method
 
 
-for _name in ("EHLO", "HELO", "MAIL", "RCPT", "DATA", "STARTTLS", "RSET", "QUIT", "NOOP"):
-    setattr(FaultySMTP, "smtp_" + _name, _intercepting(_name))
+for _name in COMMAND_POINTS:
+    setattr(FaultySMTP, "smtp_" + _name, _dispatched(_name))
 
 
 class ImplicitTLSGate(asyncio.Protocol):
@@ -662,39 +870,34 @@ class HostServer:
         self.idle_timeout = idle_timeout
         self.live: set[Any] = set()  # protocols with an open connection; each has shutdown()
         self.draining: set[Any] = set()  # connections ended with FIN, still read (tcp.Drainer)
-        self.server: asyncio.Server | None = None
+        self.listener: Listener | None = None
         self.stopping = False
+        self.healthy = spec.smtp.healthy()  # what a session gets once a schedule's faults are spent
+        self._decisions: dict[int, Decisions] = {}
 
     async def start(self, sock: socket.socket) -> None:
         if self.spec.kind == "smtp" and self.spec.smtp.uses_tls:
             self._context(self.spec.smtp)  # certificates are part of "ready"
-        sock.setblocking(False)
-        # create_server listens on the socket itself, with this backlog (its default is 100).
-        self.server = await asyncio.get_running_loop().create_server(
-            self.make_protocol, sock=sock, backlog=LISTEN_BACKLOG
-        )
+        self.listener = Listener(sock, self.make_protocol, backlog=LISTEN_BACKLOG)
 
     async def stop(self) -> None:
+        """Stop accepting, end every connection, and return once their sockets are closed."""
         self.stopping = True
-        loop = asyncio.get_running_loop()
-        if self.server is not None:
-            # Stop accepting first: connections accepted already get their
-            # transports over the next iterations (closing the server before
-            # that makes asyncio drop them half made, sockets left open).
-            for sock in self.server.sockets:
-                loop.remove_reader(sock.fileno())
-            for _ in range(3):
-                await asyncio.sleep(0)
-            self.server.close()
-        for _ in range(3):
-            for proto in list(self.live):
-                proto.shutdown()
-            await asyncio.sleep(0)
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            await listener.stop_accepting()  # every connection accepted has its protocol now
+        # No protocol can join the live set from here: the listener is closed
+        # and an implicit-TLS gate's shutdown cancels the handshake that would.
+        for proto in list(self.live):
+            proto.shutdown()
         for drainer in list(self.draining):
             drainer.shutdown()
-        if self.server is not None:
-            await self.server.wait_closed()
-            self.server = None
+        if listener is not None:
+            await listener.wait_closed()
+
+    def decisions(self, plan: SmtpPlan) -> Decisions:
+        """What the sessions of ``plan`` (this host's, or its healthy one) decided so far."""
+        return self._decisions.setdefault(id(plan), {})
 
     def _context(self, plan: SmtpPlan) -> ssl.SSLContext:
         assert self.contexts is not None, "a TLS host needs certificates"
@@ -705,16 +908,18 @@ class HostServer:
         earlier = self.recorder.count_session(spec.name)
         faulted = spec.schedule is None or earlier < spec.schedule.fail_first
         kind = spec.kind if faulted else "smtp"
-        plan = spec.smtp if faulted else spec.smtp.healthy()
+        plan = spec.smtp if faulted else self.healthy
         t = self.recorder.open_session(spec.name, self.address, "?", faulted)
         self.recorder.emit(t, "connect", spec.name, f"connection accepted ({kind})")
         if kind == "silent":
             t.add("*", "fault: the server accepts and never speaks")
             return SilentProtocol(self, t)
-        cut_first = plan.close_at is not None and plan.close_at.point == "before_greeting"
-        if kind == "close_on_accept" or cut_first:
-            how = spec.close if kind == "close_on_accept" else plan.close_at.how  # type: ignore[union-attr]
-            t.add("*", f"fault: connection cut with {how.upper()} before the greeting")
+        how = spec.close if kind == "close_on_accept" else None
+        if how is None:
+            tls: TlsState = "active" if plan.implicit_tls else "offered" if plan.uses_tls else "off"
+            how = decided(self.decisions(plan), plan, GREETING, tls).cut
+        if how is not None:
+            t.add("*", f"fault: connection cut with {how.upper()} {_cut_reason(GREETING, 0)}")
             t.ended_by = f"server-{how}"
             return CloseOnAcceptProtocol(self, t, how)
         if plan.implicit_tls:

@@ -1,19 +1,23 @@
-"""Endpoints that are no SMTP server: refused, blackholed, silent, closed at once.
+"""Endpoints that are no SMTP server, how a connection is cut, and the listener under every host.
 
 ``refuse`` and ``blackhole`` are made by the kernel alone: a bound socket
 that never listens answers SYNs with RST; a listener with a backlog of zero
 whose single queue slot is taken by a filler connection drops every later
 SYN, so the client's ``connect()`` times out. Both stay on loopback: no
 "non-routable" address is ever used. ``silent`` and ``close_on_accept`` are
-small asyncio protocols.
+small asyncio protocols. :class:`Listener` accepts for the hosts that do
+listen, so that stopping a world ends every connection it accepted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
 import struct
+import weakref
+from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 from .spec import CloseHow
@@ -33,6 +37,15 @@ ESTABLISH_GRACE = 0.1
 # client closes too, at most this long: closing a socket with unread input
 # makes Linux send RST instead of FIN.
 FIN_DRAIN_LIMIT = 5.0
+# Out of descriptors or memory, the listener stops accepting this long, as
+# asyncio's own servers do (the clients wait in the kernel's queue meanwhile).
+ACCEPT_RETRY_DELAY = 1.0
+# Accepts per readiness of the listening socket; more wait for the next one.
+ACCEPT_BATCH = 128
+# How long Listener.wait_closed waits for asyncio to report every connection
+# lost after it was aborted; a bound for a bug, never reached otherwise.
+CLOSE_BOUND = 5.0
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 class Owner(Protocol):
@@ -240,6 +253,127 @@ class CloseOnAcceptProtocol(TrackedProtocol):
         if self.timer is not None:
             self.timer.cancel()
         super().shutdown()
+
+
+class Listener:
+    """A listening socket with an accept of our own, for one host.
+
+    Each accepted socket gets its transport from the public
+    ``loop.connect_accepted_socket``. Unlike an ``asyncio.Server``, which
+    cannot stop accepting without dropping the connections it accepted but
+    has not yet given a protocol, this one stops in two steps:
+    :meth:`stop_accepting` closes the listening socket and waits until every
+    connection accepted so far has its protocol (so the host can end it), and
+    :meth:`wait_closed` waits until asyncio reports each of them lost, its
+    socket closed.
+    """
+
+    def __init__(
+        self, sock: socket.socket, factory: Callable[[], asyncio.BaseProtocol], *, backlog: int
+    ) -> None:
+        self.sock = sock
+        self.factory = factory
+        self.loop = asyncio.get_running_loop()
+        # Connections accepted whose transport is still being made.
+        self.adopting: set[asyncio.Task[None]] = set()
+        # The transports made, while they live (closed ones are skipped at stop).
+        self.transports: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
+        self.retry: asyncio.TimerHandle | None = None
+        sock.setblocking(False)
+        sock.listen(backlog)
+        self.loop.add_reader(sock.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _address = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:  # the client gave up while in the queue
+                continue
+            except OSError as exc:
+                if exc.errno in _OUT_OF_RESOURCES:
+                    self.loop.call_exception_handler(
+                        {"message": "cannot accept a connection (out of resources)", "exception": exc}
+                    )
+                    self.loop.remove_reader(self.sock.fileno())
+                    self.retry = self.loop.call_later(ACCEPT_RETRY_DELAY, self._resume)
+                return
+            conn.setblocking(False)
+            task = self.loop.create_task(self._adopt(conn))
+            self.adopting.add(task)
+            task.add_done_callback(self.adopting.discard)
+
+    def _resume(self) -> None:
+        self.retry = None
+        if self.sock.fileno() >= 0:
+            self.loop.add_reader(self.sock.fileno(), self._accept)
+
+    async def _adopt(self, conn: socket.socket) -> None:
+        try:
+            transport, _protocol = await self.loop.connect_accepted_socket(self.factory, conn)
+        except Exception as exc:
+            conn.close()
+            self.loop.call_exception_handler(
+                {"message": "cannot serve an accepted connection", "exception": exc}
+            )
+            return
+        except BaseException:
+            conn.close()
+            raise
+        self.transports.add(transport)
+
+    async def stop_accepting(self) -> None:
+        """Accept no more; return once every connection accepted has its protocol."""
+        if self.retry is not None:
+            self.retry.cancel()
+            self.retry = None
+        if self.sock.fileno() >= 0:
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()  # clients still in the kernel's queue are reset
+        if self.adopting:
+            await asyncio.wait(set(self.adopting))
+
+    async def wait_closed(self) -> None:
+        """Abort what is still open and wait until asyncio reports each connection lost."""
+        still = [tr for tr in self.transports if _open(tr)]
+        if not still:
+            return
+        left = len(still)
+        done = self.loop.create_future()
+
+        def gone() -> None:
+            nonlocal left
+            left -= 1
+            if left == 0 and not done.done():
+                done.set_result(None)
+
+        for tr in still:
+            # A closing transport has its connection_lost on the way: hear it
+            # through a stand-in that hands it on to the protocol in place.
+            tr.abort()  # type: ignore[attr-defined]
+            tr.set_protocol(_LastWord(tr.get_protocol(), gone))
+        await asyncio.wait({done}, timeout=CLOSE_BOUND)
+
+
+def _open(transport: asyncio.BaseTransport) -> bool:
+    sock = transport.get_extra_info("socket")
+    return sock is not None and sock.fileno() >= 0
+
+
+class _LastWord(asyncio.BaseProtocol):
+    """Stands in for a protocol whose transport was aborted: hands its end on, then says so."""
+
+    def __init__(self, inner: asyncio.BaseProtocol | None, done: Callable[[], None]) -> None:
+        self.inner = inner
+        self.done = done
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            if self.inner is not None:
+                self.inner.connection_lost(exc)
+        finally:
+            self.done()
 
 
 def peer_of(transport: asyncio.BaseTransport) -> str:
