@@ -2,7 +2,8 @@
 
 For each server: N one-message sessions in plain SMTP (EHLO, MAIL, RCPT,
 DATA, QUIT) from a raw client, then the memory the server's side still holds
-(tracemalloc, after a full collection) divided by N. Then a long run against
+(tracemalloc, after a full collection) divided by N; then the same for N
+DNS queries to the world's DNS server. Then a long run against
 one world, as a ``serve`` left running sees it: the sessions come from 50
 concurrent clients in another process (bench_throughput.py's client), and
 the memory held (tracemalloc after a collection, and the process's resident
@@ -86,6 +87,20 @@ def concurrent_sessions(ip: str, port: int, n: int, clients: int) -> None:
         raise SystemExit(f"the client process failed:\n{out.stderr}")
 
 
+def per_query(dns_ip: str, dns_port: int, name: str, n: int) -> float:
+    """The memory a world's DNS keeps per query (n UDP queries for ``name``, one socket each)."""
+    import dns.message
+
+    base = held()
+    for i in range(n):
+        query = dns.message.make_query(name, "A" if i % 2 else "MX").to_wire()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.settimeout(5)
+            u.sendto(query, (dns_ip, dns_port))
+            u.recv(4096)
+    return (held() - base) / n
+
+
 def per_session(ip_port: tuple[str, int], n: int) -> float:
     base = held()
     for i in range(n):
@@ -126,6 +141,8 @@ def main() -> int:
             f"retained per session: mailfakes {ours / 1024:.2f} KB, bare aiosmtpd (keeping the message) "
             f"{bare / 1024:.2f} KB, ratio {ours / bare:.1f}"
         )
+        query = per_query(world.dns_host, world.dns_port, "mail.contoso.test", args.sessions)
+        print(f"retained per DNS query (UDP, A and MX in turn): {query:.0f} bytes")
     if args.long:
         print(f"long run, {args.clients} concurrent clients, default limits {Limits()}:")
         with World({"hosts": {"mail.contoso.test": {"tls": "none"}}}) as world:
