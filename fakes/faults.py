@@ -19,6 +19,7 @@ which wins; the SMTP fake applies them in that order.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Final, Literal
 
@@ -235,7 +236,7 @@ KINDS: Final = _choices(
 )
 CLOSE_HOWS_TABLE: Final = _choices(
     {
-        "fin": "an orderly close (FIN), without any TLS goodbye",
+        "fin": "an orderly close (FIN)",
         "rst": "a reset (RST, SO_LINGER 0)",
     }
 )
@@ -270,7 +271,7 @@ CLOSE_POINTS_TABLE: Final = _choices(
     {
         "before_greeting": "closes before the greeting",
         "after_greeting": "closes after the greeting",
-        "after_ehlo": "closes instead of answering EHLO",
+        "after_ehlo": "closes instead of answering EHLO (or HELO)",
         "after_starttls": "closes right after the TLS handshake",
         "after_mail": "closes instead of answering MAIL",
         "after_rcpt": "closes instead of answering RCPT",
@@ -312,7 +313,7 @@ RECORD_TYPES_TABLE: Final = _choices(
     {
         "A": "a loopback IPv4 address or the name of a host of the world",
         "AAAA": "the IPv6 loopback address ::1",
-        "MX": "a host name, or `.` with priority 0 for a null MX",
+        "MX": "a host name, or `.` for a null MX (RFC 7505: priority 0)",
         "CNAME": "a host name",
         "TXT": "any text",
     }
@@ -352,22 +353,31 @@ TABLE: Final[tuple[Key, ...]] = (
         "host",
         "schedule",
         "`{fail_first = N}`",
-        "only the first N sessions (TCP connections) get the host's fault, later ones a healthy server; "
-        "counted per world, reset by `world.reset()`; on kinds `smtp`, `silent`, `close_on_accept`",
+        "only the first N sessions (TCP connections) get the host's fault; later ones meet its healthy "
+        "baseline: an SMTP server with STARTTLS (implicit TLS stays implicit) and a valid certificate, "
+        "without the greeting, replies, cuts and delays (`extensions_off` and `a_record` stay as they "
+        "are). Counted per world, reset by `world.reset()`; on kinds `smtp`, `silent`, `close_on_accept`, "
+        "and only where there is a fault to limit",
     ),
     Key(
         "smtp host",
         "greeting",
         "`{code, enhanced, text, close}`",
-        "the greeting instead of `220`; a 421 greeting closes the connection after it (RFC 5321 3.8)",
+        "the greeting instead of `220`. A 421 greeting, or one with `close`, closes the connection after "
+        "it (RFC 5321 3.8); after another 4xx or 5xx greeting the server answers every command but QUIT "
+        "with `503 5.5.1` (RFC 5321 3.1), so no mail is taken",
     ),
     Key(
         "smtp host",
         "replies.CMD",
         f"`{{code, enhanced, text, close}}` for {COMMANDS_DOC}",
-        "replaces that reply (`DATA_END`: the reply to the final dot); 4xx/5xx skips the command, 2xx/3xx "
-        "runs it and swaps the text (not for STARTTLS, which must then start TLS: use `tls`); `close` "
-        "(`fin` or `rst`) closes after the reply",
+        "replaces that reply (`DATA_END`: the reply to the final dot). A 4xx or 5xx skips the command; a "
+        "2xx runs it and swaps the text (for EHLO and HELO the first line's, the extensions stay); DATA "
+        "takes 354 (its text swapped) or 4xx/5xx; STARTTLS only 4xx/5xx (starting TLS is `tls`'s job). "
+        "Enhanced codes follow the session: when EHLO advertised ENHANCEDSTATUSCODES a reply without one "
+        "gets its RFC 3463 default (`550` to RCPT goes out as `550 5.1.1`), and without that extension "
+        "none is sent (so writing one is refused); EHLO and HELO replies go as written. `close` (`fin` "
+        "or `rst`) closes after the reply (`fin` under TLS sends close_notify first)",
     ),
     Key("smtp host", "tls", "one of the values", "how the host offers TLS", TLS, "starttls"),
     Key(
@@ -391,7 +401,8 @@ TABLE: Final[tuple[Key, ...]] = (
         "smtp host",
         "close_at",
         '`{point, how = "fin"|"rst", after_bytes}`',
-        "an abrupt close at a point. `after_X`: X was read, no reply sent; `in_data` with `after_bytes` N: "
+        "an abrupt close at a point: FIN without any TLS goodbye, or RST. `after_X`: X was read, no reply "
+        "sent; `in_data` with `after_bytes` N: "
         "once N bytes of content came, or at the final dot of a shorter message, so every message meets "
         "the cut and none is kept",
         CLOSE_POINTS_TABLE,
@@ -406,7 +417,8 @@ TABLE: Final[tuple[Key, ...]] = (
         "smtp host",
         "delays_ms.POINT",
         "milliseconds; points `GREETING`, any command, `DATA_END`, `*`",
-        "wait before that reply",
+        "wait before that reply; a point's own delay replaces `delay_ms` there (`*` is `delay_ms` itself: "
+        "give one or the other)",
     ),
     Key(
         "DNS fault",
@@ -427,7 +439,7 @@ TABLE: Final[tuple[Key, ...]] = (
     Key(
         "record",
         "records",
-        "`[[records]]` `{name, type, value, priority, ttl}`",
+        "`[[records]]` `{name, type, value, priority, ttl}` (priority 10, 0 for a null MX; ttl 300)",
         "a DNS record of the zone",
         RECORD_TYPES_TABLE,
     ),
@@ -437,17 +449,36 @@ PRECEDENCE: Final = (
     "At one point of a session: a schedule first picks the faulted or the healthy plan for the "
     "session; then a cut at that point (`close_at`) wins and nothing is sent; else a reply override "
     "(`greeting`, `replies.CMD`) replaces the reply; else, for STARTTLS, the TLS mode's own answer "
-    "(454 when refused, 502 when TLS is off, 554 inside TLS); else aiosmtpd's own reply. A delay "
-    "applies to whatever reply goes at that point. In DNS, the first `[[dns_faults]]` entry that "
-    "matches a query's name and type applies (two that overlap are refused)."
+    "(454 when refused, 502 when TLS is off, 554 inside TLS); else aiosmtpd's own reply. The point's "
+    "own delay (or else `delay_ms`) applies to whatever reply goes there, and the reply's enhanced "
+    "code is then added or removed as the session's EHLO advertised. In DNS, the first "
+    "`[[dns_faults]]` entry that matches a query's name and type applies (two that overlap are "
+    "refused)."
 )
 
 
 def key(name: str) -> Key:
-    """The table's entry for ``name`` (``"tls"``, ``"replies.CMD"``, ``"dns_faults"``...)."""
+    """The table's entry for ``name``: a row's key (``"tls"``, ``"replies.CMD"``) or a key as an
+    error message names it (``replies.MAIL``, ``close_at.point``, ``dns_faults[0].tcp``,
+    ``hosts."mx1.contoso.test".cert``)."""
     for k in TABLE:
         if k.key == name:
             return k
+    parts = [p for p in re.sub(r'"[^"]*"', "NAME", re.sub(r"\[\d+\]", "", name)).split(".") if p]
+    if parts[:1] == ["world"]:
+        parts = parts[1:]
+    if parts[:2] == ["hosts", "NAME"] and len(parts) > 2:
+        parts = parts[2:]
+    elif parts[:1] == ["hosts"] and len(parts) == 2:
+        parts = ["hosts", "NAME"]
+    for candidate in (".".join(parts), ".".join(parts[:2]), parts[0] if parts else ""):
+        for k in TABLE:
+            if k.key == candidate or (
+                k.key.split(".")[0] == candidate and not k.key.startswith("dns_faults.")
+            ):
+                if candidate in ("replies", "delays_ms") and len(parts) < 2:
+                    continue
+                return k
     raise KeyError(name)
 
 
@@ -458,9 +489,9 @@ def values(name: str) -> tuple[str, ...]:
 
 # -- contradictions -----------------------------------------------------------
 
-# The points of a session in the order a correct client reaches them; a
-# configured reply, delay or cut at a point later than where the session
-# surely ends (a cut, a close, a failed MAIL, RCPT or DATA) can never apply.
+# The points of a session in the order a client reaches them. A reply, delay
+# or cut configured at a point no client can reach (past a cut or a close, or
+# message content after a refused MAIL, RCPT or DATA) can never apply.
 _ORDER: Final = {
     "GREETING": 0,
     "EHLO": 1,
@@ -473,108 +504,154 @@ _ORDER: Final = {
     "CONTENT": 7,
     "DATA_END": 8,
 }
-# Where each cut fires, and the last point whose reply still goes out before it.
+# Each cut: the point where it fires, and the last point whose reply goes out
+# before it. after_starttls only ends the clients that start TLS, so it bounds
+# no later point (a plaintext client goes on to MAIL).
 _CUTS: Final = {
     "before_greeting": (0, -1),
     "after_greeting": (1, 0),
     "after_ehlo": (1, 0),
-    "after_starttls": (3, 2),
+    "after_starttls": (3, 99),
     "after_mail": (4, 3),
     "after_rcpt": (5, 4),
     "in_data": (7, 6),
     "after_final_dot": (8, 7),
 }
-_ANYTIME: Final = ("RSET", "QUIT", "NOOP", "*")
+_ANYTIME: Final = ("RSET", "QUIT", "NOOP", "*")  # whenever the session is open after the greeting
 _NO_CERT_SHOWN: Final = ("none", "starttls_refused", "starttls_broken", "implicit_broken")
+_AS_WRITTEN: Final = ("EHLO", "HELO")  # replies that keep their enhanced code whatever EHLO advertised
 
 Contradiction = tuple[str, object, str]  # (key under the host, value, what is allowed)
 
 
+def _shown(r: Reply) -> str:
+    return (
+        "{"
+        + ", ".join(
+            [f"code = {r.code}"]
+            + ([f'enhanced = "{r.enhanced}"'] if r.enhanced else [])
+            + ([f'text = "{r.text}"'] if r.text else [])
+            + ([f'close = "{r.close}"'] if r.close else [])
+        )
+        + "}"
+    )
+
+
 def contradictions(plan: SmtpPlan) -> Iterator[Contradiction]:
-    """The faults of ``plan`` that contradict another: each can never apply as written.
+    """The faults of ``plan`` that can never apply as written, or that fight another.
 
     Yields ``(key, value, expected)`` with the key under the host's table
-    (``replies.MAIL``, ``close_at.point``...), the later fault of each pair
-    named. Example::
+    (``replies.MAIL``, ``close_at.point``...); of two faults that fight, the
+    one a client would meet later is named. Example::
 
-        plan = SmtpPlan(replies={"MAIL": Reply(550)}, close_at=CloseAt("after_rcpt"))
-        next(contradictions(plan))[0]   # 'close_at.point': no RCPT follows a refused MAIL
+        plan = SmtpPlan(replies={"MAIL": Reply(250)}, close_at=CloseAt("after_mail"))
+        next(contradictions(plan))[0]   # 'replies.MAIL': the cut comes instead of that reply
     """
-    end, why = 99, ""  # the last point a correct client can reach, and what ends it there
-    g = plan.greeting
-    if g is not None and g.ends_transaction:
-        end, why = 0, f"the greeting {g.code} ends the session"
-    for cmd in ("EHLO", "HELO", "STARTTLS", "MAIL", "RCPT", "DATA", "DATA_END"):
-        r = plan.replies.get(cmd)
-        if r is None:
-            continue
-        p = _ORDER[cmd]
-        if (r.close is not None or (r.code >= 400 and cmd in ("MAIL", "RCPT", "DATA"))) and p < end:
-            end, why = p, f"replies.{cmd} ({r.code}{', then close' if r.close else ''}) ends the transaction"
+    # last: the last point whose reply some client still gets; why: what ends it there.
+    last, why = 99, ""
+    # content: whether message content (and the reply to its dot) can still come.
+    content, content_why = True, ""
     ca = plan.close_at
-    cut_fires, cut_sent = _CUTS[ca.point] if ca is not None else (99, 99)
-    if ca is not None and cut_fires > end:
-        yield ("close_at.point", ca.point, f"a point the session reaches: {why}")
-    last = min(end, cut_sent)
+    g = plan.greeting
+    if plan.tls == "implicit_broken":
+        last, why = -1, "tls = implicit_broken refuses every handshake, so no SMTP session begins"
+    elif ca is not None and ca.point == "before_greeting":
+        last, why = -1, "close_at cuts before the greeting"
+    elif g is not None and (g.close is not None or g.code == 421):
+        last, why = 0, f"the greeting {g.code} closes the connection"
+    if g is not None and g.code >= 400 and last > 0:
+        # RFC 5321 3.1: after a refusing greeting the server answers 503 to all but QUIT.
+        content, content_why = False, f"after the greeting {g.code} the server takes no mail"
+    for cmd in ("EHLO", "MAIL", "RCPT", "DATA"):
+        r = plan.replies.get(cmd)
+        if r is None or _ORDER[cmd] >= last:
+            continue
+        if r.close is not None:
+            last, why = _ORDER[cmd], f"replies.{cmd} closes the connection"
+        elif r.code >= 400 and cmd != "EHLO" and content:
+            content, content_why = False, f"replies.{cmd} ({r.code}) refuses the transaction"
+            if not plan.advertises("PIPELINING"):
+                # Without PIPELINING a client sends nothing more of the transaction.
+                last, why = _ORDER[cmd], f"replies.{cmd} ({r.code}) refuses the transaction (no PIPELINING)"
+    if ca is not None and ca.point != "before_greeting":  # that one is counted above
+        fires, sent = _CUTS[ca.point]
+        if fires > last or (fires >= 7 and not content):
+            yield ("close_at.point", ca.point, f"a point the session reaches: {why or content_why}")
+        elif sent < last:
+            last, why = sent, f"close_at cuts at {ca.point}"
 
-    def reason() -> str:
-        limited_by_cut = ca is not None and (cut_sent < end or last < 0)
-        return f"close_at cuts at {ca.point}" if limited_by_cut and ca is not None else why
+    def unreachable(point: str) -> str | None:
+        p = -1 if point in _ANYTIME else _ORDER[point]
+        if last < 1 and (p > last or point in _ANYTIME):
+            return why
+        if p > last:
+            return why
+        if p >= 7 and not content:
+            return content_why
+        return None
 
     if g is not None and last < 0:
-        yield ("greeting", g.line(), f"no greeting: {reason()}")
+        yield ("greeting", _shown(g), f"no greeting: {why}")
     for cmd, r in plan.replies.items():
-        p = -1 if cmd in _ANYTIME else _ORDER[cmd]  # RSET, QUIT, NOOP: whenever the session is open
-        if p > last or last < 0:
-            yield (f"replies.{cmd}", r.line(), f"no reply to {cmd}: {reason()}, so it is never sent")
+        reason = unreachable(cmd)
+        if reason:
+            yield (f"replies.{cmd}", _shown(r), f"no reply to {cmd}: {reason}, so it is never sent")
+        elif 300 <= r.code < 400 and cmd != "DATA":
+            yield (f"replies.{cmd}", _shown(r), "a 2xx, 4xx or 5xx code (only DATA is answered 3xx)")
+        elif cmd == "DATA" and r.code < 300:
+            yield ("replies.DATA", _shown(r), "354 (with your text) or a 4xx or 5xx code")
+        elif r.enhanced and cmd not in _AS_WRITTEN and not plan.advertises("ENHANCEDSTATUSCODES"):
+            yield (
+                f"replies.{cmd}.enhanced",
+                r.enhanced,
+                "no enhanced code: ENHANCEDSTATUSCODES is off, so replies carry none",
+            )
     for point, ms in plan.delays_ms.items():
-        p = -1 if point in _ANYTIME else _ORDER[point]
-        if p > last or last < 0:
+        reason = unreachable(point)
+        if reason:
             name, at = ("delay_ms", "") if point == "*" else (f"delays_ms.{point}", f" at {point}")
-            yield (name, ms, f"no delay{at}: {reason()}, so no reply goes there")
+            yield (name, ms, f"no delay{at}: {reason}, so no reply goes there")
     starttls = plan.replies.get("STARTTLS")
-    if starttls is not None:
+    if starttls is not None and not unreachable("STARTTLS"):
         if starttls.code < 400:
             yield (
                 "replies.STARTTLS",
-                starttls.line(),
-                "a 4xx or 5xx reply (a 2xx would have to start TLS: leave STARTTLS to tls = starttls)",
+                _shown(starttls),
+                "a 4xx or 5xx code (a 2xx would have to start TLS: leave that to tls = starttls)",
             )
-        elif plan.tls not in ("starttls", "starttls_refused"):
+        elif plan.tls in ("starttls_broken", "starttls_legacy"):
             yield (
                 "replies.STARTTLS",
-                starttls.line(),
-                "no STARTTLS reply unless tls is starttls or starttls_refused",
+                _shown(starttls),
+                f"no STARTTLS reply with tls = {plan.tls} (its fault is in the handshake a reply skips)",
             )
-        elif plan.cert != "valid":
+    refused_with = starttls.code if starttls is not None and starttls.code >= 400 else 0
+    if plan.cert != "valid":
+        if plan.tls in _NO_CERT_SHOWN:
             yield (
                 "cert",
                 plan.cert,
-                f"no certificate fault: replies.STARTTLS ({starttls.code}) means no handshake",
+                f"no certificate fault when tls = {plan.tls}: no certificate is ever presented",
             )
-        elif ca is not None and ca.point == "after_starttls":
+        elif not plan.implicit_tls and refused_with:
+            yield (
+                "cert",
+                plan.cert,
+                f"no certificate fault: replies.STARTTLS ({refused_with}) means no handshake",
+            )
+        elif not plan.implicit_tls and (last < 2 or (not content and g is not None and g.code >= 400)):
+            yield ("cert", plan.cert, f"no certificate fault: {why or content_why}, before any STARTTLS")
+    if ca is not None and ca.point == "after_starttls":
+        if plan.tls not in ("starttls", "starttls_legacy"):
+            yield ("close_at.point", ca.point, f"another point: tls = {plan.tls} has no STARTTLS handshake")
+        elif refused_with:
             yield (
                 "close_at.point",
                 ca.point,
-                f"a point the session reaches: replies.STARTTLS ({starttls.code}) means no handshake",
+                f"another point: replies.STARTTLS ({refused_with}) means no handshake",
             )
-    if plan.cert != "valid" and plan.tls in _NO_CERT_SHOWN:
-        yield (
-            "cert",
-            plan.cert,
-            f"no certificate fault when tls = {plan.tls}: no certificate is ever presented",
-        )
-    if ca is not None and ca.point == "after_starttls" and plan.tls != "starttls":
-        yield ("close_at.point", ca.point, "after_starttls only with tls = starttls")
-    if ca is not None and ca.point == "before_greeting":
-        if plan.extensions_off:
-            yield (
-                "extensions_off",
-                sorted(plan.extensions_off),
-                "no extensions: close_at cuts before the greeting",
-            )
-        if plan.cert != "valid":
-            yield ("cert", plan.cert, "no certificate fault: close_at cuts before the greeting")
+    if plan.extensions_off and last < 1:
+        yield ("extensions_off", sorted(plan.extensions_off), f"no extensions: {why}, before any EHLO reply")
 
 
 def dns_contradictions(faults: tuple[DnsFault, ...]) -> Iterator[tuple[int, str, object, str]]:
@@ -609,19 +686,21 @@ def _reply(r: Reply) -> str:
 def describe_dns_fault(f: DnsFault) -> str:
     """One phrase: what a query for ``f.name`` gets."""
     name = f.name + (" " + "/".join(sorted(f.types)) if f.types else "")
+    late = f" after {f.delay_ms} ms" if f.delay_ms else ""
     if f.fault == "truncate":
-        what = f"UDP answer truncated, TCP retry {key('dns_faults.tcp').effect(f.tcp)}"
+        retry = key("dns_faults.tcp").effect(f.tcp)
+        what = f"UDP answer truncated{late}, TCP retry {retry}{late if f.tcp != 'reset' else ''}"
     elif f.fault == "delay":
         what = f"answers after {f.delay_ms} ms"
     else:
-        what = key("dns_faults").effect(f.fault) + (f" after {f.delay_ms} ms" if f.delay_ms else "")
+        what = key("dns_faults").effect(f.fault) + late
     return f"DNS {name} → {what}"
 
 
 _SHORT_COMMANDS: Final = {"DATA_END": "final dot"}
 
 
-def describe_plan(plan: SmtpPlan) -> list[str]:
+def describe_plan(plan: SmtpPlan, *, extensions: bool = True) -> list[str]:
     """How an SMTP plan differs from a healthy server, in phrases (empty when it does not)."""
     out: list[str] = []
     if plan.greeting is not None:
@@ -631,7 +710,7 @@ def describe_plan(plan: SmtpPlan) -> list[str]:
     if plan.cert != "valid":
         out.append(key("cert").effect(plan.cert))
     out += [f"{_SHORT_COMMANDS.get(cmd, cmd)} → {_reply(r)}" for cmd, r in plan.replies.items()]
-    if plan.extensions_off:
+    if plan.extensions_off and extensions:
         out.append("EHLO without " + ", ".join(sorted(plan.extensions_off)))
     ca = plan.close_at
     if ca is not None:
@@ -639,28 +718,34 @@ def describe_plan(plan: SmtpPlan) -> list[str]:
         if ca.point == "in_data" and ca.after_bytes:
             where = f"closes after {ca.after_bytes} bytes of content (or at a shorter message's dot)"
         out.append(f"{where} ({ca.how.upper()})")
-    out += [
-        f"{'every reply' if point == '*' else point} delayed {ms} ms"
-        for point, ms in plan.delays_ms.items()
-        if ms
-    ]
+    others = len(plan.delays_ms) > 1
+    for point, ms in plan.delays_ms.items():
+        if point == "*":
+            out.append(f"every {'other ' if others else ''}reply delayed {ms} ms")
+        else:
+            out.append(
+                f"{_SHORT_COMMANDS.get(point, point)} delayed {ms} ms" if ms else f"{point} not delayed"
+            )
     return out
 
 
 def describe_host(h: HostSpec) -> list[str]:
     """How host ``h`` differs from a healthy SMTP server, in phrases (empty when it does not)."""
-    out: list[str] = []
+    limited: list[str] = []  # what a schedule limits to the first sessions
     if h.kind == "close_on_accept":
-        out.append(f"{key('kind').effect(h.kind)} ({h.close.upper()})")
+        limited.append(f"{key('kind').effect(h.kind)} ({h.close.upper()})")
     elif h.kind != "smtp":
-        out.append(key("kind").effect(h.kind))
+        limited.append(key("kind").effect(h.kind))
     else:
-        out += describe_plan(h.smtp)
+        limited += describe_plan(h.smtp, extensions=False)
+    lasting = []
+    if h.kind == "smtp" and h.smtp.extensions_off:
+        lasting.append("EHLO without " + ", ".join(sorted(h.smtp.extensions_off)))
     if not h.a_record:
-        out.append("no A record")
-    if h.schedule is not None and out:
-        out.append(f"for its first {h.schedule.fail_first} session(s) only")
-    return out
+        lasting.append("no A record")
+    if h.schedule is not None and limited:
+        limited.append(f"for its first {h.schedule.fail_first} session(s) only")
+    return limited + lasting
 
 
 # -- the README's fault table --------------------------------------------------------

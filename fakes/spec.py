@@ -310,6 +310,9 @@ def parse_smtp_plan(t: Table) -> SmtpPlan:
     if t.has("delay_ms"):
         delays["*"] = t.integer("delay_ms", 0, lo=0, hi=600_000)
     dt = t.table("delays_ms")
+    if "*" in dt.data and "*" in delays:
+        # Two settings of one delay: say which, rather than let one win in silence.
+        raise dt.fail("*", dt.data["*"], "no delays_ms.* beside delay_ms: they set the same delay")
     for point in list(dt.data):
         if point not in DELAY_KEYS:
             raise dt.fail(point, UNKNOWN_KEY, "one of " + ", ".join(DELAY_KEYS))
@@ -372,6 +375,14 @@ def parse_host(name: str, t: Table) -> HostSpec:
         if n == 0:
             raise st.fail("fail_first", None, "a number of sessions from 1 (required)")
         st.done(("fail_first",))
+        if kind == "smtp" and smtp == smtp.healthy():
+            # healthy() keeps what a schedule does not limit (extensions_off, implicit TLS).
+            raise t.fail(
+                "schedule",
+                t.data["schedule"],
+                "a schedule on a host with a fault it can limit (greeting, replies, tls, cert, close_at, "
+                "delays): later sessions would be the same",
+            )
         schedule = Schedule(fail_first=n)
     t.done(("kind", "a_record", "close", "schedule", *_SMTP_KEYS))
     return HostSpec(
@@ -433,9 +444,12 @@ def parse_record(t: Table, zone: str, host_names: set[str]) -> Record:
     name = check_name(t, "name", t.string("name", required=True), zone)
     rtype = t.choice("type", values("records"))
     value = t.string("value", required=True)
-    priority = t.integer("priority", 10, lo=0, hi=65535)
+    null_mx = rtype == "MX" and value.strip() == "."
+    priority = t.integer("priority", 0 if null_mx else 10, lo=0, hi=65535)
     ttl = t.integer("ttl", 300, lo=0, hi=2**31 - 1)
     t.done(("name", "type", "value", "priority", "ttl"))
+    if null_mx and priority != 0:
+        raise t.fail("priority", priority, "0 for a null MX (RFC 7505), or leave it out")
     if rtype == "A":
         if normalize_name(value) in host_names:
             value = normalize_name(value)

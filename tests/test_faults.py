@@ -47,30 +47,55 @@ CONTRADICTIONS = [
         "replies.DATA_END",
         "dot",
     ),
-    ('replies.MAIL = { code = 550 }\nclose_at = { point = "after_rcpt" }', "close_at.point", "MAIL"),
-    ("replies.RCPT = { code = 550 }\nreplies.DATA = { code = 354 }", "replies.DATA", "RCPT"),
+    ('replies.MAIL = { code = 550 }\nclose_at = { point = "in_data" }', "close_at.point", "MAIL"),
+    ("replies.RCPT = { code = 550 }\nreplies.DATA_END = { code = 250 }", "replies.DATA_END", "RCPT"),
     ('replies.DATA = { code = 554 }\nclose_at = { point = "in_data" }', "close_at.point", "DATA"),
+    (
+        'extensions_off = ["PIPELINING"]\nreplies.MAIL = { code = 550 }\nclose_at = { point = "after_rcpt" }',
+        "close_at.point",
+        "PIPELINING",
+    ),
     ('replies.MAIL = { code = 250, close = "rst" }\ndelays_ms.RCPT = 10', "delays_ms.RCPT", "close"),
     ("greeting = { code = 421 }\nreplies.EHLO = { code = 250 }", "replies.EHLO", "421"),
-    ('greeting = { code = 554 }\nclose_at = { point = "after_greeting" }', "close_at.point", "554"),
-    ('close_at = { point = "before_greeting" }\ngreeting = { code = 220 }', "greeting", "before_greeting"),
-    ('close_at = { point = "before_greeting" }\ndelay_ms = 50', "delay_ms", "before_greeting"),
+    ("greeting = { code = 421 }\nreplies.QUIT = { code = 221 }", "replies.QUIT", "421"),
+    ("greeting = { code = 554 }\nreplies.DATA_END = { code = 250 }", "replies.DATA_END", "554"),
+    ('close_at = { point = "after_greeting" }\ndelays_ms.NOOP = 5', "delays_ms.NOOP", "after_greeting"),
+    (
+        'close_at = { point = "before_greeting" }\ngreeting = { code = 220 }',
+        "greeting",
+        "before the greeting",
+    ),
+    ('close_at = { point = "before_greeting" }\ndelay_ms = 50', "delay_ms", "before the greeting"),
     ('close_at = { point = "before_greeting" }\nreplies.QUIT = { code = 221 }', "replies.QUIT", "before"),
     ('close_at = { point = "before_greeting" }\nextensions_off = ["SIZE"]', "extensions_off", "greeting"),
+    ('close_at = { point = "after_ehlo" }\nextensions_off = ["SIZE"]', "extensions_off", "EHLO"),
+    ('tls = "implicit_broken"\ngreeting = { code = 220, text = "hello" }', "greeting", "implicit_broken"),
+    ('tls = "implicit_broken"\nclose_at = { point = "after_mail" }', "close_at.point", "implicit_broken"),
     ('replies.STARTTLS = { code = 220, text = "Go ahead" }', "replies.STARTTLS", "start TLS"),
-    ('tls = "none"\nreplies.STARTTLS = { code = 454 }', "replies.STARTTLS", "starttls"),
-    ('tls = "starttls_broken"\nreplies.STARTTLS = { code = 454 }', "replies.STARTTLS", "starttls"),
+    ('tls = "starttls_broken"\nreplies.STARTTLS = { code = 454 }', "replies.STARTTLS", "starttls_broken"),
     ('replies.STARTTLS = { code = 454 }\ncert = "expired"', "cert", "no handshake"),
     (
         'replies.STARTTLS = { code = 454 }\nclose_at = { point = "after_starttls" }',
         "close_at.point",
         "handshake",
     ),
+    ('cert = "expired"\nclose_at = { point = "after_ehlo" }', "cert", "STARTTLS"),
+    ('cert = "expired"\ngreeting = { code = 421 }', "cert", "STARTTLS"),
     ('tls = "starttls_refused"\ncert = "self_signed"', "cert", "starttls_refused"),
     ('tls = "starttls_broken"\ncert = "expired"', "cert", "starttls_broken"),
     ('tls = "implicit_broken"\ncert = "wrong_host"', "cert", "implicit_broken"),
     ('tls = "none"\ncert = "expired"', "cert", "none"),
-    ('tls = "implicit"\nclose_at = { point = "after_starttls" }', "close_at.point", "starttls"),
+    ('tls = "implicit"\nclose_at = { point = "after_starttls" }', "close_at.point", "STARTTLS"),
+    ('replies.EHLO = { code = 354, text = "odd" }', "replies.EHLO", "3xx"),
+    ("replies.DATA = { code = 250 }", "replies.DATA", "354"),
+    (
+        'extensions_off = ["ENHANCEDSTATUSCODES"]\nreplies.MAIL = { code = 550, enhanced = "5.7.1" }',
+        "replies.MAIL.enhanced",
+        "ENHANCEDSTATUSCODES",
+    ),
+    ('delay_ms = 2000\ndelays_ms."*" = 1', "delays_ms.*", "delay_ms"),
+    ("schedule = { fail_first = 2 }", "schedule", "limit"),
+    ('schedule = { fail_first = 2 }\nextensions_off = ["SIZE"]', "schedule", "limit"),
 ]
 
 # Combinations that look alike but each fault applies: they must load.
@@ -80,11 +105,24 @@ COMPATIBLE = [
     "replies.MAIL = { code = 451 }\ndelays_ms.MAIL = 20",
     'replies.RCPT = { code = 250 }\nclose_at = { point = "in_data", after_bytes = 10 }',
     'greeting = { code = 220, text = "slow" }\nclose_at = { point = "after_greeting" }',
+    'greeting = { code = 554 }\nclose_at = { point = "after_greeting", how = "rst" }',
+    'greeting = { code = 554, text = "no service" }\nreplies.EHLO = { code = 503 }',  # the client QUITs, or meets 503
     'tls = "starttls_refused"\nreplies.STARTTLS = { code = 454, text = "TLS not available now" }',
+    'tls = "none"\nreplies.STARTTLS = { code = 500, enhanced = "5.5.2", text = "unrecognized command" }',  # Exim
+    'tls = "implicit"\nreplies.STARTTLS = { code = 503 }',
     'tls = "starttls_legacy"\ncert = "expired"',
+    'tls = "starttls_legacy"\nclose_at = { point = "after_starttls" }',  # a client that takes TLS 1.1 meets it
     "replies.STARTTLS = { code = 454 }\nreplies.MAIL = { code = 550 }",  # a client may go on in plaintext
+    'close_at = { point = "after_starttls" }\nreplies.MAIL = { code = 550 }',  # so may a plaintext client
+    'replies.HELO = { code = 421, close = "fin" }\nreplies.MAIL = { code = 550 }',  # EHLO clients never say HELO
     'close_at = { point = "after_final_dot" }\nreplies.DATA = { code = 354 }',
     'close_at = { point = "before_greeting", how = "rst" }\ntls = "implicit"',
+    # Pipelining clients send RCPT and DATA with MAIL, so those replies are met (Postfix's own answer):
+    'replies.RCPT = { code = 550, enhanced = "5.1.1" }\nreplies.DATA = { code = 554, text = "no valid recipients" }',
+    "replies.MAIL = { code = 550 }\nreplies.RCPT = { code = 503 }",
+    "replies.MAIL = { code = 452 }\ndelays_ms.RCPT = 50",
+    'replies.MAIL = { code = 550 }\nclose_at = { point = "after_rcpt" }',
+    "schedule = { fail_first = 1 }\ngreeting = { code = 421 }",
 ]
 
 
@@ -298,3 +336,40 @@ def test_the_faults_command_prints_the_table_the_readme_shows() -> None:
     assert one.stderr.startswith(
         "mailfakes faults: error: no key 'no-such-key' in the fault table; keys: zone"
     )
+
+
+def test_a_null_mx_has_priority_0_by_default_and_no_other() -> None:
+    spec = parse_world({"records": [{"name": "contoso.test", "type": "MX", "value": "."}]})
+    assert spec.records[0].priority == 0
+    with pytest.raises(SpecError) as caught:
+        parse_world({"records": [{"name": "contoso.test", "type": "MX", "value": ".", "priority": 10}]})
+    assert caught.value.key == "records[0].priority"
+
+
+def test_an_error_s_key_leads_to_its_row_of_the_table() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "mailfakes", "faults", "close_at.point"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("close_at  (smtp host)")
+    assert faults.key('world.hosts."mx1.contoso.test".replies.MAIL').key == "replies.CMD"
+    assert faults.key("dns_faults[1].tcp").key == "dns_faults.tcp"
+
+
+def test_a_schedule_limits_only_what_it_limits_in_the_description() -> None:
+    spec = parse_world(
+        {
+            "hosts": {
+                "mx1.contoso.test": {
+                    "greeting": {"code": 421},
+                    "a_record": False,
+                    "schedule": {"fail_first": 2},
+                }
+            }
+        }
+    )
+    phrases = faults.describe_host(spec.hosts[0])
+    assert phrases.index("for its first 2 session(s) only") < phrases.index("no A record")
