@@ -5,26 +5,36 @@ load_catalogue() and `mailfakes validate`; the cache of decoded TOML never
 hides an edit nor skips a check; the value classes that replace dataclasses
 behave as dataclasses did. Default worlds share the process's CA, each with
 its own directory, and every bad certificate still fails for its own reason
-whichever world's ca_file the client trusts. Figures are in
-benchmarks/bench_start.py, not here.
+whichever world's ca_file the client trusts; they share the process's loop
+thread and nothing else, also across a fork. The per-user certificate cache
+refuses and remakes what it cannot trust. The plugin warms up at collection
+end only for a session that uses it. Figures are in benchmarks/bench_start.py
+and bench_plugin.py, not here.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
+import select
+import signal
 import ssl
+import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mailfakes import World, catalogue, certs
 from mailfakes.catalogue import ScenarioError, UnknownScenario
-from mailfakes.certs import CertAuthority, shared_authority
+from mailfakes.certs import CertAuthority, CertCache, default_cache, shared_authority
+from mailfakes.runtime import SHARED_THREAD_NAME, Runtime, default_runtime
 from mailfakes.spec import HostSpec, Reply, SmtpPlan
-from probe import RawSMTP, client_context
+from probe import RawSMTP, client_context, resolve_a
 
 GOOD = "baseline-delivered"
 
@@ -229,3 +239,294 @@ def test_a_cached_certificate_is_issued_again_before_it_changes_kind(
         assert again.not_before > later
         assert ca.issue("mx.contoso.test", "valid") is valid  # a year left: kept
         ca.server_context("mx.contoso.test", "not_yet_valid")  # loads the new files
+
+
+# -- one runtime per process, isolation kept -------------------------------------
+
+PLAIN_AND_TLS = {"zone": "test", "hosts": {"mx.contoso.test": {}, "plain.contoso.test": {"tls": "none"}}}
+
+
+def greets(world: World, host: str = "plain.contoso.test") -> bool:
+    try:
+        c = RawSMTP.connect(world.address_of(host), world.port)
+    except OSError:
+        return False
+    try:
+        return c.reply().code == 220
+    finally:
+        c.close()
+
+
+def test_default_worlds_share_one_thread_and_nothing_else() -> None:
+    first, second = World(PLAIN_AND_TLS).start(), World(PLAIN_AND_TLS).start()
+    try:
+        runtime = default_runtime()
+        assert first._sync_runtime is runtime and second._sync_runtime is runtime
+        assert runtime.thread is not None and runtime.thread.name == SHARED_THREAD_NAME
+        assert [t.name for t in threading.enumerate()].count(SHARED_THREAD_NAME) == 1
+        assert first.subnet != second.subnet
+        assert set(first.hosts.values()).isdisjoint(second.hosts.values())
+        assert (first.dns_host, first.dns_port) != (second.dns_host, second.dns_port)
+        assert first.ca_file.parent != second.ca_file.parent
+        first_dir = first.ca_file.parent
+        first.stop()
+        assert not greets(first)
+        assert not first_dir.exists()
+        assert runtime.running and greets(second)  # the other world, and the thread, carry on
+        assert handshake(second, "mx.contoso.test", second.ca_file) is None
+        assert resolve_a(second.dns_host, second.dns_port, "plain.contoso.test").addresses == [
+            second.address_of("plain.contoso.test")
+        ]
+    finally:
+        first.stop()
+        second.stop()
+    assert default_runtime() is runtime  # still the one thread, for the next world
+
+
+def test_a_world_given_its_own_runtime_runs_there() -> None:
+    with Runtime() as private:
+        world = World(PLAIN_AND_TLS, runtime=private).start()
+        try:
+            assert world._sync_runtime is private and private.thread is not default_runtime().thread
+            assert greets(world)
+        finally:
+            world.stop()
+        assert private.running  # a world's stop leaves the runtime it was given running
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
+def test_a_forked_child_gets_its_own_runtime_and_leaves_the_parents_keys() -> None:
+    parent_world = World(PLAIN_AND_TLS).start()
+    try:
+        parent_dir = parent_world.ca_file.parent
+        parent_thread = default_runtime().thread
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report through the pipe, never return into pytest
+            code = 1
+            try:
+                os.close(read)
+                child_world = World(PLAIN_AND_TLS).start(timeout=10)
+                ok = greets(child_world) and default_runtime().thread is not parent_thread
+                child_world.stop()
+                parent_world.ca.close()  # type: ignore[union-attr]  (the child's copy of the object)
+                code = 0 if ok else 2
+            finally:
+                os.write(write, bytes([code]))
+                os._exit(code)
+        os.close(write)
+        ready, _, _ = select.select([read], [], [], 30)
+        outcome = os.read(read, 1) if ready else b""
+        os.close(read)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        assert outcome == b"\x00"
+        assert parent_dir.exists()  # the child's close did not remove the parent's key directory
+        assert (
+            greets(parent_world) and handshake(parent_world, "mx.contoso.test", parent_world.ca_file) is None
+        )
+    finally:
+        parent_world.stop()
+
+
+# -- the per-user certificate cache ------------------------------------------------
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> CertCache:
+    return CertCache(tmp_path / "cache" / "certs")
+
+
+def entries(cache: CertCache) -> dict[str, dict[str, object]]:
+    """Each entry's meta.json, by entry name."""
+    return {
+        p.name: json.loads((p / "meta.json").read_text())
+        for p in cache.root.iterdir()
+        if not p.name.startswith(".")
+    }
+
+
+def leaf_entry(cache: CertCache, kind: str = "valid") -> Path:
+    (name,) = [n for n, meta in entries(cache).items() if meta.get("kind") == kind]
+    return cache.root / name
+
+
+def test_the_cache_gives_the_next_authority_the_same_ca_and_leaves(cache: CertCache) -> None:
+    with CertAuthority(cache=cache) as first:
+        leaf = first.issue("mx.contoso.test").leaf_pem
+    with CertAuthority(cache=cache) as second:
+        assert second.cache is cache
+        assert second.issue("mx.contoso.test").leaf_pem == leaf
+        assert second.issue("mx.contoso.test").cert_file.parent == second.directory  # its own copy
+        out = handshake_with(second, "mx.contoso.test")
+        assert out is None
+    assert stat.S_IMODE(cache.root.stat().st_mode) == 0o700
+    for entry in cache.root.iterdir():
+        assert stat.S_IMODE(entry.stat().st_mode) == 0o700
+        assert {stat.S_IMODE(f.stat().st_mode) for f in entry.iterdir()} == {0o600}
+
+
+def handshake_with(ca: CertAuthority, host: str) -> int | None:
+    world = {"zone": "test", "hosts": {host: {}}}
+    with Runtime() as runtime:
+        runtime._ca = ca.lend()  # the world presents what this authority issued
+        with World(world, runtime=runtime) as w:
+            return handshake(w, host, ca.ca_file)
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        pytest.param(lambda entry: (entry / "key.pem").chmod(0o644), id="key-readable-by-others"),
+        pytest.param(lambda entry: entry.chmod(0o755), id="entry-open-to-others"),
+        pytest.param(
+            lambda entry: (entry / "cert.pem").write_bytes((entry / "cert.pem").read_bytes()[:-40]),
+            id="certificate-truncated",
+        ),
+        pytest.param(lambda entry: (entry / "meta.json").write_text("{"), id="meta-unreadable"),
+        pytest.param(lambda entry: (entry / "omitted.pem").unlink(), id="file-missing"),
+    ],
+)
+def test_a_spoiled_cache_entry_is_refused_and_made_again(cache: CertCache, spoil: Any) -> None:
+    with CertAuthority(cache=cache) as first:
+        before = first.issue("mx.contoso.test").leaf_pem
+    entry = leaf_entry(cache)
+    spoil(entry)
+    with CertAuthority(cache=cache) as second:
+        again = second.issue("mx.contoso.test")
+        assert again.leaf_pem != before  # not the spoiled one: a new certificate
+        assert handshake_with(second, "mx.contoso.test") is None
+    remade = leaf_entry(cache)
+    assert {stat.S_IMODE(f.stat().st_mode) for f in remade.iterdir()} == {0o600}
+    assert (remade / "cert.pem").read_bytes() == again.leaf_pem
+
+
+def test_a_cache_directory_open_to_others_is_emptied_and_made_private(cache: CertCache) -> None:
+    with CertAuthority(cache=cache) as first:
+        ca_before = first.ca_pem
+    cache.root.chmod(0o755)
+    fresh = CertCache(cache.root)
+    with CertAuthority(cache=fresh) as second:
+        assert second.ca_pem != ca_before
+    assert stat.S_IMODE(cache.root.stat().st_mode) == 0o700
+
+
+def test_a_cache_directory_that_is_a_link_is_not_used(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.mkdir(mode=0o700)
+    (tmp_path / "link").symlink_to(target)
+    linked = CertCache(tmp_path / "link")
+    assert not linked.usable()
+    with CertAuthority(cache=linked) as ca:
+        assert ca.cache is None
+        ca.issue("mx.contoso.test")
+    assert list(target.iterdir()) == []
+
+
+def test_an_old_cached_ca_is_replaced_with_its_leaves(
+    cache: CertCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with CertAuthority(cache=cache) as first:
+        first.issue("mx.contoso.test")
+        ca_before = first.ca_pem
+    assert len(entries(cache)) == 2
+    later = certs._now() + certs.CA_MAX_AGE + dt.timedelta(hours=1)
+    monkeypatch.setattr(certs, "_now", lambda: later)
+    with CertAuthority(cache=cache) as second:
+        assert second.ca_pem != ca_before
+        left = entries(cache)
+        assert len(left) == 1 and "made" in next(iter(left.values()))  # the new CA; the old leaf is gone
+
+
+def test_a_cached_leaf_about_to_change_kind_is_made_again(
+    cache: CertCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with CertAuthority(cache=cache) as first:
+        early = first.issue("mx.contoso.test", "not_yet_valid")
+    later = early.not_before - dt.timedelta(minutes=30)
+    monkeypatch.setattr(certs, "_now", lambda: later)
+    with CertAuthority(cache=cache) as second:
+        again = second.issue("mx.contoso.test", "not_yet_valid")
+        assert again.leaf_pem != early.leaf_pem and again.not_before > later
+
+
+def test_the_cache_is_chosen_by_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILFAKES_CERT_CACHE", "off")
+    assert default_cache() is None
+    monkeypatch.setenv("MAILFAKES_CERT_CACHE", str(tmp_path / "mine"))
+    assert default_cache().root == tmp_path / "mine"  # type: ignore[union-attr]
+    monkeypatch.delenv("MAILFAKES_CERT_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache().root == tmp_path / "xdg" / "mailfakes" / "certs"  # type: ignore[union-attr]
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/path")  # the XDG spec: ignored
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache().root == tmp_path / "home" / ".cache" / "mailfakes" / "certs"  # type: ignore[union-attr]
+
+
+def test_a_warm_cache_serves_without_trustme_or_cryptography(tmp_path: Path) -> None:
+    probe = (
+        "import sys\n"
+        "from mailfakes import World\n"
+        "w = World({'zone': 'test', 'hosts': {'mx.contoso.test': {}}}).start()\n"
+        "w.stop()\n"
+        "print(' '.join(m for m in ('trustme', 'cryptography') if m in sys.modules) or 'none')\n"
+    )
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    env.pop("MAILFAKES_CERT_CACHE", None)
+    outputs = [
+        subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True, env=env
+        ).stdout.strip()
+        for _ in range(2)  # the first run makes the CA and the leaf, the second reads them
+    ]
+    assert outputs == ["trustme cryptography", "none"]
+
+
+# -- the plugin makes its runtime when collection ends -----------------------------
+
+WARM_CONFTEST = """
+import threading
+
+seen = []
+
+
+def pytest_runtest_setup(item):
+    seen.append(sorted(t.name for t in threading.enumerate() if t.name.startswith("mailfakes")))
+
+
+def pytest_sessionfinish(session):
+    print("\\nthreads before the first test:", seen[0] if seen else None)
+"""
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        pytest.param(
+            "import pytest\n\n@pytest.mark.mail_scenarios('baseline-delivered')\n"
+            "def test_it(mail_scenario):\n    assert mail_scenario.port\n",
+            "['mailfakes-world']",
+            id="uses-mailfakes",
+        ),
+        pytest.param("def test_it():\n    pass\n", "[]", id="does-not"),
+    ],
+)
+def test_the_plugin_warms_up_only_for_a_session_that_needs_it(
+    tmp_path: Path, body: str, expected: str
+) -> None:
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "conftest.py").write_text(WARM_CONFTEST)
+    (tmp_path / "test_user.py").write_text(body)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PYTHONPATH"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-s"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"threads before the first test: {expected}" in done.stdout
