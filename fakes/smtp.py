@@ -383,12 +383,6 @@ class _Handler:
         self.session.tls_established()
         return True
 
-    async def handle_EHLO(
-        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
-    ) -> list[str]:
-        session.host_name = hostname
-        return self.session.ehlo_lines(responses)
-
     async def handle_exception(self, error: Exception) -> str:
         return self.session.exception(error)
 
@@ -425,7 +419,7 @@ class FaultySMTP(SMTP):
         # Where the session is, and what the plan does there.
         self._point: str = GREETING
         self._act = decided(self._decisions, plan, GREETING, self._tls_state())
-        self._delay_due = True  # the next line pushed starts a reply
+        self._reply: list[str] = []  # the lines of a multi-line reply before its last
         self._inbound = Inbound(self)
         self._enhanced = False  # ENHANCEDSTATUSCODES advertised in this EHLO session
         self._spoke = False  # the client sent bytes: its connect() has surely returned
@@ -446,7 +440,7 @@ class FaultySMTP(SMTP):
     def _enter(self, point: str, arg: str | None = None) -> Action:
         """The session reaches ``point``: what the plan does there."""
         act = decided(self._decisions, self.plan, point, self._tls_state(), not arg)
-        self._point, self._act, self._delay_due = point, act, True
+        self._point, self._act = point, act
         return act
 
     # -- connection life --------------------------------------------------
@@ -635,7 +629,8 @@ class FaultySMTP(SMTP):
             self._cut(act.cut, act.why, soon=True)
 
     def ehlo_lines(self, offered: list[str]) -> list[str]:
-        """What EHLO advertises: a current MTA's extensions, less those switched off."""
+        """What EHLO advertises instead of aiosmtpd's ``offered`` lines: a current MTA's
+        extensions, less those switched off (STARTTLS where aiosmtpd offers it)."""
         plan = self.plan
         self._enhanced = plan.advertises("ENHANCEDSTATUSCODES")
         lines = [self.hostname, "PIPELINING"]
@@ -650,30 +645,38 @@ class FaultySMTP(SMTP):
     # -- replies ----------------------------------------------------------
 
     async def push(self, status: str | bytes) -> None:
-        """Every reply line goes through here, at the session's current point."""
+        """Every reply goes through here, at the session's current point, in one write.
+
+        aiosmtpd pushes a multi-line reply line by line: the lines before the
+        last wait for it, so the whole reply goes out at once, as from a real
+        MTA, and a delay holds all of it.
+        """
         text = status if isinstance(status, str) else status.decode("utf-8", "replace")
+        if text[3:4] == "-":
+            self._reply.append(text)
+            return
+        own = text  # aiosmtpd's final line, before any replacement
+        lines, self._reply = self._reply, []
+        lines.append(text)
         point, act = self._point, self._act
-        if self._delay_due:  # the first line of a reply
-            self._delay_due = False
-            if act.note is not None:
-                self.t.add("*", act.note)
-            if act.delay:
-                self.t.add("*", f"fault: reply delayed by {int(act.delay * 1000)} ms")
-                await asyncio.sleep(act.delay)
-        own = text
-        final = text[3:4] != "-"
-        if final:
-            self._delay_due = True
-            if act.reply is not None:
-                text = act.reply.line()
+        if point == "EHLO" and own.startswith("250"):
+            lines = self.ehlo_lines(lines)
+        if act.note is not None:
+            self.t.add("*", act.note)
+        if act.delay:
+            self.t.add("*", f"fault: reply delayed by {int(act.delay * 1000)} ms")
+            await asyncio.sleep(act.delay)
+        if act.reply is not None:
+            lines[-1] = act.reply.line()
         if point not in _AS_WRITTEN:
             # The greeting and the EHLO reply go as written (a 421 greeting
             # often carries 4.3.2); the rest follows ENHANCEDSTATUSCODES.
-            text = styled(text, point, self._enhanced)
-        self.host.recorder.line(self.t, "S", self.host.spec.name, text)
-        await super().push(text)
-        if final:
-            await self._replied(point, act, own)
+            lines = [styled(line, point, self._enhanced) for line in lines]
+        recorder, name = self.host.recorder, self.host.spec.name
+        for line in lines:
+            recorder.line(self.t, "S", name, line)
+        await super().push(lines[0] if len(lines) == 1 else "\r\n".join(lines))
+        await self._replied(point, act, own)
 
     async def _replied(self, point: str, act: Action, own: str) -> None:
         """A reply went out at ``point`` (``own``: aiosmtpd's words for it): where the session goes next."""
