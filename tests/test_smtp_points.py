@@ -1,0 +1,284 @@
+"""The points of an SMTP session: which reply answers what, as aiosmtpd dispatched it.
+
+A reply's enhanced code, delay and replacement follow the point the reply
+answers. These tests pipeline commands in one write, as PIPELINING clients
+do, and check each reply against the command it answers; the last ones stop
+a world while clients keep connecting and look for server sockets left open.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import socket
+import struct
+import threading
+
+import pytest
+from mailfakes import World
+from mailfakes import spec as spec_module
+from mailfakes.smtp import (
+    ANY,
+    COMMAND_POINTS,
+    CONTENT,
+    CUT_POINTS,
+    DATA_END,
+    GREETING,
+    POINTS,
+    STARTTLS_AGAIN,
+    STARTTLS_REFUSED,
+    STARTTLS_UNKNOWN,
+    TLS_UP,
+    decide,
+)
+from mailfakes.spec import CloseAt, Reply, SmtpPlan
+from probe import RawSMTP, client_context
+
+H = "mail.contoso.test"
+MAIL = b"MAIL FROM:<alerts@fabrikam.test>\r\n"
+RCPT = b"RCPT TO:<user@contoso.test>\r\n"
+
+
+def session(world) -> RawSMTP:
+    c = RawSMTP.connect(world.address_of(H), world.port)
+    assert c.reply().code == 220
+    assert c.cmd("EHLO client.test").code == 250
+    return c
+
+
+def firsts(c: RawSMTP, n: int) -> list[str]:
+    """The code and enhanced code of the next ``n`` replies (the 354 has none)."""
+    return [" ".join(c.reply().lines[0].split(" ")[:2]) for _ in range(n)]
+
+
+def noted(world, text: str) -> bool:
+    return world.wait_until(lambda: any(text in ln.text for t in world.sessions for ln in t.lines), 3)
+
+
+# -- the point a reply answers comes from the dispatch ---------------------------
+
+
+def test_pipelined_mail_rcpt_data_get_each_its_own_enhanced_code(make_world):
+    world = make_world({"hosts": {H: {"tls": "none"}}})
+    c = session(world)
+    c.sock.sendall(MAIL + RCPT + b"DATA\r\n")
+    assert firsts(c, 3) == ["250 2.1.0", "250 2.1.5", "354 End"]
+    c.sock.sendall(b"Subject: x\r\n\r\nhello\r\n.\r\nNOOP\r\nQUIT\r\n")
+    assert firsts(c, 3) == ["250 2.0.0", "250 2.0.0", "221 2.0.0"]
+    assert world.wait_until(lambda: world.sessions[0].closed, 3)
+    [msg] = world.messages
+    assert msg.content == b"Subject: x\r\n\r\nhello\r\n"
+
+
+def test_an_unknown_command_and_an_empty_line_in_a_pipeline_shift_no_later_code(make_world):
+    world = make_world({"hosts": {H: {"tls": "none"}}})
+    c = session(world)
+    c.sock.sendall(MAIL + b"FOO bar\r\n" + RCPT + b"\r\n" + b"NOOP\r\n")
+    assert firsts(c, 5) == ["250 2.1.0", "500 5.5.2", "250 2.1.5", "500 5.5.2", "250 2.0.0"]
+    assert world.sessions[0].client_lines()[-5:] == [
+        "MAIL FROM:<alerts@fabrikam.test>",
+        "FOO bar",
+        "RCPT TO:<user@contoso.test>",
+        "",
+        "NOOP",
+    ]
+
+
+def test_a_line_too_long_counts_once_in_the_transcript_and_the_replies(make_world):
+    world = make_world({"hosts": {H: {"tls": "none"}}})
+    c = session(world)
+    c.sock.sendall(b"X" * 5000)  # no end of line yet
+    assert noted(world, "(line too long)")
+    c.sock.sendall(b"\r\n" + MAIL + RCPT)
+    assert firsts(c, 3) == ["500 5.5.2", "250 2.1.0", "250 2.1.5"]
+    lines = world.sessions[0].client_lines()
+    assert lines[-3].endswith("... (line too long)") and lines[-3].startswith("X")
+    assert lines[-2:] == ["MAIL FROM:<alerts@fabrikam.test>", "RCPT TO:<user@contoso.test>"]
+
+
+def test_commands_pipelined_before_the_tls_handshake_answer_nothing_later(make_world):
+    # A client (or an attacker on the path) that sends plaintext after
+    # STARTTLS: aiosmtpd forgets it once TLS is up (RFC 3207 4.2), so it
+    # gets no reply, and the replies inside TLS still answer their own commands.
+    world = make_world({"hosts": {H: {}}})
+    c = session(world)
+    c.sock.sendall(b"STARTTLS\r\nNOOP\r\nRSET\r\n")
+    assert c.reply().code == 220
+    c.starttls(client_context(str(world.ca_file)), H)
+    assert c.cmd("EHLO client.test").code == 250
+    c.sock.sendall(MAIL + RCPT)
+    assert firsts(c, 2) == ["250 2.1.0", "250 2.1.5"]
+    assert c.cmd("QUIT").lines == ["221 2.0.0 Bye"]
+    t = world.sessions[0]
+    assert t.client_lines()[:5] == ["EHLO client.test", "STARTTLS", "NOOP", "RSET", "EHLO client.test"]
+    assert not world.events.errors()
+
+
+def test_a_delay_holds_the_reply_of_its_command_inside_a_pipeline(make_world):
+    world = make_world({"hosts": {H: {"tls": "none", "delays_ms": {"RCPT": 600_000}}}})
+    c = session(world)
+    c.sock.sendall(MAIL + RCPT + b"NOOP\r\n")
+    assert firsts(c, 1) == ["250 2.1.0"]
+    assert noted(world, "fault: reply delayed by 600000 ms")
+    c.sock.setblocking(False)
+    with pytest.raises(BlockingIOError):  # RCPT's reply, and NOOP's behind it, wait
+        c.sock.recv(1)
+    c.close()
+
+
+def test_a_reply_override_answers_its_own_command_inside_a_pipeline(make_world):
+    refusal = {"code": 452, "enhanced": "4.5.3", "text": "Too many recipients"}
+    world = make_world({"hosts": {H: {"tls": "none", "replies": {"RCPT": refusal}}}})
+    c = session(world)
+    c.sock.sendall(MAIL + RCPT + b"FOO\r\n" + b"RSET\r\n")
+    assert [c.reply().lines[0] for _ in range(4)] == [
+        "250 2.1.0 OK",
+        "452 4.5.3 Too many recipients",
+        '500 5.5.2 Error: command "FOO" not recognized',
+        "250 2.0.0 OK",
+    ]
+
+
+def test_the_ehlo_reply_goes_out_in_one_piece(make_world):
+    world = make_world({"hosts": {H: {"tls": "none"}}})
+    c = RawSMTP.connect(world.address_of(H), world.port)
+    c.reply()
+    c.sock.sendall(b"EHLO client.test\r\n")
+    data = b""
+    while not data.endswith(b"250 SMTPUTF8\r\n"):
+        chunk = c.sock.recv(65536)
+        assert chunk, "closed before the end of the EHLO reply"
+        data += chunk
+    lines = data.decode().split("\r\n")[:-1]
+    assert lines[0] == f"250-{H}" and len(lines) == 6
+    assert all(line.startswith("250-") for line in lines[:-1])
+
+
+# -- one decision, one order ------------------------------------------------------
+
+
+def test_every_point_a_plan_can_name_is_a_point_of_the_session():
+    assert set(CUT_POINTS) == set(spec_module.CLOSE_POINTS)
+    assert {p for points in CUT_POINTS.values() for p in points} <= set(POINTS)
+    assert set(spec_module.DELAY_KEYS) <= set(POINTS)
+    assert set(spec_module.COMMANDS) <= set(POINTS)
+    assert set(COMMAND_POINTS) <= set(spec_module.COMMANDS)
+
+
+def test_a_cut_wins_over_a_reply_at_the_same_point():
+    plan = SmtpPlan(replies={"MAIL": Reply(550, "no")}, close_at=CloseAt("after_mail", "rst"))
+    act = decide(plan, "MAIL")
+    assert (act.cut, act.reply) == ("rst", None)
+    assert decide(plan, "RCPT").cut is None
+
+
+def test_a_reply_override_wins_over_the_tls_modes_answer():
+    override = Reply(530, "not now", "5.7.0")
+    for tls, state in (("none", "off"), ("starttls_refused", "offered"), ("starttls", "active")):
+        act = decide(SmtpPlan(tls=tls, replies={"STARTTLS": override}), "STARTTLS", tls=state)
+        assert act.reply == override and act.alone
+
+
+def test_the_tls_modes_answer_to_starttls_follows_the_session_state():
+    assert decide(SmtpPlan(tls="none"), "STARTTLS", tls="off").reply == STARTTLS_UNKNOWN
+    assert decide(SmtpPlan(tls="starttls_refused"), "STARTTLS").reply == STARTTLS_REFUSED
+    assert decide(SmtpPlan(), "STARTTLS", tls="active").reply == STARTTLS_AGAIN
+    assert decide(SmtpPlan(), "STARTTLS").reply is None  # aiosmtpd starts TLS
+    assert decide(SmtpPlan(tls="none"), "STARTTLS", tls="off", bare=False).reply is None  # its 501
+
+
+def test_a_delay_goes_with_whatever_reply_is_sent_at_its_point():
+    plan = SmtpPlan(delays_ms={"*": 30, "STARTTLS": 10, "DATA_END": 20}, tls="starttls_refused")
+    assert decide(plan, "STARTTLS").delay == 0.01 and decide(plan, "STARTTLS").reply == STARTTLS_REFUSED
+    assert decide(plan, DATA_END).delay == 0.02
+    assert decide(plan, ANY).delay == decide(plan, "NOOP").delay == 0.03
+    assert decide(plan, CONTENT).delay == decide(plan, TLS_UP).delay == 0  # nothing is answered there
+
+
+def test_a_refusing_override_leaves_aiosmtpd_out_and_an_accepting_one_keeps_its_state():
+    plan = SmtpPlan(replies={"MAIL": Reply(550, "no"), "RCPT": Reply(250, "fine"), "DATA": Reply(354, "go")})
+    assert decide(plan, "MAIL").alone
+    assert not decide(plan, "RCPT").alone and not decide(plan, "DATA").alone
+    assert decide(plan, "MAIL").note == "fault: reply to MAIL replaced"
+
+
+def test_a_421_greeting_closes_after_it_is_sent():
+    assert decide(SmtpPlan(greeting=Reply(421, "busy", "4.3.2")), GREETING).close == "fin"
+    assert decide(SmtpPlan(greeting=Reply(220, "hi")), GREETING).close is None
+    assert decide(SmtpPlan(greeting=Reply(554, "no", close="rst")), GREETING).close == "rst"
+
+
+def test_a_cut_in_the_content_waits_for_its_bytes_or_the_final_dot():
+    plan = SmtpPlan(close_at=CloseAt("in_data", "fin", after_bytes=100))
+    assert decide(plan, CONTENT, content=99).cut is None
+    assert decide(plan, CONTENT, content=100).cut == "fin"
+    assert decide(plan, CONTENT, content=10, complete=True).cut == "fin"
+    assert decide(SmtpPlan(close_at=CloseAt("in_data")), CONTENT, content=0).cut is None
+    assert decide(SmtpPlan(close_at=CloseAt("in_data")), CONTENT, content=1).cut == "fin"
+
+
+# -- stopping --------------------------------------------------------------------
+
+
+MAX_CLIENTS = 300  # client sockets open at once: far below the descriptor limit
+
+
+def _server_sockets(ip: str, port: int) -> int:
+    """This process's TCP sockets whose local end is (ip, port): a listener or a served connection."""
+    ours = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile (the listing's own fd)
+            continue
+        if target.startswith("socket:["):
+            ours.add(target[8:-1])
+    wanted = f"{struct.unpack('<I', socket.inet_aton(ip))[0]:08X}:{port:04X}"
+    count = 0
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for row in table:
+            fields = row.split()
+            if fields[1] == wanted and fields[9] in ours:
+                count += 1
+    return count
+
+
+def _keep_connecting(
+    ip: str, port: int, done: threading.Event, clients: collections.deque[socket.socket]
+) -> None:
+    while not done.is_set():
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex((ip, port))
+        clients.append(s)
+        if len(clients) > MAX_CLIENTS:  # keep connecting, with a bounded number open
+            clients.popleft().close()
+
+
+# Each session closes after its greeting: each leaves a drainer reading its last bytes.
+CLOSES_WITH_FIN = {"greeting": {"code": 421, "enhanced": "4.3.2", "text": "busy"}}
+
+
+@pytest.mark.parametrize("plan", [{"tls": "none"}, {}, {"tls": "implicit"}, CLOSES_WITH_FIN])
+def test_a_world_stopped_while_clients_keep_connecting_leaves_no_server_socket_open(plan):
+    for _ in range(5):
+        world = World({"hosts": {H: plan}}).start()
+        ip, port = world.address_of(H), world.port
+        assert _server_sockets(ip, port) == 1  # the listener: the count sees our sockets
+        done = threading.Event()
+        clients: collections.deque[socket.socket] = collections.deque()
+
+        connector = threading.Thread(target=_keep_connecting, args=(ip, port, done, clients))
+        connector.start()
+        try:
+            assert world.wait_until(lambda w=world: len(w.sessions) >= 20, 5)
+            world.stop()  # the connector is still at it
+            assert _server_sockets(ip, port) == 0
+        finally:
+            done.set()
+            connector.join(10)
+            for s in clients:
+                s.close()
+        assert all(t.ended_by is not None for t in world.sessions)
+        assert not world.events.errors()
