@@ -259,13 +259,13 @@ class Listener:
     """A listening socket with an accept of our own, for one host.
 
     Each accepted socket gets its transport from the public
-    ``loop.connect_accepted_socket``. Unlike an ``asyncio.Server``, which
-    cannot stop accepting without dropping the connections it accepted but
-    has not yet given a protocol, this one stops in two steps:
-    :meth:`stop_accepting` closes the listening socket and waits until every
-    connection accepted so far has its protocol (so the host can end it), and
-    :meth:`wait_closed` waits until asyncio reports each of them lost, its
-    socket closed.
+    ``loop.connect_accepted_socket``. An ``asyncio.Server`` gives a connection
+    it accepted its protocol some loop iterations later and says nothing of
+    those still on the way, so a stop could miss them; this listener knows
+    them, and stops in two steps: :meth:`stop_accepting` closes the listening
+    socket and waits until every connection accepted so far has its protocol
+    (so the host can end it), and :meth:`wait_closed` waits until asyncio
+    reports each of them lost, its socket closed.
     """
 
     def __init__(
@@ -292,10 +292,8 @@ class Listener:
             except ConnectionAbortedError:  # the client gave up while in the queue
                 continue
             except OSError as exc:
+                self.loop.call_exception_handler({"message": "cannot accept a connection", "exception": exc})
                 if exc.errno in _OUT_OF_RESOURCES:
-                    self.loop.call_exception_handler(
-                        {"message": "cannot accept a connection (out of resources)", "exception": exc}
-                    )
                     self.loop.remove_reader(self.sock.fileno())
                     self.retry = self.loop.call_later(ACCEPT_RETRY_DELAY, self._resume)
                 return
@@ -351,9 +349,13 @@ class Listener:
         for tr in still:
             # A closing transport has its connection_lost on the way: hear it
             # through a stand-in that hands it on to the protocol in place.
-            tr.abort()  # type: ignore[attr-defined]
+            cast(asyncio.Transport, tr).abort()
             tr.set_protocol(_LastWord(tr.get_protocol(), gone))
         await asyncio.wait({done}, timeout=CLOSE_BOUND)
+        if not done.done():
+            self.loop.call_exception_handler(
+                {"message": f"{left} connections not reported lost {CLOSE_BOUND} s after their abort"}
+            )
 
 
 def _open(transport: asyncio.BaseTransport) -> bool:

@@ -9,9 +9,13 @@ a world while clients keep connecting and look for server sockets left open.
 from __future__ import annotations
 
 import collections
+import json
 import os
 import socket
 import struct
+import subprocess
+import sys
+import textwrap
 import threading
 
 import pytest
@@ -282,3 +286,56 @@ def test_a_world_stopped_while_clients_keep_connecting_leaves_no_server_socket_o
                 s.close()
         assert all(t.ended_by is not None for t in world.sessions)
         assert not world.events.errors()
+
+
+# A world out of file descriptors: it fills every one it may have, then frees
+# them once its listener has said it cannot accept.
+OUT_OF_DESCRIPTORS = textwrap.dedent(
+    """
+    import json, os, sys
+    from mailfakes import World
+    w = World({"hosts": {"mx.contoso.test": {"tls": "none"}}}).start()
+    print(json.dumps([w.address_of("mx.contoso.test"), w.port]), flush=True)
+    fill = []
+    try:
+        while True:
+            fill.append(os.dup(0))
+    except OSError:
+        pass
+    print("full", flush=True)
+    said = w.wait_until(lambda: any("cannot accept" in e.text for e in w.events.errors()), 10)
+    for fd in fill:
+        os.close(fd)
+    greeted = w.wait_until(lambda: any(t.server_lines() for t in w.sessions), 10)
+    print(json.dumps({"said": said, "greeted": greeted, "errors": [e.text for e in w.events.errors()]}), flush=True)
+    sys.stdin.readline()
+    w.stop()
+    """
+)
+
+
+def test_a_host_out_of_descriptors_says_so_and_accepts_again_once_it_has_some():
+    server = subprocess.Popen(
+        [sys.executable, "-c", OUT_OF_DESCRIPTORS],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdin is not None and server.stdout is not None
+    try:
+        ip, port = json.loads(server.stdout.readline())
+        assert server.stdout.readline() == "full\n"
+        # The kernel completes the handshake; the world cannot accept it yet.
+        c = RawSMTP.connect(ip, port, timeout=10)
+        report = json.loads(server.stdout.readline())
+        assert report["said"] and report["greeted"]
+        assert all("cannot accept a connection" in e and "Too many open files" in e for e in report["errors"])
+        assert c.reply().code == 220  # accepted once the listener tried again
+        c.close()
+        server.stdin.write("\n")
+        server.stdin.flush()
+        assert server.wait(10) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
