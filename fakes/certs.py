@@ -47,9 +47,9 @@ trustme and cryptography when its certificates were made before. Set
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import os
 import ssl
@@ -279,6 +279,8 @@ def _file_stem(host_name: str) -> str:
     """A file-name-safe stem for a host name, distinct for distinct names."""
     stem = "".join(c if c in _STEM_CHARS else "_" for c in host_name)
     if stem != host_name or len(stem) > 100 or stem.startswith("."):
+        import hashlib
+
         digest = hashlib.sha256(host_name.encode()).hexdigest()[:10]
         stem = f"{stem[:100].lstrip('.')}-{digest}"
     return stem
@@ -412,7 +414,7 @@ class CertAuthority:
         except BaseException:
             self._finalizer()
             raise
-        self.ca_fingerprint = hashlib.sha256(self.ca_pem).hexdigest()
+        self.ca_id = _ca_id(self.ca_pem)
         self._untrusted_ca: trustme.CA | None = None
         self._intermediate_ca: trustme.CA | None = None
         self._issued: dict[tuple[str, CertKind, bool], IssuedCert] = {}
@@ -622,7 +624,7 @@ class CertAuthority:
     def _leaf_entry(self, host_name: str, kind: CertKind, key_name: str) -> str:
         # What the certificate holds, besides its dates: who vouches for it, for
         # which name, which kind, which key type.
-        return _entry_name("leaf", self.ca_fingerprint, host_name, kind, key_name)
+        return _entry_name("leaf", self.ca_id, _file_stem(host_name), kind, key_name)
 
     def _from_cache(
         self, host_name: str, kind: CertKind, key_name: str, now: dt.datetime
@@ -636,7 +638,7 @@ class CertAuthority:
             return None
         meta, files = found
         try:
-            if (meta.get("host"), meta.get("kind"), meta.get("ca")) != (host_name, kind, self.ca_fingerprint):
+            if (meta.get("host"), meta.get("kind"), meta.get("ca")) != (host_name, kind, self.ca_id):
                 raise ValueError("another certificate")
             not_before = dt.datetime.fromisoformat(str(meta["not_before"]))
             not_after = dt.datetime.fromisoformat(str(meta["not_after"]))
@@ -677,7 +679,7 @@ class CertAuthority:
             meta = {
                 "host": host_name,
                 "kind": kind,
-                "ca": self.ca_fingerprint,
+                "ca": self.ca_id,
                 "not_before": not_before.isoformat(),
                 "not_after": not_after.isoformat(),
             }
@@ -742,7 +744,7 @@ class _Lent(CertAuthority):
         self._lock = threading.RLock()
         self._closed = False
         self.ca_pem = owner.ca_pem
-        self.ca_fingerprint = owner.ca_fingerprint
+        self.ca_id = owner.ca_id
         self.ca_file = self._write("ca.pem", self.ca_pem)
 
     @property
@@ -797,7 +799,20 @@ _MAX_FILE: Final = 1 << 20
 
 
 def _entry_name(*parts: str) -> str:
-    return hashlib.sha256("\0".join((_CACHE_FORMAT, *parts)).encode()).hexdigest()[:40]
+    # Readable and unambiguous: no part holds a "+" (host names go through _file_stem).
+    return "+".join((f"v{_CACHE_FORMAT}", *parts))
+
+
+def _ca_id(ca_pem: bytes) -> str:
+    """A short name for a CA, from its certificate (which holds a random key and subject token)."""
+    return f"{binascii.crc32(ca_pem):08x}{len(ca_pem):04x}"
+
+
+def _check(data: bytes) -> str:
+    # Against a torn or damaged file, not an adversary: one who can write the
+    # entry can rewrite its meta.json whatever the digest (see CertCache).
+    # CRC-32 from binascii, already imported, where hashlib would cost 1 ms.
+    return f"crc32:{binascii.crc32(data):08x}:{len(data)}"
 
 
 def _owned_private(st: os.stat_result, kind: int) -> bool:
@@ -834,14 +849,16 @@ class CertCache:
     The directory is the user's own, mode 0700 (made so; one that is not the
     user's, or a link, is never used; one open to others has everything in it
     thrown away and is made again). Each entry is a directory of 0600 files
-    and a ``meta.json`` naming them with their SHA-256, written under a
-    temporary name and renamed into place, so a reader (any process) sees a
-    whole entry or none. An entry is named by what its certificate holds
-    (format, issuing CA, host name, kind, key type). One that is not this
-    user's, is open to others, is incomplete, or whose files do not match
-    their digests is removed and made again; so is a leaf whose dates no
+    and a ``meta.json`` naming them with their length and CRC-32, written
+    under a temporary name and renamed into place, so a reader (any process)
+    sees a whole entry or none. An entry is named by what its certificate
+    holds (format, issuing CA, host name, kind, key type). One that is not
+    this user's, is open to others, is incomplete, or whose files do not
+    match their checks is removed and made again; so is a leaf whose dates no
     longer make it what it is, and the CA after :data:`CA_MAX_AGE`, with
-    every leaf it issued.
+    every leaf it issued. The checks catch a torn or damaged entry; against
+    other users the protection is the ownership and modes, checked on every
+    read (files opened without following links).
     """
 
     def __init__(self, root: Path | str) -> None:
@@ -902,7 +919,7 @@ class CertCache:
             )
             for file_name, digest in (digests or {}).items() if not problem else ():
                 data = _read_private(path / str(file_name)) if "/" not in str(file_name) else None
-                if data is None or hashlib.sha256(data).hexdigest() != digest:
+                if data is None or _check(data) != digest:
                     problem = True
                     break
                 files[str(file_name)] = data
@@ -918,7 +935,7 @@ class CertCache:
             os.mkdir(tmp, 0o700)
             for file_name, data in files.items():
                 _write_private(tmp / file_name, data)
-            digests = {f: hashlib.sha256(d).hexdigest() for f, d in files.items()}
+            digests = {f: _check(d) for f, d in files.items()}
             record = {**meta, "format": _CACHE_FORMAT, "name": name, "files": digests}
             _write_private(tmp / "meta.json", json.dumps(record).encode())
             os.rename(tmp, self.root / name)  # fails when the name is taken (a non-empty directory)
@@ -959,11 +976,11 @@ class CertCache:
         again = self.load(name)  # another process may have stored its CA first: one CA for all
         if again is not None and "cert.pem" in again[1] and "key.pem" in again[1]:
             cert_pem, key_pem = again[1]["cert.pem"], again[1]["key.pem"]
-        self._prune(hashlib.sha256(cert_pem).hexdigest(), keep=name)
+        self._prune(_ca_id(cert_pem), keep=name)
         return cert_pem, key_pem
 
-    def _prune(self, fingerprint: str, keep: str) -> None:
-        """Remove what a CA other than ``fingerprint`` issued (the leaves of a CA replaced)."""
+    def _prune(self, ca_id: str, keep: str) -> None:
+        """Remove what a CA other than ``ca_id`` issued (the leaves of a CA replaced)."""
         try:
             names = os.listdir(self.root)
         except OSError:
@@ -976,7 +993,7 @@ class CertCache:
                 issuer = json.loads(raw).get("ca") if raw is not None else None
             except (ValueError, AttributeError):
                 issuer = None
-            if issuer != fingerprint:
+            if issuer != ca_id:
                 self.discard(entry)
 
 
