@@ -110,7 +110,16 @@ def bench_world_vs_controller(scenario_id: str, runs: int) -> None:
         def world_cycle() -> None:
             World(spec).start().stop()
 
-        cycles = {"World() start+stop": world_cycle, "aiosmtpd Controller start+stop": controller_cycle}
+        def world_ca_file_cycle() -> None:
+            world = World(spec).start()
+            assert world.ca_file.is_file()  # its key directory and CA file, made when asked for
+            world.stop()
+
+        cycles = {
+            "World() start+stop": world_cycle,
+            "World() start+ca_file+stop": world_ca_file_cycle,
+            "aiosmtpd Controller start+stop": controller_cycle,
+        }
         for cycle in cycles.values():  # warm-up: imports, OpenSSL tables, the shared CA
             cycle()
         times: dict[str, list[float]] = {name: [] for name in cycles}

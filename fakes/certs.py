@@ -100,6 +100,15 @@ def _token(n: int) -> str:
     return os.urandom(n).hex()  # what secrets.token_hex does, without importing hmac and base64
 
 
+def _temp_base() -> str | None:
+    """Where tempfile would make a directory, when tempfile is not needed to say (else None)."""
+    loaded = sys.modules.get("tempfile")
+    if loaded is not None and loaded.tempdir is not None:
+        return None
+    bases = [b for b in (os.environ.get(v, "") for v in ("TMPDIR", "TEMP", "TMP")) if os.path.isdir(b)]
+    return os.path.abspath(bases[0] if bases else "/tmp")
+
+
 def _private_temp_dir() -> Path:
     """A new directory only this user can enter (0700), where tempfile.mkdtemp() would make it.
 
@@ -108,10 +117,8 @@ def _private_temp_dir() -> Path:
     honoured) or when the first of ``$TMPDIR``, ``$TEMP``, ``$TMP`` that is a
     directory (else /tmp) will not do.
     """
-    loaded = sys.modules.get("tempfile")
-    if loaded is None or loaded.tempdir is None:
-        bases = [b for b in (os.environ.get(v, "") for v in ("TMPDIR", "TEMP", "TMP")) if os.path.isdir(b)]
-        base = os.path.abspath(bases[0] if bases else "/tmp")
+    base = _temp_base()
+    if base is not None:
         for _ in range(8):
             path = os.path.join(base, f"mailfakes-certs-{_token(6)}")
             try:
@@ -396,9 +403,9 @@ class CertAuthority:
 
     def __init__(self, *, key_type: trustme.KeyType | str = "ECDSA", cache: CertCache | None = None) -> None:
         self._key_name = _key_name(key_type)
-        self.directory = _private_temp_dir()
-        os.chmod(self.directory, 0o700)
-        self._finalizer = weakref.finalize(self, _remove_dir, self.directory, os.getpid())
+        self._directory = _private_temp_dir()
+        os.chmod(self._directory, 0o700)
+        self._finalizer = weakref.finalize(self, _remove_dir, self._directory, os.getpid())
         self._lock = threading.RLock()
         self._closed = False
         self.cache = cache if cache is not None and cache.usable() else None
@@ -410,7 +417,7 @@ class CertAuthority:
             else:
                 self._ca_obj = self._new_ca("trusted")
                 self.ca_pem = self._ca_obj.cert_pem.bytes()
-            self.ca_file: Path = self._write("ca.pem", self.ca_pem)
+            self._ca_file = self._write("ca.pem", self.ca_pem)
         except BaseException:
             self._finalizer()
             raise
@@ -421,6 +428,16 @@ class CertAuthority:
         self._contexts: dict[tuple[str, CertKind, str], ssl.SSLContext] = {}
         self._context_files: dict[tuple[str, CertKind, str], Path] = {}
         self._generation = 0
+
+    @property
+    def directory(self) -> Path:
+        """The private directory (0700, files 0600) of this authority's files, removed at close()."""
+        return self._directory
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA's certificate (PEM) in :attr:`directory`: what a client should trust."""
+        return self._ca_file
 
     @property
     def key_type(self) -> trustme.KeyType:
@@ -731,28 +748,60 @@ def _still_fits(issued: IssuedCert, now: dt.datetime) -> bool:
 
 
 class _Lent(CertAuthority):
-    """See :meth:`CertAuthority.lend`: the owner's CA, a directory of its own."""
+    """See :meth:`CertAuthority.lend`: the owner's CA, a directory of its own.
+
+    The directory and its ``ca_file`` are made when first asked for: a world
+    whose CA file no client is given pays no file system work for it (on a
+    slow /tmp a directory and a file cost about a millisecond).
+    """
 
     def __init__(self, owner: CertAuthority) -> None:
         # Not CertAuthority.__init__: no CA of its own is made, that is the point.
         self._owner = owner
         self._key_name = owner._key_name
         self.cache = owner.cache
-        self.directory = _private_temp_dir()
-        os.chmod(self.directory, 0o700)
-        self._finalizer = weakref.finalize(self, _remove_dir, self.directory, os.getpid())
+        self._lent_dir: Path | None = None
+        self._lent_file: Path | None = None
+        self._lent_finalizer: weakref.finalize[Any, Any] | None = None
         self._lock = threading.RLock()
         self._closed = False
         self.ca_pem = owner.ca_pem
         self.ca_id = owner.ca_id
-        self.ca_file = self._write("ca.pem", self.ca_pem)
+
+    @property
+    def directory(self) -> Path:
+        """Made on first use; once closed, a path that no longer (or never) existed."""
+        with self._lock:
+            if self._lent_dir is None:
+                if self._closed:
+                    loaded = sys.modules.get("tempfile")
+                    base = _temp_base() or (loaded.gettempdir() if loaded is not None else "/tmp")
+                    return Path(base) / f"mailfakes-certs-never-made-{_token(6)}"
+                self._lent_dir = _private_temp_dir()
+                os.chmod(self._lent_dir, 0o700)
+                self._lent_finalizer = weakref.finalize(self, _remove_dir, self._lent_dir, os.getpid())
+            return self._lent_dir
+
+    @property
+    def ca_file(self) -> Path:
+        with self._lock:
+            if self._lent_file is None:
+                self._check_open()
+                self._lent_file = self._write("ca.pem", self.ca_pem)
+            return self._lent_file
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._lent_finalizer is not None:
+                self._lent_finalizer()
 
     @property
     def _ca(self) -> trustme.CA:
         return self._owner._ca
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else str(self.directory)
+        state = "closed" if self._closed else str(self._lent_dir or "no directory yet")
         return f"<CertAuthority {self.subject} lent, {state}>"
 
     def lend(self) -> CertAuthority:

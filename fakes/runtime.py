@@ -24,7 +24,7 @@ import weakref
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from .certs import CertAuthority, shared_authority
+from .certs import CertAuthority, default_cache
 from .events import EventLog
 
 T = TypeVar("T")
@@ -177,12 +177,13 @@ class Runtime:
     def ca(self) -> CertAuthority:
         """The runtime's CA, made on first use; its key directory goes at close().
 
-        A view of the process's CA (:func:`mailfakes.certs.shared_authority`,
-        from the user's certificate cache) with a directory of its own.
+        The user's cached CA (:func:`mailfakes.certs.default_cache`), as the
+        process's :func:`~mailfakes.certs.shared_authority` is, but an
+        authority of its own: closing either leaves the other working.
         """
         with self._lock:
             if self._ca is None:
-                self._ca = shared_authority().lend()
+                self._ca = CertAuthority(cache=default_cache())
             return self._ca
 
     def start(self, timeout: float = 10.0) -> Runtime:

@@ -218,6 +218,7 @@ def test_a_lent_view_closes_alone() -> None:
     with CertAuthority() as owner:
         view = owner.lend()
         view.server_context("mx.contoso.test")
+        assert view.ca_file.read_bytes() == owner.ca_pem  # its directory is made when first needed
         view.close()
         assert not view.directory.exists() and owner.directory.exists()
         with pytest.raises(RuntimeError, match="closed"):
