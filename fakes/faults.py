@@ -448,7 +448,8 @@ TABLE: Final[tuple[Key, ...]] = (
 PRECEDENCE: Final = (
     "At one point of a session: a schedule first picks the faulted or the healthy plan for the "
     "session; then a cut at that point (`close_at`) wins and nothing is sent; else a reply override "
-    "(`greeting`, `replies.CMD`) replaces the reply; else, for STARTTLS, the TLS mode's own answer "
+    "(`greeting`, `replies.CMD`) replaces the reply; else, after a 4xx or 5xx greeting that does not "
+    "close, `503` to every command but QUIT; else, for STARTTLS, the TLS mode's own answer "
     "(454 when refused, 502 when TLS is off, 554 inside TLS); else aiosmtpd's own reply. The point's "
     "own delay (or else `delay_ms`) applies to whatever reply goes there, and the reply's enhanced "
     "code is then added or removed as the session's EHLO advertised. In DNS, the first "
@@ -598,6 +599,12 @@ def contradictions(plan: SmtpPlan) -> Iterator[Contradiction]:
             yield (f"replies.{cmd}", _shown(r), f"no reply to {cmd}: {reason}, so it is never sent")
         elif 300 <= r.code < 400 and cmd != "DATA":
             yield (f"replies.{cmd}", _shown(r), "a 2xx, 4xx or 5xx code (only DATA is answered 3xx)")
+        elif cmd in ("EHLO", "HELO") and 200 <= r.code < 300 and r.code != 250:
+            yield (
+                f"replies.{cmd}",
+                _shown(r),
+                f"250 for a {cmd} that succeeds (RFC 5321 4.2), or a 4xx or 5xx",
+            )
         elif cmd == "DATA" and r.code < 300:
             yield ("replies.DATA", _shown(r), "354 (with your text) or a 4xx or 5xx code")
         elif r.enhanced and cmd not in _AS_WRITTEN and not plan.advertises("ENHANCEDSTATUSCODES"):

@@ -55,6 +55,8 @@ STARTTLS_REFUSED = Reply(454, "TLS not available due to temporary reason", "4.7.
 # Postfix's answer when TLS is off; Exim says "500 5.5.2 unrecognized command".
 STARTTLS_UNKNOWN = Reply(502, "Error: command not implemented", "5.5.1")
 STARTTLS_AGAIN = Reply(554, "Error: TLS already active", "5.5.1")  # Postfix; RFC 3207 4.2
+# After a refusing (4xx or 5xx, not 421) greeting, to every command but QUIT (RFC 5321 3.1).
+SESSION_REFUSED = Reply(503, "Error: bad sequence of commands")
 # A client line longer than this is recorded cut short (aiosmtpd refuses it too).
 LINE_RECORD_LIMIT = 4096
 
@@ -128,18 +130,11 @@ def decide(
     The session's state is ``tls`` (TLS off on this host, offered, or
     active), ``bare`` (the command came without an argument) and, at
     ``CONTENT``, how many bytes of the message came and whether its final
-    dot did. When several faults apply at one point, the first of these wins:
-
-    1. a cut at that point (``close_at``): the connection is closed with FIN
-       or RST and nothing is sent;
-    2. a reply override (``greeting``, ``replies.X``) replaces the reply;
-    3. for STARTTLS, the TLS mode's own answer: 454 when ``starttls_refused``,
-       502 when the host has no TLS, 554 when TLS is already active;
-    4. aiosmtpd's own reply.
-
-    A delay (``delays_ms``) applies to whatever reply goes at that point.
-    Before all this, a schedule (``fail_first``) has picked the faulted or
-    the healthy plan for the whole session.
+    dot did. When several faults apply at one point, the one that wins is
+    the first in the order :data:`mailfakes.faults.PRECEDENCE` states (the
+    one place it is written; ``mailfakes faults`` prints it): a cut, then a
+    reply override, then the answers of a refusing greeting and of the TLS
+    mode, then aiosmtpd's own reply; the delay applies to what goes out.
     """
     ca = plan.close_at
     if (
@@ -169,6 +164,11 @@ def decide(
                 delay=delay,
                 close=reply.close,
             )
+        g = plan.greeting
+        refusing = g is not None and g.code >= 400 and g.close is None and g.code != 421
+        if refusing and point in COMMAND_POINTS and point != "QUIT":
+            # RFC 5321 3.1: after refusing at the greeting, the server answers 503 to all but QUIT.
+            return Action(reply=SESSION_REFUSED, alone=True, delay=delay)
         if point == "STARTTLS" and bare:
             if tls == "active":
                 return Action(reply=STARTTLS_AGAIN, alone=True, delay=delay)
@@ -254,7 +254,7 @@ def styled(text: str, answering: str, enhanced: bool) -> str:
         return text
     n = int(code)
     default = _DEFAULT_ENHANCED.get((n, answering)) or _DEFAULT_ENHANCED.get((n, "*")) or f"{code[0]}.0.0"
-    return f"{code}{sep}{default} {rest}" if rest else f"{code}{sep}{default}"
+    return f"{code}{sep}{default} {rest}" if rest else f"{code} {default}"
 
 
 # -- the client's bytes ---------------------------------------------------------
@@ -667,7 +667,12 @@ class FaultySMTP(SMTP):
             self.t.add("*", f"fault: reply delayed by {int(act.delay * 1000)} ms")
             await asyncio.sleep(act.delay)
         if act.reply is not None:
-            lines[-1] = act.reply.line()
+            if len(lines) > 1:
+                # A 250 to EHLO keeps the extensions: the text goes on the first line.
+                r = act.reply
+                lines[0] = f"{r.code}-" + " ".join(p for p in (r.enhanced, r.text or self.hostname) if p)
+            else:
+                lines[-1] = act.reply.line()
         if point not in _AS_WRITTEN:
             # The greeting and the EHLO reply go as written (a 421 greeting
             # often carries 4.3.2); the rest follows ENHANCEDSTATUSCODES.

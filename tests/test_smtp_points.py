@@ -339,3 +339,40 @@ def test_a_host_out_of_descriptors_says_so_and_accepts_again_once_it_has_some():
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+# -- replies as a real server writes them (found in review) ---------------------
+
+
+def test_a_reply_written_without_text_keeps_a_space_before_its_enhanced_code(make_world):
+    world = make_world({"hosts": {H: {"tls": "none", "replies": {"MAIL": {"code": 550}}}}})
+    c = RawSMTP.connect(world.address_of(H), world.port)
+    c.reply()
+    c.cmd("EHLO client.test")
+    assert c.cmd("MAIL FROM:<a@fabrikam.test>").lines == ["550 5.1.0"]
+
+
+def test_after_a_refusing_greeting_every_command_but_quit_gets_503(make_world):
+    world = make_world(
+        {"hosts": {H: {"tls": "none", "greeting": {"code": 554, "enhanced": "5.7.1", "text": "go away"}}}}
+    )
+    c = RawSMTP.connect(world.address_of(H), world.port)
+    assert c.reply().lines == ["554 5.7.1 go away"]
+    codes = [
+        c.cmd(line).code
+        for line in ("EHLO client.test", "MAIL FROM:<a@fabrikam.test>", "RCPT TO:<u@contoso.test>", "DATA")
+    ]
+    assert codes == [503, 503, 503, 503]
+    assert c.cmd("QUIT").code == 221
+    assert world.wait_until(lambda: world.sessions and world.sessions[0].closed, 3)
+    assert world.messages == []
+
+
+def test_a_250_to_ehlo_with_its_own_text_keeps_the_extensions(make_world):
+    world = make_world({"hosts": {H: {"replies": {"EHLO": {"code": 250, "text": "hello there"}}}}})
+    c = RawSMTP.connect(world.address_of(H), world.port)
+    c.reply()
+    lines = c.cmd("EHLO client.test").lines
+    assert lines[0] == "250-hello there"
+    assert lines[-1] == "250 STARTTLS"
+    assert "250-PIPELINING" in lines
