@@ -522,8 +522,15 @@ class World:
         if self.dns is not None:
             await self.dns.stop()
         self._release_sockets()
-        # Let connection_lost callbacks and cancelled handlers run to their end.
-        for _ in range(3):
-            await asyncio.sleep(0)
+        # Let the world's cancelled handlers (aiosmtpd's, a gate's handshake)
+        # run to their end: every task made for this world carries its route.
+        me = asyncio.current_task()
+        left = [
+            t
+            for t in asyncio.all_tasks()
+            if t is not me and not t.done() and getattr(t, "mailfakes_route", None) is self.events
+        ]
+        if left:
+            await asyncio.wait(left, timeout=CANCEL_GRACE)
         if self.ca is not None and self._runtime is None:
             self.ca.close()
