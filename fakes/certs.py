@@ -62,6 +62,7 @@ from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
+from .faults import key as _fault_key
 from .spec import CERT_KINDS, CertKind, normalize_name
 
 if TYPE_CHECKING:
@@ -150,15 +151,10 @@ VERIFY_FAILURES: Final[dict[str, tuple[int, str]]] = {
     "missing_intermediate": (20, "unable to get local issuer certificate"),
 }
 
-KIND_NOTES: Final[dict[str, str]] = {
-    "valid": "a certificate for the host, issued by the trusted CA",
-    "expired": "the validity period ended yesterday",
-    "not_yet_valid": "the validity period starts tomorrow",
-    "wrong_host": f"issued for {WRONG_HOST_NAME}, not for the host the client asked for",
-    "untrusted_ca": "issued by a second CA that the client does not trust",
-    "self_signed": "signed by its own key; no CA vouches for it",
-    "missing_intermediate": "issued by an intermediate CA that the server does not send",
-}
+
+def cert_effect(kind: CertKind) -> str:
+    """What a certificate of ``kind`` is, in the fault table's words."""
+    return _fault_key("cert").effect(kind)
 
 
 def expected_verify_failure(kind: CertKind) -> tuple[int, str] | None:
@@ -575,7 +571,7 @@ class CertAuthority:
         return {
             "host_name": issued.host_name,
             "kind": kind,
-            "note": KIND_NOTES[kind],
+            "note": cert_effect(kind),  # the fault table's words for it
             "subject": leaf.subject.rfc4514_string(),
             "issuer": leaf.issuer.rfc4514_string(),
             "sans": sans,
