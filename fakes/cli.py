@@ -13,6 +13,8 @@ reading in :mod:`.browse`, serving in :mod:`.serve`, checking in
 :mod:`.demo_cmd`.
 """
 
+from __future__ import annotations
+
 import argparse
 import importlib
 import re
@@ -20,7 +22,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from . import __version__
 from .codes import PROFILES as PROFILE_CHOICES
@@ -34,26 +36,44 @@ __all__ = ["COMMANDS", "Interrupted", "UsageError", "build_parser", "main"]
 
 
 class _Parser(argparse.ArgumentParser):
+    # add_argument() makes a formatter only to check the new argument's
+    # metavar; a formatter asks shutil for the terminal's width, and shutil
+    # (with bz2, lzma and zlib) costs about 2 ms to import. So that check gets
+    # a formatter of a fixed width; help and usage text still get the terminal's.
+    _checking = False
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        self._checking = True
+        try:
+            return super().add_argument(*args, **kwargs)
+        finally:
+            self._checking = False
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        if self._checking:
+            return argparse.HelpFormatter(prog=self.prog, width=80)
+        return super()._get_formatter()
+
     def error(self, message: str) -> NoReturn:
         # One line, not argparse's usage block: the next step is --help.
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
+if TYPE_CHECKING:
+    _Subparsers = argparse._SubParsersAction[_Parser]  # what add_subparsers() gives
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The whole parser; given the ``command`` about to run, only what it needs is imported.
+    """The parser of ``mailfakes``; given the ``command`` about to run, only that command's.
 
-    The readers (and OpenSSL with them) are imported only to build ``check``.
+    With a ``command`` of :data:`COMMANDS` the top-level parser holds that one
+    command's parser and nothing else is built or imported (the readers, and
+    OpenSSL with them, only for ``check``): no other command can run, and the
+    messages of a command's parser never list the others. With ``None`` every
+    command is built in full; with anything else (``--help``, ``--version``, a
+    wrong name) every command is there for the help and the error, without what
+    only running ``serve`` or ``check`` needs (each builder's ``full``).
     """
-    placeholder_names: Sequence[str] = ()
-    reader_names: Sequence[str] | None = None
-    inside = ""  # the hidden flag of the process inside a namespace: serve and check only
-    if command in (None, "serve", "check"):
-        from .netns import INSIDE_FLAG as inside
-    if command in (None, "check"):
-        from .check import PLACEHOLDERS
-        from .readers import READERS
-
-        placeholder_names, reader_names = PLACEHOLDERS, sorted(READERS)
     p = _Parser(
         prog="mailfakes",
         description="Fake DNS and SMTP servers on loopback that reproduce every cause of the Exchange "
@@ -63,8 +83,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "command at once, with exit status 130 or 143.",
     )
     p.add_argument("--version", action="version", version=f"mailfakes {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    # prog given, as argparse would compute it: computing it needs a formatter (see _Parser).
+    sub = p.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser, prog="mailfakes"
+    )
+    only = command if command in _SUBPARSERS else None
+    for name, add in _SUBPARSERS.items():
+        if only is None or name == only:
+            add(sub, command in (None, name))
+    return p
 
+
+def _list_parser(sub: _Subparsers, full: bool) -> None:
     pl = sub.add_parser("list", help="list the scenarios of the catalogue")
     pl.add_argument("--json", action="store_true", help="print a JSON array of {id, code, title, ...}")
     pl.add_argument(
@@ -72,10 +102,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     pl.add_argument("--lang", choices=LANGS, default="en", help="language of the titles (default: en)")
 
+
+def _show_parser(sub: _Subparsers, full: bool) -> None:
     ps = sub.add_parser("show", help="explain one scenario: cause, fix, world and expected codes")
     ps.add_argument("id", metavar="ID", help="scenario id (see 'mailfakes list')")
     ps.add_argument("--lang", choices=LANGS, default="en", help="language (default: en)")
 
+
+def _faults_parser(sub: _Subparsers, full: bool) -> None:
     pf = sub.add_parser(
         "faults",
         help="the fault table: every key a scenario's [world] may hold, its values and effects",
@@ -88,6 +122,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "--json", action="store_true", help="print a JSON array of {scope, key, form, doc, values}"
     )
 
+
+def _serve_parser(sub: _Subparsers, full: bool) -> None:
     pv = sub.add_parser(
         "serve",
         help="serve one scenario on loopback until Ctrl-C or SIGTERM",
@@ -118,13 +154,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         help="serve inside a private network namespace (DNS on 127.0.0.1:53, SMTP on port 25, a private "
         "resolv.conf) and run COMMAND there: serve ID --netns -- COMMAND",
     )
-    if inside:
-        pv.add_argument(inside, action="store_true", help=argparse.SUPPRESS)
+    if full:  # the hidden flag of the process inside a namespace
+        from .netns import INSIDE_FLAG
+
+        pv.add_argument(INSIDE_FLAG, action="store_true", help=argparse.SUPPRESS)
     pv.add_argument(
         "--follow",
         action="store_true",
         help="show the live dialogue (DNS, TCP, SMTP both ways, TLS, faults) of any client while serving",
     )
+
+
+def _deliver_parser(sub: _Subparsers, full: bool) -> None:
     pd = sub.add_parser(
         "deliver",
         help="run the reference delivery client against scenarios and show what it reports",
@@ -144,6 +185,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         help="use STARTTLS when offered but deliver in plaintext when it is not (default: TLS required)",
     )
     pd.add_argument("-v", "--verbose", action="store_true", help="show the client's side of the dialogue")
+
+
+def _check_parser(sub: _Subparsers, full: bool) -> None:
+    placeholder_names: Sequence[str] = ()
+    reader_names: Sequence[str] | None = None
+    if full:  # the readers (and OpenSSL with them): only to run check or show its help
+        from .check import PLACEHOLDERS
+        from .readers import READERS
+
+        placeholder_names, reader_names = PLACEHOLDERS, sorted(READERS)
     pc = sub.add_parser(
         "check",
         help="run any delivery client against scenarios and grade the codes it reports",
@@ -166,8 +217,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         help="run the worlds and the client in a private network namespace: DNS on 127.0.0.1:53 through "
         "/etc/resolv.conf, SMTP on port 25 (needs root or unprivileged user namespaces)",
     )
-    if inside:
-        pc.add_argument(inside, action="store_true", help=argparse.SUPPRESS)
+    if full:
+        from .netns import INSIDE_FLAG
+
+        pc.add_argument(INSIDE_FLAG, action="store_true", help=argparse.SUPPRESS)
     pc.add_argument(
         "--port", type=_port, default=0, help="SMTP port (default: 25 with --netns, else ephemeral)"
     )
@@ -193,6 +246,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         help="do not add the healthy baseline (baseline-delivered) as a control",
     )
 
+
+def _demo_parser(sub: _Subparsers, full: bool) -> None:
     pm = sub.add_parser(
         "demo",
         help="play scenarios for a room: cause, live dialogue, reported code, fix (en or fr)",
@@ -212,6 +267,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     pm.add_argument("--timeout", type=_seconds, default=1.0, help="the client's timeouts (default: 1 s)")
     pm.add_argument("--html", metavar="FILE", help="also write one self-contained HTML page of the session")
 
+
+def _validate_parser(sub: _Subparsers, full: bool) -> None:
     pz = sub.add_parser(
         "validate",
         help="check scenario files (your own, before a session)",
@@ -220,6 +277,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     pz.add_argument("files", nargs="+", metavar="FILE", help="scenario TOML files")
 
+
+def _send_parser(sub: _Subparsers, full: bool) -> None:
     pe = sub.add_parser(
         "send",
         help="deliver one message with the reference client to any target (prints the report line)",
@@ -247,7 +306,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     pe.add_argument("--json", action="store_true", help="print the report as JSON")
     pe.add_argument("-v", "--verbose", action="store_true", help="show the dialogue on stderr")
-    return p
+
+
+# Each command's parser, in the order --help lists them.
+_SUBPARSERS: dict[str, Callable[[_Subparsers, bool], None]] = {
+    "list": _list_parser,
+    "show": _show_parser,
+    "faults": _faults_parser,
+    "serve": _serve_parser,
+    "deliver": _deliver_parser,
+    "check": _check_parser,
+    "demo": _demo_parser,
+    "validate": _validate_parser,
+    "send": _send_parser,
+}
 
 
 def _seconds(text: str) -> float:

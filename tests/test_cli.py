@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 from mailfakes import catalogue as scenarios
+from mailfakes.cli import COMMANDS
 from probe import RawSMTP, connect_outcome
 
 CMD = [sys.executable, "-m", "mailfakes"]
@@ -196,3 +197,66 @@ def test_a_double_dash_does_not_swallow_ids_of_other_commands():
     result = run("deliver", "--timeout", "0.5", "--", "baseline-delivered")
     assert result.returncode == 0
     assert len(result.stdout.splitlines()) == 1 and "baseline-delivered" in result.stdout
+
+
+def _parser_output(parser, argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[object, str, str]:
+    """What parsing argv does: (exit status or the parsed namespace, stdout, stderr)."""
+    try:
+        result: object = vars(parser.parse_args(argv))
+    except SystemExit as exc:
+        result = exc.code
+    out, err = capsys.readouterr()
+    return result, out, err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["--version"],
+        [],
+        ["frobnicate"],
+        ["--bogus", "list", "--code", "4.4.317"],
+        *[[command, "--help"] for command in COMMANDS],
+        ["list", "--lang", "de"],
+        ["list", "--json", "--code", "success", "--lang", "fr"],
+        ["show"],
+        ["show", "x", "y"],
+        ["faults", "tls", "--json"],
+        ["serve", "x", "--port", "65536"],
+        ["serve", "x", "--json", "--dns-port", "53", "--subnet", "127.1.2", "--follow"],
+        ["serve", "x", "--netns", "--inside-netns"],
+        ["deliver", "a*", "--timeout", "0"],
+        ["deliver", "--profile", "nope"],
+        ["check", "--reader", "nope"],
+        ["check", "--reader", "curl", "--code-regex", "x"],
+        ["check", "a", "--reader", "curl", "--junit", "j.xml", "--no-control", "--inside-netns"],
+        ["demo", "--pace", "11"],
+        ["demo", "a", "b", "--step", "--html", "x.html"],
+        ["validate"],
+        ["send", "--rcpt-to", "a@b.test", "--rcpt-to", "c@b.test", "--port", "x"],
+        ["list", "extra"],
+    ],
+)
+def test_the_parser_of_one_command_says_what_the_whole_parser_says(argv, capsys, monkeypatch):
+    # `mailfakes COMMAND ...` builds only COMMAND's parser: its help, its errors
+    # and what it parses must be the ones of the parser of every command.
+    from mailfakes.cli import build_parser
+
+    monkeypatch.setenv("COLUMNS", "100")
+    whole = _parser_output(build_parser(), argv, capsys)
+    one = _parser_output(build_parser(argv[0] if argv else None), argv, capsys)
+    assert one == whole
+    assert whole[1] or whole[2] or isinstance(whole[0], dict)  # it said or parsed something
+
+
+def test_help_has_the_terminal_width():
+    # The fixed width of argparse's own metavar check (see cli._Parser) is not the help's.
+    narrow = subprocess.run(
+        [*CMD, "serve", "--help"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "50"}
+    )
+    wide = subprocess.run(
+        [*CMD, "serve", "--help"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "150"}
+    )
+    assert narrow.returncode == wide.returncode == 0
+    assert max(map(len, narrow.stdout.splitlines())) <= 50 < max(map(len, wide.stdout.splitlines()))
