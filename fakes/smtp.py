@@ -27,11 +27,12 @@ import re
 import socket
 import ssl
 import time
+import types
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
 
-from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
+from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException, login_always_fail
 
 from .certs import SERVER_NAME_ATTRIBUTE
 from .spec import CloseHow, HostSpec, Reply, SmtpPlan
@@ -387,6 +388,126 @@ class _Handler:
         return self.session.exception(error)
 
 
+# -- aiosmtpd's session setup, introspection once per class -----------------------
+#
+# aiosmtpd's SMTP.__init__ looks itself and its handler over for every
+# connection (inspect.getmembers, dir: about 100 us here, most of a
+# session's setup) to find the same smtp_*, auth_* and handle_* methods each
+# time. A session here does what it does with the names found once per
+# class. That leans on what SMTP.__init__ sets, so the first session of each
+# class also builds one the aiosmtpd way and compares the two attribute by
+# attribute (:func:`_shape`): if they differ (another aiosmtpd version), every
+# session of that class is set up by aiosmtpd itself, and
+# :func:`aiosmtpd_setup_matches` says so (a test fails loudly then).
+
+
+def _shape(value: Any, owner: object, handler: object) -> Any:
+    """What ``value`` of an aiosmtpd session's attributes is, with its own session and handler anonymous."""
+    if value is owner:
+        return "<self>"
+    if value is handler:
+        return "<handler>"
+    if isinstance(value, types.MethodType):
+        return ("method", value.__func__, _shape(value.__self__, owner, handler))
+    if isinstance(value, dict):
+        return (type(value), [(k, _shape(v, owner, handler)) for k, v in value.items()])
+    if isinstance(value, tuple):
+        return (type(value), [_shape(v, owner, handler) for v in value])
+    if value is None or isinstance(
+        value, (str, int, float, types.FunctionType, ssl.SSLContext, asyncio.AbstractEventLoop)
+    ):
+        return value
+    return ("object", type(value))  # made per session (a reader, a future, a deque, a weak reference)
+
+
+class _Setup:
+    """What SMTP.__init__ finds by introspection, for one session class and its handler class."""
+
+    __slots__ = ("auth", "hooks", "smtp")
+
+    def __init__(self, cls: type[SMTP], handler: object) -> None:
+        # The same walks as SMTP.__init__, in the same order, on a session of the class.
+        # (mechanism, on the handler rather than the session, method name, a value to rebind)
+        self.auth: list[tuple[str, bool, str, Any]] = []
+        probe = SMTP.__new__(cls)
+        SMTP.__init__(probe, handler, loop=asyncio.get_running_loop())
+        for name, attr in probe._auth_methods.items():
+            method: Any = attr.method
+            self.auth.append((name, method.__self__ is not probe, method.__name__, attr))
+        self.hooks = [m for m in dir(handler) if m.startswith("handle_")]
+        self.smtp = [m for m in dir(cls) if m.startswith("smtp_")]
+
+    def apply(self, session: SMTP, handler: object, loop: asyncio.AbstractEventLoop, **kw: Any) -> None:
+        """SMTP.__init__ for ``session``, with the keywords FaultySMTP uses, without introspection."""
+        asyncio.StreamReaderProtocol.__init__(
+            session,
+            asyncio.StreamReader(loop=loop, limit=session.line_length_limit),
+            client_connected_cb=session._cb_client_connected,
+            loop=loop,
+        )
+        d = session.__dict__
+        d["__ident__"] = kw["ident"]
+        d["loop"] = loop
+        d["event_handler"] = handler
+        d["data_size_limit"] = kw["data_size_limit"]
+        d["enable_SMTPUTF8"] = kw["enable_SMTPUTF8"]
+        d["_decode_data"] = False
+        session.command_size_limits.clear()  # a class attribute: aiosmtpd resets it each time
+        d["hostname"] = kw["hostname"]
+        d["tls_context"] = kw["tls_context"]
+        d["require_starttls"] = kw["tls_context"] and kw["require_starttls"]
+        d["_timeout_duration"] = kw["timeout"]
+        d["_timeout_handle"] = None
+        d["_tls_handshake_okay"] = True
+        d["_tls_protocol"] = None
+        d["_original_transport"] = None
+        d["session"] = None
+        d["envelope"] = None
+        d["transport"] = None
+        d["_handler_coroutine"] = None
+        d["_auth_require_tls"] = True
+        d["_proxy_timeout"] = None
+        d["_authenticator"] = None
+        d["_auth_callback"] = login_always_fail
+        d["_auth_required"] = False
+        d["_auth_methods"] = {
+            name: attr._replace(method=getattr(handler if on_handler else session, method))
+            for name, on_handler, method, attr in self.auth
+        }
+        d["_handle_hooks"] = {m.replace("handle_", ""): getattr(handler, m) for m in self.hooks}
+        d["_ehlo_hook_ver"] = None
+        d["_smtp_methods"] = {m.replace("smtp_", ""): getattr(session, m) for m in self.smtp}
+        d["_enforce_call_limit"] = False
+
+
+# Per session class: its setup, or None where it does not match aiosmtpd's own.
+_SETUPS: dict[type, _Setup | None] = {}
+
+
+def _setup_for(cls: type[SMTP], handler: object, kw: dict[str, Any]) -> _Setup | None:
+    if cls in _SETUPS:
+        return _SETUPS[cls]
+    setup: _Setup | None = _Setup(cls, handler)
+    loop = asyncio.get_running_loop()
+    ours, theirs = SMTP.__new__(cls), SMTP.__new__(cls)
+    ours_handler, their_handler = type(handler).__new__(type(handler)), type(handler).__new__(type(handler))
+    assert setup is not None
+    setup.apply(ours, ours_handler, loop, **kw)
+    SMTP.__init__(theirs, their_handler, loop=loop, **kw)
+    mine = {k: _shape(v, ours, ours_handler) for k, v in vars(ours).items()}
+    aiosmtpd = {k: _shape(v, theirs, their_handler) for k, v in vars(theirs).items()}
+    if mine != aiosmtpd:
+        setup = None
+    _SETUPS[cls] = setup
+    return setup
+
+
+def aiosmtpd_setup_matches(cls: type[SMTP] | None = None) -> bool:
+    """Whether sessions of ``cls`` (FaultySMTP) are set up without aiosmtpd's introspection,
+    with the same attributes as aiosmtpd gives them (decided at the class's first session)."""
+    return _SETUPS.get(cls or FaultySMTP) is not None
+
+
 class FaultySMTP(SMTP):
     """An aiosmtpd session that follows a :class:`SmtpPlan`, point by point."""
 
@@ -399,17 +520,23 @@ class FaultySMTP(SMTP):
         tls_context: ssl.SSLContext | None,
         raw_transport: asyncio.BaseTransport | None = None,
     ) -> None:
-        super().__init__(
-            _Handler(self),
-            hostname=host.spec.name,
-            ident=IDENT,
-            tls_context=tls_context,
-            require_starttls=False,
-            timeout=host.idle_timeout,
-            data_size_limit=DATA_SIZE_LIMIT if plan.advertises("SIZE") else None,
-            enable_SMTPUTF8=plan.advertises("SMTPUTF8"),
-            loop=asyncio.get_running_loop(),
-        )
+        handler = _Handler(self)
+        loop = asyncio.get_running_loop()
+        kw: dict[str, Any] = {
+            "hostname": host.spec.name,
+            "ident": IDENT,
+            "tls_context": tls_context,
+            "require_starttls": False,
+            "timeout": host.idle_timeout,
+            "data_size_limit": DATA_SIZE_LIMIT if plan.advertises("SIZE") else None,
+            "enable_SMTPUTF8": plan.advertises("SMTPUTF8"),
+        }
+        cls = type(self)
+        setup = _SETUPS[cls] if cls in _SETUPS else _setup_for(cls, handler, kw)
+        if setup is not None:
+            setup.apply(self, handler, loop, **kw)
+        else:
+            super().__init__(handler, loop=loop, **kw)
         self.host = host
         self.plan = plan
         self.t = transcript

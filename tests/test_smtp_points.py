@@ -376,3 +376,109 @@ def test_a_250_to_ehlo_with_its_own_text_keeps_the_extensions(make_world):
     assert lines[0] == "250-hello there"
     assert lines[-1] == "250 STARTTLS"
     assert "250-PIPELINING" in lines
+
+
+# -- sessions set up without aiosmtpd's introspection ------------------------------
+
+
+def test_auth_and_help_answer_through_the_methods_found_once_per_class(make_world):
+    # HELP reads the smtp_* methods and AUTH the auth_* ones that SMTP.__init__
+    # would find for each connection; the fake finds them once per class.
+    world = make_world({"hosts": {H: {}}})
+    for _ in range(2):  # the class's first session and a later one
+        c = session(world)
+        assert c.cmd("HELP").lines == [
+            "250 2.0.0 Supported commands: AUTH DATA EHLO HELO HELP MAIL NOOP QUIT RCPT RSET STARTTLS VRFY"
+        ]
+        assert c.cmd("HELP MAIL").lines == ["250 2.0.0 Syntax: MAIL FROM: <address> [SP <mail-parameters>]"]
+        assert c.cmd("AUTH PLAIN").code == 538  # aiosmtpd: AUTH needs TLS
+        assert c.cmd("STARTTLS").code == 220
+        c.starttls(client_context(str(world.ca_file)), H)
+        assert c.cmd("EHLO client.test").code == 250
+        assert c.cmd("AUTH FOO").lines == ["504 5.5.4 Unrecognized authentication type"]
+        # aiosmtpd's built-in PLAIN mechanism, whose default callback refuses everyone.
+        assert c.cmd("AUTH PLAIN AHVzZXIAcGFzc3dvcmQ=").lines == [
+            "535 5.7.8 Authentication credentials invalid"
+        ]
+        assert c.cmd("QUIT").code == 221
+    assert not world.events.errors()
+
+
+def test_a_session_has_the_attributes_aiosmtpd_would_give_it():
+    # Against another aiosmtpd version whose SMTP.__init__ sets other things,
+    # this fails (the fake then lets aiosmtpd set every session up, slower).
+    import asyncio
+
+    from aiosmtpd.smtp import SMTP
+    from mailfakes import smtp
+    from mailfakes.spec import parse_world
+
+    async def both() -> tuple[dict, dict, object, object]:
+        world = World(parse_world({"hosts": {H: {}}}))
+        await world.astart()
+        try:
+            host = world._servers[0]
+            t = host.recorder.open_session(H, "127.0.0.1", "?", True)
+            ctx = host._context(host.spec.smtp)
+            ours = smtp.FaultySMTP(host, host.spec.smtp, t, tls_context=ctx)
+            handler = smtp._Handler(ours)
+            theirs = SMTP(
+                handler,
+                hostname=H,
+                ident=smtp.IDENT,
+                tls_context=ctx,
+                require_starttls=False,
+                timeout=host.idle_timeout,
+                data_size_limit=smtp.DATA_SIZE_LIMIT,
+                enable_SMTPUTF8=True,
+                loop=asyncio.get_running_loop(),
+            )
+            return vars(ours), vars(theirs), ours, theirs
+        finally:
+            await world.astop()
+
+    ours, theirs, o, t = asyncio.run(both())
+    assert smtp.aiosmtpd_setup_matches()
+    assert set(theirs) <= set(ours)
+    for key, value in theirs.items():
+        mine = ours[key]
+        assert type(mine) is type(value), key
+        if key == "_smtp_methods":
+            assert list(mine) == list(value)
+            assert all(
+                m.__self__ is o and m.__func__ is getattr(type(o), f"smtp_{k}") for k, m in mine.items()
+            )
+        elif key == "_auth_methods":
+            assert list(mine) == list(value) == ["LOGIN", "PLAIN"]
+            assert all(m.method.__self__ is o and m.is_builtin for m in mine.values())
+            assert [m.method.__func__ for m in mine.values()] == [m.method.__func__ for m in value.values()]
+        elif key == "_handle_hooks":
+            assert sorted(mine) == sorted(value) == ["DATA", "STARTTLS", "exception"]
+        elif key in ("_client_connected_cb",):
+            assert mine.__self__ is o and value.__self__ is t
+        elif isinstance(value, (str, int, float, type(None))) or key in ("tls_context", "loop", "_loop"):
+            assert mine == value, key
+
+
+def test_a_setup_that_differs_from_aiosmtpds_lets_aiosmtpd_set_sessions_up(make_world, monkeypatch):
+    # As with an aiosmtpd whose SMTP.__init__ sets one more attribute than the fake knows.
+    from mailfakes import smtp
+
+    apply = smtp._Setup.apply
+
+    def apply_less(self, session, *args, **kw):
+        apply(self, session, *args, **kw)
+        del session.__dict__["_enforce_call_limit"]
+
+    monkeypatch.setattr(smtp, "_SETUPS", {})
+    monkeypatch.setattr(smtp._Setup, "apply", apply_less)
+    world = make_world({"hosts": {H: {"tls": "none"}}})
+    for _ in range(2):
+        c = session(world)
+        c.sock.sendall(MAIL + RCPT + b"DATA\r\n")
+        assert firsts(c, 3) == ["250 2.1.0", "250 2.1.5", "354 End"]
+        c.sock.sendall(b"Subject: x\r\n\r\nhello\r\n.\r\nQUIT\r\n")
+        assert firsts(c, 2) == ["250 2.0.0", "221 2.0.0"]
+    assert not smtp.aiosmtpd_setup_matches()
+    assert len(world.messages) == 2
+    assert not world.events.errors()
