@@ -127,6 +127,21 @@ def _round(ip: str, port: int, sessions: int, clients: int) -> dict[str, float]:
     return result
 
 
+def _thread_clock(loop: asyncio.AbstractEventLoop) -> int:
+    """The CPU-time clock of the thread that runs ``loop``."""
+    ident: list[int] = []
+    got = threading.Event()
+
+    def which() -> None:
+        ident.append(threading.get_ident())
+        got.set()
+
+    loop.call_soon_threadsafe(which)
+    if not got.wait(5):
+        raise SystemExit("a server's loop thread does not answer")
+    return time.pthread_getcpuclockid(ident[0])
+
+
 def _profiled_round(
     loop: asyncio.AbstractEventLoop, ip: str, port: int, sessions: int, clients: int
 ) -> pstats.Stats:
@@ -215,17 +230,23 @@ def main() -> int:
         _round(*fake, 100, args.clients)  # warm both up (imports, caches, certificates)
         _round(*bare, 100, args.clients)
         rates: dict[str, list[float]] = {"mailfakes": [], "aiosmtpd": []}
+        cpu: dict[str, list[float]] = {"mailfakes": [], "aiosmtpd": []}  # server thread, s a session
+        clocks = {"mailfakes": _thread_clock(world._loop), "aiosmtpd": _thread_clock(controller.loop)}
         for n in range(args.rounds):
             order = [("mailfakes", fake), ("aiosmtpd", bare)]
             if n % 2:
                 order.reverse()
             for name, (ip, port) in order:
                 world.reset()
+                used = time.clock_gettime(clocks[name])
                 r = _round(ip, port, args.sessions, args.clients)
+                used = time.clock_gettime(clocks[name]) - used
                 rate = r["sessions"] / r["elapsed"]
                 rates[name].append(rate)
+                cpu[name].append(used / r["sessions"])
                 print(
-                    f"  round {n + 1} {name:9}: {rate:7.0f} messages/s "
+                    f"  round {n + 1} {name:9}: {rate:7.0f} messages/s, its loop thread "
+                    f"{used / r['sessions'] * 1e6:4.0f} us CPU a session, busy {used / r['elapsed']:.0%} "
                     f"(client process busy {r['client_cpu'] / r['elapsed']:.0%} of a core)"
                 )
                 if name == "mailfakes" and len(world.messages) != min(args.sessions, world.limits.messages):
@@ -237,6 +258,11 @@ def main() -> int:
         print(
             f"median: mailfakes {ours:.0f} messages/s, bare aiosmtpd {theirs:.0f} messages/s, "
             f"ratio {ours / theirs:.2f}; median of the rounds' ratios {pairs:.2f}"
+        )
+        f_cpu, b_cpu = statistics.median(cpu["mailfakes"]), statistics.median(cpu["aiosmtpd"])
+        print(
+            f"server loop thread CPU a session: mailfakes {f_cpu * 1e6:.0f} us, bare aiosmtpd "
+            f"{b_cpu * 1e6:.0f} us (bare/mailfakes {b_cpu / f_cpu:.2f}: above 1, the fake is cheaper)"
         )
         if args.profile:
             world.reset()

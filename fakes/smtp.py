@@ -58,6 +58,7 @@ STARTTLS_UNKNOWN = Reply(502, "Error: command not implemented", "5.5.1")
 STARTTLS_AGAIN = Reply(554, "Error: TLS already active", "5.5.1")  # Postfix; RFC 3207 4.2
 # After a refusing (4xx or 5xx, not 421) greeting, to every command but QUIT (RFC 5321 3.1).
 SESSION_REFUSED = Reply(503, "Error: bad sequence of commands")
+CONTEXT_REFRESH = 60.0  # seconds a host reuses a server context before asking the CA again
 # A client line longer than this is recorded cut short (aiosmtpd refuses it too).
 LINE_RECORD_LIMIT = 4096
 
@@ -85,6 +86,7 @@ CUT_POINTS: Final[dict[str, frozenset[str]]] = {
 }
 _NO_REPLY_POINTS: Final = frozenset({AFTER_GREETING, TLS_UP, CONTENT})  # nothing is answered there
 _AS_WRITTEN: Final = frozenset({GREETING, "EHLO", "HELO"})  # replies sent without enhanced-code styling
+_FOLLOWED: Final = frozenset({GREETING, "DATA", DATA_END, "STARTTLS"})  # where a reply moves the session on
 
 TlsState = Literal["off", "offered", "active"]  # no TLS on this host; STARTTLS possible; TLS is up
 
@@ -233,6 +235,21 @@ _DEFAULT_ENHANCED = {
     (553, "*"): "5.1.3",
     (555, "*"): "5.5.4",
 }
+
+
+# What styled() made of (line, point, enhanced) lately: most replies are the same few lines.
+_STYLED: dict[tuple[str, str, bool], str] = {}
+_STYLED_MEMO: Final = 1024  # lines remembered at most (some carry a session number or a client's words)
+
+
+def _styled(text: str, answering: str, enhanced: bool) -> str:
+    key = (text, answering, enhanced)
+    out = _STYLED.get(key)
+    if out is None:
+        out = styled(text, answering, enhanced)
+        if len(_STYLED) < _STYLED_MEMO:
+            _STYLED[key] = out
+    return out
 
 
 def tls_failure_reason(exc: BaseException | None) -> str:
@@ -471,7 +488,7 @@ class _Setup:
         d["_auth_callback"] = login_always_fail
         d["_auth_required"] = False
         d["_auth_methods"] = {
-            name: attr._replace(method=getattr(handler if on_handler else session, method))
+            name: attr.__class__(getattr(handler if on_handler else session, method), *attr[1:])
             for name, on_handler, method, attr in self.auth
         }
         d["_handle_hooks"] = {m.replace("handle_", ""): getattr(handler, m) for m in self.hooks}
@@ -541,11 +558,14 @@ class FaultySMTP(SMTP):
         self.plan = plan
         self.t = transcript
         self._raw = raw_transport
-        self._tls_active = raw_transport is not None  # implicit TLS: the gate did the handshake
+        # Implicit TLS: the gate did the handshake. aiosmtpd never changes tls_context.
+        self._tls: TlsState = (
+            "active" if raw_transport is not None else "off" if tls_context is None else "offered"
+        )
         self._decisions = host.decisions(plan)
         # Where the session is, and what the plan does there.
         self._point: str = GREETING
-        self._act = decided(self._decisions, plan, GREETING, self._tls_state())
+        self._act = decided(self._decisions, plan, GREETING, self._tls)
         self._reply: list[str] = []  # the lines of a multi-line reply before its last
         self._inbound = Inbound(self)
         self._enhanced = False  # ENHANCEDSTATUSCODES advertised in this EHLO session
@@ -559,14 +579,11 @@ class FaultySMTP(SMTP):
 
     # -- where the session is --------------------------------------------
 
-    def _tls_state(self) -> TlsState:
-        if self._tls_active:
-            return "active"
-        return "off" if self.tls_context is None else "offered"
-
     def _enter(self, point: str, arg: str | None = None) -> Action:
         """The session reaches ``point``: what the plan does there."""
-        act = decided(self._decisions, self.plan, point, self._tls_state(), not arg)
+        act = self._decisions.get((point, self._tls, not arg))  # decided(), on the path of every reply
+        if act is None:
+            act = decided(self._decisions, self.plan, point, self._tls, not arg)
         self._point, self._act = point, act
         return act
 
@@ -746,7 +763,7 @@ class FaultySMTP(SMTP):
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
-        self._tls_active = True
+        self._tls = "active"
         self._enhanced = False  # RFC 3207 4.2: the client starts over with EHLO
         self._inbound.restart()
         self.host.tls_done(self.t, self.transport, self.plan)
@@ -760,14 +777,24 @@ class FaultySMTP(SMTP):
         extensions, less those switched off (STARTTLS where aiosmtpd offers it)."""
         plan = self.plan
         self._enhanced = plan.advertises("ENHANCEDSTATUSCODES")
+        starttls = any(o[4:].upper() == "STARTTLS" for o in offered)
+        memo = self.host.ehlo_memo
+        key = (id(plan), starttls)
+        made = memo.get(key)
+        if made is None:
+            made = memo[key] = self._ehlo_lines(starttls)
+        return list(made)
+
+    def _ehlo_lines(self, starttls: bool) -> tuple[str, ...]:
+        plan = self.plan
         lines = [self.hostname, "PIPELINING"]
         if plan.advertises("SIZE"):
             lines.append(f"SIZE {DATA_SIZE_LIMIT}")
         lines += ["8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"]
-        if any(o[4:].upper() == "STARTTLS" for o in offered):
+        if starttls:
             lines.append("STARTTLS")
         lines = [ln for ln in lines if ln.split(" ")[0] not in plan.extensions_off]
-        return [f"250-{ln}" for ln in lines[:-1]] + [f"250 {lines[-1]}"]
+        return (*[f"250-{ln}" for ln in lines[:-1]], f"250 {lines[-1]}")
 
     # -- replies ----------------------------------------------------------
 
@@ -786,6 +813,14 @@ class FaultySMTP(SMTP):
         lines, self._reply = self._reply, []
         lines.append(text)
         point, act = self._point, self._act
+        if len(lines) == 1 and act.reply is None and not act.delay and act.note is None and point != "EHLO":
+            # The common case, on the path of most replies: one line, aiosmtpd's own.
+            line = text if point in _AS_WRITTEN else _styled(text, point, self._enhanced)
+            self.host.recorder.line(self.t, "S", self.host.spec.name, line)
+            await super().push(line)
+            if act.close is not None or point in _FOLLOWED:
+                await self._replied(point, act, own)
+            return
         if point == "EHLO" and own.startswith("250"):
             lines = self.ehlo_lines(lines)
         if act.note is not None:
@@ -803,7 +838,7 @@ class FaultySMTP(SMTP):
         if point not in _AS_WRITTEN:
             # The greeting and the EHLO reply go as written (a 421 greeting
             # often carries 4.3.2); the rest follows ENHANCEDSTATUSCODES.
-            lines = [styled(line, point, self._enhanced) for line in lines]
+            lines = [_styled(line, point, self._enhanced) for line in lines]
         recorder, name = self.host.recorder, self.host.spec.name
         for line in lines:
             recorder.line(self.t, "S", name, line)
@@ -1009,6 +1044,10 @@ class HostServer:
         self.stopping = False
         self.healthy = spec.smtp.healthy()  # what a session gets once a schedule's faults are spent
         self._decisions: dict[int, Decisions] = {}
+        # (id of a plan, STARTTLS offered) -> the EHLO reply's lines (see FaultySMTP.ehlo_lines).
+        self.ehlo_memo: dict[tuple[int, bool], tuple[str, ...]] = {}
+        # id of a plan -> its server context and when it was asked of the CA (see _context).
+        self._contexts: dict[int, tuple[ssl.SSLContext, float]] = {}
 
     async def start(self, sock: socket.socket) -> None:
         if self.spec.kind == "smtp" and self.spec.smtp.uses_tls:
@@ -1035,8 +1074,16 @@ class HostServer:
         return self._decisions.setdefault(id(plan), {})
 
     def _context(self, plan: SmtpPlan) -> ssl.SSLContext:
+        """The server context of ``plan``'s sessions, asked of the CA again every CONTEXT_REFRESH
+        seconds: the CA issues a certificate anew an hour before it would change kind."""
+        now = time.monotonic()
+        held = self._contexts.get(id(plan))
+        if held is not None and now - held[1] < CONTEXT_REFRESH:
+            return held[0]
         assert self.contexts is not None, "a TLS host needs certificates"
-        return self.contexts(self.spec.name, plan.cert, plan.tls_offer)
+        ctx = self.contexts(self.spec.name, plan.cert, plan.tls_offer)
+        self._contexts[id(plan)] = (ctx, now)
+        return ctx
 
     def make_protocol(self) -> asyncio.BaseProtocol:
         spec = self.spec
