@@ -750,9 +750,7 @@ class FaultySMTP(SMTP):
                 ),
             )
             if kept:
-                self.host.recorder.emit(
-                    self.t, "message", self.host.spec.name, f"message kept ({len(content)} bytes)"
-                )
+                self.host.recorder.note(self.t, "message", f"message kept ({len(content)} bytes)")
         if act.cut is not None:
             self._cut(act.cut, act.why)
             await self._park()
@@ -1092,7 +1090,7 @@ class HostServer:
         kind = spec.kind if faulted else "smtp"
         plan = spec.smtp if faulted else self.healthy
         t = self.recorder.open_session(spec.name, self.address, "?", faulted)
-        self.recorder.emit(t, "connect", spec.name, f"connection accepted ({kind})")
+        self.recorder.note(t, "connect", f"connection accepted ({kind})")
         if kind == "silent":
             t.add("*", "fault: the server accepts and never speaks")
             return SilentProtocol(self, t)
@@ -1120,7 +1118,7 @@ class HostServer:
         t.closed = True
         if t.ended_by is None:
             t.ended_by = "stop" if self.stopping else "client"
-        self.recorder.emit(t, "close", self.spec.name, f"connection closed ({t.ended_by})")
+        self.recorder.note(t, "close", f"connection closed ({t.ended_by})")
 
     def hello_seen(self, t: Transcript, hello: ClientHello | None) -> None:
         """The client's first TLS flight came in (``None``: it was no ClientHello)."""

@@ -417,6 +417,18 @@ class Recorder:
             return event
         return self.events.emit(kind, host, text, session=t.session_id, **data)
 
+    def note(self, t: Transcript, kind: EventKind, text: str) -> None:
+        """:meth:`emit` of one of ``t``'s own events (connect, close, TLS, fault, message, on its
+        host, without data), for a caller that needs no :class:`Event` back: one is made only
+        for live subscribers."""
+        if t.retired:
+            return
+        at = t._note_event(kind, text)
+        if kind == "close":
+            t._compact()
+        if self.events._subscribers:
+            self.events.publish(Event(kind, t.host, text, at, {"session": t.session_id}))
+
     def line(
         self, t: Transcript, direction: Direction, host: str, text: str, *, always: bool = False
     ) -> Event | None:
