@@ -41,19 +41,36 @@ import collections
 import contextlib
 import errno
 import ipaddress
+import re
 import socket
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Final, Literal
-
-from dnslib import AAAA, CNAME, EDNS0, MX, NS, QTYPE, RCODE, RR, SOA, TXT, A, DNSHeader, DNSLabel, DNSRecord
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from .events import Event, EventKind, EventLog, shared
 from .spec import DnsFault, WorldSpec, normalize_name
+from .values import frozen
 
-__all__ = ["MAX_TCP_MESSAGE", "DnsQuery", "FakeDNS", "Transport"]
+if TYPE_CHECKING:
+    from dnslib import (
+        AAAA,
+        CNAME,
+        EDNS0,
+        MX,
+        NS,
+        QTYPE,
+        RCODE,
+        RR,
+        SOA,
+        TXT,
+        A,
+        DNSHeader,
+        DNSLabel,
+        DNSRecord,
+    )
+
+__all__ = ["MAX_TCP_MESSAGE", "DnsQuery", "FakeDNS", "Transport", "prepare"]
 
 Transport = Literal["udp", "tcp"]
 
@@ -173,12 +190,47 @@ class DnsQuery:
 _QUERY_FIELDS = ("name", "qtype", "transport", "rcode", "answers", "fault", "peer", "delay_ms")
 _monotonic = time.monotonic
 
+# dnslib (about 3 ms to import) decodes queries and packs answers: it is
+# imported by the first packet, or by prepare(), not with this module, so that
+# a world is served (``serve --json`` ready) without waiting for it. Starting
+# a server needs none of it.
+_dnslib_ready = False
+
+
+def prepare() -> None:
+    """Import what answering needs now, so that the first query does not wait for it.
+
+    ``mailfakes serve`` calls it once its ready line is out; any packet calls it.
+    """
+    global _dnslib_ready, AAAA, CNAME, EDNS0, MX, NS, QTYPE, RCODE, RR, SOA, TXT, A
+    global DNSHeader, DNSLabel, DNSRecord
+    if _dnslib_ready:
+        return
+    from dnslib import (
+        AAAA,
+        CNAME,
+        EDNS0,
+        MX,
+        NS,
+        QTYPE,
+        RCODE,
+        RR,
+        SOA,
+        TXT,
+        A,
+        DNSHeader,
+        DNSLabel,
+        DNSRecord,
+    )
+
+    _dnslib_ready = True
+
 
 class _WorldError(Exception):
     """The world is wired wrong (e.g. no address for a host): a bug, answered SERVFAIL."""
 
 
-@dataclass(frozen=True)
+@frozen
 class _Entry:
     rtype: str
     value: str
@@ -187,15 +239,24 @@ class _Entry:
     host_ref: bool  # an A record whose value is a host's name, resolved by address_of
 
 
-@dataclass
 class _Outcome:
     """What to send for one query (``reply`` None: send nothing)."""
 
-    reply: bytes | None
-    record: DnsQuery
-    delay: float = 0.0
-    error: str | None = None
-    reset: bool = False  # TCP only: cut the connection with RST instead of answering
+    __slots__ = ("delay", "error", "record", "reply", "reset")
+
+    def __init__(
+        self,
+        reply: bytes | None,
+        record: DnsQuery,
+        delay: float = 0.0,
+        error: str | None = None,
+        reset: bool = False,  # TCP only: cut the connection with RST instead of answering
+    ) -> None:
+        self.reply = reply
+        self.record = record
+        self.delay = delay
+        self.error = error
+        self.reset = reset
 
 
 def _is_ip(value: str) -> bool:
@@ -218,16 +279,23 @@ def _label_text(label: Any) -> str:
     return "." if text == "." else text.rstrip(".")
 
 
+_DECIMAL_ESCAPE: Final = re.compile(r"\\(\d{3})")  # \DDD, as in a zone file
+
+
 def _name_of(text: str) -> Name:
-    """A spec name as labels, IDNA-encoded the way dnslib packs it (so a client asking it matches)."""
+    """A spec name as labels, IDNA-encoded as dnslib packs it (so a client asking it matches).
+
+    As dnslib's DNSLabel reads text, without importing dnslib: ``\\DDD`` is the
+    character of that code, then the name is IDNA-encoded and split at dots.
+    """
     text = normalize_name(text)
     if not text:
         return ()
     try:
-        labels = DNSLabel(text).label
+        labels = _DECIMAL_ESCAPE.sub(lambda m: chr(int(m[1])), text).encode("idna").rstrip(b".").split(b".")
     except UnicodeError:  # not IDNA-encodable: keep its UTF-8, which no well-formed query matches
-        labels = tuple(text.encode().split(b"."))
-    return tuple(bytes(label).lower() for label in labels)
+        labels = text.encode().split(b".")
+    return tuple(label.lower() for label in labels)
 
 
 def _wire_name(qname: Any) -> Name:
@@ -304,11 +372,7 @@ class _Zone:
                 self.empty_non_terminals.add(parent)
         apex = self.apex_text
         self.ns_name = f"ns.{apex}" if apex else "ns"
-        self.soa = SOA(
-            mname=self.ns_name + ".",
-            rname=(f"hostmaster.{apex}" if apex else "hostmaster") + ".",
-            times=(1, 3600, 600, 86400, SOA_TTL),
-        )
+        self._soa: SOA | None = None  # made by the first answer that needs it (dnslib then loaded)
 
     def _add(self, name: Name, entry: _Entry) -> None:
         entries = self.records.setdefault(name, [])
@@ -326,6 +390,17 @@ class _Zone:
             if f.applies_to(qtype):
                 return f
         return None
+
+    @property
+    def soa(self) -> SOA:
+        if self._soa is None:
+            apex = self.apex_text
+            self._soa = SOA(
+                mname=self.ns_name + ".",
+                rname=(f"hostmaster.{apex}" if apex else "hostmaster") + ".",
+                times=(1, 3600, 600, 86400, SOA_TTL),
+            )
+        return self._soa
 
     def soa_rr(self) -> RR:
         return RR(DNSLabel(self.apex), QTYPE.SOA, rdata=self.soa, ttl=SOA_TTL)
@@ -597,6 +672,7 @@ class FakeDNS:
     # Deciding the answer
 
     def _process(self, data: bytes, transport: Transport, addr: Any) -> _Outcome:
+        prepare()
         peer = _peer_text(addr)
         try:
             outcome = self._decide(data, transport, peer)

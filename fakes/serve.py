@@ -14,7 +14,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .command import UsageError, enter_netns, get, reexec, remove
+from .command import UsageError, enter_netns, get, reexec, remove, started
 from .facts import ClientFacts
 
 if TYPE_CHECKING:
@@ -83,6 +83,13 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
                 out if not args.command_argv else sys.stderr,
                 interactive=not args.command_argv,
             )
+        # What answering a DNS query needs (dnslib) is imported now, once the
+        # world is announced, not before: the line comes about 3 ms sooner, and
+        # a client that asks at once waits for the rest of this import only.
+        from .dns import prepare
+
+        prepare()
+        started()  # the cyclic collector runs again (see command.pause_collector)
         if args.follow:
             from .demo import follower
 

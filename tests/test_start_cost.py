@@ -531,3 +531,63 @@ def test_the_plugin_warms_up_only_for_a_session_that_needs_it(
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"threads before the first test: {expected}" in done.stdout
+
+
+# -- what a start leaves for later -------------------------------------------------
+
+
+def test_a_world_starts_without_dnslib_and_its_first_query_is_answered() -> None:
+    # dnslib is imported by the first packet (or by serve, after its ready line).
+    probe = (
+        "import sys\n"
+        "import dns.message, dns.query, dns.rdatatype\n"
+        "from mailfakes import World\n"
+        "w = World({'zone': 'contoso.test', 'hosts': {'mx.contoso.test': {}}}).start()\n"
+        "before = 'dnslib' in sys.modules\n"
+        "q = dns.message.make_query('mx.contoso.test', 'A')\n"
+        "r = dns.query.udp(q, w.dns_host, port=w.dns_port, timeout=5)\n"
+        "answer = [rd.address for rrset in r.answer for rd in rrset]\n"
+        "import json\n"
+        "print(json.dumps([before, answer, w.address_of('mx.contoso.test')]))\n"
+        "w.stop()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    before, answer, address = json.loads(done.stdout)
+    assert before is False
+    assert answer == [address]
+
+
+def test_a_command_start_pauses_the_collector_until_it_says_started() -> None:
+    import gc
+
+    from mailfakes.command import pause_collector, started
+
+    assert gc.isenabled()
+    frozen_before = gc.get_freeze_count()
+    try:
+        pause_collector()
+        assert not gc.isenabled()
+        started()
+        assert gc.isenabled()
+        assert gc.get_freeze_count() > frozen_before
+        started()  # once only
+        assert gc.isenabled()
+        gc.disable()  # a caller's choice is kept
+        pause_collector()
+        started()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()
+
+
+def test_main_called_with_arguments_leaves_the_collector_alone(capsys: pytest.CaptureFixture[str]) -> None:
+    import gc
+
+    from mailfakes.cli import main
+
+    frozen_before = gc.get_freeze_count()
+    assert main(["list", "--code", "success"]) == 0
+    assert "baseline-delivered" in capsys.readouterr().out
+    assert gc.isenabled() and gc.get_freeze_count() == frozen_before
