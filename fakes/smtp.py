@@ -394,8 +394,8 @@ class _Handler:
     def __init__(self, session: FaultySMTP) -> None:
         self.session = session
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        return await self.session.data_end(envelope)
+    def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> Awaitable[str]:
+        return self.session.data_end(envelope)  # aiosmtpd awaits it
 
     def handle_STARTTLS(self, server: SMTP, session: Session, envelope: Envelope) -> bool:
         self.session.tls_established()
@@ -451,8 +451,9 @@ class _Setup:
         for name, attr in probe._auth_methods.items():
             method: Any = attr.method
             self.auth.append((name, method.__self__ is not probe, method.__name__, attr))
-        self.hooks = [m for m in dir(handler) if m.startswith("handle_")]
-        self.smtp = [m for m in dir(cls) if m.startswith("smtp_")]
+        # (the key aiosmtpd files it under, the method's name), in dir()'s order
+        self.hooks = [(m.replace("handle_", ""), m) for m in dir(handler) if m.startswith("handle_")]
+        self.smtp = [(m.replace("smtp_", ""), m) for m in dir(cls) if m.startswith("smtp_")]
 
     def apply(self, session: SMTP, handler: object, loop: asyncio.AbstractEventLoop, **kw: Any) -> None:
         """SMTP.__init__ for ``session``, with the keywords FaultySMTP uses, without introspection."""
@@ -491,9 +492,9 @@ class _Setup:
             name: attr.__class__(getattr(handler if on_handler else session, method), *attr[1:])
             for name, on_handler, method, attr in self.auth
         }
-        d["_handle_hooks"] = {m.replace("handle_", ""): getattr(handler, m) for m in self.hooks}
+        d["_handle_hooks"] = {key: getattr(handler, m) for key, m in self.hooks}
         d["_ehlo_hook_ver"] = None
-        d["_smtp_methods"] = {m.replace("smtp_", ""): getattr(session, m) for m in self.smtp}
+        d["_smtp_methods"] = {key: getattr(session, m) for key, m in self.smtp}
         d["_enforce_call_limit"] = False
 
 
@@ -920,9 +921,10 @@ class FaultySMTP(SMTP):
 def _dispatched(name: str) -> Callable[..., Awaitable[None]]:
     parent = getattr(SMTP, "smtp_" + name)
 
+    # aiosmtpd awaits what the method returns: the command's own coroutine, with no frame around it.
     @functools.wraps(parent)  # keeps aiosmtpd's @syntax data for HELP
-    async def method(self: FaultySMTP, arg: str | None) -> None:
-        await self.command(name, arg, parent)
+    def method(self: FaultySMTP, arg: str | None) -> Awaitable[None]:
+        return self.command(name, arg, parent)
 
     return method
 
