@@ -279,7 +279,7 @@ def _label_text(label: Any) -> str:
     return "." if text == "." else text.rstrip(".")
 
 
-_DECIMAL_ESCAPE: Final = re.compile(r"\\(\d{3})")  # \DDD, as in a zone file
+_DECIMAL_ESCAPE: Final = r"\\(\d{3})"  # \DDD, as in a zone file (compiled, by re, at first use)
 
 
 def _name_of(text: str) -> Name:
@@ -291,8 +291,9 @@ def _name_of(text: str) -> Name:
     text = normalize_name(text)
     if not text:
         return ()
+    unescaped = re.sub(_DECIMAL_ESCAPE, lambda m: chr(int(m[1])), text) if "\\" in text else text
     try:
-        labels = _DECIMAL_ESCAPE.sub(lambda m: chr(int(m[1])), text).encode("idna").rstrip(b".").split(b".")
+        labels = unescaped.encode("idna").rstrip(b".").split(b".")
     except UnicodeError:  # not IDNA-encodable: keep its UTF-8, which no well-formed query matches
         labels = text.encode().split(b".")
     return tuple(label.lower() for label in labels)
