@@ -8,8 +8,11 @@ loop, ``--clients`` connections at once), each one doing one-message plain
 SMTP sessions (EHLO, MAIL, RCPT, DATA, QUIT) one after the other until the
 round's sessions are done. Rounds alternate between the two servers, so
 both see the same machine; the figure is the median of each one's rounds
-and their ratio. The client process reports how busy it was: if it used
-nearly all of one core, it, not the server, set the pace.
+and their ratio, and the median of each round's ratio (its two figures
+taken back to back). Each server's loop thread is also timed on its own
+CPU clock: its CPU time a session is the steadier figure when other
+processes load the machine. The client process reports how busy it was: if
+it used nearly all of one core, it, not the server, set the pace.
 
     python benchmarks/bench_throughput.py [--rounds 5] [--sessions 2000] [--clients 50] [--profile]
 
