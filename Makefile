@@ -42,7 +42,7 @@ BENCH_ARGS ?=
 bench: bench-start bench-plugin bench-catalogue bench-dns bench-memory bench-throughput
 
 bench-start: $(STAMP)
-	$(BIN)/python benchmarks/bench_start.py
+	$(BIN)/python benchmarks/bench_start.py --commands $(BENCH_ARGS)
 
 bench-plugin: $(STAMP)
 	$(BIN)/python benchmarks/bench_plugin.py $(BENCH_ARGS)
