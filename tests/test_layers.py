@@ -19,7 +19,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent / "fakes"
 
 LAYERS: dict[str, tuple[str, ...]] = {
     # Values and rules shared by everything: no sockets.
-    "foundation": ("values", "faults", "spec", "codes", "classify", "events", "transcript"),
+    "foundation": ("values", "faults", "spec", "codes", "classify", "events", "transcript", "dsn"),
     # The catalogue of scenarios, and the servers that play a world.
     "servers": (
         "catalogue",
