@@ -458,28 +458,29 @@ PRECEDENCE: Final = (
 )
 
 
+_ROWS: Final = {k.key: k for k in TABLE}
+# Rows whose second part stands for any name: replies.MAIL is a replies.CMD.
+_GENERIC: Final = {"replies": "replies.CMD", "delays_ms": "delays_ms.POINT", "hosts": "hosts.NAME"}
+
+
 def key(name: str) -> Key:
     """The table's entry for ``name``: a row's key (``"tls"``, ``"replies.CMD"``) or a key as an
     error message names it (``replies.MAIL``, ``close_at.point``, ``dns_faults[0].tcp``,
     ``hosts."mx1.contoso.test".cert``)."""
-    for k in TABLE:
-        if k.key == name:
-            return k
+    row = _ROWS.get(name)
+    if row is not None:
+        return row
+    # Indexes and quoted host names go; so do the world and host prefixes.
     parts = [p for p in re.sub(r'"[^"]*"', "NAME", re.sub(r"\[\d+\]", "", name)).split(".") if p]
     if parts[:1] == ["world"]:
         parts = parts[1:]
     if parts[:2] == ["hosts", "NAME"] and len(parts) > 2:
         parts = parts[2:]
-    elif parts[:1] == ["hosts"] and len(parts) == 2:
-        parts = ["hosts", "NAME"]
-    for candidate in (".".join(parts), ".".join(parts[:2]), parts[0] if parts else ""):
-        for k in TABLE:
-            if k.key == candidate or (
-                k.key.split(".")[0] == candidate and not k.key.startswith("dns_faults.")
-            ):
-                if candidate in ("replies", "delays_ms") and len(parts) < 2:
-                    continue
-                return k
+    head = parts[0] if parts else ""
+    generic = _GENERIC.get(head) if len(parts) > 1 or head == "hosts" else None
+    for candidate in (".".join(parts[:2]), generic, head):  # dns_faults.tcp, replies.CMD, close_at
+        if candidate in _ROWS:
+            return _ROWS[candidate]
     raise KeyError(name)
 
 
