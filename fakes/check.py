@@ -50,6 +50,7 @@ PLACEHOLDERS = (
 )
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 OUTPUT_KEPT = 4000  # characters of stdout/stderr kept per scenario in reports
+CONTENT_KEPT = 65536  # characters of each received message's content kept in reports
 CONTROL = CONTROL_SCENARIO
 VOID_REASON = "the client also fails the healthy baseline, so its failure reports prove nothing"
 
@@ -76,6 +77,8 @@ class CheckResult:
     reason: str = ""
     witness: list[dict[str, Any]] = field(default_factory=list)
     expects_failure: bool = True
+    # The messages the world's hosts kept while the client ran (a queue's non-delivery report too).
+    received: list[dict[str, Any]] = field(default_factory=list)
 
 
 def with_control(chosen: Sequence[Scenario], *, control: bool = True) -> list[Scenario]:
@@ -247,7 +250,29 @@ def run_one(
         ),
         witness=testimony.as_dicts(),
         expects_failure=not scenario.is_success,
+        received=received(world),
     )
+
+
+def received(world: World) -> list[dict[str, Any]]:
+    """What the world's hosts kept, oldest first, for the JSON report.
+
+    ``content`` is the message as text (bytes that are no UTF-8 replaced),
+    at most :data:`CONTENT_KEPT` characters; ``size`` is its length in bytes.
+    """
+    return [
+        {
+            "host": m.host,
+            "session_id": m.session_id,
+            "mail_from": m.mail_from,
+            "rcpt_tos": list(m.rcpt_tos),
+            "tls_version": m.tls_version,
+            "replied": m.replied,
+            "size": len(m.content),
+            "content": m.content.decode("utf-8", "replace")[:CONTENT_KEPT],
+        }
+        for m in world.messages
+    ]
 
 
 _XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
