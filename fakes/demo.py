@@ -5,7 +5,15 @@ client meets the fault (DNS, TCP, SMTP both ways, TLS and the certificate
 presented, the point where it breaks), the code the client reports in the
 Exchange trace style, and how to fix it. Colour in a terminal, plain text
 elsewhere; ``render_html`` turns the same results into one self-contained
-page to share after a session.
+page to share after a session: a summary, then each scenario with its
+dialogue also drawn as a sequence diagram (inline SVG).
+
+Every word the demo writes itself is in the chosen language: the labels
+(:data:`LABELS`), the client's and the servers' notes and the description of
+the fakes (the :class:`Phrases` tables below). What comes from the wire
+(SMTP lines, DNS names and answers, certificate subjects, TLS alert names,
+OpenSSL's own messages) and the client's report line, in Exchange's trace
+style, stay as they are.
 """
 
 from __future__ import annotations
@@ -13,23 +21,26 @@ from __future__ import annotations
 import html
 import os
 import queue
+import re
 import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar, TextIO
 
 from .client import DeliveryReport, deliver_scenario
 from .codes import title as eop_title
-from .faults import key
-from .markdown import wire_summary
+from .faults import describe_dns_fault, describe_host, key
+from .spec import normalize_name
 
 if TYPE_CHECKING:
     from .catalogue import Scenario
     from .events import Event
     from .runtime import Runtime
+    from .spec import WorldSpec
     from .world import World
 
 LABELS: dict[str, dict[str, str]] = {
@@ -49,6 +60,19 @@ LABELS: dict[str, dict[str, str]] = {
         "server": "server",
         "scenario": "scenario",
         "wire": "The fakes",
+        "summary": "Summary",
+        "date": "Date",
+        "version": "mailfakes version",
+        "played": "Scenarios played",
+        "codes": "Codes",
+        "n_ok": "as expected: {n}",
+        "n_diff": "not as expected: {n}",
+        "got": "reported {reported}, expected {expected}",
+        "no_report": "no report (stopped)",
+        "diagram": "Sequence diagram",
+        "diagram_title": "Sequence diagram of {id}: the client, the DNS server and the SMTP server",
+        "client": "client",
+        "dns": "DNS",
     },
     "fr": {
         "cause": "Cause",
@@ -66,8 +90,502 @@ LABELS: dict[str, dict[str, str]] = {
         "server": "serveur",
         "scenario": "scénario",
         "wire": "Les faux serveurs",
+        "summary": "Résumé",
+        "date": "Date",
+        "version": "version de mailfakes",
+        "played": "Scénarios joués",
+        "codes": "Codes",
+        "n_ok": "conformes : {n}",
+        "n_diff": "non conformes : {n}",
+        "got": "signalé {reported}, attendu {expected}",
+        "no_report": "pas de rapport (interrompu)",
+        "diagram": "Diagramme de séquence",
+        "diagram_title": "Diagramme de séquence de {id} : le client, le serveur DNS et le serveur SMTP",
+        "client": "client",
+        "dns": "DNS",
     },
 }
+
+# -- the demo's own sentences, in French ---------------------------------------------
+
+_SLOT = r"\{(\w+)\}"
+
+
+class Phrases:
+    """English sentences with ``{slots}``, each with its French and a tag saying what it is.
+
+    A sentence matches a text whole; a slot's value is kept as it is (an
+    address, a host name, a reply from the wire), looked up in a mapping, or
+    translated by another :class:`Phrases`. The patterns are compiled at the
+    first match, not at import.
+    """
+
+    def __init__(
+        self,
+        entries: Iterable[tuple[str, str, str]],
+        slots: Mapping[str, Mapping[str, str] | Phrases] | None = None,
+    ) -> None:
+        self.entries = tuple(entries)  # (tag, English, French)
+        self.slots = dict(slots or {})
+        self._patterns: list[re.Pattern[str]] | None = None
+
+    def _compiled(self) -> list[re.Pattern[str]]:
+        if self._patterns is None:
+            patterns = []
+            for _, en, _ in self.entries:
+                parts = re.split(_SLOT, en)
+                regex = ""
+                for i, part in enumerate(parts):
+                    if i % 2 == 0:
+                        regex += re.escape(part)
+                        continue
+                    slot = self.slots.get(part)
+                    if isinstance(slot, Mapping):
+                        choices = sorted(slot, key=len, reverse=True)
+                        regex += f"(?P<{part}>{'|'.join(re.escape(c) for c in choices)})"
+                    else:
+                        regex += f"(?P<{part}>.*?)"
+                patterns.append(re.compile(regex, re.S))
+            self._patterns = patterns
+        return self._patterns
+
+    def match(self, text: str) -> tuple[str, str] | None:
+        """``(tag, French)`` for ``text``, or None when it is none of the sentences."""
+        for (tag, _, fr), pattern in zip(self.entries, self._compiled(), strict=True):
+            m = pattern.fullmatch(text)
+            if m is None:
+                continue
+            values: dict[str, str] = {}
+            for name, value in m.groupdict().items():
+                slot = self.slots.get(name)
+                if isinstance(slot, Phrases):
+                    found = slot.match(value)
+                    if found is None:
+                        break
+                    value = found[1]
+                elif slot is not None:
+                    value = slot[value]
+                values[name] = value
+            else:
+                return tag, fr.format_map(values)
+        return None
+
+    def tag(self, text: str) -> str:
+        found = self.match(text)
+        return found[0] if found else ""
+
+    def say(self, text: str, lang: str) -> str:
+        """``text`` in ``lang`` (as it is in English, or when it is none of the sentences)."""
+        if lang == "en":
+            return text
+        found = self.match(text)
+        return found[1] if found else text
+
+    def english(self, seen: set[int] | None = None) -> list[str]:
+        """The English words of every sentence and slot value (but for the values French keeps as
+        they are, such as ``fin``): what a French text must not hold (tests read it)."""
+        seen = set() if seen is None else seen
+        if id(self) in seen:
+            return []
+        seen.add(id(self))
+        out: list[str] = []
+        for _, en, _ in self.entries:
+            out += [p.strip() for p in re.split(_SLOT, en)[::2] if _is_words(p)]
+        for slot in self.slots.values():
+            if isinstance(slot, Phrases):
+                out += slot.english(seen)
+            else:
+                out += [en for en, fr in slot.items() if _is_words(en) and en != fr]
+        return out
+
+
+def _is_words(text: str) -> bool:
+    return re.search(r"[a-z]{3}", text) is not None
+
+
+def _same(*words: str) -> dict[str, str]:
+    return {w: w for w in words}
+
+
+_HOW = _same("FIN", "RST")
+_STAGES = {
+    "the greeting": "l'accueil",
+    "the TLS handshake": "la négociation TLS",
+    "EHLO after STARTTLS": "EHLO après STARTTLS",
+    "the message content": "l'envoi du message",
+    "the final dot": "le point final",
+    **_same("EHLO", "STARTTLS", "MAIL", "RCPT", "DATA"),
+}
+_STAGES_TO = {
+    "the greeting": "à l'accueil",
+    "the TLS handshake": "à la négociation TLS",
+    "EHLO after STARTTLS": "à EHLO après STARTTLS",
+    "the message content": "au contenu du message",
+    "the final dot": "au point final",
+    **{w: f"à {w}" for w in ("EHLO", "STARTTLS", "MAIL", "RCPT", "DATA")},
+}
+
+# OpenSSL's reasons for refusing a certificate (X509_V_ERR_*), glossed in French; its words stay.
+_VERIFY = Phrases(
+    [
+        ("", "{message} (9)", "certificat pas encore valide (OpenSSL : {message}, 9)"),
+        ("", "{message} (10)", "certificat expiré (OpenSSL : {message}, 10)"),
+        ("", "{message} (18)", "certificat auto-signé (OpenSSL : {message}, 18)"),
+        ("", "{message} (19)", "chaîne auto-signée (OpenSSL : {message}, 19)"),
+        ("", "{message} (20)", "émetteur inconnu ou non reconnu (OpenSSL : {message}, 20)"),
+        ("", "{message} (21)", "premier certificat invérifiable (OpenSSL : {message}, 21)"),
+        ("", "{message} (62)", "le nom d'hôte ne correspond pas (OpenSSL : {message}, 62)"),
+        ("", "{message}", "{message}"),
+    ]
+)
+# The reference client's notes (its "*: " lines), tagged with what happened.
+NOTES = Phrases(
+    [
+        ("connect", "connecting to {where}", "connexion à {where}"),
+        ("connected", "connected", "connecté"),
+        ("refused", "connection to {where} refused (RST)", "connexion à {where} refusée (RST)"),
+        ("timeout", "no answer from {where} in {seconds} s", "aucune réponse de {where} en {seconds} s"),
+        (
+            "reset",
+            "connection reset before the greeting (RST)",
+            "connexion réinitialisée avant l'accueil (RST)",
+        ),
+        ("unreachable", "cannot reach {where}: {error}", "impossible de joindre {where} : {error}"),
+        (
+            "no-starttls",
+            "STARTTLS is not in the EHLO reply, and TLS is required: giving up",
+            "STARTTLS est absent de la réponse à EHLO, alors que TLS est exigé : abandon",
+        ),
+        (
+            "closed",
+            "the server closed the connection ({how}) during {stage}",
+            "le serveur a fermé la connexion ({how}) pendant {stage}",
+        ),
+        ("no-reply", "no reply to {stage_to} in {seconds} s", "aucune réponse {stage_to} en {seconds} s"),
+        (
+            "lost",
+            "connection lost during {stage}: {error}",
+            "connexion perdue pendant {stage} : {error}",
+        ),
+        ("cert-rejected", "certificate rejected: {why}", "certificat refusé : {why}"),
+        ("tls-failed", "TLS handshake failed: {reason}", "échec de la négociation TLS : {reason}"),
+        (
+            "tls-ok",
+            "TLS {version} established, certificate verified for {name}",
+            "TLS {version} établi, certificat vérifié pour {name}",
+        ),
+    ],
+    {"how": _HOW, "stage": _STAGES, "stage_to": _STAGES_TO, "why": _VERIFY},
+)
+# Where a note says the delivery broke.
+BREAKS = frozenset(
+    [
+        "refused",
+        "timeout",
+        "reset",
+        "unreachable",
+        "no-starttls",
+        "closed",
+        "no-reply",
+        "lost",
+        "cert-rejected",
+        "tls-failed",
+    ]
+)
+
+# What the client shows of the content it sends (a "C: " line it composes).
+CONTENT = Phrases(
+    [("content", "<message content, {size} bytes>", "<contenu du message, {size} octets>")],
+)
+
+# The resolver's account of an answer (after "DNS: ").
+_DNS_RCODE = Phrases([("", "CLOSED", "connexion fermée (CLOSED)"), ("", "{rcode}", "{rcode}")])
+_DNS_HOW = {
+    "over TCP after a truncated UDP answer": "par TCP après une réponse UDP tronquée",
+    "over UDP": "par UDP",
+    "over TCP": "par TCP",
+}
+DNS_ANSWERS = Phrases(
+    [
+        (
+            "nodata",
+            "{query}: no record (NODATA) {how}{rest}",
+            "{query} : aucun enregistrement (NODATA) {how}{rest}",
+        ),
+        (
+            "timeout",
+            "{query}: no answer (timeout) {how}{rest}",
+            "{query} : aucune réponse (délai dépassé) {how}{rest}",
+        ),
+        ("answer", "{query}: {rcode} {how}{rest}", "{query} : {rcode} {how}{rest}"),
+    ],
+    {"rcode": _DNS_RCODE, "how": _DNS_HOW},
+)
+
+# The fakes' own fault events, as the demo shows them.
+_CUT_WHY = Phrases(
+    [
+        ("", "before the greeting", "avant l'accueil"),
+        ("", "after the greeting", "après l'accueil"),
+        ("", "right after the TLS handshake", "juste après la négociation TLS"),
+        ("", "after {size} bytes of message content", "après {size} octets du contenu du message"),
+        ("", "after the final dot, before the reply", "après le point final, avant la réponse"),
+        ("", "after the reply", "après la réponse"),
+        ("", "after {point}, before its reply", "après {point}, avant sa réponse"),
+    ]
+)
+SERVER_FAULTS = Phrases(
+    [
+        ("cut", "cut ({how}) {why}", "coupure ({how}) {why}"),
+        ("alert", "TLS alert {name} sent", "alerte TLS {name} envoyée"),
+        (
+            "dns-delay",
+            "DNS answer to {query} ({rcode}) sent after {ms} ms",
+            "réponse DNS à {query} ({rcode}) envoyée après {ms} ms",
+        ),
+    ],
+    {"how": _same("fin", "rst"), "why": _CUT_WHY},
+)
+
+# The fault table's effects (faults.TABLE, in English), in French: (key, value) -> French.
+EFFECTS_FR: dict[tuple[str, str], str] = {
+    ("kind", "smtp"): "un serveur SMTP (aiosmtpd), sain sauf si ses clés SMTP disent autre chose",
+    ("kind", "refuse"): "RST au SYN (connexion refusée)",
+    ("kind", "blackhole"): "SYN jamais répondu (la connexion expire)",
+    ("kind", "silent"): "accepte la connexion, n'envoie jamais d'accueil",
+    ("kind", "close_on_accept"): "accepte, puis ferme aussitôt",
+    ("tls", "starttls"): "STARTTLS proposé et fonctionnel",
+    ("tls", "none"): (
+        "pas de STARTTLS dans la réponse à EHLO (un STARTTLS envoyé malgré tout reçoit 502 5.5.1, "
+        "comme de Postfix)"
+    ),
+    ("tls", "starttls_refused"): "STARTTLS refusé (454 4.7.0)",
+    ("tls", "starttls_broken"): (
+        "négociation STARTTLS refusée par une alerte handshake_failure, puis FIN (aucun chiffrement commun)"
+    ),
+    ("tls", "starttls_legacy"): (
+        "le serveur STARTTLS ne parle que TLS 1.0/1.1 (alerte protocol_version pour un client TLS 1.2+ ; "
+        "un client qui accepte encore TLS 1.1 obtient une session)"
+    ),
+    ("tls", "implicit"): "TLS implicite (TLS dès le premier octet, à la manière du port 465)",
+    ("tls", "implicit_broken"): "TLS implicite refusé par une alerte handshake_failure",
+    ("cert", "valid"): "un certificat pour l'hôte, émis par l'autorité reconnue",
+    ("cert", "expired"): "certificat expiré, sa validité a pris fin hier",
+    ("cert", "not_yet_valid"): "certificat pas encore valide, sa validité commence demain",
+    ("cert", "wrong_host"): "certificat établi pour un autre nom d'hôte",
+    ("cert", "untrusted_ca"): "certificat d'une seconde autorité, que le client ne reconnaît pas",
+    ("cert", "self_signed"): "certificat auto-signé, aucune autorité ne s'en porte garante",
+    (
+        "cert",
+        "missing_intermediate",
+    ): "chaîne privée de son autorité intermédiaire, que le serveur n'envoie pas",
+    ("close_at", "before_greeting"): "ferme avant l'accueil",
+    ("close_at", "after_greeting"): "ferme après l'accueil",
+    ("close_at", "after_ehlo"): "ferme au lieu de répondre à EHLO (ou HELO)",
+    ("close_at", "after_starttls"): "ferme juste après la négociation TLS",
+    ("close_at", "after_mail"): "ferme au lieu de répondre à MAIL",
+    ("close_at", "after_rcpt"): "ferme au lieu de répondre à RCPT",
+    ("close_at", "in_data"): "ferme dès les premiers octets du contenu du message",
+    ("close_at", "after_final_dot"): (
+        "garde le message (`replied=False`), ferme avant de répondre au point final"
+    ),
+    ("dns_faults", "nxdomain"): "NXDOMAIN",
+    ("dns_faults", "servfail"): "SERVFAIL",
+    ("dns_faults", "refused"): "REFUSED",
+    ("dns_faults", "drop"): "pas de réponse (requête ignorée)",
+    ("dns_faults", "nodata"): "NODATA (le nom existe, sans enregistrement de ce type)",
+    ("dns_faults", "truncate"): "réponse UDP tronquée (bit TC) ; la reprise sur TCP suit `tcp`",
+    ("dns_faults", "delay"): "répondu après `delay_ms`",
+    ("dns_faults.tcp", "answer"): "reçoit une réponse",
+    ("dns_faults.tcp", "nxdomain"): "reçoit NXDOMAIN",
+    ("dns_faults.tcp", "servfail"): "reçoit SERVFAIL",
+    ("dns_faults.tcp", "refused"): "reçoit REFUSED",
+    ("dns_faults.tcp", "drop"): "ne reçoit aucune réponse",
+    (
+        "dns_faults.tcp",
+        "reset",
+    ): "est coupée par une réinitialisation (un pare-feu qui rejette le DNS sur TCP)",
+}
+
+
+def _effects(*keys: str) -> list[tuple[str, str, str]]:
+    """Sentences for the effects of these keys (``{`` and ``}`` of an effect are no slots)."""
+    out = []
+    for (k, value), fr in EFFECTS_FR.items():
+        if k in keys:
+            en = key(k).effect(value).replace("{", "{{").replace("}", "}}")
+            out.append((f"{k}={value}", en, fr.replace("{", "{{").replace("}", "}}")))
+    return out
+
+
+_AFTER_MS = ("", "{effect} after {ms} ms", "{effect} après {ms} ms")
+_COMMANDS = {"final dot": "point final", **_same("EHLO", "HELO", "MAIL", "RCPT", "DATA", "STARTTLS")}
+_COMMANDS.update(_same("RSET", "QUIT", "NOOP"))
+_REPLY = Phrases(
+    [("", "{line} then closes ({how})", "{line} puis ferme ({how})"), ("", "{line}", "{line}")],
+    {"how": _HOW},
+)
+_POINTS = Phrases(
+    [("", "final dot", "point final"), ("", "GREETING", "accueil (GREETING)"), ("", "{point}", "{point}")]
+)
+_CLOSING = Phrases(
+    [
+        *_effects("close_at"),
+        *[e for e in _effects("kind") if e[0] == "kind=close_on_accept"],
+        (
+            "",
+            "closes after {size} bytes of content (or at a shorter message's dot)",
+            "ferme après {size} octets de contenu (ou au point final d'un message plus court)",
+        ),
+    ]
+)
+_DNS_EFFECT = Phrases(_effects("dns_faults"))
+_TCP_RETRY = Phrases(
+    [*_effects("dns_faults.tcp"), _AFTER_MS], {"effect": Phrases(_effects("dns_faults.tcp"))}
+)
+# World durations as faults.describe_* write them (clock.format_duration: 45s, 2h, 1d2h).
+_DURATION = Phrases([("", "{days}d{rest}", "{days}j{rest}"), ("", "{d}", "{d}")])
+_WHEN = Phrases(
+    [
+        ("", "from {start} until {end}", "de {start} à {end}"),
+        ("", "from {start}", "à partir de {start}"),
+        ("", "until {end}", "jusqu'à {end}"),
+    ],
+    {"start": _DURATION, "end": _DURATION},
+)
+_DNS_WHAT = Phrases(
+    [
+        *_effects("dns_faults"),
+        _AFTER_MS,
+        ("", "UDP answer truncated, TCP retry {retry}", "réponse UDP tronquée, la reprise sur TCP {retry}"),
+        (
+            "",
+            "UDP answer truncated after {ms} ms, TCP retry {retry}",
+            "réponse UDP tronquée après {ms} ms, la reprise sur TCP {retry}",
+        ),
+        ("", "answers after {ms} ms", "répond après {ms} ms"),
+        ("", "{what} ({when})", "{what} ({when})"),  # a fault active for a while only
+    ],
+    {"effect": _DNS_EFFECT, "retry": _TCP_RETRY, "when": _WHEN},
+)
+_DNS_WHAT.slots["what"] = _DNS_WHAT
+# The phrases of faults.describe_host and faults.describe_dns_fault.
+WIRE = Phrases(
+    [
+        *_effects("kind", "tls", "cert"),
+        ("", "{closing} ({how})", "{closing} ({how})"),
+        ("", "greeting {reply}", "accueil {reply}"),
+        ("", "{command} → {reply}", "{command} → {reply}"),
+        ("", "EHLO without {names}", "EHLO sans {names}"),
+        ("", "every reply delayed {ms} ms", "chaque réponse retardée de {ms} ms"),
+        ("", "every other reply delayed {ms} ms", "toute autre réponse retardée de {ms} ms"),
+        ("", "{point} delayed {ms} ms", "{point} : réponse retardée de {ms} ms"),
+        ("", "{point} not delayed", "{point} : réponse non retardée"),
+        ("", "no A record", "pas d'enregistrement A"),
+        ("", "for its first 1 session(s) only", "pour sa première session seulement"),
+        ("", "for its first {n} session(s) only", "pour ses {n} premières sessions seulement"),
+        ("", "for the first {span} only, then healthy", "seulement pendant {span}, puis sain"),
+        ("", "from {start} on (healthy before)", "à partir de {start} (sain avant)"),
+        (
+            "",
+            "from {start} for {span}, healthy before and after",
+            "à partir de {start} pendant {span}, sain avant et après",
+        ),
+        (
+            "",
+            "greylisting: {reply} to each new sender/recipient pair, accepted {after} later",
+            "liste grise : {reply} à chaque nouvelle paire expéditeur/destinataire, "
+            "acceptée {after} plus tard",
+        ),
+        ("", "DNS {name} → {what}", "DNS {name} → {what}"),
+    ],
+    {
+        "closing": _CLOSING,
+        "how": _HOW,
+        "reply": _REPLY,
+        "command": _COMMANDS,
+        "point": _POINTS,
+        "what": _DNS_WHAT,
+        "span": _DURATION,
+        "start": _DURATION,
+        "after": _DURATION,
+    },
+)
+# The one-line account of a world (markdown.wire_summary's parts), in both languages.
+SUMMARY: dict[str, dict[str, str]] = {
+    "en": {
+        "no_mx": "no MX for {domain} (falls back to its address)",
+        "null_mx": "null MX for {domain}",
+        "mx": "MX of {domain}: {hops}",
+        "no_address": " (no address)",
+        "by_ip": "connector set to the IP address of {host}",
+        "smart_host": "smart host {host}",
+        "tls_optional": "TLS optional",
+        "host": "{host}: {what}",
+        "healthy": "healthy, STARTTLS, accepts the message",
+    },
+    "fr": {
+        "no_mx": "pas de MX pour {domain} (repli sur son adresse)",
+        "null_mx": "MX nul pour {domain}",
+        "mx": "MX de {domain}\u00a0: {hops}",
+        "no_address": " (sans adresse)",
+        "by_ip": "connecteur réglé sur l'adresse IP de {host}",
+        "smart_host": "hôte intelligent {host}",
+        "tls_optional": "TLS facultatif",
+        "host": "{host}\u00a0: {what}",
+        "healthy": "sain, STARTTLS, accepte le message",
+    },
+}
+
+
+def _has_address(world: WorldSpec, name: str) -> bool:
+    if any(h.name == name and h.a_record for h in world.hosts):
+        return True
+    return any(r.name == name and r.type in ("A", "AAAA", "CNAME") for r in world.records)
+
+
+def wire_summary(s: Scenario, lang: str = "en") -> str:
+    """What the client meets, in one line, in ``lang`` (in English: ``markdown.wire_summary``'s line)."""
+    words = SUMMARY.get(lang, SUMMARY["en"])
+    world, target = s.world, s.target
+    parts: list[str] = []
+    if target.smart_host is None:
+        domain = normalize_name(target.mail_domain)
+        mxs = sorted(
+            (r for r in world.records if r.type == "MX" and r.name == domain), key=lambda r: r.priority
+        )
+        if not mxs:
+            parts.append(words["no_mx"].format(domain=domain))
+        elif any(r.value == "." for r in mxs):
+            parts.append(words["null_mx"].format(domain=domain))
+        else:
+            hops = [
+                f"{r.priority} {r.value}" + ("" if _has_address(world, r.value) else words["no_address"])
+                for r in mxs
+            ]
+            parts.append(words["mx"].format(domain=domain, hops=", ".join(hops)))
+    elif target.connect_by_ip:
+        parts.append(words["by_ip"].format(host=target.smart_host))
+    else:
+        parts.append(words["smart_host"].format(host=target.smart_host))
+    if not target.require_tls:
+        parts.append(words["tls_optional"])
+    parts += [WIRE.say(describe_dns_fault(f), lang) for f in world.dns_faults]
+    for h in world.hosts:
+        desc = [WIRE.say(d, lang) for d in describe_host(h)]
+        if desc:
+            parts.append(words["host"].format(host=h.name, what=", ".join(desc)))
+        elif s.is_success:
+            parts.append(words["host"].format(host=h.name, what=words["healthy"]))
+    return "; ".join(parts)
+
+
+def cert_effect(kind: str, lang: str = "en") -> str:
+    """The fault table's words for a certificate kind, in ``lang``."""
+    if lang == "en":
+        return key("cert").effect(kind)
+    return EFFECTS_FR.get(("cert", kind), key("cert").effect(kind))
+
 
 # The short tour of ``make demo``: one scenario per code, then a delivery.
 DEFAULT_TOUR = (
@@ -96,7 +614,9 @@ MARKS = {
 @dataclass
 class DemoLine:
     kind: str  # dns, client, server, note, tls, cert, fault
-    text: str
+    text: str  # as shown, in the demo's language
+    raw: str = ""  # as the client or the fake wrote it (English), when the demo translated it
+    step: str = ""  # what happened, for the sequence diagram: a tag of NOTES, DNS_ANSWERS, SERVER_FAULTS
 
 
 @dataclass
@@ -113,6 +633,10 @@ class DemoResult:
     @property
     def reported(self) -> str:
         return self.report.code if self.report else "-"
+
+    @property
+    def as_expected(self) -> bool:
+        return self.report is not None and self.reported == self.expected
 
 
 class Style:
@@ -151,16 +675,27 @@ LINE_STYLES = {
 }
 
 
-def _kind_of(line: str) -> tuple[str, str]:
-    for prefix, kind in KINDS.items():
-        if line.startswith(prefix):
-            text = line[len(prefix) :]
-            if kind == "note" and ("TLS" in text or "certificate" in text):
-                kind = "fault" if ("rejected" in text or "failed" in text) else "tls"
-            elif kind == "note" and text.startswith("connecting"):
-                kind = "note"
-            return kind, text
-    return "note", line
+def dialogue_line(line: str, lang: str = "en") -> DemoLine:
+    """One line of the client's dialogue (``DNS: ``, ``S: ``, ``C: ``, ``*: ``) as the demo shows it."""
+    prefix = line[: line.find(": ") + 2]
+    kind = KINDS.get(prefix)
+    if kind is None:
+        return DemoLine("note", line, line)
+    raw = line[len(prefix) :]
+    if kind == "server":  # the wire, as it came
+        return DemoLine(kind, raw, raw)
+    if kind == "client":
+        if CONTENT.tag(raw):  # the client's own account of what it sent
+            return DemoLine(kind, CONTENT.say(raw, lang), raw, "content")
+        return DemoLine(kind, raw, raw)
+    if kind == "dns":
+        return DemoLine(kind, DNS_ANSWERS.say(raw, lang), raw, DNS_ANSWERS.tag(raw) or "answer")
+    step = NOTES.tag(raw)
+    if step == "tls-ok":
+        kind = "tls"
+    elif step in ("cert-rejected", "tls-failed", "no-starttls"):
+        kind = "fault"
+    return DemoLine(kind, NOTES.say(raw, lang), raw, step)
 
 
 class Player:
@@ -210,6 +745,10 @@ class Player:
                 results.append(self.play(s, runtime, i, len(scenarios)))
         return results
 
+    def show(self, item: DemoLine) -> None:
+        st = self.style
+        self.w("  " + st(f"{MARKS.get(item.kind, '   ')}  {item.text}", *LINE_STYLES.get(item.kind, ())))
+
     def play(self, scenario: Scenario, runtime: Runtime, index: int = 1, total: int = 1) -> DemoResult:
         from .world import World
 
@@ -222,9 +761,8 @@ class Player:
         if scenario.cause[lang]:  # a user's own scenario may have no explanation
             self.w(st(f"{lab['cause']}:", "bold"))
             self.w(_wrap(scenario.cause[lang]))
-        if lang == "en":  # the fault table's descriptions are in English
-            self.w(st(f"{lab['wire']}:", "bold"))
-            self.w(_wrap(wire_summary(scenario).replace("`", "")))
+        self.w(st(f"{lab['wire']}:", "bold"))
+        self.w(_wrap(wire_summary(scenario, lang).replace("`", "")))
         self.w()
         self.w(st(f"{lab['dialogue']}:", "bold"))
         result = DemoResult(scenario, lang)
@@ -234,21 +772,23 @@ class Player:
         current = {"host": ""}
 
         def observe(line: str) -> None:
-            kind, text = _kind_of(line)
-            if kind == "note" and text.startswith("connecting to "):
-                ip = text.split()[-1].rsplit(":", 1)[0]
+            item = dialogue_line(line, lang)
+            if item.step == "connect":
+                ip = item.raw.split()[-1].rsplit(":", 1)[0]
                 current["host"] = seen_hosts.get(ip, ip)
-                kind = "note"
-                text = f"TCP {text}" + (f" ({current['host']})" if current["host"] != ip else "")
-            lines.put(DemoLine(kind, text))
-            if kind == "server" and text.startswith("220") and "TLS" in text:
+                item.text = f"TCP {item.text}" + (f" ({current['host']})" if current["host"] != ip else "")
+            lines.put(item)
+            if item.kind == "server" and item.text.startswith("220") and "TLS" in item.text:
                 cert = self._certificate(world, current["host"])
                 if cert:
-                    lines.put(DemoLine("cert", cert))
+                    lines.put(DemoLine("cert", cert, step="cert"))
 
         def server_event(event: Event) -> None:
             if event.kind == "fault":
-                lines.put(DemoLine("fault", f"{lab['server']}: {event.text}"))
+                text = SERVER_FAULTS.say(event.text, lang)
+                lines.put(
+                    DemoLine("fault", f"{lab['server']}: {text}", event.text, SERVER_FAULTS.tag(event.text))
+                )
 
         unsubscribe = world.events.subscribe(server_event)
         box: dict[str, DeliveryReport] = {}
@@ -274,9 +814,7 @@ class Player:
                 if item is None:
                     break
                 result.lines.append(item)
-                self.w(
-                    "  " + st(f"{MARKS.get(item.kind, '   ')}  {item.text}", *LINE_STYLES.get(item.kind, ()))
-                )
+                self.show(item)
                 if self.pace and self.stop.wait(self.pace):  # pacing for a room, not synchronisation
                     break
             worker.join(10)
@@ -286,10 +824,7 @@ class Player:
                 item = lines.get_nowait()
                 if item is not None:
                     result.lines.append(item)
-                    self.w(
-                        "  "
-                        + st(f"{MARKS.get(item.kind, '   ')}  {item.text}", *LINE_STYLES.get(item.kind, ()))
-                    )
+                    self.show(item)
         finally:
             unsubscribe()
             world.stop()
@@ -332,14 +867,251 @@ class Player:
         return (
             f"{lab['certificate']}: {info['subject']}, {lab['issuer']} {info['issuer']}, "
             f"{info['sans']}, {lab['valid']} {info['not_before'][:10]} → {info['not_after'][:10]}"
-            + (f" ({key('cert').effect(spec.smtp.cert)})" if self.lang == "en" else "")
+            f" ({cert_effect(spec.smtp.cert, self.lang)})"
         )
 
 
 def _wrap(text: str) -> str:
     return textwrap.fill(
-        " ".join(text.split()), width=80, initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False
+        re.sub(r"[ \t\r\n]+", " ", text.strip()),
+        width=80,
+        initial_indent="  ",
+        subsequent_indent="  ",
+        break_on_hyphens=False,
     )
+
+
+# -- the sequence diagram ---------------------------------------------------------------
+
+_LANES = {"dns": 80, "client": 330, "server": 850}
+_WIDTH = 930
+_TOP = 46  # below the lifelines' heads
+_ROW = 26
+_CHAR = 6.7  # the width of one character of the 11 px monospace labels
+_COLOURS = {
+    "client": "#2f62c9",
+    "server": "#8e44ad",
+    "dns": "#0f7f99",
+    "tcp": "#5b6472",
+    "tls": "#a86b00",
+    "err": "#c92a2a",
+    "ok": "#2b8a3e",
+    "warn": "#b35c00",
+    "note": "#5b6472",
+}
+
+
+@dataclass
+class _Row:
+    shape: str  # arrow (from src to dst), note (beside lane src), band (across client and server)
+    src: str
+    dst: str
+    label: str
+    colour: str
+    title: str = ""
+    dashed: bool = False
+    lost: bool = False  # an arrow that never arrives (no answer)
+    failing: bool = False
+    final: bool = False  # where the delivery broke
+
+
+def _dns_rows(line: DemoLine) -> list[_Row]:
+    raw = line.raw or line.text
+    query, _, rest = raw.partition(": ")
+    ask = _Row("arrow", "client", "dns", f"{query} ?", "dns", line.text)
+    if line.step == "timeout":  # the query goes nowhere; the client says so
+        ask.colour, ask.lost, ask.dashed = "err", True, True
+        return [ask, _Row("note", "client", "client", line.text, "err", line.text, failing=True)]
+    values = rest.split(" -> ", 1)[1] if " -> " in rest else ""
+    rcode = "NODATA" if line.step == "nodata" else (rest.split() or ["?"])[0]
+    answer = rcode + (" (TCP)" if "over TCP" in rest else "") + (f" → {values}" if values else "")
+    bad = rcode != "NOERROR"
+    return [ask, _Row("arrow", "dns", "client", answer, "err" if bad else "dns", line.text, failing=bad)]
+
+
+def _short_cert(text: str) -> str:
+    """``certificate presented: CN=host (what is wrong with it)``, from the certificate line."""
+    head, _, rest = text.partition(": ")
+    subject = rest.split(",", 1)[0]
+    what = text[text.rfind(" (") :] if text.endswith(")") else ""
+    return f"{head}: {subject}{what}"
+
+
+def _rows(result: DemoResult) -> list[_Row]:
+    lab = LABELS.get(result.lang, LABELS["en"])
+    rows: list[_Row] = []
+    lines = result.lines
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.kind == "server":
+            group = [line.text]
+            while line.text[3:4] == "-" and i + 1 < len(lines) and lines[i + 1].kind == "server":
+                i += 1
+                line = lines[i]
+                group.append(line.text)
+            bad = group[-1][:1] in ("4", "5")
+            label = group[0] + (f"  (+{len(group) - 1})" if len(group) > 1 else "")
+            rows.append(
+                _Row(
+                    "arrow",
+                    "server",
+                    "client",
+                    label,
+                    "err" if bad else "server",
+                    "\n".join(group),
+                    failing=bad,
+                )
+            )
+        elif line.kind == "client":
+            rows.append(_Row("arrow", "client", "server", line.text, "client", line.text))
+        elif line.kind == "dns":
+            rows += _dns_rows(line)
+        elif line.kind == "cert":
+            rows.append(_Row("arrow", "server", "client", _short_cert(line.text), "tls", line.text))
+        elif line.step == "connect":
+            rows.append(_Row("arrow", "client", "server", line.text, "tcp", line.text))
+        elif line.step == "connected":
+            rows.append(_Row("arrow", "server", "client", line.text, "tcp", line.text, dashed=True))
+        elif line.step in ("refused", "reset"):
+            rows.append(_Row("arrow", "server", "client", line.text, "err", line.text, failing=True))
+        elif line.step == "tls-ok":
+            rows.append(_Row("band", "client", "server", line.text, "tls", line.text))
+        elif line.step in ("cut", "alert"):
+            rows.append(_Row("arrow", "server", "client", line.text, "err", line.text, dashed=True))
+        elif line.step == "dns-delay":
+            rows.append(_Row("note", "dns", "dns", line.text, "warn", line.text))
+        elif line.step in BREAKS:
+            if line.step in ("timeout", "unreachable") and rows and rows[-1].colour == "tcp":
+                rows[-1].colour, rows[-1].lost, rows[-1].dashed = "err", True, True  # the SYN goes nowhere
+            rows.append(_Row("note", "client", "client", line.text, "err", line.text, failing=True))
+        else:
+            rows.append(_Row("note", "client", "client", line.text, "note", line.text))
+        i += 1
+    report = result.report
+    if report is not None and not report.delivered:
+        failing = [r for r in rows if r.failing]
+        if failing:
+            failing[-1].final = True
+    if report is not None:
+        rows.append(
+            _Row(
+                "note",
+                "client",
+                "client",
+                f"{lab['reported']}: {report.code}",
+                "ok" if report.delivered else "err",
+                report.line(),
+            )
+        )
+    return rows
+
+
+def _fit(text: str, width: float) -> str:
+    most = max(4, int(width / _CHAR))
+    return text if len(text) <= most else text[: most - 1] + "…"
+
+
+def _cross(x: float, y: float, size: float = 6) -> str:
+    c = _COLOURS["err"]
+    return (
+        f'<path d="M{x - size:g},{y - size:g} L{x + size:g},{y + size:g} M{x - size:g},{y + size:g} '
+        f'L{x + size:g},{y - size:g}" stroke="{c}" stroke-width="3" stroke-linecap="round"/>'
+    )
+
+
+def sequence_svg(result: DemoResult, uid: str = "seq") -> str:
+    """The dialogue of one played scenario as a sequence diagram: one inline SVG, no script, no asset.
+
+    Lifelines DNS, client and server; an arrow per DNS query and answer, TCP
+    connect, SMTP command and reply, certificate; the TLS session shaded; red
+    where it fails, and a cross with its label in bold where the delivery broke.
+    """
+    esc = html.escape
+    lab = LABELS.get(result.lang, LABELS["en"])
+    rows = _rows(result)
+    height = _TOP + _ROW * len(rows) + 14
+    heads = {"dns": lab["dns"], "client": lab["client"], "server": lab["server"]}
+    name = lab["diagram_title"].format(id=result.scenario.id)
+    out = [
+        f'<svg viewBox="0 0 {_WIDTH} {height}" width="{_WIDTH}" height="{height}" role="img" '
+        f'aria-labelledby="{esc(uid)}-title" class="seq" font-family="ui-monospace,Menlo,Consolas,monospace" '
+        f'font-size="11">',
+        f'<title id="{esc(uid)}-title">{esc(name)}</title>',
+        f'<rect x="0" y="0" width="{_WIDTH}" height="{height}" fill="#ffffff"/>',
+    ]
+    # The TLS session: from the handshake's end to the connection's end.
+    tls_from: int | None = None
+    for n, row in enumerate([*rows, None]):
+        ends = row is None or (row.shape == "arrow" and row.colour == "tcp" and row.src == "client")
+        if tls_from is not None and ends:
+            y0, y1 = _TOP + _ROW * tls_from, _TOP + _ROW * n
+            out.append(
+                f'<rect x="{_LANES["client"]}" y="{y0}" width="{_LANES["server"] - _LANES["client"]}" '
+                f'height="{y1 - y0}" fill="#f6d67a" fill-opacity="0.16"/>'
+            )
+            tls_from = None
+        if row is not None and row.shape == "band":
+            tls_from = n
+    for lane, x in _LANES.items():
+        out.append(
+            f'<line x1="{x}" y1="32" x2="{x}" y2="{height - 6}" stroke="#b9bfcc" stroke-dasharray="4 3"/>'
+            f'<rect x="{x - 55}" y="6" width="110" height="26" rx="5" fill="#eef1f7" stroke="#9aa3b5"/>'
+            f'<text x="{x}" y="23" text-anchor="middle" font-size="12" font-weight="bold" fill="#1d2330">'
+            f"{esc(heads[lane])}</text>"
+        )
+    for n, row in enumerate(rows):
+        y = _TOP + _ROW * n + 17
+        colour = _COLOURS[row.colour]
+        weight = ' font-weight="bold"' if row.final or row.failing else ""
+        group = '<g class="break">' if row.final else "<g>"
+        part = [f"{group}<title>{esc(row.title or row.label)}</title>"]
+        if row.shape == "arrow":
+            x1, x2 = _LANES[row.src], _LANES[row.dst]
+            sign = 1 if x2 > x1 else -1
+            end = x1 + (x2 - x1) * 0.78 if row.lost else x2
+            dash = ' stroke-dasharray="6 4"' if row.dashed else ""
+            part.append(
+                f'<line x1="{x1}" y1="{y}" x2="{end:g}" y2="{y}" stroke="{colour}" stroke-width="1.6"{dash}/>'
+            )
+            if row.lost:
+                part.append(_cross(end, y, 4))
+            else:
+                part.append(
+                    f'<polygon points="{x2},{y} {x2 - sign * 9},{y - 4.5} {x2 - sign * 9},{y + 4.5}" '
+                    f'fill="{colour}"/>'
+                )
+            label = _fit(row.label, abs(end - x1) - 24)
+            part.append(
+                f'<text x="{(x1 + end) / 2:g}" y="{y - 5}" text-anchor="middle" fill="{colour}"{weight}>'
+                f"{esc(label)}</text>"
+            )
+            if row.final and not row.lost:
+                part.append(_cross(x2, y, 7))
+        elif row.shape == "band":
+            x1, x2 = _LANES["client"], _LANES["server"]
+            part.append(
+                f'<rect x="{x1 + 6}" y="{y - 13}" width="{x2 - x1 - 12}" height="18" rx="4" fill="#fff4d6" '
+                f'stroke="{colour}"/>'
+                f'<text x="{(x1 + x2) / 2:g}" y="{y}" text-anchor="middle" fill="{colour}">'
+                f"{esc(_fit(row.label, x2 - x1 - 24))}</text>"
+            )
+        else:  # a note beside its lane, towards the next one
+            x = _LANES[row.src]
+            room = (_LANES["server"] - x) if row.src == "client" else (_LANES["client"] - x)
+            label = _fit(row.label, room - 30)
+            width = len(label) * _CHAR + 10
+            part.append(
+                f'<rect x="{x + 12}" y="{y - 13}" width="{width:g}" height="18" rx="4" fill="#ffffff" '
+                f'stroke="{colour}" stroke-opacity="0.6"/>'
+                f'<text x="{x + 17}" y="{y}" fill="{colour}"{weight}>{esc(label)}</text>'
+            )
+            if row.final:
+                part.append(_cross(x, y - 4, 7))
+        part.append("</g>")
+        out.append("".join(part))
+    out.append("</svg>")
+    return "\n".join(out)
 
 
 # -- the shareable page -----------------------------------------------------------
@@ -351,20 +1123,66 @@ h1{font-size:1.6rem}
 section{border:1px solid #d8dbe3;border-radius:.6rem;padding:1rem 1.3rem;margin:1.4rem 0;background:#fff}
 h2{font-size:1.2rem;margin:.2rem 0 .6rem}
 h3{font-size:1rem;margin:.9rem 0 .3rem}
-nav a{margin-right:.6rem}
+.summary dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem;margin:0}
+.summary dt{font-weight:bold}.summary dd{margin:0}
+.summary a{margin-right:.5rem}
+.summary .ok{color:#2b8a3e;font-weight:bold}.summary .diff{color:#c92a2a;font-weight:bold}
 .code{font-family:ui-monospace,monospace;background:#eef1f7;padding:.1rem .35rem;border-radius:.3rem}
 .dialogue{font-family:ui-monospace,monospace;font-size:.85rem;background:#10131a;color:#e6e9ef;
  padding:.8rem;border-radius:.4rem;overflow-x:auto;white-space:pre-wrap}
 .dns{color:#7fd4e8}.client{color:#8fb4ff}.server{color:#e3a3f0}.note{color:#9aa1ad}
 .tls,.cert{color:#f0d27a}.fault{color:#ff7b7b;font-weight:bold}
+details.diagram{margin:.6rem 0}
+details.diagram summary{cursor:pointer;font-weight:bold}
+svg.seq{display:block;max-width:100%;height:auto;margin-top:.4rem;border:1px solid #e3e6ee;
+ border-radius:.4rem}
 .report{font-family:ui-monospace,monospace;font-size:.9rem;padding:.5rem;border-left:4px solid #2f9e44;
  background:#f1faf3}
 .report.diff{border-color:#e03131;background:#fff1f1}
 """
 
 
-def render_html(results: list[DemoResult], lang: str = "en") -> str:
-    """One self-contained HTML page (no external assets) for the played scenarios."""
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def summary_html(results: list[DemoResult], lang: str = "en", generated: datetime | None = None) -> str:
+    """The page's opening block: date, version, the scenarios played, how many codes were as expected."""
+    lab = LABELS[lang]
+    esc = html.escape
+    when = (generated or datetime.now().astimezone()).replace(microsecond=0)
+    good = [r for r in results if r.as_expected]
+    bad = [r for r in results if not r.as_expected]
+    played = " ".join(f'<a href="#{esc(r.scenario.id)}">{esc(r.scenario.id)}</a>' for r in results)
+    misses = ", ".join(
+        f'<a href="#{esc(r.scenario.id)}">{esc(r.scenario.id)}</a> ('
+        + esc(lab["got"].format(reported=r.reported, expected=r.expected) if r.report else lab["no_report"])
+        + ")"
+        for r in bad
+    )
+    codes = f'<span class="ok" data-ok="{len(good)}">{esc(lab["n_ok"].format(n=len(good)))}</span>'
+    codes += f', <span class="diff" data-diff="{len(bad)}">{esc(lab["n_diff"].format(n=len(bad)))}</span>'
+    if bad:
+        codes += f": {misses}"
+    return (
+        f'<section class="summary" id="summary" aria-labelledby="summary-title">'
+        f'<h2 id="summary-title">{esc(lab["summary"])}</h2><dl>'
+        f'<dt>{esc(lab["date"])}</dt><dd><time datetime="{when.isoformat()}">'
+        f"{when:%Y-%m-%d %H:%M} {esc(when.tzname() or '')}</time></dd>"
+        f'<dt>{esc(lab["version"])}</dt><dd class="version">{esc(_version())}</dd>'
+        f"<dt>{esc(lab['played'])}</dt>"
+        f'<dd class="played" data-count="{len(results)}">{len(results)} · {played}</dd>'
+        f'<dt>{esc(lab["codes"])}</dt><dd class="codes">{codes}</dd>'
+        "</dl></section>"
+    )
+
+
+def render_html(results: list[DemoResult], lang: str = "en", generated: datetime | None = None) -> str:
+    """One self-contained HTML page (no external assets, no script) for the played scenarios.
+
+    ``generated``: the date the summary shows (default: now, local time)."""
     lab = LABELS[lang]
     esc = html.escape
     parts = [
@@ -373,27 +1191,38 @@ def render_html(results: list[DemoResult], lang: str = "en") -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{esc(lab['tour'])}</title><style>{_CSS}</style></head><body>",
         f"<h1>{esc(lab['tour'])}</h1>",
-        "<nav>"
-        + "".join(f'<a href="#{esc(r.scenario.id)}">{esc(r.scenario.id)}</a>' for r in results)
-        + "</nav>",
+        summary_html(results, lang, generated),
     ]
-    for r in results:
+    for n, r in enumerate(results, 1):
         s = r.scenario
         code = s.expected_code
-        ok = r.report is not None and r.reported == r.expected
-        parts.append(f'<section id="{esc(s.id)}" data-scenario="{esc(s.id)}" data-code="{esc(r.reported)}">')
+        ok = r.as_expected
+        parts.append(
+            f'<section id="{esc(s.id)}" data-scenario="{esc(s.id)}" data-code="{esc(r.reported)}" '
+            f'data-expected="{esc(r.expected)}" data-as-expected="{"yes" if ok else "no"}">'
+        )
         parts.append(
             f'<h2>{esc(s.title[lang])} <span class="code">{esc(code)}</span></h2>'
-            f'<p><span class="code">{esc(s.id)}</span> · {esc(eop_title(code, lang))}</p>'
+            f'<p><span class="code">{esc(s.id)}</span>'
+            + (f" · {esc(eop_title(code, lang))}" if eop_title(code, lang) else "")
+            + "</p>"
         )
         if s.cause[lang]:  # a user's own scenario may have no explanation
             parts.append(f"<h3>{esc(lab['cause'])}</h3><p>{esc(' '.join(s.cause[lang].split()))}</p>")
-        parts.append(f'<h3>{esc(lab["dialogue"])}</h3><div class="dialogue">')
-        for line in r.lines:
-            parts.append(
+        parts.append(f"<h3>{esc(lab['wire'])}</h3><p>{esc(wire_summary(s, lang).replace('`', ''))}</p>")
+        parts.append(f"<h3>{esc(lab['dialogue'])}</h3>")
+        parts.append(
+            f'<details class="diagram" open><summary>{esc(lab["diagram"])}</summary>'
+            f"{sequence_svg(r, f'seq-{n}')}</details>"
+        )
+        parts.append(
+            '<div class="dialogue">'
+            + "".join(
                 f'<div class="{esc(line.kind)}">{esc(MARKS.get(line.kind, ""))}  {esc(line.text)}</div>'
+                for line in r.lines
             )
-        parts.append("</div>")
+            + "</div>"
+        )
         if r.report is not None:
             verdict = lab["ok"] if ok else lab["diff"]
             parts.append(

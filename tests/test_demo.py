@@ -12,11 +12,14 @@ import signal
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from mailfakes import catalogue as scenarios
-from mailfakes.demo import DEFAULT_TOUR, Player, render_html
+from mailfakes import demo
+from mailfakes.demo import DEFAULT_TOUR, LABELS, DemoResult, Player, render_html
 from prerequisites import require
 
 CMD = [sys.executable, "-m", "mailfakes"]
@@ -148,6 +151,27 @@ def chromium() -> str:
     raise AssertionError("unreachable")
 
 
+def headless(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            browser,
+            "--headless",
+            *(["--no-sandbox"] if os.geteuid() == 0 else []),  # Chromium refuses its sandbox as root
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def test_html_report_in_headless_chromium(tmp_path):
     browser = chromium()
     html_file = tmp_path / "demo.html"
@@ -165,34 +189,31 @@ def test_html_report_in_headless_chromium(tmp_path):
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    dom = subprocess.run(
-        [
-            browser,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--dump-dom",
-            html_file.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    dom = headless(browser, tmp_path / "profile", "--dump-dom", html_file.as_uri())
     assert dom.returncode == 0, dom.stderr[-2000:]
     page = dom.stdout
+    summary = re.search(r'<section class="summary" id="summary"[^>]*>(.*?)</section>', page, re.S)
+    assert summary, "no summary block in the rendered page"
+    words = flat(re.sub(r"<[^>]+>", " ", summary.group(1)))
+    assert "Résumé" in words and "Scénarios joués" in words and "conformes : 5" in words
+    assert all(f'href="#{sid}"' in summary.group(1) for sid in ids)
     for sid in ids:
         s = scenarios.get(sid)
-        section = re.search(rf'<section id="{sid}"[^>]*data-code="([^"]+)"[^>]*>(.*?)</section>', page, re.S)
+        section = re.search(
+            rf'<section id="{sid}" data-scenario="{sid}"[^>]*data-code="([^"]+)"[^>]*>(.*?)</section>',
+            page,
+            re.S,
+        )
         assert section, f"no section for {sid} in the rendered page"
         assert section.group(1) == s.expected_code
         body = flat(re.sub(r"<[^>]+>", " ", section.group(2)))
         assert s.expected_code in body and s.title["fr"] in body
+        # The browser built the diagram as SVG elements: lifelines' heads, arrows, where it broke.
+        svg = re.search(r"<svg [^>]*role=\"img\"[^>]*>(.*?)</svg>", section.group(2), re.S)
+        assert svg, f"no SVG diagram in the section of {sid}"
+        assert svg.group(1).count("<line ") >= 4 and "<polygon " in svg.group(1)
+        assert ">DNS</text>" in svg.group(1) and ">serveur</text>" in svg.group(1)
+        assert ('<g class="break">' in svg.group(1)) == (sid != "baseline-delivered")
 
 
 def test_serve_follow_shows_the_live_dialogue_of_any_client():
@@ -278,3 +299,283 @@ def test_validate_good_and_bad_files(tmp_path):
     assert demo.returncode == 0 and "my-training-case" in demo.stdout and "4.7.320" in demo.stdout
     usage = subprocess.run([*CMD, "validate"], capture_output=True, text=True, timeout=30)
     assert usage.returncode == 2
+
+
+# -- French: every word the demo writes itself ---------------------------------------------
+
+FRENCH_TOUR = [
+    "dns-nxdomain",
+    "dns-timeout",
+    "dns-nodata",
+    "dns-truncated-tcp-fails",
+    "tcp-timeout-server-down",
+    "tcp-refused-firewall",
+    "tls-starttls-missing",
+    "tls-handshake-failure",
+    "tls-cert-expired",
+    "close-after-ehlo",
+    "close-mid-data",
+    "close-after-final-dot",
+    "smtp-rcpt-550-unknown-user",
+    "baseline-delivered",
+]
+
+
+def english_phrases() -> list[str]:
+    """The demo's own English, from its tables (not from any output): labels and sentences."""
+    out = []
+    for name, en in LABELS["en"].items():
+        if en != LABELS["fr"][name]:
+            out += [p.strip() for p in re.split(r"\{\w+\}", en) if re.search("[a-z]{3}", p)]
+    for table in (demo.NOTES, demo.CONTENT, demo.DNS_ANSWERS, demo.SERVER_FAULTS, demo.WIRE):
+        out += table.english()
+    for en in demo.SUMMARY["en"].values():
+        out += [p.strip() for p in re.split(r"\{\w+\}", en) if re.search("[a-z]{3}", p)]
+    return sorted(set(out))
+
+
+def english_in(text: str) -> list[str]:
+    found = []
+    for phrase in english_phrases():
+        head = r"(?<!\w)" if phrase[0].isalnum() else ""
+        tail = r"(?!\w)" if phrase[-1].isalnum() else ""
+        if re.search(head + re.escape(phrase) + tail, text):
+            found.append(phrase)
+    return found
+
+
+def own_words(text: str, ids: list[str]) -> str:
+    """The demo's output without what it quotes: the wire, the client's report line, certificate
+    names, OpenSSL's messages, scenario ids."""
+    kept = []
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith(("  S <  ", "  C >  ")) and "<contenu du message" not in line:
+            continue
+        if i and lines[i - 1].startswith("Le client signale"):
+            continue  # the report, in Exchange's trace style
+        kept.append(line)
+    out = "\n".join(kept)
+    out = re.sub(r"\b(CN|OU|O)=[^,]*", "", out)
+    out = re.sub(r"\(OpenSSL : .*?, \d+\)", "", out)
+    for sid in ids:
+        out = out.replace(sid, "")
+    return out
+
+
+def test_the_phrase_list_finds_the_english_it_is_made_of():
+    # The check below can fail: it finds the demo's English sentences and labels.
+    assert "the server closed the connection (" in english_phrases()
+    found = english_in("  *   the server closed the connection (FIN) during EHLO\nHow to fix it:")
+    assert "the server closed the connection (" in found and "How to fix it" in found
+    assert english_in("le serveur a fermé la connexion (FIN) pendant EHLO") == []
+
+
+def test_the_demo_in_french_writes_no_english_of_its_own():
+    text, results = play(FRENCH_TOUR, "fr")
+    assert [r.scenario.id for r in results] == FRENCH_TOUR
+    own = own_words(text, FRENCH_TOUR)
+    assert english_in(own) == []
+    # What was translated is there, in French (the filter above did not remove it all).
+    for phrase in [
+        "Les faux serveurs:",
+        "TCP connexion à 127.",
+        "connecté",
+        "aucune réponse de 127.",
+        "connexion à 127.",
+        "refusée (RST)",
+        "STARTTLS est absent de la réponse à EHLO, alors que TLS est exigé : abandon",
+        "certificat refusé : certificat expiré",
+        "échec de la négociation TLS : SSLV3_ALERT_HANDSHAKE_FAILURE",
+        "le serveur a fermé la connexion (FIN) pendant EHLO",
+        "le serveur a fermé la connexion (FIN) pendant le point final",
+        "serveur: coupure (fin) après EHLO, avant sa réponse",
+        "serveur: alerte TLS handshake_failure envoyée",
+        "<contenu du message, ",
+        "A mail.contoso.test : NXDOMAIN par UDP",
+        "A mail.contoso.test : aucune réponse (délai dépassé) par UDP",
+        "A smtp.contoso.test : aucun enregistrement (NODATA) par UDP",
+        "A mail.contoso.test : connexion fermée (CLOSED) par TCP après une réponse UDP tronquée",
+        "(certificat expiré, sa validité a pris fin hier)",
+        "TLS TLSv1.3 établi, certificat vérifié pour mail.contoso.test",
+    ]:
+        assert phrase in own, phrase
+    assert "certificat refusé : certificat expiré (OpenSSL : certificate has expired, 10)" in text
+    # The wire stays as it came.
+    assert "S <  220 2.0.0 Ready to start TLS" in text and "C >  EHLO mailfakes-client.test" in text
+    # Every note the client or a fake wrote in English was given in French.
+    for r in results:
+        for line in r.lines:
+            if line.step and line.raw and line.step not in ("answer", "cert"):
+                assert line.text != line.raw, line
+
+
+def test_the_html_page_in_french_has_no_english_labels():
+    _, results = play(["tcp-refused-firewall", "tls-cert-expired"], "fr")
+    page = render_html(results, "fr", generated=datetime(2025, 3, 4, 5, 6, tzinfo=UTC))
+    text = html_text(page)
+    assert english_in(own_words(text, ["tcp-refused-firewall", "tls-cert-expired"])) == []
+    for phrase in [
+        "Résumé",
+        "version de mailfakes",
+        "Scénarios joués",
+        "Diagramme de séquence",
+        "Le client signale",
+    ]:
+        assert phrase in text
+
+
+def html_text(page: str) -> str:
+    """The page's words, each element on its own line, without the wire lines of the dialogue."""
+    page = re.sub(r"<style>.*?</style>", "", page, flags=re.S)
+    page = re.sub(r'<div class="(server|client)">[^<]*</div>', "", page)
+    page = re.sub(r"<title>[^<]*</title>", "", page)  # tooltips repeat the dialogue's lines
+    page = re.sub(r'<text [^>]*fill="(#2f62c9|#8e44ad)"[^>]*>[^<]*</text>', "", page)  # SMTP arrows
+    page = re.sub(r'<p class="report[^"]*">[^<]*', "", page)
+    return re.sub(r"<[^>]+>", "\n", page).replace("&#x27;", "'").replace("&gt;", ">").replace("&lt;", "<")
+
+
+def test_french_sentences_written_by_hand():
+    cases = {
+        (demo.NOTES, "the server closed the connection (RST) during the final dot"): (
+            "le serveur a fermé la connexion (RST) pendant le point final"
+        ),
+        (demo.NOTES, "no reply to the greeting in 0.3 s"): "aucune réponse à l'accueil en 0.3 s",
+        (demo.NOTES, "no reply to DATA in 1 s"): "aucune réponse à DATA en 1 s",
+        (demo.NOTES, "connection lost during MAIL: [Errno 32] Broken pipe"): (
+            "connexion perdue pendant MAIL : [Errno 32] Broken pipe"
+        ),
+        (demo.NOTES, "certificate rejected: self-signed certificate (18)"): (
+            "certificat refusé : certificat auto-signé (OpenSSL : self-signed certificate, 18)"
+        ),
+        (demo.NOTES, "certificate rejected: something new (99)"): "certificat refusé : something new (99)",
+        (demo.DNS_ANSWERS, "MX contoso.test: NOERROR over UDP -> 10 mx1.contoso.test"): (
+            "MX contoso.test : NOERROR par UDP -> 10 mx1.contoso.test"
+        ),
+        (demo.SERVER_FAULTS, "cut (rst) after 17 bytes of message content"): (
+            "coupure (rst) après 17 octets du contenu du message"
+        ),
+        (
+            demo.SERVER_FAULTS,
+            "cut (fin) after MAIL, before its reply",
+        ): "coupure (fin) après MAIL, avant sa réponse",
+        (demo.SERVER_FAULTS, "DNS answer to A mail.contoso.test (NOERROR) sent after 800 ms"): (
+            "réponse DNS à A mail.contoso.test (NOERROR) envoyée après 800 ms"
+        ),
+        (demo.WIRE, "closes instead of answering MAIL (RST)"): "ferme au lieu de répondre à MAIL (RST)",
+        (demo.WIRE, "final dot → `451 4.3.0 Local error` then closes (FIN)"): (
+            "point final → `451 4.3.0 Local error` puis ferme (FIN)"
+        ),
+        (demo.WIRE, "DATA_END delayed 300 ms"): "DATA_END : réponse retardée de 300 ms",
+        (demo.WIRE, "final dot delayed 300 ms"): "point final : réponse retardée de 300 ms",
+        (demo.WIRE, "every other reply delayed 50 ms"): "toute autre réponse retardée de 50 ms",
+        (demo.WIRE, "DNS mail.contoso.test A → NXDOMAIN after 200 ms"): (
+            "DNS mail.contoso.test A → NXDOMAIN après 200 ms"
+        ),
+        (demo.WIRE, "DNS mail.contoso.test → UDP answer truncated, TCP retry gets SERVFAIL"): (
+            "DNS mail.contoso.test → réponse UDP tronquée, la reprise sur TCP reçoit SERVFAIL"
+        ),
+        (demo.WIRE, "DNS mail.contoso.test → SERVFAIL (from 2m until 1d2h)"): (
+            "DNS mail.contoso.test → SERVFAIL (de 2m à 1j2h)"
+        ),
+        (demo.WIRE, "for its first 3 session(s) only"): "pour ses 3 premières sessions seulement",
+    }
+    for (table, en), fr in cases.items():
+        assert table.say(en, "fr") == fr, en
+        assert table.say(en, "en") == en
+    assert demo.NOTES.say("a sentence nobody wrote", "fr") == "a sentence nobody wrote"
+
+
+def test_every_fault_description_of_the_catalogue_has_its_french():
+    from mailfakes.faults import describe_dns_fault, describe_host
+    from mailfakes.markdown import wire_summary
+
+    for s in scenarios.load_catalogue().values():
+        assert demo.wire_summary(s, "en") == wire_summary(s), s.id
+        phrases = [d for h in s.world.hosts for d in describe_host(h)]
+        phrases += [describe_dns_fault(f) for f in s.world.dns_faults]
+        for phrase in phrases:
+            assert demo.WIRE.match(phrase) is not None, f"{s.id}: no French for {phrase!r}"
+        french = re.sub(r"`[^`]*`", "", demo.wire_summary(s, "fr"))  # replies as the fake sends them
+        assert english_in(french) == [], s.id
+    for (key, value), fr in demo.EFFECTS_FR.items():
+        assert fr and demo.cert_effect(value, "fr") == fr if key == "cert" else fr
+
+
+def test_every_value_of_the_described_keys_has_its_french():
+    from mailfakes.faults import key
+
+    for name in ("kind", "tls", "cert", "close_at", "dns_faults", "dns_faults.tcp"):
+        for value in key(name).values:
+            assert (name, value) in demo.EFFECTS_FR, (name, value)
+
+
+# -- the page: summary and sequence diagrams --------------------------------------------------
+
+
+def svgs(page: str) -> list[ET.Element]:
+    return [ET.fromstring(m) for m in re.findall(r"<svg .*?</svg>", page, re.S)]
+
+
+def texts(svg: ET.Element) -> list[str]:
+    return ["".join(t.itertext()) for t in svg.iter("text")]
+
+
+def test_html_page_opens_with_a_summary_and_draws_each_dialogue():
+    ids = ["dns-nxdomain", "tcp-refused-firewall", "tls-cert-expired", "baseline-delivered"]
+    _, results = play(ids, "en")
+    # One result claims another scenario's report: a code that is not the expected one.
+    wrong = DemoResult(scenarios.get("tcp-timeout-server-down"), "en", results[1].lines, results[1].report)
+    when = datetime(2025, 3, 4, 5, 6, tzinfo=timezone(timedelta(hours=1)))
+    page = render_html([*results, wrong], "en", generated=when)
+    assert not re.search(r"""(src|href)=["']?(https?:|//)""", page) and "<script" not in page
+    summary = page[page.index('<section class="summary"') : page.index("</section>")]
+    assert page.index('<section class="summary"') < page.index('<section id="dns-nxdomain"')
+    words = flat(re.sub(r"<[^>]+>", " ", summary))
+    assert "Date 2025-03-04 06:06" not in words and "2025-03-04 05:06" in words
+    assert 'datetime="2025-03-04T05:06:00+01:00"' in summary
+    assert f"mailfakes version {__import__('mailfakes').__version__}" in words
+    assert (
+        "Scenarios played 5 · dns-nxdomain tcp-refused-firewall tls-cert-expired baseline-delivered" in words
+    )
+    assert "as expected: 4 , not as expected: 1 :" in words
+    assert "tcp-timeout-server-down (reported 4.4.316, expected 4.4.315)" in words
+    assert '<a href="#tcp-timeout-server-down">' in summary
+    assert 'data-as-expected="no"' in page and page.count('data-as-expected="yes"') == 4
+
+    diagrams = svgs(page)
+    assert len(diagrams) == 5
+    for svg in diagrams:
+        assert svg.get("role") == "img" and svg.find("title") is not None
+        assert texts(svg)[:3] == ["DNS", "client", "server"]  # the lifelines' heads
+    nxdomain, refused, expired, delivered, _ = diagrams
+    assert "A mail.contoso.test ?" in texts(nxdomain)
+    assert breaks(nxdomain) == ["NXDOMAIN"]
+    assert any(t.startswith("TCP connecting to 127.") for t in texts(refused))
+    assert breaks(refused) == [next(t for t in texts(refused) if t.startswith("connection to 127."))]
+    assert breaks(expired) == ["certificate rejected: certificate has expired (10)"]
+    assert "STARTTLS" in texts(expired) and "220 2.0.0 Ready to start TLS" in texts(expired)
+    assert any(
+        t.startswith("certificate presented: CN=mail.contoso.test (expired certificate")
+        for t in texts(expired)
+    )
+    assert breaks(delivered) == []
+    assert "250 2.0.0 Ok: queued as MF000001" in texts(delivered) or any(
+        t.startswith("250 2.0.0") for t in texts(delivered)
+    )
+    assert texts(delivered)[-1] == "The client reports: 2.0.0"
+
+
+def breaks(svg: ET.Element) -> list[str]:
+    """The labels of the rows marked as where the delivery broke."""
+    return ["".join(t.itertext()) for g in svg.iter("g") if g.get("class") == "break" for t in g.iter("text")]
+
+
+def test_the_diagram_draws_a_timeout_as_an_arrow_that_never_arrives():
+    _, results = play(["dns-timeout", "tcp-timeout-server-down"], "fr")
+    dns, tcp = (ET.fromstring(demo.sequence_svg(r, f"t{i}")) for i, r in enumerate(results))
+    assert breaks(dns) == ["A mail.contoso.test : aucune réponse (délai dépassé) par UDP"]
+    assert texts(dns)[:3] == ["DNS", "client", "serveur"]
+    # No answer comes back: one arrow (the query) and no arrowhead on it.
+    assert len(dns.findall(".//polygon")) == 0
+    assert [t for t in texts(tcp) if t.startswith("aucune réponse de 127.")] == breaks(tcp)
