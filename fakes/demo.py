@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar, TextIO
+from typing import TYPE_CHECKING, Any, ClassVar, TextIO
 
 from .client import DeliveryReport, deliver_scenario
 from .codes import title as eop_title
@@ -70,6 +70,7 @@ LABELS: dict[str, dict[str, str]] = {
         "got": "reported {reported}, expected {expected}",
         "no_report": "no report (stopped)",
         "diagram": "Sequence diagram",
+        "queue": "The queue",
         "diagram_title": "Sequence diagram of {id}: the client, the DNS server and the SMTP server",
         "client": "client",
         "dns": "DNS",
@@ -100,6 +101,7 @@ LABELS: dict[str, dict[str, str]] = {
         "got": "signalé {reported}, attendu {expected}",
         "no_report": "pas de rapport (interrompu)",
         "diagram": "Diagramme de séquence",
+        "queue": "La file d'attente",
         "diagram_title": "Diagramme de séquence de {id} : le client, le serveur DNS et le serveur SMTP",
         "client": "client",
         "dns": "DNS",
@@ -625,6 +627,7 @@ class DemoResult:
     lang: str
     lines: list[DemoLine] = field(default_factory=list)
     report: DeliveryReport | None = None
+    queue: Mapping[str, Any] | None = None  # a queue run (mailfakes.timeline's shape), when one was played
 
     @property
     def expected(self) -> str:
@@ -841,6 +844,21 @@ class Player:
             self.w(st(f"{lab['fix']}:", "bold"))
             self.w(_wrap(scenario.fix[lang]))
         return result
+
+    def show_queue(self, run: Mapping[str, Any]) -> None:
+        """Print a queue run (``mailfakes.timeline``'s shape): each attempt, how it ended, the NDR."""
+        from .timeline import code_class, timeline_text
+
+        st = self.style
+        colours = {"success": ("green",), "temporary": ("yellow",), "permanent": ("red",)}
+        lines = timeline_text(run, self.lang)
+        self.w(st(f"{self.labels['queue']}:", "bold"))
+        attempts = sorted(run.get("attempts") or [], key=lambda a: float(a.get("at", 0.0)))
+        for i, line in enumerate(lines[1:]):
+            if i < len(attempts):  # an attempt, in the colour of its code's class
+                self.w(st(line, *colours.get(code_class(str(attempts[i].get("code", ""))), ())))
+            else:  # how it ended, the NDR
+                self.w("  " + st(line, "bold"))
 
     def _enter(self) -> None:
         """Wait for Enter on stdin, or for Ctrl-C (checked every 0.2 s)."""
@@ -1182,17 +1200,33 @@ def summary_html(results: list[DemoResult], lang: str = "en", generated: datetim
 def render_html(results: list[DemoResult], lang: str = "en", generated: datetime | None = None) -> str:
     """One self-contained HTML page (no external assets, no script) for the played scenarios.
 
-    ``generated``: the date the summary shows (default: now, local time)."""
+    ``generated``: the date the summary shows (default: now, local time). Results
+    with a queue run (``DemoResult.queue``) add the queue's alert after the
+    summary and their timeline to their section (:mod:`mailfakes.timeline`)."""
     lab = LABELS[lang]
     esc = html.escape
+    runs = [r.queue for r in results if r.queue]
+    css = _CSS
+    if runs:
+        from .timeline import CSS as TIMELINE_CSS
+
+        css += TIMELINE_CSS
     parts = [
         "<!DOCTYPE html>",
         f'<html lang="{lang}"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{esc(lab['tour'])}</title><style>{_CSS}</style></head><body>",
+        f"<title>{esc(lab['tour'])}</title><style>{css}</style></head><body>",
         f"<h1>{esc(lab['tour'])}</h1>",
         summary_html(results, lang, generated),
     ]
+    if runs:
+        from .timeline import last_error, queue_summary
+
+        fixes: dict[str, str] = {}  # what to fix, by code: the fix of a scenario whose run ended on it
+        for r in results:
+            if r.queue and r.scenario.fix[lang]:
+                fixes.setdefault(last_error(r.queue), " ".join(r.scenario.fix[lang].split()))
+        parts.append(queue_summary(runs, lang, fixes))
     for n, r in enumerate(results, 1):
         s = r.scenario
         code = s.expected_code
@@ -1215,6 +1249,15 @@ def render_html(results: list[DemoResult], lang: str = "en", generated: datetime
             f'<details class="diagram" open><summary>{esc(lab["diagram"])}</summary>'
             f"{sequence_svg(r, f'seq-{n}')}</details>"
         )
+        if r.queue:
+            from .timeline import timeline_svg, timeline_text
+
+            parts.append(
+                f"<h3>{esc(lab['queue'])}</h3>{timeline_svg(r.queue, lang, f'queue-{n}')}"
+                '<div class="dialogue">'
+                + "".join(f"<div>{esc(line)}</div>" for line in timeline_text(r.queue, lang))
+                + "</div>"
+            )
         parts.append(
             '<div class="dialogue">'
             + "".join(

@@ -189,7 +189,8 @@ def _count(lab: Mapping[str, str], name: str, n: int) -> str:
     return lab[f"{name}_1" if n == 1 else f"{name}_n"].format(n=n)
 
 
-def _last_error(run: Run) -> str:
+def last_error(run: Run) -> str:
+    """The code of the run's last failure (the NDR's ``last_error`` when it has one), or ''."""
     ndr = run.get("ndr") or {}
     if ndr.get("last_error"):
         return str(ndr["last_error"])
@@ -231,7 +232,7 @@ def timeline_text(run: Run, lang: str = "en") -> list[str]:
         line = str(a.get("line") or "")
         out.append(f"  {at:>{width}}  {a.get('code', '')!s:<{code_width}}  {line}".rstrip())
     last_at = offset(float(attempts[-1].get("at", 0.0)), lang) if attempts else offset(0, lang)
-    code = _last_error(run) or "-"
+    code = last_error(run) or "-"
     if outcome == "delivered":
         failures = sum(1 for a in attempts if code_class(a.get("code", "")) != "success")
         if failures:
@@ -476,7 +477,7 @@ def queue_summary(
     fixes = fixes or {}
     groups: dict[str, list[Run]] = {}
     for run in runs:
-        code = _last_error(run)
+        code = last_error(run)
         if code:
             groups.setdefault(code, []).append(run)
     outcomes = {k: sum(1 for r in runs if r.get("outcome") == k) for k in ("delivered", "bounced", "expired")}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import os
 import pty
@@ -579,3 +580,43 @@ def test_the_diagram_draws_a_timeout_as_an_arrow_that_never_arrives():
     # No answer comes back: one arrow (the query) and no arrowhead on it.
     assert len(dns.findall(".//polygon")) == 0
     assert [t for t in texts(tcp) if t.startswith("aucune réponse de 127.")] == breaks(tcp)
+
+
+QUEUE_RUN = {
+    "scenario": "tcp-refused-firewall",
+    "outcome": "expired",
+    "lifetime": 7200,
+    "attempts": [
+        {"at": 0.0, "code": "4.4.316", "line": "450 4.4.316 Connection refused"},
+        {"at": 3600.0, "code": "4.4.316", "line": "450 4.4.316 Connection refused"},
+    ],
+    "ndr": {"to": "sender@fabrikam.test", "status": "4.4.7", "diagnostic": "", "last_error": "4.4.316"},
+}
+
+
+def test_a_played_queue_run_shows_in_the_terminal_and_on_the_page():
+    _, (result,) = play(["tcp-refused-firewall"], "fr")
+    result.queue = QUEUE_RUN
+    page = render_html([result], "fr")
+    alert = re.search(
+        r'<div class="queue-alert temporary" data-code="4.4.316" data-count="1"[^>]*>(.*?)</div>', page, re.S
+    )
+    assert alert, "no queue alert for 4.4.316"
+    # What to fix is the scenario's own fix, in the page's language.
+    assert html.escape(flat(scenarios.get("tcp-refused-firewall").fix["fr"])) in alert.group(1)
+    section = page[page.index('<section id="tcp-refused-firewall"') :]
+    assert "<h3>La file d&#x27;attente</h3>" in section
+    (timeline,) = [
+        ET.fromstring(s) for s in re.findall(r'<svg [^>]*class="timeline".*?</svg>', section, re.S)
+    ]
+    assert len([g for g in timeline.iter("g") if g.get("class") == "attempt"]) == 2
+    out = io.StringIO()
+    Player(out, lang="fr", colour=False).show_queue(QUEUE_RUN)
+    assert out.getvalue().splitlines() == [
+        "La file d'attente:",
+        "  +0:00  4.4.316  450 4.4.316 Connection refused",
+        "  +1:00  4.4.316  450 4.4.316 Connection refused",
+        "  Expiré à +2:00 : le message est resté en file d'attente toute sa durée de vie (2:00), "
+        "en 2 tentatives (dernière erreur 4.4.316).",
+        "  Rapport de non-remise (NDR) à sender@fabrikam.test : 4.4.7, dernière erreur 4.4.316",
+    ]
