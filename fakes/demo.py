@@ -1249,6 +1249,14 @@ def render_html(results: list[DemoResult], lang: str = "en", generated: datetime
             f'<details class="diagram" open><summary>{esc(lab["diagram"])}</summary>'
             f"{sequence_svg(r, f'seq-{n}')}</details>"
         )
+        parts.append(
+            '<div class="dialogue">'
+            + "".join(
+                f'<div class="{esc(line.kind)}">{esc(MARKS.get(line.kind, ""))}  {esc(line.text)}</div>'
+                for line in r.lines
+            )
+            + "</div>"
+        )
         if r.queue:
             from .timeline import timeline_svg, timeline_text
 
@@ -1258,14 +1266,6 @@ def render_html(results: list[DemoResult], lang: str = "en", generated: datetime
                 + "".join(f"<div>{esc(line)}</div>" for line in timeline_text(r.queue, lang))
                 + "</div>"
             )
-        parts.append(
-            '<div class="dialogue">'
-            + "".join(
-                f'<div class="{esc(line.kind)}">{esc(MARKS.get(line.kind, ""))}  {esc(line.text)}</div>'
-                for line in r.lines
-            )
-            + "</div>"
-        )
         if r.report is not None:
             verdict = lab["ok"] if ok else lab["diff"]
             parts.append(

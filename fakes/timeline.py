@@ -69,6 +69,7 @@ LABELS: dict[str, dict[str, str]] = {
         "totals": "Messages that went through the queue: {n}",
         "none": "No message was queued.",
         "count": "Messages queued with this code: {n}, for up to {longest}",
+        "count_bounced": "Messages returned at once with this code: {n}",
         "since": "since {since}",
         "scenarios": "Scenarios: {ids}",
         "last_reply": "Last reply:",
@@ -121,6 +122,7 @@ LABELS: dict[str, dict[str, str]] = {
         "totals": "Messages passés par la file d'attente : {n}",
         "none": "Aucun message n'a été mis en file d'attente.",
         "count": "Messages mis en file d'attente avec ce code : {n}, jusqu'à {longest}",
+        "count_bounced": "Messages rendus aussitôt avec ce code : {n}",
         "since": "depuis le {since}",
         "scenarios": "Scénarios : {ids}",
         "last_reply": "Dernière réponse :",
@@ -509,8 +511,9 @@ def queue_summary(
         heading = f'<span class="code">{esc(code)}</span>'
         if code_title(code, lang):
             heading += f" {esc(code_title(code, lang))}"
-        count = lab["count"].format(n=len(members), longest=longest)
-        if since is not None:
+        at_once = all(r.get("outcome") == "bounced" and len(_attempts(r)) == 1 for r in members)
+        count = lab["count_bounced" if at_once else "count"].format(n=len(members), longest=longest)
+        if since is not None and not at_once:
             count += " " + lab["since"].format(since=f"{since:%Y-%m-%d %H:%M}")
         parts.append(
             f'<div class="queue-alert {cls}" data-code="{esc(code)}" data-count="{len(members)}" role="note">'

@@ -318,6 +318,7 @@ def test_queue_summary_in_french_groups_by_code_with_the_fix():
     assert "À corriger : Ouvrez le port 25 sur le pare-feu." in refused
     assert "À corriger" not in timed_out and "jusqu'à 2:00" in timed_out
     assert "5.1.1" in unknown and "À corriger : Corrigez l'adresse du destinataire." in unknown
+    assert "Messages rendus aussitôt avec ce code : 1 (rejetés : 1)." in unknown  # never queued
     assert "permanent" in alerts[2].get("class") and "temporary" in alerts[0].get("class")
     assert english_in(text) == []
 
