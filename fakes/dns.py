@@ -386,9 +386,10 @@ class _Zone:
     def exists(self, name: Name) -> bool:
         return name == self.apex or name in self.records or name in self.empty_non_terminals
 
-    def fault_for(self, name: Name, qtype: str) -> DnsFault | None:
+    def fault_for(self, name: Name, qtype: str, now: Callable[[], float] | None = None) -> DnsFault | None:
+        """The fault on answers for ``name``/``qtype`` at world time ``now()`` (see mailfakes.clock)."""
         for f in self.faults.get(name, ()):
-            if f.applies_to(qtype):
+            if f.applies_to(qtype) and (now is None or not f.timed or f.active(now())):
                 return f
         return None
 
@@ -441,8 +442,10 @@ class FakeDNS:
         allow_non_loopback: bool = False,
         tcp_idle_timeout: float = TCP_IDLE_TIMEOUT,
         max_queries: int = 10_000,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.host = host
+        self.clock = clock  # world time, for faults with a window (from, until)
         self.tcp_idle_timeout = tcp_idle_timeout
         self.port = port
         self.address_of = address_of
@@ -838,7 +841,7 @@ class FakeDNS:
         if first.qclass != _CLASS_IN or not zone.contains(qname):
             return finish(self._response(request, RCODE.REFUSED, aa=False), name, qtype, [], None)
 
-        fault = zone.fault_for(qname, qtype)
+        fault = zone.fault_for(qname, qtype, self.clock)
         kind: str | None = fault.fault if fault else None
         if kind == "truncate" and fault is not None:
             if transport == "udp":

@@ -66,6 +66,11 @@ class Bounce:
     remote_mta: str | None
     reporting_mta: str | None
     original_headers: Mapping[str, str]
+    # How it arrived, when a world received it: the envelope sender (RFC 3464: empty for a DSN),
+    # the envelope recipients, and the world time its session opened (seconds; see mailfakes.clock).
+    envelope_from: str | None = None
+    envelope_to: tuple[str, ...] = ()
+    at: float | None = None
 
     @property
     def diagnostic_reply(self) -> str | None:
@@ -171,8 +176,15 @@ def _headers_of(part: EmailMessage) -> Mapping[str, str]:
     return MappingProxyType({name: str(value) for name, value in original.items()})
 
 
-def parse(content: bytes) -> list[Bounce]:
-    """Every recipient entry of the DSN in ``content`` (empty when it is no DSN, or a broken one)."""
+def parse(
+    content: bytes,
+    *,
+    envelope_from: str | None = None,
+    envelope_to: tuple[str, ...] = (),
+    at: float | None = None,
+) -> list[Bounce]:
+    """Every recipient entry of the DSN in ``content`` (empty when it is no DSN, or a broken one);
+    the keywords say how it arrived (they go into each :class:`Bounce` as they are)."""
     try:
         msg = email.message_from_bytes(content, policy=email.policy.compat32)
     except Exception:  # a broken message from a client is no failure of ours
@@ -212,6 +224,9 @@ def parse(content: bytes) -> list[Bounce]:
                 remote_mta=_untyped(block.get("Remote-MTA")),
                 reporting_mta=reporting,
                 original_headers=headers,
+                envelope_from=envelope_from,
+                envelope_to=envelope_to,
+                at=at,
             )
         )
     return bounces

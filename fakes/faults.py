@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Final, Literal
 
+from .clock import format_duration
 from .values import field, frozen
 
 # -- the typed values ------------------------------------------------------
@@ -105,14 +106,55 @@ class CloseAt:
 
 @frozen
 class Schedule:
-    """Apply the host's fault to its first ``fail_first`` sessions only.
+    """When a host's fault applies: by count of sessions, or by world time.
 
-    A session is one TCP connection to the host; the count is kept by the
-    running world, so it survives nothing but the world itself (a world
-    ``reset()`` starts it again). Later sessions get the healthy baseline.
+    ``fail_first`` N: the first N sessions (TCP connections) only, counted
+    by the running world (a ``reset()`` starts again). By time (world
+    seconds, see :mod:`mailfakes.clock`): healthy for ``healthy_for``, then
+    faulted for ``fail_for`` (None: from then on). Outside the fault the
+    host is its healthy baseline. Example::
+
+        Schedule(fail_for=7200).faulted(3600, 0)            # True: the first 2 hours
+        Schedule(healthy_for=3600).faulted(1800, 5)         # False: it starts failing at 1 h
     """
 
-    fail_first: int
+    fail_first: int = 0
+    fail_for: float | None = None
+    healthy_for: float = 0.0
+
+    @property
+    def timed(self) -> bool:
+        return not self.fail_first
+
+    def faulted(self, now: float, earlier: int) -> bool:
+        """Whether a session opened at world time ``now``, after ``earlier`` sessions, meets the fault."""
+        if self.fail_first:
+            return earlier < self.fail_first
+        if now < self.healthy_for:
+            return False
+        return self.fail_for is None or now < self.healthy_for + self.fail_for
+
+    @property
+    def changes(self) -> tuple[float, ...]:
+        """The world times at which a timed schedule switches between fault and health."""
+        if self.fail_first:
+            return ()
+        out = [self.healthy_for] if self.healthy_for else []
+        if self.fail_for is not None:
+            out.append(self.healthy_for + self.fail_for)
+        return tuple(out)
+
+
+GREYLISTED: Final = Reply(450, "Greylisted: please try again later", "4.7.1")
+
+
+@frozen
+class Greylist:
+    """Greylisting: the first RCPT of each sender/recipient pair gets ``reply`` (a 4xx), and so does
+    every retry of that pair until ``after`` world seconds have passed since that first one."""
+
+    after: float = 300.0
+    reply: Reply = GREYLISTED
 
 
 @frozen
@@ -124,9 +166,19 @@ class DnsFault:
     types: frozenset[str] | None = None
     delay_ms: int = 0
     tcp: TcpFallback = "answer"
+    active_from: float = 0.0  # world seconds (see mailfakes.clock)
+    active_until: float | None = None
 
     def applies_to(self, qtype: str) -> bool:
         return self.types is None or qtype in self.types
+
+    def active(self, now: float) -> bool:
+        """Whether the fault is on at world time ``now``."""
+        return self.active_from <= now and (self.active_until is None or now < self.active_until)
+
+    @property
+    def timed(self) -> bool:
+        return bool(self.active_from) or self.active_until is not None
 
 
 _TLS_OFFERS: Final = {
@@ -147,6 +199,7 @@ class SmtpPlan:
     close_at: CloseAt | None = None
     delays_ms: Mapping[str, int] = field(default_factory=dict)
     extensions_off: frozenset[str] = frozenset()
+    greylist: Greylist | None = None
 
     @property
     def uses_tls(self) -> bool:
@@ -327,6 +380,21 @@ TABLE: Final[tuple[Key, ...]] = (
     ),
     Key(
         "world",
+        "hour",
+        'a duration (default `"1h"`: real time)',
+        "how long one hour of the world's clock lasts in real time, for schedules, greylisting and DNS "
+        'fault windows (`hour = "2s"`: a world day in 48 s). A driver can override it, or run the world '
+        'on a virtual clock that moves only when told (`World(clock="virtual")`, `world.advance()`)',
+    ),
+    Key(
+        "world",
+        "sender_domain",
+        "a DNS name in the zone",
+        "the sender's domain, which receives the non-delivery reports: adds the host `mx.DOMAIN` (a healthy "
+        "SMTP server) and the record `DOMAIN MX 10 mx.DOMAIN`; what arrives there is in `world.bounces`",
+    ),
+    Key(
+        "world",
         "hosts.NAME",
         "a table per host",
         "a host of the world: a DNS name with its own loopback address",
@@ -352,12 +420,14 @@ TABLE: Final[tuple[Key, ...]] = (
     Key(
         "host",
         "schedule",
-        "`{fail_first = N}`",
-        "only the first N sessions (TCP connections) get the host's fault; later ones meet its healthy "
-        "baseline: an SMTP server with STARTTLS (implicit TLS stays implicit) and a valid certificate, "
-        "without the greeting, replies, cuts and delays (`extensions_off` and `a_record` stay as they "
-        "are). Counted per world, reset by `world.reset()`; on kinds `smtp`, `silent`, `close_on_accept`, "
-        "and only where there is a fault to limit",
+        '`{fail_first = N}`, or by world time `{fail_for = D, healthy_for = D}` (durations like `"2h"`)',
+        "when the host's fault applies; outside it the host is its healthy baseline: an SMTP server with "
+        "STARTTLS (implicit TLS stays implicit) and a valid certificate, without the greeting, replies, "
+        "cuts, delays and greylisting (`extensions_off` and `a_record` stay as they are). `fail_first`: "
+        "the first N sessions (TCP connections), counted per world and reset by `world.reset()`, on kinds "
+        "`smtp`, `silent`, `close_on_accept`. By time, on every kind: healthy for `healthy_for` "
+        "(default 0), then faulted for `fail_for` (default: from then on); a `refuse` or `blackhole` "
+        "host starts or stops listening at those instants. Only where there is a fault to limit",
     ),
     Key(
         "smtp host",
@@ -378,6 +448,15 @@ TABLE: Final[tuple[Key, ...]] = (
         "gets its RFC 3463 default (`550` to RCPT goes out as `550 5.1.1`), and without that extension "
         "none is sent (so writing one is refused); EHLO and HELO replies go as written. `close` (`fin` "
         "or `rst`) closes after the reply (`fin` under TLS sends close_notify first)",
+    ),
+    Key(
+        "smtp host",
+        "greylist",
+        '`{after = D, code, enhanced, text}` (after `"5m"`; reply `450 4.7.1 Greylisted: please try '
+        "again later`)",
+        "greylisting: the first RCPT of each sender/recipient pair gets the 4xx reply, and so does every "
+        "retry of that pair until `after` (world time) has passed since that first RCPT; then the pair is "
+        "accepted. Kept per host while the world runs, reset by `world.reset()`",
     ),
     Key("smtp host", "tls", "one of the values", "how the host offers TLS", TLS, "starttls"),
     Key(
@@ -423,10 +502,22 @@ TABLE: Final[tuple[Key, ...]] = (
     Key(
         "DNS fault",
         "dns_faults",
-        "`[[dns_faults]]` `{name, fault, types, delay_ms, tcp}`",
+        "`[[dns_faults]]` `{name, fault, types, delay_ms, tcp, from, until}`",
         "a fault on the answers for one name (and optionally some record types); `delay_ms` delays the "
         "answer of any fault but `drop`",
         DNS_FAULTS,
+    ),
+    Key(
+        "DNS fault",
+        "dns_faults.from",
+        "a duration of world time (default 0)",
+        "the fault starts then; before it the name is answered from the records",
+    ),
+    Key(
+        "DNS fault",
+        "dns_faults.until",
+        "a duration of world time (default: for ever)",
+        "the fault ends then; after it the name is answered from the records",
     ),
     Key(
         "DNS fault",
@@ -619,6 +710,13 @@ def contradictions(plan: SmtpPlan) -> Iterator[Contradiction]:
         if reason:
             name, at = ("delay_ms", "") if point == "*" else (f"delays_ms.{point}", f" at {point}")
             yield (name, ms, f"no delay{at}: {reason}, so no reply goes there")
+    if plan.greylist is not None:
+        reason = unreachable("RCPT")
+        shown = f"{{after = {plan.greylist.after:g}}}"
+        if reason:
+            yield ("greylist", shown, f"no greylisting: {reason}, so no RCPT is ever answered")
+        elif "RCPT" in plan.replies:
+            yield ("greylist", shown, "no greylisting beside replies.RCPT (that reply answers every RCPT)")
     starttls = plan.replies.get("STARTTLS")
     if starttls is not None and not unreachable("STARTTLS"):
         if starttls.code < 400:
@@ -662,14 +760,25 @@ def contradictions(plan: SmtpPlan) -> Iterator[Contradiction]:
         yield ("extensions_off", sorted(plan.extensions_off), f"no extensions: {why}, before any EHLO reply")
 
 
+def _overlap(a: DnsFault, b: DnsFault) -> bool:
+    """Whether two DNS faults' windows of world time meet."""
+    a_end = float("inf") if a.active_until is None else a.active_until
+    b_end = float("inf") if b.active_until is None else b.active_until
+    return a.active_from < b_end and b.active_from < a_end
+
+
 def dns_contradictions(faults: tuple[DnsFault, ...]) -> Iterator[tuple[int, str, object, str]]:
     """``(index, key, value, expected)`` for each DNS fault that cannot apply as written."""
     for i, f in enumerate(faults):
+        if f.active_until is not None and f.active_until <= f.active_from:
+            yield (i, "until", f.active_until, f"a time after from ({f.active_from:g} s)")
         if f.fault == "drop" and f.delay_ms:
             yield (i, "delay_ms", f.delay_ms, "no delay_ms with fault = drop (no answer is ever sent)")
         for j, earlier in enumerate(faults[:i]):
-            if earlier.name == f.name and (
-                earlier.types is None or f.types is None or earlier.types & f.types
+            if (
+                earlier.name == f.name
+                and (earlier.types is None or f.types is None or earlier.types & f.types)
+                and _overlap(earlier, f)
             ):
                 yield (
                     i,
@@ -702,6 +811,11 @@ def describe_dns_fault(f: DnsFault) -> str:
         what = f"answers after {f.delay_ms} ms"
     else:
         what = key("dns_faults").effect(f.fault) + late
+    if f.timed:
+        when = f"from {format_duration(f.active_from)}" if f.active_from else ""
+        if f.active_until is not None:
+            when += (" " if when else "") + f"until {format_duration(f.active_until)}"
+        what += f" ({when})"
     return f"DNS {name} → {what}"
 
 
@@ -720,6 +834,11 @@ def describe_plan(plan: SmtpPlan, *, extensions: bool = True) -> list[str]:
     out += [f"{_SHORT_COMMANDS.get(cmd, cmd)} → {_reply(r)}" for cmd, r in plan.replies.items()]
     if plan.extensions_off and extensions:
         out.append("EHLO without " + ", ".join(sorted(plan.extensions_off)))
+    if plan.greylist is not None:
+        out.append(
+            f"greylisting: {_reply(plan.greylist.reply)} to each new sender/recipient pair, accepted "
+            f"{format_duration(plan.greylist.after)} later"
+        )
     ca = plan.close_at
     if ca is not None:
         where = key("close_at").effect(ca.point)
@@ -752,8 +871,21 @@ def describe_host(h: HostSpec) -> list[str]:
     if not h.a_record:
         lasting.append("no A record")
     if h.schedule is not None and limited:
-        limited.append(f"for its first {h.schedule.fail_first} session(s) only")
+        limited.append(describe_schedule(h.schedule))
     return limited + lasting
+
+
+def describe_schedule(s: Schedule) -> str:
+    """When a scheduled fault applies, in a phrase ("for its first 2 session(s) only", "for the first 2h")."""
+    if s.fail_first:
+        return f"for its first {s.fail_first} session(s) only"
+    if not s.healthy_for:
+        return f"for the first {format_duration(s.fail_for or 0)} only, then healthy"
+    if s.fail_for is None:
+        return f"from {format_duration(s.healthy_for)} on (healthy before)"
+    return (
+        f"from {format_duration(s.healthy_for)} for {format_duration(s.fail_for)}, healthy before and after"
+    )
 
 
 # -- the README's fault table --------------------------------------------------------

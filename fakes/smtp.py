@@ -35,6 +35,7 @@ from typing import Any, Final, Literal, cast
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException, login_always_fail
 
 from .certs import SERVER_NAME_ATTRIBUTE
+from .clock import Clock, RealClock
 from .spec import CloseHow, HostSpec, Reply, SmtpPlan
 from .tcp import ESTABLISH_GRACE, CloseOnAcceptProtocol, Listener, SilentProtocol, cut, peer_of
 from .tlsgate import ClientHello, HandshakeProbe, HelloTap, alert_name, parse_client_hello
@@ -401,6 +402,11 @@ class _Handler:
         self.session.tls_established()
         return True
 
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        return self.session.rcpt(envelope, address, options)
+
     async def handle_exception(self, error: Exception) -> str:
         return self.session.exception(error)
 
@@ -757,6 +763,22 @@ class FaultySMTP(SMTP):
             await self._park()
         return f"250 2.0.0 Ok: queued as MF{self.t.session_id:06d}"  # push() swaps in an override
 
+    def rcpt(self, envelope: Envelope, address: str, options: list[str]) -> str:
+        """A RCPT aiosmtpd found well formed: accepted, unless greylisting defers it."""
+        grey = self.plan.greylist
+        if grey is not None:
+            waited = self.host.greylist_wait(envelope.mail_from or "", address)
+            if waited < grey.after:
+                self.t.add(
+                    "*",
+                    f"fault: greylisted ({envelope.mail_from or '<>'} to {address}: first seen "
+                    f"{waited:g} s ago of world time, accepted after {grey.after:g} s)",
+                )
+                return grey.reply.line()
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 OK"
+
     def tls_established(self) -> None:
         """aiosmtpd's STARTTLS handshake completed (point TLS_UP)."""
         if self._handshake_timer is not None:
@@ -1031,8 +1053,12 @@ class HostServer:
         contexts: ContextSource | None,
         handshake_timeout: float = 10.0,
         idle_timeout: float = 120.0,
+        clock: Clock | None = None,
     ) -> None:
         self.spec = spec
+        self.clock = clock or RealClock()
+        # Greylisting: (sender, recipient) -> world time of its first RCPT.
+        self.greylist_seen: dict[tuple[str, str], float] = {}
         self.address = address
         self.recorder = recorder
         self.contexts = contexts
@@ -1069,6 +1095,12 @@ class HostServer:
         if listener is not None:
             await listener.wait_closed()
 
+    def greylist_wait(self, sender: str, rcpt: str) -> float:
+        """World seconds since the first RCPT of this sender/recipient pair (0 for the first one)."""
+        now = self.clock.now()
+        first = self.greylist_seen.setdefault((sender.lower(), rcpt.lower()), now)
+        return now - first
+
     def decisions(self, plan: SmtpPlan) -> Decisions:
         """What the sessions of ``plan`` (this host's, or its healthy one) decided so far."""
         return self._decisions.setdefault(id(plan), {})
@@ -1088,7 +1120,10 @@ class HostServer:
     def make_protocol(self) -> asyncio.BaseProtocol:
         spec = self.spec
         earlier = self.recorder.count_session(spec.name)
-        faulted = spec.schedule is None or earlier < spec.schedule.fail_first
+        if spec.kind in ("refuse", "blackhole"):
+            faulted = False  # such a host listens only in its healthy time (see world.TimedEndpoint)
+        else:
+            faulted = spec.schedule is None or spec.schedule.faulted(self.clock.now(), earlier)
         kind = spec.kind if faulted else "smtp"
         plan = spec.smtp if faulted else self.healthy
         t = self.recorder.open_session(spec.name, self.address, "?", faulted)

@@ -16,7 +16,9 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final, get_args
 
+from .clock import DURATION_RULE, HOUR, parse_duration
 from .faults import (
+    GREYLISTED,
     CertKind,
     CloseAt,
     CloseHow,
@@ -25,6 +27,7 @@ from .faults import (
     DnsFault,
     DnsFaultKind,
     Extension,
+    Greylist,
     HostKind,
     HostSpec,
     RecordType,
@@ -48,6 +51,7 @@ __all__ = [
     "DnsFault",
     "DnsFaultKind",
     "Extension",
+    "Greylist",
     "HostKind",
     "HostSpec",
     "RecordType",
@@ -133,6 +137,15 @@ class WorldSpec:
     records: tuple[Record, ...] = ()
     hosts: tuple[HostSpec, ...] = ()
     dns_faults: tuple[DnsFault, ...] = ()
+    hour: float = HOUR  # real seconds one hour of the world's clock lasts (see mailfakes.clock)
+    sender_domain: str | None = None  # its MX host receives the non-delivery reports
+
+    @property
+    def timed(self) -> bool:
+        """Whether something in the world changes with world time."""
+        return any(
+            (h.schedule is not None and h.schedule.timed) or h.smtp.greylist is not None for h in self.hosts
+        ) or any(f.timed for f in self.dns_faults)
 
     def host(self, name: str) -> HostSpec:
         for h in self.hosts:
@@ -235,6 +248,18 @@ class Table:
             raise self.fail(name, value, "an array of tables ([[...]])")
         return [Table(v, self.where, f"{self.key(name)}[{i}]") for i, v in enumerate(value)]
 
+    def duration(self, name: str, default: float | None, *, positive: bool = False) -> float | None:
+        """Seconds of a duration key (``"2h"``, ``"5m"``, a number of seconds); ``default`` when absent."""
+        if name not in self.data:
+            return default
+        value = self.raw(name)
+        seconds = parse_duration(value)
+        if seconds is None or (positive and seconds <= 0) or seconds > 366 * 86400:
+            raise self.fail(
+                name, value, DURATION_RULE + (", more than 0" if positive else "") + ", at most 366d"
+            )
+        return seconds
+
     def string_list(self, name: str) -> list[str]:
         if name not in self.data:
             return []
@@ -324,6 +349,20 @@ def parse_smtp_plan(t: Table) -> SmtpPlan:
             raise t.fail(
                 "extensions_off", ext, "extension names among " + ", ".join(values("extensions_off"))
             )
+    greylist = None
+    if t.has("greylist"):
+        gt = t.table("greylist")
+        after = gt.duration("after", 300.0, positive=True)
+        assert after is not None
+        reply = GREYLISTED
+        if any(gt.has(k) for k in ("code", "enhanced", "text")):
+            fields = {k: gt.raw(k) for k in ("code", "enhanced", "text") if gt.has(k)}
+            fields.setdefault("code", GREYLISTED.code)
+            reply = parse_reply(Table(fields, gt.where, gt.path))
+            if not 400 <= reply.code < 500:
+                raise gt.fail("code", reply.code, "a 4xx code (greylisting defers: the client must retry)")
+        gt.done(("after", "code", "enhanced", "text"))
+        greylist = Greylist(after=after, reply=reply)
     plan = SmtpPlan(
         tls=tls,  # type: ignore[arg-type]
         cert=cert,  # type: ignore[arg-type]
@@ -332,6 +371,7 @@ def parse_smtp_plan(t: Table) -> SmtpPlan:
         close_at=close_at,
         delays_ms=delays,
         extensions_off=frozenset(ext.upper() for ext in off),
+        greylist=greylist,
     )
     for where, value, expected in contradictions(plan):
         # Refused as the user wrote it: the file, the key, the value, why it cannot apply.
@@ -348,6 +388,7 @@ _SMTP_KEYS: Final = (
     "delay_ms",
     "delays_ms",
     "extensions_off",
+    "greylist",
 )
 
 
@@ -366,24 +407,35 @@ def parse_host(name: str, t: Table) -> HostSpec:
         smtp = SmtpPlan()
     schedule = None
     if t.has("schedule"):
-        if kind not in SCHEDULABLE_KINDS:
-            raise t.fail(
-                "schedule", t.data["schedule"], "a schedule only on kinds " + ", ".join(SCHEDULABLE_KINDS)
-            )
         st = t.table("schedule")
         n = st.integer("fail_first", 0, lo=1, hi=10**6)
-        if n == 0:
-            raise st.fail("fail_first", None, "a number of sessions from 1 (required)")
-        st.done(("fail_first",))
+        fail_for = st.duration("fail_for", None, positive=True)
+        healthy_for = st.duration("healthy_for", 0.0, positive=True) or 0.0
+        st.done(("fail_first", "fail_for", "healthy_for"))
+        timed = st.has("fail_for") or st.has("healthy_for")
+        if n and timed:
+            raise st.fail("fail_first", n, "a count (fail_first) or times (fail_for, healthy_for), not both")
+        if not n and not timed:
+            raise st.fail(
+                "fail_first", None, "a number of sessions from 1, or fail_for / healthy_for (durations)"
+            )
+        if n and kind not in SCHEDULABLE_KINDS:
+            raise t.fail(
+                "schedule",
+                t.data["schedule"],
+                "fail_first only on kinds " + ", ".join(SCHEDULABLE_KINDS) + " (a refused or unanswered "
+                "SYN never reaches the server, so it cannot count it); fail_for / healthy_for work on "
+                "every kind",
+            )
         if kind == "smtp" and smtp == smtp.healthy():
             # healthy() keeps what a schedule does not limit (extensions_off, implicit TLS).
             raise t.fail(
                 "schedule",
                 t.data["schedule"],
                 "a schedule on a host with a fault it can limit (greeting, replies, tls, cert, close_at, "
-                "delays): later sessions would be the same",
+                "delays, greylist): later sessions would be the same",
             )
-        schedule = Schedule(fail_first=n)
+        schedule = Schedule(fail_first=n, fail_for=fail_for, healthy_for=healthy_for)
     t.done(("kind", "a_record", "close", "schedule", *_SMTP_KEYS))
     return HostSpec(
         name=name,
@@ -483,13 +535,17 @@ def parse_dns_fault(t: Table, zone: str) -> DnsFault:
     tcp = t.choice("tcp", values("dns_faults.tcp"), "answer")
     if t.has("tcp") and fault != "truncate":
         raise t.fail("tcp", tcp, "no tcp setting unless fault = truncate")
-    t.done(("name", "fault", "types", "delay_ms", "tcp"))
+    active_from = t.duration("from", 0.0) or 0.0
+    active_until = t.duration("until", None)
+    t.done(("name", "fault", "types", "delay_ms", "tcp", "from", "until"))
     return DnsFault(
         name=name,
         fault=fault,  # type: ignore[arg-type]
         types=frozenset(types) if types else None,
         delay_ms=delay_ms,
         tcp=tcp,  # type: ignore[arg-type]
+        active_from=active_from,
+        active_until=active_until,
     )
 
 
@@ -522,10 +578,38 @@ def parse_world(data: Mapping[str, Any], where: str = "<world>", path: str = "")
     host_names = {h.name for h in hosts}
     if len(host_names) != len(hosts):
         raise t.fail("hosts", sorted(h.name for h in hosts), "each host name once")
+    hour = t.duration("hour", HOUR, positive=True)
+    assert hour is not None
+    sender_domain = None
+    extra: list[Record] = []
+    if t.has("sender_domain"):
+        sender_domain = check_name(t, "sender_domain", t.string("sender_domain"), zone)
+        mx = f"mx.{sender_domain}"
+        if len(mx) > MAX_HOST_NAME:
+            raise t.fail(
+                "sender_domain", sender_domain, f"a domain of at most {MAX_HOST_NAME - 3} characters"
+            )
+        if mx not in host_names:
+            hosts.append(HostSpec(name=mx))
+            host_names.add(mx)
+        extra.append(Record(name=sender_domain, type="MX", value=mx))
     records = tuple(parse_record(r, zone, host_names) for r in t.tables("records"))
+    if sender_domain is not None:
+        if any(r.name == sender_domain and r.type == "MX" for r in records):
+            raise t.fail(
+                "sender_domain", sender_domain, "a domain whose MX the world makes (leave out its MX records)"
+            )
+        records += tuple(extra)
     fault_tables = t.tables("dns_faults")
     faults = tuple(parse_dns_fault(f, zone) for f in fault_tables)
     for i, where, value, expected in dns_contradictions(faults):
         raise fault_tables[i].fail(where, value, expected)
-    t.done(("zone", "hosts", "records", "dns_faults"))
-    return WorldSpec(zone=zone, records=records, hosts=tuple(hosts), dns_faults=faults)
+    t.done(("zone", "hosts", "records", "dns_faults", "hour", "sender_domain"))
+    return WorldSpec(
+        zone=zone,
+        records=records,
+        hosts=tuple(hosts),
+        dns_faults=faults,
+        hour=hour,
+        sender_domain=sender_domain,
+    )

@@ -127,13 +127,24 @@ def cut(transport: asyncio.BaseTransport, how: CloseHow, owner: Owner | None = N
     cast(asyncio.Transport, transport).abort()
 
 
-def bind_socket(address: str, port: int, *, family: int = socket.AF_INET) -> socket.socket:
-    """A TCP socket bound to (address, port), not yet listening."""
+def bind_socket(
+    address: str, port: int, *, family: int = socket.AF_INET, reuse: bool = False
+) -> socket.socket:
+    """A TCP socket bound to (address, port), not yet listening.
+
+    ``reuse`` (SO_REUSEADDR) is for a host that stops and starts listening
+    while its world runs (a timed schedule): its address is bound again over
+    the TIME_WAIT its own earlier sessions left. Linux lets two sockets share
+    an address only when both set it, so another world (whose sockets never
+    do) can still not share it.
+    """
     # proto=IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted sockets: without
     # it, multi-line replies wait on delayed ACKs (40 ms per EHLO).
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
-        # Not SO_REUSEADDR: two worlds must never share an (address, port).
+        if reuse:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Otherwise not SO_REUSEADDR: two worlds must never share an (address, port).
         sock.bind((address, port))
     except BaseException:
         sock.close()

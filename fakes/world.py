@@ -27,8 +27,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from .attempts import Attempt, attempts_of, bounces_of, deliveries_of, duplicates_of
 from .certs import CertAuthority, shared_authority
+from .clock import Clock, RealClock, VirtualClock, format_duration
 from .dns import FakeDNS
+from .dsn import Bounce
 from .events import Event, EventLog
 from .runtime import (
     CANCEL_GRACE,
@@ -42,7 +45,7 @@ from .runtime import (
     route_context,
 )
 from .smtp import HostServer
-from .spec import WorldSpec, parse_world
+from .spec import HostSpec, WorldSpec, parse_world
 from .tcp import BlackholeEndpoint, RefuseEndpoint, bind_socket
 from .transcript import Limits, Message, Recorder, Transcript
 
@@ -123,8 +126,22 @@ class World:
         idle_timeout: float = 120.0,
         runtime: Runtime | None = None,
         limits: Limits | None = None,
+        clock: Clock | str | None = None,
+        hour: float | None = None,
     ) -> None:
         self.spec = spec if isinstance(spec, WorldSpec) else parse_world(spec)
+        if isinstance(clock, Clock):
+            self.clock: Clock = clock
+        elif clock in (None, "real"):
+            if hour is not None and not hour > 0:
+                raise WorldError(f"an hour must last more than 0 seconds, not {hour!r}")
+            self.clock = RealClock(self.spec.hour if hour is None else hour)
+        elif clock == "virtual":
+            if hour is not None:
+                raise WorldError("a virtual clock has no hour length: it moves only with world.advance()")
+            self.clock = VirtualClock()
+        else:
+            raise WorldError(f"clock must be 'real', 'virtual' or a Clock, not {clock!r}")
         if len(self.spec.hosts) > MAX_HOSTS:
             raise WorldError(f"a world holds at most {MAX_HOSTS} hosts, this one has {len(self.spec.hosts)}")
         if not 0 <= port <= 65535 or not 0 <= dns_port <= 65535:
@@ -162,6 +179,8 @@ class World:
         self.dns: FakeDNS | None = None
         self._servers: list[HostServer] = []
         self._endpoints: list[RefuseEndpoint | BlackholeEndpoint] = []
+        self._timed: list[TimedEndpoint] = []  # refuse/blackhole hosts that listen by the clock
+        self._timers: list[asyncio.TimerHandle] = []
         self._reserved: list[socket.socket] = []
         self._pending: list[tuple[HostServer, socket.socket]] = []
         self._runtime = runtime
@@ -220,6 +239,87 @@ class World:
     def dns_queries(self) -> list[Any]:
         return list(self.dns.queries) if self.dns is not None else []
 
+    @property
+    def now(self) -> float:
+        """World time: seconds since the world started, on its clock (see :mod:`mailfakes.clock`)."""
+        return self.clock.now()
+
+    @property
+    def sender_mx(self) -> str | None:
+        """The host that receives the sender domain's mail (``mx.DOMAIN``), if the world has one."""
+        d = self.spec.sender_domain
+        return f"mx.{d}" if d else None
+
+    @property
+    def bounces(self) -> list[Bounce]:
+        """The non-delivery reports (RFC 3464 DSNs) that arrived at the sender domain's MX, one per
+        recipient entry, in order of arrival; with their envelope and world time."""
+        return bounces_of(self)
+
+    @property
+    def attempts(self) -> list[Attempt]:
+        """The delivery attempts the fakes saw (sessions and DNS lookups of the target, grouped; see
+        :func:`mailfakes.attempts.attempts_of`), with world times, in order."""
+        return attempts_of(self)
+
+    @property
+    def deliveries(self) -> list[Message]:
+        """The messages the target's hosts kept (not the bounces at the sender domain's MX)."""
+        return deliveries_of(self)
+
+    @property
+    def duplicates(self) -> dict[str, int]:
+        """Message-IDs the target's hosts kept more than once (a client that sent it again after a
+        cut that came after the final dot, without deduplicating), with their number of copies."""
+        return duplicates_of(self)
+
+    def advance(self, seconds: float, timeout: float = 10.0) -> float:
+        """Move a virtual clock ``seconds`` on, and apply what the schedules say then; the new time."""
+        return self.advance_to(self.clock.now() + seconds, timeout)
+
+    def advance_to(self, when: float, timeout: float = 10.0) -> float:
+        """Move a virtual clock to world time ``when`` (never back), switching timed hosts at once."""
+        if not isinstance(self.clock, VirtualClock):
+            raise WorldError("only a world on a virtual clock is moved by hand: World(spec, clock='virtual')")
+        runtime = self._sync_runtime
+        if self._state != "running":
+            self.clock.set(when)
+        elif runtime is not None and runtime.running:
+            runtime.run(self._advance_to(when), timeout, context=self._route)
+        else:
+            raise WorldError("this world runs on the caller's event loop: use 'await world.aadvance_to(t)'")
+        return self.clock.now()
+
+    async def aadvance_to(self, when: float) -> float:
+        """:meth:`advance_to` for a world started with ``astart()``."""
+        if not isinstance(self.clock, VirtualClock):
+            raise WorldError("only a world on a virtual clock is moved by hand: World(spec, clock='virtual')")
+        await self._advance_to(when)
+        return self.clock.now()
+
+    async def _advance_to(self, when: float) -> None:
+        assert isinstance(self.clock, VirtualClock)
+        self.clock.set(when)
+        await self._apply_time()
+
+    async def _apply_time(self) -> None:
+        """Put every timed host in the state its schedule gives for now."""
+        if self._state != "running":
+            return
+        now = self.clock.now()
+        for ep in self._timed:
+            try:
+                change = await ep.apply(now)
+            except OSError as exc:
+                self.events.emit("error", ep.spec.name, f"cannot switch at {format_duration(now)}: {exc}")
+                continue
+            if change:
+                self.events.emit("fault", ep.spec.name, f"at {format_duration(now)} of world time: {change}")
+
+    def _on_time(self) -> None:
+        if self._loop is not None and self._state == "running":
+            self._loop.create_task(self._apply_time(), context=self._route)
+
     def reset(self, timeout: float = 5.0) -> None:
         """Start afresh: end the sessions still open, forget transcripts, messages,
         DNS queries, events and schedule counts.
@@ -251,17 +351,25 @@ class World:
         # Each shutdown() ends its session and records the end at once; what
         # its handler still does while unwinding belongs to a retired
         # transcript, which the recorder drops after the clearing.
-        for server in self._servers:
+        for server in self._all_servers():
             for proto in list(server.live):
                 proto.shutdown()
+            server.greylist_seen.clear()
         if self.dns is not None:  # a client of the last test asks nothing of this one
             self.dns.close_connections()
         self._clear_records()
+        if self.spec.timed:  # world time starts again at 0 with the new record
+            self.clock.start()
+            await self._apply_time()
+            self._arm_timers()
 
     def _clear_records(self) -> None:
         self.recorder.reset()
         if self.dns is not None:
             self.dns.reset()
+
+    def _all_servers(self) -> list[HostServer]:
+        return self._servers + [ep.server for ep in self._timed if ep.server is not None]
 
     def _notify(self, event: Event) -> None:
         with self._cond:
@@ -420,6 +528,7 @@ class World:
         self._state = "running"
         self._loop = asyncio.get_running_loop()
         self._start_task = asyncio.current_task()
+        self.clock.start()
         # A shared runtime lends its CA (and its cached certificates); without
         # one, the process's CA lends a view with this world's own directory.
         self.ca = self._runtime.ca if self._runtime is not None else shared_authority().lend()
@@ -446,6 +555,7 @@ class World:
             events=self.events,
             allow_non_loopback=self.allow_non_loopback,
             max_queries=self.limits.dns_queries,
+            clock=self.clock.now if any(f.timed for f in self.spec.dns_faults) else None,
         )
         try:
             await self.dns.start()
@@ -461,6 +571,23 @@ class World:
         for server, sock in self._pending:
             await server.start(sock)
         self._pending = []
+        for ep in self._timed:
+            await ep.apply(self.clock.now())
+        self._arm_timers()
+
+    def _arm_timers(self) -> None:
+        """On a real clock, wake at each instant a timed host changes (from now on)."""
+        for timer in self._timers:
+            timer.cancel()
+        self._timers = []
+        if self.clock.virtual or not self._timed or self._loop is None:
+            return
+        now = self.clock.now()
+        changes = {t for ep in self._timed if ep.spec.schedule is not None for t in ep.spec.schedule.changes}
+        for when in sorted(t for t in changes if t > now):
+            delay = self.clock.real_delay(when - now)
+            if delay is not None:
+                self._timers.append(self._loop.call_later(delay, self._on_time))
 
     def _bind(self, subnet: str) -> None:
         """Bind every host at subnet.N on one shared port (sockets only; no loop work)."""
@@ -475,19 +602,16 @@ class World:
             self._reserved.append(sock)
             port = sock.getsockname()[1]
             self.hosts[host.name] = address
-            if host.kind == "refuse":
+            timed = host.schedule is not None and host.schedule.timed
+            if host.kind in ("refuse", "blackhole") and timed:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # see bind_socket(reuse=)
+                self._timed.append(TimedEndpoint(host, sock, self._new_server))
+            elif host.kind == "refuse":
                 self._endpoints.append(RefuseEndpoint(sock))
             elif host.kind == "blackhole":
                 self._endpoints.append(BlackholeEndpoint(sock))
             else:
-                server = HostServer(
-                    host,
-                    address,
-                    recorder=self.recorder,
-                    contexts=self._server_context,
-                    handshake_timeout=self.handshake_timeout,
-                    idle_timeout=self.idle_timeout,
-                )
+                server = self._new_server(host, address)
                 self._servers.append(server)
                 self._pending.append((server, sock))
         if not self.spec.hosts:
@@ -497,13 +621,30 @@ class World:
             port = sock.getsockname()[1]
         self.port = port
 
+    def _new_server(self, host: HostSpec, address: str) -> HostServer:
+        return HostServer(
+            host,
+            address,
+            recorder=self.recorder,
+            contexts=self._server_context,
+            handshake_timeout=self.handshake_timeout,
+            idle_timeout=self.idle_timeout,
+            clock=self.clock,
+        )
+
     def _server_context(self, name: str, kind: str, offer: str) -> ssl.SSLContext:
         assert self.ca is not None
         return self.ca.server_context(name, kind, offer=offer)  # type: ignore[arg-type]
 
     def _release_sockets(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers = []
         for ep in self._endpoints:
             ep.close()
+        for timed in self._timed:
+            timed.close()
+        self._timed = []
         for sock in self._reserved:
             sock.close()
         self._endpoints, self._reserved, self._servers, self._pending = [], [], [], []
@@ -517,7 +658,9 @@ class World:
             # A start still under way (its caller gave up): let it unwind first.
             start.cancel()
             await asyncio.wait({start}, timeout=CANCEL_GRACE)
-        for server in self._servers:
+        for timer in self._timers:
+            timer.cancel()
+        for server in self._all_servers():
             await server.stop()
         if self.dns is not None:
             await self.dns.stop()
@@ -534,3 +677,65 @@ class World:
             await asyncio.wait(left, timeout=CANCEL_GRACE)
         if self.ca is not None and self._runtime is None:
             self.ca.close()
+
+
+class TimedEndpoint:
+    """A ``refuse`` or ``blackhole`` host with a timed schedule, on one address and port: its
+    fault while the schedule says so (bound without listening: every SYN gets RST; or a full
+    accept queue: SYNs go unanswered), a healthy SMTP server the rest of the time.
+
+    Stopping to listen closes the listening socket (the kernel cannot un-listen one), and the
+    address is bound again with SO_REUSEADDR, over the TIME_WAIT of the sessions it served.
+    """
+
+    def __init__(
+        self, spec: HostSpec, sock: socket.socket, make_server: Callable[[HostSpec, str], HostServer]
+    ) -> None:
+        self.spec = spec
+        self.address, self.port = sock.getsockname()[:2]
+        self.sock: socket.socket | None = sock  # bound, not listening, while mode is "refuse"
+        self.mode = "refuse"
+        self.blackhole: BlackholeEndpoint | None = None
+        self.server: HostServer | None = None
+        self.make_server = make_server
+
+    def wanted(self, now: float) -> str:
+        assert self.spec.schedule is not None
+        return self.spec.kind if self.spec.schedule.faulted(now, 0) else "serve"
+
+    async def apply(self, now: float) -> str | None:
+        """Switch to what the schedule gives at world time ``now``; what changed, or None."""
+        want = self.wanted(now)
+        if want == self.mode:
+            return None
+        if self.server is not None:  # its listener closes the socket
+            server, self.server, self.sock = self.server, None, None
+            await server.stop()
+        if self.blackhole is not None:
+            self.blackhole.close()
+            self.blackhole, self.sock = None, None
+        self.mode = "down"  # until the new state is up
+        if self.sock is None:
+            self.sock = bind_socket(self.address, self.port, reuse=True)
+        if want == "serve":
+            self.server = self.make_server(self.spec, self.address)
+            await self.server.start(self.sock)
+            what = "healthy: accepts connections (SMTP)"
+        elif want == "blackhole":
+            self.blackhole = BlackholeEndpoint(self.sock)
+            what = "stops answering connections (SYNs dropped)"
+        else:
+            what = "refuses connections (RST to the SYN)"
+        self.mode = want
+        return what
+
+    def close(self) -> None:
+        """Free the sockets (the world's loop has stopped the server, or is gone)."""
+        if self.blackhole is not None:
+            self.blackhole.close()
+            self.blackhole = None
+        if self.server is None and self.sock is not None:
+            self.sock.close()
+        elif self.server is not None and self.server.listener is not None:
+            self.server.listener.sock.close()
+        self.sock = None

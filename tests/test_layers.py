@@ -19,7 +19,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent / "fakes"
 
 LAYERS: dict[str, tuple[str, ...]] = {
     # Values and rules shared by everything: no sockets.
-    "foundation": ("values", "faults", "spec", "codes", "classify", "events", "transcript", "dsn"),
+    "foundation": ("values", "clock", "faults", "spec", "codes", "classify", "events", "transcript", "dsn"),
     # The catalogue of scenarios, and the servers that play a world.
     "servers": (
         "catalogue",
@@ -30,14 +30,15 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "tcp",
         "tlsgate",
         "smtp",
+        "attempts",
         "world",
         "netns",
     ),
     # What stands on the client's side: the reference client, readers of
     # other clients, the witness of what the fakes saw, the facts a client is given.
-    "clients": ("resolver", "client", "readers", "witness", "facts"),
+    "clients": ("resolver", "client", "queue", "readers", "witness", "facts"),
     # The tools built on them: grading, the demo, and one module per command.
-    "tools": ("check", "demo", "command", "browse", "serve", "check_cmd", "deliver_cmd", "demo_cmd"),
+    "tools": ("check", "timeline", "demo", "command", "browse", "serve", "check_cmd", "deliver_cmd", "demo_cmd"),
     # Entry points: the command line, the pytest plugin, the package's surface.
     "entry": ("cli", "__main__", "pytest_plugin", "__init__"),
 }

@@ -452,10 +452,18 @@ DNS_FAULTED = [sid for sid, s in CATALOGUE.items() if s.world.dns_faults]
 @pytest.mark.parametrize("sid", DNS_FAULTED)
 def test_each_dns_fault_is_exactly_the_configured_wire_event(sid, make_world):
     s = CATALOGUE[sid]
-    world = make_world(s.world)
+    timed = any(f.timed for f in s.world.dns_faults)
+    world = make_world(s.world, clock="virtual") if timed else make_world(s.world)
     for f in s.world.dns_faults:
         qtype = sorted(f.types)[0] if f.types else "A"
         bound = DNS_TIMEOUT + f.delay_ms / 1000
+        if f.timed:
+            # Before its window the name is answered from the records; then the fault is on.
+            before = DnsWire(
+                dns_over_udp(world, f.name, qtype, bound), dns_over_tcp(world, f.name, qtype, bound)
+            )
+            assert before == DnsWire("NOERROR", "NOERROR"), f"{sid}: before {f.active_from} s: {before}"
+            world.advance_to(f.active_from)
         observed = DnsWire(
             dns_over_udp(world, f.name, qtype, bound),
             dns_over_tcp(world, f.name, qtype, bound),
