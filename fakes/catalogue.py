@@ -138,7 +138,10 @@ _TOP_KEYS: Final = (
     "explain",
     "target",
     "world",
+    "queue",
 )
+_QUEUE_KEYS: Final = ("outcome", "last_error", "attempts", "duplicates")
+_OUTCOMES: Final = ("delivered", "bounced", "expired")
 _TARGET_KEYS: Final = ("smart_host", "connect_by_ip", "mail_domain", "require_tls", "mail_from", "rcpt_to")
 _EXPLAIN_KEYS: Final = ("cause", "fix")
 _ID_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
@@ -195,6 +198,25 @@ class Target:
 
 
 @frozen
+class QueueExpectation:
+    """What a correct queue does with the scenario's message (its ``[queue]`` table).
+
+    ``outcome``: delivered, bounced or expired; ``last_error``: the code the
+    last attempt (and so the NDR) must carry, per profile (empty: the
+    scenario's own code); ``at_least``/``at_most``: how many delivery
+    attempts a queue makes (any correct client, not only the reference
+    one); ``duplicates``: the message arrives twice unless the client
+    deduplicates (a cut after the final dot).
+    """
+
+    outcome: str
+    last_error: Mapping[str, str]
+    at_least: int = 1
+    at_most: int | None = None
+    duplicates: bool = False
+
+
+@frozen
 class Scenario:
     """One catalogue entry: the expected codes, the explanation, the target and the world."""
 
@@ -212,6 +234,16 @@ class Scenario:
     path: Path
     languages: tuple[str, ...] = LANGUAGES
     """The languages its author wrote; the others show the English text."""
+    queue: QueueExpectation | None = None
+    """What a queue must do with the message (a scenario of the queue's cycle), or None."""
+
+    def last_error_for(self, profile: str = "eop") -> str:
+        """The code a queue's last attempt (and its NDR) carries under ``profile``."""
+        if self.queue is not None and profile in self.queue.last_error:
+            return self.queue.last_error[profile]
+        if self.queue is not None and profile == "eop-observed" and "eop" in self.queue.last_error:
+            return self.queue.last_error["eop"]
+        return self.code_for(profile)
 
     @property
     def expected_code(self) -> str:
@@ -457,8 +489,46 @@ def _replied_codes(world: WorldSpec) -> list[str]:
         if h.kind != "smtp":
             continue
         replies = [h.smtp.greeting, *h.smtp.replies.values()]
+        if h.smtp.greylist is not None:
+            replies.append(h.smtp.greylist.reply)
         codes += [r.enhanced for r in replies if r is not None and r.enhanced and r.enhanced not in codes]
     return codes
+
+
+def _codes_by_profile(t: Table, profiles: Sequence[str]) -> dict[str, str]:
+    """A table of one code per profile (``[alternates]``, ``[queue.last_error]``): EOP or enhanced codes."""
+    t.done(tuple(profiles))
+    codes: dict[str, str] = {}
+    for profile in profiles:
+        if t.has(profile):
+            value = t.raw(profile)
+            if not isinstance(value, str) or not (value in EOP_CODES or enhanced_ok(value)):
+                raise _fail(t, profile, value, "one of " + ", ".join(EOP_CODES) + " or an enhanced code")
+            codes[profile] = value
+    return codes
+
+
+def _parse_queue(t: Table) -> QueueExpectation:
+    qt = t.table("queue")
+    qt.done(_QUEUE_KEYS)
+    outcome = qt.choice("outcome", _OUTCOMES)
+    last = _codes_by_profile(qt.table("last_error"), PROFILES)
+    at_least, at_most = 1, None
+    if qt.has("attempts"):
+        at = qt.table("attempts")
+        at.done(("at_least", "at_most"))
+        at_least = at.integer("at_least", 1, lo=1, hi=10_000)
+        at_most = at.integer("at_most", 0, lo=1, hi=10_000) if at.has("at_most") else None
+        if at_most is not None and at_most < at_least:
+            raise _fail(at, "at_most", at_most, f"at least at_least ({at_least})")
+    duplicates = qt.boolean("duplicates", False)
+    return QueueExpectation(
+        outcome=outcome,
+        last_error=MappingProxyType(last),
+        at_least=at_least,
+        at_most=at_most,
+        duplicates=duplicates,
+    )
 
 
 def parse_scenario(data: Mapping[str, Any], where: str, path: Path | None, *, own: bool = True) -> Scenario:
@@ -497,15 +567,7 @@ def parse_scenario(data: Mapping[str, Any], where: str, path: Path | None, *, ow
     assert rfc3463 is not None
     postfix = _enhanced(t, "postfix", classes, required=False)
 
-    alternates: dict[str, str] = {}
-    at = t.table("alternates")
-    at.done(ALTERNATE_PROFILES)
-    for profile in ALTERNATE_PROFILES:
-        if at.has(profile):
-            value = at.raw(profile)
-            if not isinstance(value, str) or not (value in EOP_CODES or enhanced_ok(value)):
-                raise _fail(at, profile, value, "one of " + ", ".join(EOP_CODES) + " or an enhanced code")
-            alternates[profile] = value
+    alternates = _codes_by_profile(t.table("alternates"), ALTERNATE_PROFILES)
 
     title = _texts(t, "title", required)
     for lang, text in title.items():
@@ -531,7 +593,9 @@ def parse_scenario(data: Mapping[str, Any], where: str, path: Path | None, *, ow
                 + (", ".join(replied) or "(none)"),
             )
 
+    queue = _parse_queue(t) if t.has("queue") else None
     return Scenario(
+        queue=queue,
         id=sid,
         code=code,
         server_code=server_code,

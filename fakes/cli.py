@@ -185,6 +185,36 @@ def _deliver_parser(sub: _Subparsers, full: bool) -> None:
         help="use STARTTLS when offered but deliver in plaintext when it is not (default: TLS required)",
     )
     pd.add_argument("-v", "--verbose", action="store_true", help="show the client's side of the dialogue")
+    q = pd.add_argument_group(
+        "queue",
+        "with --queue the client queues the message like an outbound connector: it retries temporary "
+        "failures on an Exchange-like schedule (5, 10, 15, 30 minutes apart, then hourly), bounces a "
+        "permanent one (5.x.x) at once, lets the message expire after --lifetime and then sends the "
+        "non-delivery report to the sender's domain. It is graded on the scenario's expected outcome "
+        "and last error. The world runs on a virtual clock (24 hours in milliseconds) unless --clock real",
+    )
+    q.add_argument("--queue", action="store_true", help="queue, retry and expire (see above)")
+    q.add_argument(
+        "--lifetime", type=_duration, default=86400.0, metavar="D", help="queue lifetime (default: 24h)"
+    )
+    q.add_argument(
+        "--retry",
+        type=_retry,
+        metavar="D,D,...",
+        help="intervals between attempts, the last one repeated (default: 5m,10m,15m,30m,1h)",
+    )
+    q.add_argument(
+        "--clock",
+        choices=("virtual", "real"),
+        default="virtual",
+        help="virtual: the queue moves the world's clock (default); real: it waits, as scaled by --hour",
+    )
+    q.add_argument(
+        "--hour",
+        type=_duration,
+        metavar="D",
+        help="with --clock real: how long a world hour lasts (default: the scenario's, else 1h)",
+    )
 
 
 def _check_parser(sub: _Subparsers, full: bool) -> None:
@@ -330,6 +360,24 @@ def _seconds(text: str) -> float:
     if not 0 < value <= 600:
         raise argparse.ArgumentTypeError(f"invalid duration {value}: expected more than 0 and at most 600 s")
     return value
+
+
+def _duration(text: str) -> float:
+    from .clock import DURATION_RULE, parse_duration
+
+    value = parse_duration(text)
+    if value is None or value <= 0:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: expected {DURATION_RULE}, more than 0")
+    return value
+
+
+def _retry(text: str) -> tuple[float, ...]:
+    from .queue import parse_retry
+
+    try:
+        return parse_retry(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid retry intervals {text!r}: {exc}") from None
 
 
 def _selection_arguments(p: argparse.ArgumentParser) -> None:

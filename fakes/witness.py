@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from .spec import HostSpec, SmtpPlan, WorldSpec, normalize_name
+from .spec import DnsFault, HostSpec, SmtpPlan, WorldSpec, normalize_name
 from .transcript import Message, Transcript
 
 if TYPE_CHECKING:
@@ -127,26 +127,67 @@ class Records:
 
     @classmethod
     def of(cls, world: World) -> Records:
-        return cls(world.sessions, world.messages, world.dns_queries)
+        """The world's records of the client's delivery: what reached the sender domain's own MX
+        (the bounce a queue sends back) and the lookups of that domain are not part of it."""
+        mx, domain = world.sender_mx, world.spec.sender_domain
+        if mx is None or domain is None:
+            return cls(world.sessions, world.messages, world.dns_queries)
+
+        def theirs(name: str) -> bool:
+            name = name.rstrip(".").lower()
+            return name == domain or name.endswith("." + domain)
+
+        return cls(
+            [t for t in world.sessions if t.host != mx],
+            [m for m in world.messages if m.host != mx],
+            [q for q in world.dns_queries if not theirs(q.name or "")],
+        )
 
 
 def observe(scenario: Scenario, world: World, *, settle: float = SETTLE_SECONDS) -> Testimony:
     """Judge what ``world`` recorded for ``scenario``, once its sessions have ended (bounded wait)."""
     # A client's TLS alert or close may still be in flight when its report is in the test's hands.
     world.wait_until(lambda: all(t.closed for t in world.sessions), settle)
-    return judge(scenario, Records.of(world))
+    records = Records.of(world)
+    if _first_attempt_only(scenario):
+        records = _first_attempt(world, records)
+    return judge(scenario, records)
+
+
+def _first_attempt_only(scenario: Scenario) -> bool:
+    """A queue scenario whose fault ends or changes with time: its code is the first attempt's."""
+    queue = getattr(scenario, "queue", None)
+    return queue is not None and (queue.outcome == "delivered" or scenario.world.timed)
+
+
+def _first_attempt(world: World, records: Records) -> Records:
+    """Only what the client's first delivery attempt left (a full-cycle client makes more)."""
+    from .attempts import attempts_of
+
+    seen = attempts_of(world)
+    if not seen:
+        return records
+    first = seen[0]
+    ids = {t.session_id for t in first.sessions}
+    return Records(
+        [t for t in records.sessions if t.session_id in ids],
+        [m for m in records.messages if m.session_id in ids],
+        [q for q in records.dns_queries if any(q is mine for mine in first.lookups)],
+    )
 
 
 def judge(scenario: Scenario, records: Records) -> Testimony:
     """The testimony for a scenario, from what a world recorded while a client met it."""
     spec = scenario.world
     evidence: list[Evidence] = []
+    # The faults a first attempt meets (world time 0): a DNS fault that starts later is not one.
+    dns_faults = [f for f in spec.dns_faults if f.active(0.0)]
     if scenario.is_success:
         evidence.append(_delivered(records))
     else:
         evidence.append(_not_delivered(records))
-        if spec.dns_faults or _dead_mx_targets(spec):
-            evidence += _dns(scenario, records)
+        if dns_faults or _dead_mx_targets(spec):
+            evidence += _dns(spec, dns_faults, records)
         else:
             for host in _faulty_hosts(spec):
                 evidence += _host(scenario, host, records)
@@ -194,10 +235,9 @@ def _dead_mx_targets(spec: WorldSpec) -> list[str]:
     ]
 
 
-def _dns(scenario: Scenario, records: Records) -> list[Evidence]:
-    spec = scenario.world
+def _dns(spec: WorldSpec, dns_faults: list[DnsFault], records: Records) -> list[Evidence]:
     failing: list[tuple[str, Callable[[str], bool], str]] = []
-    for f in spec.dns_faults:
+    for f in dns_faults:
         failing.append((f.name, f.applies_to, f.fault))
     for name in _dead_mx_targets(spec):
         failing.append((name, ADDRESS_TYPES.__contains__, "no address"))
@@ -225,7 +265,7 @@ def _dns(scenario: Scenario, records: Records) -> list[Evidence]:
                 "DNS failure it reported is not this scenario's: is it using another resolver?",
             )
         )
-    for f in spec.dns_faults:
+    for f in dns_faults:
         if f.fault == "truncate" and f.tcp != "answer":
             over_tcp = [q for q in hits if q.transport == "tcp" and normalize_name(q.name) == f.name]
             out.append(
@@ -336,6 +376,8 @@ def _first_step(plan: SmtpPlan) -> tuple[str, Reached] | None:
         steps.append((0, "opened a session (and got the greeting)", _opened))
     if plan.tls == "none":
         steps.append((2, "sent EHLO (and so saw no STARTTLS offered)", _sent("EHLO", "HELO")))
+    if plan.greylist is not None:
+        steps.append((7, "sent RCPT TO (and was greylisted)", _sent("RCPT")))
     if plan.tls == "starttls_refused":
         steps.append((3, "sent STARTTLS", _sent("STARTTLS")))
     if plan.tls_offer != "current":  # a server that refuses the handshake
