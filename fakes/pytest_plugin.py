@@ -52,8 +52,10 @@ from .spec import enhanced_ok
 if TYPE_CHECKING:
     import ssl
 
+    from .attempts import Attempt
     from .catalogue import Scenario
     from .client import DeliveryReport
+    from .dsn import Bounce
     from .runtime import Runtime
     from .transcript import Message, Transcript
     from .world import World
@@ -83,6 +85,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "(e.g. 'tls-*,dns-nxdomain')",
     )
     group.addoption(
+        "--mail-hour",
+        default=None,
+        metavar="DURATION",
+        help="how long one hour of the worlds' clocks lasts in real time (e.g. 2s), for scenarios "
+        "whose faults change with time (default: each scenario's own, else real time)",
+    )
+    group.addoption(
         "--mail-no-control",
         action="store_true",
         help=f"do not add the healthy baseline ({CONTROL}) as a control to marked tests",
@@ -90,6 +99,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    _hour(config)  # a bad --mail-hour stops the run before any test (a usage error)
     config.addinivalue_line(
         "markers",
         f"{MARKER}(*scenarios, code=None, control=True): run the test once per scenario: catalogue ids "
@@ -394,7 +404,7 @@ class MailRuntime:
         from .runtime import Runtime
 
         self.runtime: Runtime = Runtime().start()
-        self._worlds: dict[tuple[str, str], World] = {}
+        self._worlds: dict[tuple[str, str, float | None], World] = {}
         self._extra: list[World] = []
 
     @classmethod
@@ -418,15 +428,15 @@ class MailRuntime:
             raise
         return rt
 
-    def world_for(self, scenario: Scenario) -> World:
+    def world_for(self, scenario: Scenario, hour: float | None = None) -> World:
         # By id and world, not id alone: a user's scenario may reuse a catalogue id
         # with a world of its own, and an inline one is parsed afresh for each test.
-        key = (scenario.id, repr(scenario.world))
+        key = (scenario.id, repr(scenario.world), hour)
         world = self._worlds.get(key)
         if world is None or not world.running:
             from .world import World
 
-            world = World(scenario.world, runtime=self.runtime).start()
+            world = World(scenario.world, runtime=self.runtime, hour=hour).start()
             self._worlds[key] = world
         return world
 
@@ -613,6 +623,97 @@ class MailScenario:
     def dns_queries(self) -> list[Any]:
         return self.world.dns_queries
 
+    @property
+    def attempts(self) -> list[Attempt]:
+        """The delivery attempts the fakes saw in this test, with world times (see
+        :func:`mailfakes.attempts.attempts_of`: a refused or unanswered SYN is seen only through the
+        lookups before it)."""
+        return self.world.attempts
+
+    @property
+    def bounces(self) -> list[Bounce]:
+        """The non-delivery reports that reached the sender's domain (``sender_domain``) in this test."""
+        return self.world.bounces
+
+    def timeline(self) -> list[str]:
+        """What the fakes saw, in lines: each attempt with its world time, then each bounce."""
+        from .clock import format_duration
+
+        lines = [a.describe() for a in self.attempts]
+        for b in self.bounces:
+            when = f"+{format_duration(b.at)}" if b.at is not None else "+?"
+            lines.append(
+                f"{when}: NDR to {', '.join(b.envelope_to) or '?'}: Action {b.action}, Status {b.status}, "
+                f"{b.diagnostic_code}"
+            )
+        for mid, n in self.world.duplicates.items():
+            lines.append(f"duplicate: {mid} arrived {n} times")
+        return lines or ["(nothing: no lookup, no session, no bounce)"]
+
+    def _fail_with_timeline(self, what: str) -> None:
+        __tracebackhide__ = True
+        self.world.wait_until(lambda: all(t.closed for t in self.world.sessions), 0.5)
+        raise AssertionError(
+            f"scenario {self.id} ({self.title}): {what}\nwhat the fakes saw:\n"
+            + "\n".join("  " + line for line in self.timeline())
+        )
+
+    def assert_retried(self, *, at_least: int | None = None, at_most: int | None = None) -> None:
+        """Assert the client tried (at least ``at_least``, at most ``at_most`` attempts, by default
+        what the scenario's ``[queue]`` says); the first try counts as one."""
+        __tracebackhide__ = True
+        q = self.scenario.queue
+        lo = at_least if at_least is not None else (q.at_least if q is not None else 2)
+        hi = at_most if at_most is not None else (q.at_most if q is not None else None)
+        n = len(self.attempts)
+        if n < lo or (hi is not None and n > hi):
+            span = f"at least {lo}" + (f" and at most {hi}" if hi is not None else "")
+            self._fail_with_timeline(f"expected {span} attempts, the fakes saw {n}")
+
+    def assert_delivered_once(self) -> None:
+        """Assert the message reached the target exactly once (no loss, no duplicate)."""
+        __tracebackhide__ = True
+        n = len(self.world.deliveries)
+        if n != 1:
+            what = "never" if n == 0 else f"{n} times"
+            extra = (
+                " (the server kept the first copy before the cut after the final dot: a client that "
+                "does not deduplicate sends it again)"
+                if n > 1 and self.world.duplicates
+                else ""
+            )
+            self._fail_with_timeline(f"expected the message delivered once, it arrived {what}{extra}")
+
+    def assert_bounced(self, *, status: str | None = None, last_error: str | None = None) -> None:
+        """Assert one NDR reached the sender's domain, as an RFC 3464 DSN with an empty envelope
+        sender; with ``status`` its Status field; with ``last_error`` a code its Diagnostic-Code
+        must carry (the last attempt's error)."""
+        __tracebackhide__ = True
+        self.world.wait_until(lambda: bool(self.world.bounces), 0.5)
+        found = self.bounces
+        if not found:
+            self._fail_with_timeline("expected a non-delivery report to the sender, none arrived")
+        problems = []
+        for b in found:
+            if b.envelope_from:
+                problems.append(f"its envelope sender is {b.envelope_from!r}, not empty (RFC 3464)")
+            if status is not None and b.status != status:
+                problems.append(f"its Status is {b.status}, not {status}")
+            if last_error is not None and last_error not in (b.diagnostic_code or ""):
+                problems.append(f"its Diagnostic-Code ({b.diagnostic_code}) does not carry {last_error}")
+        if len(found) > 1:
+            problems.append(f"{len(found)} reports arrived, not one")
+        if problems:
+            self._fail_with_timeline(
+                "the non-delivery report is wrong: " + "; ".join(dict.fromkeys(problems))
+            )
+
+    def assert_not_bounced(self) -> None:
+        """Assert no NDR reached the sender's domain."""
+        __tracebackhide__ = True
+        if self.bounces:
+            self._fail_with_timeline(f"expected no non-delivery report, {len(self.bounces)} arrived")
+
     def deliver(self, **options: Any) -> DeliveryReport:
         """Run the reference delivery client against this scenario."""
         from .client import deliver_scenario
@@ -714,6 +815,18 @@ def _scenario_param(param: object, request: pytest.FixtureRequest) -> Scenario:
     pytest.fail(f"mail_scenario parameter {_param_id(param)!r}: {problem}", pytrace=False)
 
 
+def _hour(config: pytest.Config) -> float | None:
+    from .clock import DURATION_RULE, parse_duration
+
+    text = config.getoption("--mail-hour")
+    if text is None:
+        return None
+    value = parse_duration(text)
+    if value is None or value <= 0:
+        raise pytest.UsageError(f"--mail-hour {text!r}: expected {DURATION_RULE}, more than 0")
+    return value
+
+
 @pytest.fixture
 def mail_scenario(request: pytest.FixtureRequest, mail_runtime: MailRuntime) -> Iterator[MailScenario]:
     """A running scenario: parametrized by ``@pytest.mark.mail_scenarios`` or indirectly.
@@ -726,7 +839,7 @@ def mail_scenario(request: pytest.FixtureRequest, mail_runtime: MailRuntime) -> 
         def test_reports(mail_scenario): ...
     """
     scenario = _scenario_param(getattr(request, "param", None), request)
-    world = mail_runtime.world_for(scenario)
+    world = mail_runtime.world_for(scenario, _hour(request.config))
     world.reset()
     node = request.node
     yield MailScenario(
