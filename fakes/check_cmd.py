@@ -66,6 +66,7 @@ def _check(args: argparse.Namespace, chosen: list[Scenario], read: Read, out: Te
                     port=args.port if args.port or not args.inside_netns else 25,
                     dns_host="127.0.0.1" if args.inside_netns else None,
                     dns_port=53 if args.inside_netns else 0,
+                    hour=args.hour,
                 )
                 world.start()
                 try:

@@ -144,6 +144,13 @@ def _serve_parser(sub: _Subparsers, full: bool) -> None:
     pv.add_argument("--dns-host", metavar="ADDR", help="DNS address (default: the world's 127.A.B.1)")
     pv.add_argument("--subnet", metavar="127.A.B", help="put hosts at 127.A.B.2, .3, ... (default: random)")
     pv.add_argument(
+        "--hour",
+        type=_duration,
+        metavar="D",
+        help="how long one hour of the world's clock lasts (e.g. 2s), for faults scheduled by time "
+        "(default: the scenario's, else real time)",
+    )
+    pv.add_argument(
         "--allow-non-loopback",
         action="store_true",
         help="allow a non-loopback --subnet/--dns-host (only inside a network namespace of yours)",
@@ -267,6 +274,13 @@ def _check_parser(sub: _Subparsers, full: bool) -> None:
     how.add_argument("--reader", choices=reader_names, help="read the outcome of a known client")
     how.add_argument(
         "--code-regex", metavar="RE", help="read the code with this regex (group 1, or the match)"
+    )
+    pc.add_argument(
+        "--hour",
+        type=_duration,
+        metavar="D",
+        help="how long one hour of each world's clock lasts (e.g. 1s), so a client with a short "
+        "queue meets faults scheduled by time (default: each scenario's, else real time)",
     )
     pc.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
     pc.add_argument("--json", metavar="FILE", help="write a JSON report")

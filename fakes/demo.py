@@ -71,6 +71,8 @@ LABELS: dict[str, dict[str, str]] = {
         "no_report": "no report (stopped)",
         "diagram": "Sequence diagram",
         "queue": "The queue",
+        "queue_lines": "Each attempt",
+        "outcome": "expected outcome",
         "diagram_title": "Sequence diagram of {id}: the client, the DNS server and the SMTP server",
         "client": "client",
         "dns": "DNS",
@@ -102,6 +104,8 @@ LABELS: dict[str, dict[str, str]] = {
         "no_report": "pas de rapport (interrompu)",
         "diagram": "Diagramme de séquence",
         "queue": "La file d'attente",
+        "queue_lines": "Chaque tentative",
+        "outcome": "issue attendue",
         "diagram_title": "Diagramme de séquence de {id} : le client, le serveur DNS et le serveur SMTP",
         "client": "client",
         "dns": "DNS",
@@ -597,6 +601,7 @@ DEFAULT_TOUR = (
     "tls-starttls-missing",
     "close-mid-data",
     "tls-cert-expired",
+    "queue-down-refused",
     "baseline-delivered",
 )
 
@@ -840,10 +845,38 @@ class Player:
             self.w(st(f"{lab['reported']}:", "bold"))
             self.w("  " + st(report.line(), "bold", "green" if ok else "red"))
             self.w(f"  ({lab['expected']} {scenario.code_for(self.profile)}: {verdict})")
+        if scenario.queue is not None and not self.stop.is_set():
+            result.queue = self._queue(scenario, runtime)
+            if result.queue is not None:
+                self.w()
+                self.show_queue(result.queue)
+                outcome = _queue_verdict(result, lang)
+                if outcome is not None:
+                    self.w("  " + st(outcome[0], "green" if outcome[1] else "red", "bold"))
         if scenario.fix[lang]:
             self.w(st(f"{lab['fix']}:", "bold"))
             self.w(_wrap(scenario.fix[lang]))
         return result
+
+    def _queue(self, scenario: Scenario, runtime: Runtime) -> dict[str, Any] | None:
+        """The whole queue cycle of ``scenario`` by the reference connector, on a virtual clock (24
+        hours in a moment), with the NDR as the sender's domain received it."""
+        from .queue import run_scenario
+        from .world import World
+
+        world = World(scenario.world, runtime=runtime, clock="virtual").start()
+        try:
+            run = run_scenario(
+                scenario, world, profile=self.profile, timeout=min(self.timeout, 0.5), stop=self.stop
+            )
+            row = run.as_dict()
+            row["received_ndr"] = [
+                {"action": b.action, "status": b.status, "diagnostic_code": b.diagnostic_code}
+                for b in world.bounces
+            ]
+        finally:
+            world.stop()
+        return row
 
     def show_queue(self, run: Mapping[str, Any]) -> None:
         """Print a queue run (``mailfakes.timeline``'s shape): each attempt, how it ended, the NDR."""
@@ -1197,6 +1230,27 @@ def summary_html(results: list[DemoResult], lang: str = "en", generated: datetim
     )
 
 
+_OUTCOME_WORDS: dict[str, dict[str, str]] = {
+    "en": {"delivered": "delivered", "bounced": "bounced", "expired": "expired"},
+    "fr": {"delivered": "remis", "bounced": "renvoyé", "expired": "expiré"},
+}
+
+
+def _queue_verdict(r: DemoResult, lang: str) -> tuple[str, bool] | None:
+    """The queue's outcome against the scenario's expected one: a sentence, and whether they agree."""
+    q = r.scenario.queue
+    if r.queue is None or q is None:
+        return None
+    got = str(r.queue.get("outcome"))
+    words, lab = _OUTCOME_WORDS[lang], LABELS[lang]
+    ok = got == q.outcome
+    shown = words.get(got, got)
+    return (
+        f"{shown} ({lab['outcome']} {words.get(q.outcome, q.outcome)}: {lab['ok'] if ok else lab['diff']})",
+        ok,
+    )
+
+
 def render_html(results: list[DemoResult], lang: str = "en", generated: datetime | None = None) -> str:
     """One self-contained HTML page (no external assets, no script) for the played scenarios.
 
@@ -1260,11 +1314,18 @@ def render_html(results: list[DemoResult], lang: str = "en", generated: datetime
         if r.queue:
             from .timeline import timeline_svg, timeline_text
 
+            outcome = _queue_verdict(r, lang)
             parts.append(
                 f"<h3>{esc(lab['queue'])}</h3>{timeline_svg(r.queue, lang, f'queue-{n}')}"
+                + (
+                    f'<p class="report{"" if outcome[1] else " diff"}">{esc(outcome[0])}</p>'
+                    if outcome
+                    else ""
+                )
+                + f'<details class="queue-lines"><summary>{esc(lab["queue_lines"])}</summary>'
                 '<div class="dialogue">'
                 + "".join(f"<div>{esc(line)}</div>" for line in timeline_text(r.queue, lang))
-                + "</div>"
+                + "</div></details>"
             )
         if r.report is not None:
             verdict = lab["ok"] if ok else lab["diff"]

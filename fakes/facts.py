@@ -52,6 +52,8 @@ class ClientFacts:
     mail_from: str
     rcpt_to: tuple[str, ...]
     expected: tuple[tuple[str, str], ...]
+    hour: float | None = None  # real seconds per world hour (None: a virtual clock)
+    queue: tuple[tuple[str, str], ...] | None = None  # outcome and last error per profile, or None
 
     @classmethod
     def of(cls, scenario: Scenario, world: World) -> ClientFacts:
@@ -80,6 +82,15 @@ class ClientFacts:
             mail_from=t.mail_from,
             rcpt_to=tuple(t.rcpt_to),
             expected=tuple((p, scenario.code_for(p)) for p in PROFILES_SHOWN),
+            hour=getattr(world.clock, "hour", None),
+            queue=(
+                (
+                    ("outcome", scenario.queue.outcome),
+                    *((f"last_error.{p}", scenario.last_error_for(p)) for p in PROFILES_SHOWN),
+                )
+                if scenario.queue is not None
+                else None
+            ),
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -99,6 +110,8 @@ class ClientFacts:
             "mail_from": self.mail_from,
             "rcpt_to": list(self.rcpt_to),
             "expected": dict(self.expected),
+            "hour": self.hour,
+            "queue": dict(self.queue) if self.queue is not None else None,
         }
 
     def placeholders(self, timeout: float) -> dict[str, str]:

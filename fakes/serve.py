@@ -69,6 +69,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
             dns_host="127.0.0.1" if args.inside_netns else args.dns_host,
             dns_port=53 if args.inside_netns else args.dns_port,
             allow_non_loopback=args.allow_non_loopback,
+            hour=args.hour,
         )
         world.start()
         info = serve_info(scenario, world)

@@ -620,3 +620,45 @@ def test_a_played_queue_run_shows_in_the_terminal_and_on_the_page():
         "en 2 tentatives (dernière erreur 4.4.316).",
         "  Rapport de non-remise (NDR) à sender@fabrikam.test : 4.4.7, dernière erreur 4.4.316",
     ]
+
+
+# -- a queue scenario in the demo: the first attempt live, then the whole cycle --------------
+
+
+@pytest.mark.parametrize(
+    ("lang", "expired", "delivered"), [("en", "expired", "delivered"), ("fr", "expiré", "remis")]
+)
+def test_the_demo_plays_a_queue_scenario_as_a_timeline(
+    tmp_path: Path, lang: str, expired: str, delivered: str
+):
+    page = tmp_path / "demo.html"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mailfakes",
+            "demo",
+            "queue-down-refused",
+            "queue-recovers-after-2h",
+            "--lang",
+            lang,
+            "--html",
+            str(page),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    queue_word = {"en": "The queue:", "fr": "La file d'attente:"}[lang]
+    assert out.count(queue_word) == 2
+    # 27 tries of a host that never comes back (0, 5m, 15m, 30m, 1h, then hourly to 23h), one NDR.
+    assert out.count("4.4.316  450 4.4.316") == 27 + 5
+    assert f"{expired} (" in out and f"{delivered} (" in out
+    assert "4.4.7" in out and "QUEUE.Expired" in out
+    text = page.read_text(encoding="utf-8")
+    for sid in ("queue-down-refused", "queue-recovers-after-2h"):
+        section = text.split(f'data-scenario="{sid}"', 1)[1].split("</section>", 1)[0]
+        assert 'class="queue-lines"' in section and section.count("<svg") == 2  # dialogue and queue
+    assert 'class="report diff"' not in text
