@@ -15,6 +15,12 @@ import pytest
 from mailfakes import World
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests (a real MTA over many scenarios) first: pytest-xdist then runs them beside
+    the rest instead of after it, and the whole run ends sooner."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def _world_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "mailfakes-world"]
 

@@ -20,33 +20,34 @@ resolver's retransmission: the same attempt.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from .dsn import Bounce, parse
 from .values import frozen
 
 if TYPE_CHECKING:
+    from typing import Protocol
+
     from .clock import Clock
     from .dns import DnsQuery
+    from .dsn import Bounce
     from .spec import WorldSpec
     from .transcript import Message, Transcript
 
+    class World(Protocol):
+        """What these functions read of a :class:`mailfakes.world.World` (not imported: it imports us)."""
 
-class World(Protocol):
-    """What these functions read of a :class:`mailfakes.world.World` (no import of it: it imports us)."""
-
-    @property
-    def spec(self) -> WorldSpec: ...
-    @property
-    def clock(self) -> Clock: ...
-    @property
-    def sender_mx(self) -> str | None: ...
-    @property
-    def sessions(self) -> list[Transcript]: ...
-    @property
-    def messages(self) -> list[Message]: ...
-    @property
-    def dns_queries(self) -> list[Any]: ...
+        @property
+        def spec(self) -> WorldSpec: ...
+        @property
+        def clock(self) -> Clock: ...
+        @property
+        def sender_mx(self) -> str | None: ...
+        @property
+        def sessions(self) -> list[Transcript]: ...
+        @property
+        def messages(self) -> list[Message]: ...
+        @property
+        def dns_queries(self) -> list[Any]: ...
 
 
 @frozen
@@ -186,6 +187,8 @@ def bounces_of(world: World) -> list[Bounce]:
     sender_mx = world.sender_mx
     if sender_mx is None:
         return []
+    from .dsn import parse  # the email package: only when bounces are read (not on serve's path)
+
     opened = {t.session_id: t.opened for t in world.sessions}
     out: list[Bounce] = []
     for m in world.messages:

@@ -193,12 +193,14 @@ def run(
     send_ndr: Callable[[bytes], DeliveryReport] | None = None,
     original: bytes = b"",
     remote_mta: str | None = None,
+    now: Callable[[], float] | None = None,
 ) -> QueueRun:
     """Queue one message: try, wait, try again, until delivered, bounced or expired; then the NDR.
 
     ``attempt`` delivers once (a fresh connection each time); ``wait_until(t)`` waits until world
     time ``t`` (seconds since the first attempt) and returns False when the run must stop;
-    ``send_ndr`` delivers the DSN's bytes to the sender's domain.
+    ``send_ndr`` delivers the DSN's bytes to the sender's domain; ``now()`` (seconds since the first
+    attempt) stamps each attempt with the time it really began, else with the time it was due.
     """
     policy = policy or QueuePolicy()
     attempts: list[QueueAttempt] = []
@@ -207,8 +209,9 @@ def run(
     while True:
         if not wait_until(at):
             break
+        began = now() if now is not None else at
         report = attempt()
-        attempts.append(QueueAttempt(at, report.code, report.line(), report))
+        attempts.append(QueueAttempt(began, report.code, report.line(), report))
         if report.delivered:
             outcome = "delivered"
             break
@@ -304,6 +307,7 @@ def run_scenario(
         policy=policy,
         send_ndr=send_ndr if world.sender_mx is not None else None,
         original=message,
+        now=lambda: world.now - origin,
     )
     result.scenario = scenario.id
     return result

@@ -25,13 +25,12 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .attempts import Attempt, attempts_of, bounces_of, deliveries_of, duplicates_of
 from .certs import CertAuthority, shared_authority
 from .clock import Clock, RealClock, VirtualClock, format_duration
 from .dns import FakeDNS
-from .dsn import Bounce
 from .events import Event, EventLog
 from .runtime import (
     CANCEL_GRACE,
@@ -48,6 +47,9 @@ from .smtp import HostServer
 from .spec import HostSpec, WorldSpec, parse_world
 from .tcp import BlackholeEndpoint, RefuseEndpoint, bind_socket
 from .transcript import Limits, Message, Recorder, Transcript
+
+if TYPE_CHECKING:
+    from .dsn import Bounce
 
 MAX_HOSTS = 250
 _BIND_ATTEMPTS = 8

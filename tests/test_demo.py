@@ -217,6 +217,44 @@ def test_html_report_in_headless_chromium(tmp_path):
         assert ('<g class="break">' in svg.group(1)) == (sid != "baseline-delivered")
 
 
+def test_queue_timelines_in_headless_chromium(tmp_path):
+    """The page of two queue scenarios, as Chromium builds it: the alert, a timeline per scenario."""
+    browser = chromium()
+    html_file = tmp_path / "queue.html"
+    result = subprocess.run(
+        [
+            *CMD,
+            "demo",
+            "queue-down-refused",
+            "queue-recovers-after-2h",
+            "--lang",
+            "fr",
+            "--html",
+            str(html_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    dom = headless(browser, tmp_path / "profile", "--dump-dom", html_file.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    page = dom.stdout
+    alert = re.search(r'<section class="queue-summary"[^>]*>(.*?)</section>', page, re.S)
+    assert alert, "no queue alert in the rendered page"
+    # Both messages ended their queue on a refused connection (the one that recovered, too).
+    assert re.search(r'class="queue-alert[^"]*" data-code="4\.4\.316" data-count="2"', alert.group(1))
+    # 27 tries in 24 hours for the host that never comes back, 6 for the one back after 2 hours.
+    for sid, tries in (("queue-down-refused", 27), ("queue-recovers-after-2h", 6)):
+        section = re.search(rf'<section id="{sid}" data-scenario="{sid}"[^>]*>(.*?)</section>', page, re.S)
+        assert section, sid
+        timeline = re.search(r'<svg [^>]*class="timeline"[^>]*>(.*?)</svg>', section.group(1), re.S)
+        assert timeline, f"no timeline in the section of {sid}"
+        assert timeline.group(1).count('<g class="attempt">') == tries
+    expired = re.search(r'<section id="queue-down-refused".*?</section>', page, re.S)
+    assert expired and '<g class="ndr">' in expired.group(0)
+
+
 def test_serve_follow_shows_the_live_dialogue_of_any_client():
     proc = subprocess.Popen(
         [*CMD, "serve", "tls-cert-expired", "--json", "--follow"],

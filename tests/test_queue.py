@@ -8,6 +8,7 @@ and expires at 24 h; one that gets through from 2 h on is delivered at the sixth
 
 from __future__ import annotations
 
+import itertools
 import json
 import smtplib
 import socket
@@ -367,3 +368,44 @@ def test_deliver_queue_refuses_bad_flags() -> None:
 
 def test_parse_reads_only_dsns() -> None:
     assert parse(b"Subject: hi\r\n\r\nnot a report\r\n") == []
+
+
+def test_deliver_queue_on_a_scaled_real_clock() -> None:
+    # A world hour of 2 s: greylisted for 5 world minutes (0.17 s), retried 10 minutes later (real
+    # waits). A greylist counts from the first RCPT, which comes a little after the attempt began.
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mailfakes",
+            "deliver",
+            "queue-greylisted",
+            "queue-down-421",
+            "--queue",
+            "--clock",
+            "real",
+            "--hour",
+            "2s",
+            "--lifetime",
+            "1h",
+            "--retry",
+            "10m,20m",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = {r["scenario"]: r for r in map(json.loads, out.stdout.splitlines())}
+    grey, down = rows["queue-greylisted"], rows["queue-down-421"]
+    # Greylisted, then delivered on a retry (a slow first attempt, whose RCPT comes late in world
+    # time, may be greylisted once more: the 5 minutes count from that RCPT).
+    codes = [a["code"] for a in grey["attempts"]]
+    assert len(codes) >= 2 and codes[-1] == "2.0.0" and set(codes[:-1]) == {"4.7.1"}
+    ats = [a["at"] for a in grey["attempts"]]
+    assert all(later - earlier >= 600 for earlier, later in itertools.pairwise(ats)), ats  # real waits
+    # Tried at 0, 10m, 30m, 50m (the last interval repeats); the next would fall after 1h: expired.
+    assert [a["code"] for a in down["attempts"]] == ["4.4.317"] * 4
+    assert down["outcome"] == "expired" and down["received_ndr"][0]["status"] == "4.4.7"
+    assert [a["at"] >= t for a, t in zip(down["attempts"], (0, 600, 1800, 3000), strict=True)] == [True] * 4
