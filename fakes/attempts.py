@@ -11,18 +11,31 @@ each one; one that connects to an address it keeps shows none).
 
 Grouping, over the lookups of the target's names and the sessions to its
 hosts (the sender domain's own names and MX are left out: the bounce goes
-there), in order of arrival: a new attempt starts when the client asks again
+there), in order of arrival. On a virtual clock, everything seen at one
+instant of world time is one attempt (a queue cannot retry without the clock
+moving on). On a real clock, a new attempt starts when the client asks again
 for a name and type it asked already in the current attempt, or connects
-again to a host it connected to already in it. A query repeated after one
-that got no answer, from the same source address and port, is the
-resolver's retransmission: the same attempt.
+again to a host it connected to already in it, except for what is still the
+same attempt:
+
+- a repeat that comes within :data:`IMMEDIATE` (real seconds) of the end of
+  what came before it: a lookup asked again at connect time, a plaintext
+  retry right after a failed TLS handshake;
+- a query asked again within :data:`RETRANSMIT` of one that got no answer,
+  or from the same source address and port as one that got SERVFAIL or no
+  answer: the resolver's own retries.
+
+A client that retries faster than that is counted as one attempt.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from .values import frozen
+
+IMMEDIATE: Final = 0.1  # real seconds: a repeat this soon after the last thing seen is the same attempt
+RETRANSMIT: Final = 5.0  # real seconds: a resolver's retry of a query that got no answer
 
 if TYPE_CHECKING:
     from typing import Protocol
@@ -77,11 +90,14 @@ def _under(name: str, domain: str | None) -> bool:
 
 
 def _session_summary(t: Transcript, kept: bool) -> str:
+    """How a session ended, in a line: the refusal that ended it (its last 4xx or 5xx reply, not the
+    250 to the RSET or the 221 to the QUIT that followed), or the message kept, or how it closed."""
     replies = t.server_lines()
-    last = replies[-1] if replies else None
+    refusals = [r for r in replies if r[:1] in ("4", "5")]
+    last = refusals[-1] if refusals else (replies[-1] if replies else None)
     host = t.host
     if kept:
-        return f"{host}: message accepted" + (f" ({last})" if last and last.startswith("2") else "")
+        return f"{host}: message accepted"
     ended = {
         "server-fin": "the server closed the connection",
         "server-rst": "the server reset the connection",
@@ -89,6 +105,7 @@ def _session_summary(t: Transcript, kept: bool) -> str:
         "client": "the client closed",
         "timeout": "the session timed out",
         "stop": "the world stopped",
+        "schedule": "the host stopped listening (its schedule)",
     }.get(t.ended_by or "", "still open")
     if t.tls_error:
         return f"{host}: TLS failed ({t.tls_error}); {ended}"
@@ -132,26 +149,41 @@ def attempts_of(world: World) -> list[Attempt]:
                 )
         out.append(Attempt(start, tuple(group_sessions), tuple(group_lookups), delivered, summary))
 
+    last_seen = 0.0  # monotonic: when the current attempt's latest item ended
+
+    def new_group(at_mono: float) -> None:
+        nonlocal group_sessions, group_lookups, asked, connected, start
+        close_group()
+        group_sessions, group_lookups, asked, connected = [], [], {}, set()
+        start = clock.at(at_mono)
+
     for mono, _, item in items:
+        empty = not group_sessions and not group_lookups
+        if empty:
+            start = clock.at(mono)
+        elif clock.virtual:
+            if clock.at(mono) > start:
+                new_group(mono)
+        elif mono - last_seen > IMMEDIATE:
+            if item.__class__.__name__ == "DnsQuery":
+                key = (item.name.lower(), item.qtype)
+                before = asked.get(key)
+                retry = before is not None and (
+                    (before.rcode == "DROPPED" and mono - before.time <= RETRANSMIT)
+                    or (before.rcode in ("DROPPED", "SERVFAIL") and before.peer == item.peer)
+                )
+                if before is not None and not retry:
+                    new_group(mono)
+            elif item.host in connected:
+                new_group(mono)
         if item.__class__.__name__ == "DnsQuery":
-            key = (item.name.lower(), item.qtype)
-            before = asked.get(key)
-            retransmit = before is not None and before.rcode == "DROPPED" and before.peer == item.peer
-            if before is not None and not retransmit:
-                close_group()
-                group_sessions, group_lookups, asked, connected = [], [], {}, set()
-            if not group_sessions and not group_lookups:
-                start = clock.at(mono)
-            asked[key] = item
+            asked[(item.name.lower(), item.qtype)] = item
             group_lookups.append(item)
+            last_seen = max(last_seen, mono)
         else:
-            if item.host in connected:
-                close_group()
-                group_sessions, group_lookups, asked, connected = [], [], {}, set()
-            if not group_sessions and not group_lookups:
-                start = clock.at(mono)
             connected.add(item.host)
             group_sessions.append(item)
+            last_seen = max(last_seen, item.last_time)
     close_group()
     return out
 

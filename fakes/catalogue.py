@@ -59,6 +59,7 @@ from .spec import (
     check_name,
     enhanced_ok,
     frozen,
+    in_zone,
     local_part_ok,
     name_ok,
     normalize_name,
@@ -594,6 +595,19 @@ def parse_scenario(data: Mapping[str, Any], where: str, path: Path | None, *, ow
             )
 
     queue = _parse_queue(t) if t.has("queue") else None
+    sd = world.sender_domain
+    if sd is not None:
+        for key, name in (("mail_domain", target.mail_domain), ("smart_host", target.smart_host)):
+            if name is not None and in_zone(name, sd):
+                raise _fail(t, f"target.{key}", name, f"a name outside the sender's domain {sd!r}")
+        sender = target.mail_from.rpartition("@")[2]
+        if sender != sd:
+            raise _fail(
+                t,
+                "world.sender_domain",
+                sd,
+                f"the domain of target.mail_from ({sender}): its bounces go there",
+            )
     return Scenario(
         queue=queue,
         id=sid,

@@ -201,9 +201,7 @@ def _deliver_parser(sub: _Subparsers, full: bool) -> None:
         "and last error. The world runs on a virtual clock (24 hours in milliseconds) unless --clock real",
     )
     q.add_argument("--queue", action="store_true", help="queue, retry and expire (see above)")
-    q.add_argument(
-        "--lifetime", type=_duration, default=86400.0, metavar="D", help="queue lifetime (default: 24h)"
-    )
+    q.add_argument("--lifetime", type=_duration, metavar="D", help="queue lifetime (default: 24h)")
     q.add_argument(
         "--retry",
         type=_retry,
@@ -213,7 +211,6 @@ def _deliver_parser(sub: _Subparsers, full: bool) -> None:
     q.add_argument(
         "--clock",
         choices=("virtual", "real"),
-        default="virtual",
         help="virtual: the queue moves the world's clock (default); real: it waits, as scaled by --hour",
     )
     q.add_argument(

@@ -21,13 +21,12 @@ world's time line after the fact. Durations are written like ``"90s"``,
 from __future__ import annotations
 
 import bisect
-import re
 import time
 from typing import Final
 
 HOUR: Final = 3600.0
 _UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": HOUR, "d": 24 * HOUR}
-_PART: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_PART: Final = r"(\d+(?:\.\d+)?)(ms|s|m|h|d)"  # compiled by the first duration read, not at import
 DURATION_RULE: Final = (
     'a duration like "90s", "5m", "2h", "1d" or "1h30m" (units ms, s, m, h, d), or a number of seconds'
 )
@@ -45,25 +44,22 @@ def parse_duration(value: object) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value) if value >= 0 else None
+        return float(value) if 0 <= value < float("inf") else None  # nan fails both
     if not isinstance(value, str):
         return None
     text = value.strip().lower().replace(" ", "")
-    if not text:
-        return None
-    try:
-        number = float(text)
-    except ValueError:
-        pass
-    else:
-        return number if number >= 0 and number == number and number != float("inf") else None
-    total, pos = 0.0, 0
-    for m in _PART.finditer(text):
-        if m.start() != pos:
+    import re
+
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        return float(text)  # a plain number of seconds (no exponent, no inf or nan)
+    total, pos, last = 0.0, 0, float("inf")
+    for m in re.finditer(_PART, text):
+        size = _UNITS[m.group(2)]
+        if m.start() != pos or size >= last:  # each unit once, the largest first: 1h30m, not 30m1h
             return None
-        total += float(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    return total if pos == len(text) else None
+        total += float(m.group(1)) * size
+        pos, last = m.end(), size
+    return total if text and pos == len(text) else None
 
 
 def format_duration(seconds: float) -> str:

@@ -23,7 +23,7 @@ def cmd_deliver(args: argparse.Namespace, out: TextIO) -> int:
 
     if args.queue:
         return _deliver_queued(args, out)
-    for option in ("hour", "retry"):
+    for option in ("hour", "retry", "lifetime", "clock"):
         if getattr(args, option) is not None:
             raise UsageError(f"--{option} only with --queue")
     chosen = select(args.ids, args.code)
@@ -60,21 +60,24 @@ def cmd_deliver(args: argparse.Namespace, out: TextIO) -> int:
 
 def _deliver_queued(args: argparse.Namespace, out: TextIO) -> int:
     """deliver --queue: each scenario's message through the reference connector's queue."""
-    from .queue import EXCHANGE_RETRY, QueuePolicy, run_scenario
+    from .queue import DAY, EXCHANGE_RETRY, QueuePolicy, run_scenario
     from .runtime import Runtime
     from .world import World
 
     if args.hour is not None and args.clock != "real":
         raise UsageError("--hour only with --clock real (a virtual clock has no hour length)")
     chosen = select(args.ids, args.code)
-    policy = QueuePolicy(lifetime=args.lifetime, retry=args.retry or EXCHANGE_RETRY)
+    try:
+        policy = QueuePolicy(lifetime=args.lifetime or DAY, retry=args.retry or EXCHANGE_RETRY)
+    except ValueError as exc:
+        raise UsageError(f"--retry / --lifetime: {exc}") from None
     failures = 0
     width = max(len(s.id) for s in chosen)
     with Runtime() as runtime:
         for s in chosen:
             if args.stop.is_set():
                 break
-            clock = "virtual" if args.clock == "virtual" else None
+            clock = None if args.clock == "real" else "virtual"
             world = World(s.world, runtime=runtime, clock=clock, hour=args.hour).start()
             try:
                 call = functools.partial(
@@ -95,9 +98,11 @@ def _deliver_queued(args: argparse.Namespace, out: TextIO) -> int:
                 world.stop()
             expected = s.queue.outcome if s.queue is not None else ("delivered" if s.is_success else None)
             last = s.last_error_for(args.profile)
-            got_last = result.last_error
-            ok = (expected is None or result.outcome == expected) and (
-                s.is_success or got_last == last or (s.queue is not None and s.queue.outcome == "delivered")
+            recovers = s.queue is not None and s.queue.outcome == "delivered"
+            ok = (
+                result.outcome != "stopped"
+                and (expected is None or result.outcome == expected)
+                and (s.is_success or recovers or result.last_error == last)
             )
             failures += not ok
             row = result.as_dict()

@@ -96,6 +96,7 @@ def compose(
     arrival: float | None = None,
     last_attempt: float | None = None,
     subject: str = "Undeliverable: your message could not be delivered",
+    date: float | None = None,
 ) -> bytes:
     """A DSN to ``sender`` about ``recipients``, as bytes ready for DATA (CRLF line ends)."""
     failed = list(recipients)
@@ -129,7 +130,7 @@ def compose(
         f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>",
         f"To: <{sender}>",
         f"Subject: {subject}",
-        f"Date: {email.utils.formatdate(time.time())}",
+        f"Date: {email.utils.formatdate(time.time() if date is None else date)}",
         f"Message-ID: <{secrets.token_hex(12)}@{reporting_mta}>",
         "Auto-Submitted: auto-replied",  # RFC 3834: no one answers a bounce
         "MIME-Version: 1.0",

@@ -717,6 +717,16 @@ def contradictions(plan: SmtpPlan) -> Iterator[Contradiction]:
             yield ("greylist", shown, f"no greylisting: {reason}, so no RCPT is ever answered")
         elif "RCPT" in plan.replies:
             yield ("greylist", shown, "no greylisting beside replies.RCPT (that reply answers every RCPT)")
+        elif (
+            plan.greylist.reply != GREYLISTED
+            and plan.greylist.reply.enhanced
+            and not plan.advertises("ENHANCEDSTATUSCODES")
+        ):
+            yield (
+                "greylist.enhanced",
+                plan.greylist.reply.enhanced,
+                "no enhanced code: ENHANCEDSTATUSCODES is off, so replies carry none",
+            )
     starttls = plan.replies.get("STARTTLS")
     if starttls is not None and not unreachable("STARTTLS"):
         if starttls.code < 400:

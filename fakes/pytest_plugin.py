@@ -673,46 +673,84 @@ class MailScenario:
     def assert_delivered_once(self) -> None:
         """Assert the message reached the target exactly once (no loss, no duplicate)."""
         __tracebackhide__ = True
-        n = len(self.world.deliveries)
-        if n != 1:
-            what = "never" if n == 0 else f"{n} times"
+        kept = self.world.deliveries
+        if len(kept) != 1:
+            what = "never" if not kept else f"{len(kept)} times"
+            cut = any(not m.replied for m in kept)
             extra = (
-                " (the server kept the first copy before the cut after the final dot: a client that "
+                " (the server kept a copy before a cut that came after the final dot: a client that "
                 "does not deduplicate sends it again)"
-                if n > 1 and self.world.duplicates
+                if len(kept) > 1 and cut
                 else ""
             )
             self._fail_with_timeline(f"expected the message delivered once, it arrived {what}{extra}")
 
-    def assert_bounced(self, *, status: str | None = None, last_error: str | None = None) -> None:
-        """Assert one NDR reached the sender's domain, as an RFC 3464 DSN with an empty envelope
-        sender; with ``status`` its Status field; with ``last_error`` a code its Diagnostic-Code
-        must carry (the last attempt's error)."""
-        __tracebackhide__ = True
-        self.world.wait_until(lambda: bool(self.world.bounces), 0.5)
+    def _reports(self) -> tuple[list[Bounce], list[Bounce]]:
+        """The final reports (``Action: failed``) and the others (``delayed`` warnings, ...)."""
         found = self.bounces
-        if not found:
-            self._fail_with_timeline("expected a non-delivery report to the sender, none arrived")
+        return [b for b in found if b.action == "failed"], [b for b in found if b.action != "failed"]
+
+    def assert_bounced(
+        self,
+        *,
+        status: str | None = None,
+        last_error: str | None = None,
+        after: str | float | None = None,
+        before: str | float | None = None,
+    ) -> None:
+        """Assert one non-delivery report reached the sender's domain: an RFC 3464 DSN with
+        ``Action: failed`` and an empty envelope sender (a ``delayed`` warning is no bounce, and
+        may come before it). ``status``: its Status field; ``last_error``: a code its
+        Diagnostic-Code must carry (the last attempt's error); ``after`` / ``before``: durations
+        (``"23h"``, seconds) of world time from the first attempt the fakes saw, between which it
+        must arrive: the client gave up on time, neither too soon nor too late."""
+        __tracebackhide__ = True
+        self.world.wait_until(lambda: bool(self._reports()[0]), 0.5)
+        failed, others = self._reports()
+        if not failed:
+            also = (
+                f" ({len(others)} other report(s): {', '.join(str(b.action) for b in others)})"
+                if others
+                else ""
+            )
+            self._fail_with_timeline("expected a non-delivery report to the sender, none arrived" + also)
         problems = []
-        for b in found:
+        for b in failed:
             if b.envelope_from:
                 problems.append(f"its envelope sender is {b.envelope_from!r}, not empty (RFC 3464)")
             if status is not None and b.status != status:
                 problems.append(f"its Status is {b.status}, not {status}")
-            if last_error is not None and last_error not in (b.diagnostic_code or ""):
+            if last_error is not None and not _carries_code(b.diagnostic_code or "", last_error):
                 problems.append(f"its Diagnostic-Code ({b.diagnostic_code}) does not carry {last_error}")
-        if len(found) > 1:
-            problems.append(f"{len(found)} reports arrived, not one")
+        if len(failed) > 1:
+            problems.append(f"{len(failed)} reports arrived, not one")
+        window = [_seconds(after, "after"), _seconds(before, "before")]
+        if window != [None, None]:
+            first = self.attempts[0].at if self.attempts else 0.0
+            when = failed[0].at
+            lo, hi = window
+            if when is None:
+                problems.append("its arrival time is unknown")
+            elif (lo is not None and when - first < lo) or (hi is not None and when - first > hi):
+                from .clock import format_duration
+
+                bounds = [f"after {format_duration(lo)}"] if lo is not None else []
+                bounds += [f"before {format_duration(hi)}"] if hi is not None else []
+                span = " and ".join(bounds)
+                problems.append(
+                    f"it arrived {format_duration(when - first)} after the first attempt, expected {span}"
+                )
         if problems:
             self._fail_with_timeline(
                 "the non-delivery report is wrong: " + "; ".join(dict.fromkeys(problems))
             )
 
     def assert_not_bounced(self) -> None:
-        """Assert no NDR reached the sender's domain."""
+        """Assert no non-delivery report (``Action: failed``) reached the sender's domain."""
         __tracebackhide__ = True
-        if self.bounces:
-            self._fail_with_timeline(f"expected no non-delivery report, {len(self.bounces)} arrived")
+        failed, _ = self._reports()
+        if failed:
+            self._fail_with_timeline(f"expected no non-delivery report, {len(failed)} arrived")
 
     def deliver(self, **options: Any) -> DeliveryReport:
         """Run the reference delivery client against this scenario."""
@@ -813,6 +851,24 @@ def _scenario_param(param: object, request: pytest.FixtureRequest) -> Scenario:
             problem = f"names {len(found)} scenarios; a parameter of mail_scenario names one"
     # Outside the except block: the one line, without the chained exception under it.
     pytest.fail(f"mail_scenario parameter {_param_id(param)!r}: {problem}", pytrace=False)
+
+
+def _carries_code(text: str, code: str) -> bool:
+    """Whether ``text`` holds ``code`` as a code of its own (4.4.3 is not in 4.4.312 nor 127.4.4.3)."""
+    import re
+
+    return re.search(rf"(?<![\d.]){re.escape(code)}(?![\d.])", text) is not None
+
+
+def _seconds(value: str | float | None, name: str) -> float | None:
+    from .clock import DURATION_RULE, parse_duration
+
+    if value is None:
+        return None
+    seconds = parse_duration(value)
+    if seconds is None:
+        raise ValueError(f"{name}={value!r}: expected {DURATION_RULE}")
+    return seconds
 
 
 def _hour(config: pytest.Config) -> float | None:

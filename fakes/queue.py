@@ -30,6 +30,7 @@ The NDR under each profile:
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -47,7 +48,9 @@ EXCHANGE_RETRY = (300.0, 600.0, 900.0, 1800.0, 3600.0)  # then the last one, aga
 EXPIRED_STATUS = "4.4.7"
 EOP_EXPIRED = "550 4.4.7 QUEUE.Expired; message expired"
 REPORTING_MTA = "connector.mailfakes.test"
-OUTCOMES = ("delivered", "bounced", "expired")
+OUTCOMES = ("delivered", "bounced", "expired")  # and "stopped": the run was interrupted (no NDR)
+MIN_RETRY = 1.0  # world seconds: a queue that retries faster than that hammers the server
+MAX_ATTEMPTS = 10_000  # a policy that would make more within its lifetime is refused
 
 
 def parse_retry(text: str) -> tuple[float, ...]:
@@ -57,6 +60,8 @@ def parse_retry(text: str) -> tuple[float, ...]:
         seconds = parse_duration(part)
         if seconds is None or seconds <= 0:
             raise ValueError(f"{part.strip()!r} is not a duration like 5m, 1h or 90s")
+        if seconds < MIN_RETRY:
+            raise ValueError(f"{part.strip()!r} is shorter than {MIN_RETRY:g} s between attempts")
         out.append(seconds)
     if not out:
         raise ValueError("at least one interval")
@@ -70,6 +75,17 @@ class QueuePolicy:
 
     lifetime: float = DAY
     retry: tuple[float, ...] = EXCHANGE_RETRY
+
+    def __post_init__(self) -> None:
+        if not self.retry or min(self.retry) < MIN_RETRY:
+            raise ValueError(f"retry intervals of at least {MIN_RETRY:g} s, not {self.retry!r}")
+        if self.lifetime <= 0:
+            raise ValueError(f"a lifetime of more than 0 s, not {self.lifetime!r}")
+        if self.lifetime / self.retry[-1] > MAX_ATTEMPTS:
+            raise ValueError(
+                f"a retry every {format_duration(self.retry[-1])} for {format_duration(self.lifetime)} makes "
+                f"more than {MAX_ATTEMPTS} attempts: retry less often, or shorten the lifetime"
+            )
 
     def next_after(self, tries: int) -> float:
         """The wait after the ``tries``-th attempt (1-based)."""
@@ -115,7 +131,7 @@ class Ndr:
 class QueueRun:
     """What the queue did with one message."""
 
-    outcome: str  # delivered, bounced, expired
+    outcome: str  # delivered, bounced, expired, or stopped (interrupted: no NDR was sent)
     attempts: list[QueueAttempt]
     ndr: Ndr | None
     profile: str
@@ -142,7 +158,9 @@ class QueueRun:
     def timeline(self) -> list[str]:
         """The run in lines for people: each attempt with its time and code, then the end."""
         out = [f"+{format_duration(a.at)}  {a.code:<8} {a.line}" for a in self.attempts]
-        if self.outcome == "delivered":
+        if self.outcome == "stopped":
+            out.append(f"stopped after {len(self.attempts)} attempt(s): no outcome, no NDR")
+        elif self.outcome == "delivered":
             out.append(f"delivered after {len(self.attempts)} attempt(s)")
         elif self.outcome == "bounced":
             out.append("bounced at once: a permanent error is not retried")
@@ -173,9 +191,10 @@ def ndr_for(run_outcome: str, last: DeliveryReport, profile: str, sender: str) -
     elif profile == "rfc3463":
         status = EXPIRED_STATUS
         diagnostic = f"smtp; {line}"
-    else:  # postfix: the last status, kept
+    else:  # postfix: the last status, kept; its own diagnostic type when no server refused it
         status = last.code
-        diagnostic = f"smtp; {line}"
+        refused = last.reply[:1] in ("4", "5")  # the server's own reply said no
+        diagnostic = f"smtp; {line}" if refused else f"X-Postfix; {line}"
     return Ndr(to=sender, status=status, diagnostic=diagnostic, last_error=last.code)
 
 
@@ -208,6 +227,7 @@ def run(
     outcome = "expired"
     while True:
         if not wait_until(at):
+            outcome = "stopped"
             break
         began = now() if now is not None else at
         report = attempt()
@@ -220,11 +240,12 @@ def run(
             break
         following = at + policy.next_after(len(attempts))
         if following >= policy.lifetime:
-            wait_until(policy.lifetime)
+            if not wait_until(policy.lifetime):
+                outcome = "stopped"
             break
         at = following
     result = QueueRun(outcome, attempts, None, profile, policy)
-    if outcome == "delivered" or not attempts:
+    if outcome in ("delivered", "stopped") or not attempts:
         return result
     last = attempts[-1].report
     ndr = ndr_for(outcome, last, profile, sender)
@@ -235,12 +256,19 @@ def run(
             + (": the receiving server refused it." if outcome == "bounced" else " before it expired.")
             + f" Last error: {last.line()}"
         )
+        # Remote-MTA only when a server was reached (not for a lookup that failed).
+        remote = remote_mta or (last.server if last.failure.cls != "dns" else None)
+        ended = attempts[-1].at if outcome == "bounced" else policy.lifetime
+        started = time.time()  # the NDR's dates: the world time that passed, on the wall clock
         dsn = compose(
             reporting_mta=REPORTING_MTA,
             sender=sender,
-            recipients=[Failed(r, ndr.status, ndr.diagnostic, remote_mta or last.server) for r in recipients],
+            recipients=[Failed(r, ndr.status, ndr.diagnostic, remote) for r in recipients],
             original=original,
             text=text,
+            arrival=started - ended,
+            last_attempt=started - ended + attempts[-1].at,
+            date=started,
         )
         sent = send_ndr(dsn)
         ndr.sent = sent.delivered

@@ -1068,6 +1068,7 @@ class HostServer:
         self.draining: set[Any] = set()  # connections ended with FIN, still read (tcp.Drainer)
         self.listener: Listener | None = None
         self.stopping = False
+        self.stop_reason = "stop"
         self.healthy = spec.smtp.healthy()  # what a session gets once a schedule's faults are spent
         self._decisions: dict[int, Decisions] = {}
         # (id of a plan, STARTTLS offered) -> the EHLO reply's lines (see FaultySMTP.ehlo_lines).
@@ -1080,9 +1081,13 @@ class HostServer:
             self._context(self.spec.smtp)  # certificates are part of "ready"
         self.listener = Listener(sock, self.make_protocol, backlog=LISTEN_BACKLOG)
 
-    async def stop(self) -> None:
-        """Stop accepting, end every connection, and return once their sockets are closed."""
+    async def stop(self, ended_by: str = "stop") -> None:
+        """Stop accepting, end every connection, and return once their sockets are closed.
+
+        ``ended_by`` is what the sessions cut now record: ``stop`` (the world stops) or
+        ``schedule`` (a timed host stops listening)."""
         self.stopping = True
+        self.stop_reason = ended_by
         listener, self.listener = self.listener, None
         if listener is not None:
             await listener.stop_accepting()  # every connection accepted has its protocol now
@@ -1154,7 +1159,7 @@ class HostServer:
             return
         t.closed = True
         if t.ended_by is None:
-            t.ended_by = "stop" if self.stopping else "client"
+            t.ended_by = self.stop_reason if self.stopping else "client"
         self.recorder.note(t, "close", f"connection closed ({t.ended_by})")
 
     def hello_seen(self, t: Transcript, hello: ClientHello | None) -> None:

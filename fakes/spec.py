@@ -80,6 +80,7 @@ DELAY_KEYS: Final = ("GREETING", "*", *COMMANDS)
 # schedule ("fail the first N sessions") can apply to them.
 SCHEDULABLE_KINDS: Final = ("smtp", "silent", "close_on_accept")
 MAX_HOST_NAME: Final = 64
+MIN_HOUR: Final = 0.001  # real seconds: a world hour shorter than a millisecond no timer can follow
 
 
 UNKNOWN_KEY: Final = object()  # the "value" of a key nobody expects
@@ -537,6 +538,10 @@ def parse_dns_fault(t: Table, zone: str) -> DnsFault:
         raise t.fail("tcp", tcp, "no tcp setting unless fault = truncate")
     active_from = t.duration("from", 0.0) or 0.0
     active_until = t.duration("until", None)
+    if active_until is not None and active_until <= active_from:
+        raise t.fail(
+            "until", t.raw("until"), f"a time after from ({t.data.get('from', 0)!r}): the window is empty"
+        )
     t.done(("name", "fault", "types", "delay_ms", "tcp", "from", "until"))
     return DnsFault(
         name=name,
@@ -580,6 +585,10 @@ def parse_world(data: Mapping[str, Any], where: str = "<world>", path: str = "")
         raise t.fail("hosts", sorted(h.name for h in hosts), "each host name once")
     hour = t.duration("hour", HOUR, positive=True)
     assert hour is not None
+    if hour < MIN_HOUR:
+        raise t.fail(
+            "hour", t.raw("hour"), f"an hour that lasts at least {MIN_HOUR * 1000:g} ms of real time"
+        )
     sender_domain = None
     extra: list[Record] = []
     if t.has("sender_domain"):
@@ -589,15 +598,30 @@ def parse_world(data: Mapping[str, Any], where: str = "<world>", path: str = "")
             raise t.fail(
                 "sender_domain", sender_domain, f"a domain of at most {MAX_HOST_NAME - 3} characters"
             )
+        if sender_domain == zone:
+            raise t.fail(
+                "sender_domain", sender_domain, f"a domain below the zone {zone!r}, not the zone itself"
+            )
+        inside = sorted(h for h in host_names if h != mx and in_zone(h, sender_domain))
+        if inside:
+            # What arrives at the sender's domain is its bounces: no other host may live there.
+            raise t.fail(
+                "sender_domain",
+                sender_domain,
+                f"a domain that holds no host of the world but mx.{sender_domain} "
+                f"(it holds {', '.join(inside)})",
+            )
         if mx not in host_names:
             hosts.append(HostSpec(name=mx))
             host_names.add(mx)
         extra.append(Record(name=sender_domain, type="MX", value=mx))
     records = tuple(parse_record(r, zone, host_names) for r in t.tables("records"))
     if sender_domain is not None:
-        if any(r.name == sender_domain and r.type == "MX" for r in records):
+        if any(r.name == sender_domain and r.type in ("MX", "CNAME") for r in records):
             raise t.fail(
-                "sender_domain", sender_domain, "a domain whose MX the world makes (leave out its MX records)"
+                "sender_domain",
+                sender_domain,
+                "a domain whose MX the world makes (leave out its MX and CNAME records)",
             )
         records += tuple(extra)
     fault_tables = t.tables("dns_faults")

@@ -219,6 +219,12 @@ class Transcript:
         return zip(texts[: len(texts)], stamps, strict=False)
 
     @property
+    def last_time(self) -> float:
+        """The monotonic time of its last entry (a line or an event such as its close), else its opening."""
+        stamps = [stamp for _, stamp in self._entries()]
+        return stamps[-1] if stamps else self.opened
+
+    @property
     def lines(self) -> list[Line]:
         """The dialogue and the fake's notes, oldest first (a new list at each read)."""
         return [Line(e[0], e[1:], at) for e, at in self._entries() if e[0] in _LINE_CODES]  # type: ignore[arg-type]

@@ -44,7 +44,7 @@ from .runtime import (
     route_context,
 )
 from .smtp import HostServer
-from .spec import HostSpec, WorldSpec, parse_world
+from .spec import MIN_HOUR, HostSpec, WorldSpec, parse_world
 from .tcp import BlackholeEndpoint, RefuseEndpoint, bind_socket
 from .transcript import Limits, Message, Recorder, Transcript
 
@@ -135,8 +135,10 @@ class World:
         if isinstance(clock, Clock):
             self.clock: Clock = clock
         elif clock in (None, "real"):
-            if hour is not None and not hour > 0:
-                raise WorldError(f"an hour must last more than 0 seconds, not {hour!r}")
+            if hour is not None and not hour >= MIN_HOUR:
+                raise WorldError(
+                    f"an hour must last at least {MIN_HOUR * 1000:g} ms of real time, not {hour!r} s"
+                )
             self.clock = RealClock(self.spec.hour if hour is None else hour)
         elif clock == "virtual":
             if hour is not None:
@@ -360,12 +362,14 @@ class World:
         if self.dns is not None:  # a client of the last test asks nothing of this one
             self.dns.close_connections()
         self._clear_records()
-        if self.spec.timed:  # world time starts again at 0 with the new record
-            self.clock.start()
+        self.clock.start()  # world time starts again at 0 with the new record
+        if self._timed:
             await self._apply_time()
             self._arm_timers()
 
     def _clear_records(self) -> None:
+        if self._state != "running":
+            self.clock.start()
         self.recorder.reset()
         if self.dns is not None:
             self.dns.reset()
@@ -712,7 +716,7 @@ class TimedEndpoint:
             return None
         if self.server is not None:  # its listener closes the socket
             server, self.server, self.sock = self.server, None, None
-            await server.stop()
+            await server.stop(ended_by="schedule")
         if self.blackhole is not None:
             self.blackhole.close()
             self.blackhole, self.sock = None, None

@@ -12,6 +12,7 @@ import itertools
 import json
 import smtplib
 import socket
+import ssl
 import subprocess
 import sys
 
@@ -62,7 +63,10 @@ def test_durations_parse(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("bad", ["soon", "5x", "-1", "h", "", True, None, "1h 5q"])
+@pytest.mark.parametrize(
+    "bad",
+    ["soon", "5x", "-1", "h", "", True, None, "1h 5q", "1h1h", "30m1h", "1e3", "inf", "nan", float("inf")],
+)
 def test_bad_durations_are_refused(bad: object) -> None:
     assert parse_duration(bad) is None
 
@@ -108,6 +112,28 @@ def test_virtual_clock_moves_forward_only() -> None:
             "sender_domain",
         ),
         ({"dns_faults": [{"name": HOST, "fault": "servfail", "from": "2h", "until": "1h"}]}, "until"),
+        ({"hour": "0.5ms", "hosts": {HOST: {}}}, "hour"),
+        ({"sender_domain": "test", "hosts": {HOST: {}}}, "sender_domain"),  # the zone itself
+        ({"sender_domain": "contoso.test", "hosts": {"mx1.contoso.test": {}}}, "sender_domain"),
+        (
+            {
+                "sender_domain": "fabrikam.test",
+                "records": [{"name": "fabrikam.test", "type": "CNAME", "value": HOST}],
+                "hosts": {HOST: {}},
+            },
+            "sender_domain",
+        ),
+        (
+            {
+                "hosts": {
+                    HOST: {
+                        "greylist": {"enhanced": "4.7.1", "code": 451},
+                        "extensions_off": ["ENHANCEDSTATUSCODES"],
+                    }
+                }
+            },
+            "enhanced",
+        ),
     ],
 )
 def test_contradicting_time_faults_are_refused(world: dict, key: str) -> None:
@@ -409,3 +435,123 @@ def test_deliver_queue_on_a_scaled_real_clock() -> None:
     assert [a["code"] for a in down["attempts"]] == ["4.4.317"] * 4
     assert down["outcome"] == "expired" and down["received_ndr"][0]["status"] == "4.4.7"
     assert [a["at"] >= t for a, t in zip(down["attempts"], (0, 600, 1800, 3000), strict=True)] == [True] * 4
+
+
+def test_a_queue_scenario_s_sender_domain_is_its_sender_s() -> None:
+    base = catalogue.get("queue-down-421")
+    data = {
+        "id": "mine",
+        "code": "4.4.317",
+        "rfc3463": "4.3.2",
+        "title": {"en": "mine"},
+        "target": {"smart_host": HOST, "mail_domain": "contoso.test", "mail_from": "a@northwind.test"},
+        "world": {
+            "sender_domain": "fabrikam.test",
+            "hosts": {HOST: {"greeting": {"code": 421, "text": "x"}}},
+        },
+    }
+    with pytest.raises(SpecError, match=r"the domain of target\.mail_from"):
+        catalogue.from_dict(data)
+    data["target"] = {"smart_host": "mail.fabrikam.test", "mail_domain": "fabrikam.test"}
+    data["world"] = {"sender_domain": "fabrikam.test", "hosts": {"mail.fabrikam.test": {}}}
+    with pytest.raises(SpecError, match="sender_domain"):
+        catalogue.from_dict(data)
+    assert base.world.sender_domain == base.target.mail_from.rpartition("@")[2]
+
+
+def test_an_interrupted_queue_sends_no_ndr_and_says_so() -> None:
+    from mailfakes.client import deliver_scenario
+    from mailfakes.queue import run
+
+    s = catalogue.get("queue-down-refused")
+    with World(s.world, clock="virtual") as w:
+        calls = {"waits": 0, "ndr": 0}
+
+        def wait_until(at: float) -> bool:
+            calls["waits"] += 1
+            return calls["waits"] <= 2  # the run is stopped before its third try
+
+        def send_ndr(dsn: bytes):
+            calls["ndr"] += 1
+            raise AssertionError("an interrupted queue must send no NDR")
+
+        result = run(
+            lambda: deliver_scenario(s, w, timeout=0.2),
+            profile="eop",
+            sender=s.target.mail_from,
+            recipients=s.target.rcpt_to,
+            wait_until=wait_until,
+            send_ndr=send_ndr,
+        )
+    assert result.outcome == "stopped" and result.ndr is None and len(result.attempts) == 2
+    assert calls["ndr"] == 0 and result.as_dict()["ndr"] is None
+
+
+def test_reset_starts_world_time_again_in_any_world() -> None:
+    with World({"hosts": {HOST: {}}}, clock="virtual") as w:
+        w.advance(500)
+        w.reset()
+        assert w.now == 0
+
+
+def test_a_session_cut_by_the_schedule_says_so() -> None:
+    spec = {"hosts": {HOST: {"kind": "refuse", "schedule": {"healthy_for": "1h"}}}}
+    with World(spec, clock="virtual") as w:
+        s = smtplib.SMTP(w.address_of(HOST), w.port, timeout=5)
+        s.ehlo()
+        w.advance(3600)  # the host stops listening: its open session ends with it
+        assert w.wait_until(lambda: all(t.closed for t in w.sessions), 5)
+        s.close()
+        [t] = w.sessions
+        assert t.ended_by == "schedule"
+        assert connect_outcome(w.address_of(HOST), w.port) == "refused"
+        assert "stopped listening" in w.attempts[0].summary
+
+
+def test_an_attempt_is_summed_up_by_its_refusal_not_by_the_quit_after_it() -> None:
+    s = catalogue.get("queue-permanent-550")
+    with World(s.world, clock="virtual") as w:
+        with smtplib.SMTP(w.address_of(HOST), w.port, timeout=5) as c:
+            c._host = HOST
+            c.starttls(context=w.client_context())
+            with pytest.raises(smtplib.SMTPRecipientsRefused):
+                c.sendmail(s.target.mail_from, list(s.target.rcpt_to), b"Subject: x\r\n\r\nx\r\n")
+        assert w.wait_until(lambda: all(t.closed for t in w.sessions), 5)
+        [a] = w.attempts
+        assert "550 5.1.1 User unknown" in a.summary
+
+
+def test_a_plaintext_retry_at_the_same_instant_is_one_attempt() -> None:
+    # A client that retries without TLS right after a failed handshake (as opportunistic MTAs do):
+    # on a virtual clock, everything at one instant of world time is one attempt.
+    s = catalogue.get("queue-down-bad-certificate")
+    with World(s.world, clock="virtual") as w:
+        ip = w.address_of(HOST)
+        for _ in range(2):  # two attempts, an hour apart, each a TLS try then a plaintext one
+            c = smtplib.SMTP(ip, w.port, timeout=5)
+            c._host = HOST
+            with pytest.raises(ssl.SSLError):
+                c.starttls(context=w.client_context())
+            c.close()
+            with smtplib.SMTP(ip, w.port, timeout=5) as plain:
+                plain.noop()
+            w.advance(3600)
+        assert w.wait_until(lambda: all(t.closed for t in w.sessions), 5)
+        assert [len(a.sessions) for a in w.attempts] == [2, 2]
+        assert [a.at for a in w.attempts] == [0, 3600]
+
+
+def test_a_resolver_s_retransmission_is_the_same_attempt() -> None:
+    pytest.importorskip("dns.resolver")
+    import dns.exception
+    import dns.resolver
+
+    spec = {"hosts": {HOST: {}}, "dns_faults": [{"name": HOST, "fault": "drop"}]}
+    with World(spec) as w:
+        r = dns.resolver.Resolver(configure=False)
+        r.nameservers, r.port = [w.dns_host], w.dns_port
+        r.timeout, r.lifetime = 0.2, 0.7  # three tries or so, each from its own socket
+        with pytest.raises(dns.exception.Timeout):
+            r.resolve(HOST, "A")
+        assert len(w.dns_queries) >= 2
+        assert len(w.attempts) == 1
