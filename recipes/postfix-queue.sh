@@ -66,85 +66,18 @@ smtp_tls_security_level = verify
 smtp_tls_verify_cert_match = hostname"
 fi
 
-[ "$(id -u)" = 0 ] || { echo "postfix-queue: needs root inside the namespace" >&2; exit 2; }
-# Only inside a namespace mailfakes made: its own mounts, so the host's Postfix is never touched.
-if [ "${MAILFAKES_NETNS:-}" != 1 ] || [ "$(readlink /proc/self/ns/mnt)" = "$(readlink /proc/1/ns/mnt)" ]; then
-    echo "postfix-queue: run it under mailfakes check --netns (it mounts over /etc/postfix)" >&2
-    exit 2
-fi
-
-work=$(mktemp -d /tmp/mailfakes-postfix-queue-XXXXXX)
-cleanup() {
-    postfix abort >/dev/null 2>&1 || true
-    for d in /var/lib/postfix /var/spool/postfix /etc/postfix; do umount -l "$d" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-mkdir -p "$work/etc" "$work/spool" "$work/lib"
-cp -a /etc/postfix/. "$work/etc/"
-timeout=$(printf '%.0f' "${MAILFAKES_TIMEOUT:-2}")
-[ "$timeout" -ge 1 ] || timeout=1
-cat > "$work/etc/main.cf" <<CONF
-compatibility_level = 3.6
-myhostname = relay.fabrikam.test
-mydomain = fabrikam.test
-myorigin = fabrikam.test
-mydestination =
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-master_service_disable = inet
-$routing
+. "$here/postfix-private.sh"
+private_postfix postfix-queue "$routing
 smtp_tcp_port = $MAILFAKES_PORT
-smtp_tls_CAfile = $MAILFAKES_CA_FILE
-smtp_tls_mandatory_protocols = >=TLSv1.2
-smtp_tls_loglevel = 1
-smtp_connect_timeout = ${timeout}s
-smtp_helo_timeout = 10s
-smtp_data_done_timeout = 10s
 # The queue's cycle in seconds instead of days.
 maximal_queue_lifetime = ${lifetime}s
 bounce_queue_lifetime = ${lifetime}s
 minimal_backoff_time = ${backoff_min}s
 maximal_backoff_time = ${backoff_max}s
 queue_run_delay = ${run_delay}s
-delay_warning_time = 0h
-maillog_file = $work/maillog
-maillog_file_prefixes = /tmp
-alias_maps =
-alias_database =
-CONF
-cat > "$work/etc/master.cf" <<'CONF'
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-CONF
-mount --bind "$work/etc" /etc/postfix
-mount --bind "$work/spool" /var/spool/postfix
-mount --bind "$work/lib" /var/lib/postfix
-chown postfix /var/lib/postfix
-postfix set-permissions >/dev/null 2>&1 || true
-postfix start >/dev/null 2>&1 || { postfix check; exit 2; }
+delay_warning_time = 0h"
 sendmail -f "$sender" -- "$rcpt" < "$here/message.eml"
 
-log=$work/maillog
 # A queue id: hex digits (or the long form's letters and digits).
 qid() { sed -n "$1" "$log" 2>/dev/null | head -n 1; }
 # The line that ends queue file $1's life: each recipient's sent or bounced,

@@ -1,0 +1,84 @@
+# A private Postfix instance inside the mailfakes network namespace, shared by
+# recipes/postfix.sh and recipes/postfix-queue.sh (sourced, not run):
+#   private_postfix NAME SETTINGS   refuse to run outside `mailfakes check --netns`,
+#                                   then write main.cf (the shared base plus
+#                                   SETTINGS: the route, the queue's knobs) and
+#                                   master.cf, bind-mount them with a fresh spool
+#                                   over /etc/postfix, /var/spool/postfix and
+#                                   /var/lib/postfix (inside the namespace's
+#                                   private mounts only), and start Postfix.
+# It sets $work (the instance's directory) and $log (its mail log); the
+# instance and its mounts go away when the recipe exits.
+private_postfix() {
+    name=$1
+    settings=$2
+    [ "$(id -u)" = 0 ] || { echo "$name: needs root inside the namespace" >&2; exit 2; }
+    # Only inside a namespace mailfakes made: its own mounts, so the host's Postfix is never touched.
+    if [ "${MAILFAKES_NETNS:-}" != 1 ] || [ "$(readlink /proc/self/ns/mnt)" = "$(readlink /proc/1/ns/mnt)" ]; then
+        echo "$name: run it under mailfakes check --netns (it mounts over /etc/postfix)" >&2
+        exit 2
+    fi
+    work=$(mktemp -d "/tmp/mailfakes-$name-XXXXXX")
+    log=$work/maillog
+    trap private_postfix_cleanup EXIT INT TERM
+    mkdir -p "$work/etc" "$work/spool" "$work/lib"
+    cp -a /etc/postfix/. "$work/etc/"
+    timeout=$(printf '%.0f' "${MAILFAKES_TIMEOUT:-2}")
+    [ "$timeout" -ge 1 ] || timeout=1
+    cat > "$work/etc/main.cf" <<CONF
+compatibility_level = 3.6
+myhostname = relay.fabrikam.test
+mydomain = fabrikam.test
+myorigin = fabrikam.test
+mydestination =
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+master_service_disable = inet
+$settings
+smtp_tls_CAfile = $MAILFAKES_CA_FILE
+# TLS 1.2 at least where TLS is required (RFC 8996); Postfix 3.7 still allows 1.0/1.1.
+smtp_tls_mandatory_protocols = >=TLSv1.2
+smtp_tls_loglevel = 1
+smtp_connect_timeout = ${timeout}s
+smtp_helo_timeout = 10s
+smtp_data_done_timeout = 10s
+maillog_file = $log
+maillog_file_prefixes = /tmp
+alias_maps =
+alias_database =
+CONF
+    cat > "$work/etc/master.cf" <<'CONF'
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+CONF
+    mount --bind "$work/etc" /etc/postfix
+    mount --bind "$work/spool" /var/spool/postfix
+    mount --bind "$work/lib" /var/lib/postfix
+    chown postfix /var/lib/postfix
+    postfix set-permissions >/dev/null 2>&1 || true
+    postfix start >/dev/null 2>&1 || { postfix check; exit 2; }
+}
+
+private_postfix_cleanup() {
+    postfix abort >/dev/null 2>&1 || true
+    for d in /var/lib/postfix /var/spool/postfix /etc/postfix; do umount -l "$d" 2>/dev/null || true; done
+    rm -rf "$work"
+}
