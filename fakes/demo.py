@@ -33,14 +33,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, TextIO
 
 from .client import DeliveryReport, deliver_scenario
 from .codes import title as eop_title
-from .faults import describe_dns_fault, describe_host, key
-from .spec import normalize_name
+from .faults import key
+from .markdown import SUMMARY_WORDS
+from .markdown import wire_summary as markdown_summary
 
 if TYPE_CHECKING:
     from .catalogue import Scenario
     from .events import Event
     from .runtime import Runtime
-    from .spec import WorldSpec
     from .world import World
 
 LABELS: dict[str, dict[str, str]] = {
@@ -518,18 +518,8 @@ WIRE = Phrases(
     },
 )
 # The one-line account of a world (markdown.wire_summary's parts), in both languages.
-SUMMARY: dict[str, dict[str, str]] = {
-    "en": {
-        "no_mx": "no MX for {domain} (falls back to its address)",
-        "null_mx": "null MX for {domain}",
-        "mx": "MX of {domain}: {hops}",
-        "no_address": " (no address)",
-        "by_ip": "connector set to the IP address of {host}",
-        "smart_host": "smart host {host}",
-        "tls_optional": "TLS optional",
-        "host": "{host}: {what}",
-        "healthy": "healthy, STARTTLS, accepts the message",
-    },
+SUMMARY: dict[str, Mapping[str, str]] = {
+    "en": SUMMARY_WORDS,
     "fr": {
         "no_mx": "pas de MX pour {domain} (repli sur son adresse)",
         "null_mx": "MX nul pour {domain}",
@@ -544,46 +534,11 @@ SUMMARY: dict[str, dict[str, str]] = {
 }
 
 
-def _has_address(world: WorldSpec, name: str) -> bool:
-    if any(h.name == name and h.a_record for h in world.hosts):
-        return True
-    return any(r.name == name and r.type in ("A", "AAAA", "CNAME") for r in world.records)
-
-
 def wire_summary(s: Scenario, lang: str = "en") -> str:
-    """What the client meets, in one line, in ``lang`` (in English: ``markdown.wire_summary``'s line)."""
-    words = SUMMARY.get(lang, SUMMARY["en"])
-    world, target = s.world, s.target
-    parts: list[str] = []
-    if target.smart_host is None:
-        domain = normalize_name(target.mail_domain)
-        mxs = sorted(
-            (r for r in world.records if r.type == "MX" and r.name == domain), key=lambda r: r.priority
-        )
-        if not mxs:
-            parts.append(words["no_mx"].format(domain=domain))
-        elif any(r.value == "." for r in mxs):
-            parts.append(words["null_mx"].format(domain=domain))
-        else:
-            hops = [
-                f"{r.priority} {r.value}" + ("" if _has_address(world, r.value) else words["no_address"])
-                for r in mxs
-            ]
-            parts.append(words["mx"].format(domain=domain, hops=", ".join(hops)))
-    elif target.connect_by_ip:
-        parts.append(words["by_ip"].format(host=target.smart_host))
-    else:
-        parts.append(words["smart_host"].format(host=target.smart_host))
-    if not target.require_tls:
-        parts.append(words["tls_optional"])
-    parts += [WIRE.say(describe_dns_fault(f), lang) for f in world.dns_faults]
-    for h in world.hosts:
-        desc = [WIRE.say(d, lang) for d in describe_host(h)]
-        if desc:
-            parts.append(words["host"].format(host=h.name, what=", ".join(desc)))
-        elif s.is_success:
-            parts.append(words["host"].format(host=h.name, what=words["healthy"]))
-    return "; ".join(parts)
+    """What the client meets, in one line, in ``lang`` (``markdown.wire_summary`` with its words)."""
+    if lang == "en":
+        return markdown_summary(s)
+    return markdown_summary(s, SUMMARY.get(lang, SUMMARY_WORDS), lambda text: WIRE.say(text, lang))
 
 
 def cert_effect(kind: str, lang: str = "en") -> str:

@@ -8,7 +8,7 @@ the README's catalogue section and its fault table.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
 from .catalogue import Scenario
@@ -22,9 +22,29 @@ def _has_address(world: WorldSpec, name: str) -> bool:
     return any(r.name == name and r.type in ("A", "AAAA", "CNAME") for r in world.records)
 
 
-def wire_summary(s: Scenario) -> str:
-    """What the client meets, in one line: target, DNS faults, then each misbehaving host."""
+# The summary's own words; the demo passes its French ones (mailfakes.demo.SUMMARY).
+SUMMARY_WORDS: Final[Mapping[str, str]] = {
+    "no_mx": "no MX for {domain} (falls back to its address)",
+    "null_mx": "null MX for {domain}",
+    "mx": "MX of {domain}: {hops}",
+    "no_address": " (no address)",
+    "by_ip": "connector set to the IP address of {host}",
+    "smart_host": "smart host {host}",
+    "tls_optional": "TLS optional",
+    "host": "{host}: {what}",
+    "healthy": "healthy, STARTTLS, accepts the message",
+}
+
+
+def wire_summary(
+    s: Scenario, words: Mapping[str, str] = SUMMARY_WORDS, say: Callable[[str], str] | None = None
+) -> str:
+    """What the client meets, in one line: target, DNS faults, then each misbehaving host.
+
+    ``words`` are the line's own words and ``say`` translates the fault table's phrases
+    (the demo's French); by default both are English."""
     world, target = s.world, s.target
+    tell = say or (lambda text: text)
     parts: list[str] = []
     if target.smart_host is None:
         domain = normalize_name(target.mail_domain)
@@ -32,28 +52,28 @@ def wire_summary(s: Scenario) -> str:
             (r for r in world.records if r.type == "MX" and r.name == domain), key=lambda r: r.priority
         )
         if not mxs:
-            parts.append(f"no MX for {domain} (falls back to its address)")
+            parts.append(words["no_mx"].format(domain=domain))
         elif any(r.value == "." for r in mxs):
-            parts.append(f"null MX for {domain}")
+            parts.append(words["null_mx"].format(domain=domain))
         else:
             hops = [
-                f"{r.priority} {r.value}" + ("" if _has_address(world, r.value) else " (no address)")
+                f"{r.priority} {r.value}" + ("" if _has_address(world, r.value) else words["no_address"])
                 for r in mxs
             ]
-            parts.append(f"MX of {domain}: " + ", ".join(hops))
+            parts.append(words["mx"].format(domain=domain, hops=", ".join(hops)))
     elif target.connect_by_ip:
-        parts.append(f"connector set to the IP address of {target.smart_host}")
+        parts.append(words["by_ip"].format(host=target.smart_host))
     else:
-        parts.append(f"smart host {target.smart_host}")
+        parts.append(words["smart_host"].format(host=target.smart_host))
     if not target.require_tls:
-        parts.append("TLS optional")
-    parts += [describe_dns_fault(f) for f in world.dns_faults]
+        parts.append(words["tls_optional"])
+    parts += [tell(describe_dns_fault(f)) for f in world.dns_faults]
     for h in world.hosts:
-        desc = describe_host(h)
+        desc = [tell(d) for d in describe_host(h)]
         if desc:
-            parts.append(f"{h.name}: " + ", ".join(desc))
+            parts.append(words["host"].format(host=h.name, what=", ".join(desc)))
         elif s.is_success:
-            parts.append(f"{h.name}: healthy, STARTTLS, accepts the message")
+            parts.append(words["host"].format(host=h.name, what=words["healthy"]))
     return "; ".join(parts)
 
 
