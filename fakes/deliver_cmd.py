@@ -11,15 +11,18 @@ import argparse
 import functools
 import json
 import sys
-from typing import TextIO
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .command import UsageError, loopback_only, select, unless_stopped
+
+if TYPE_CHECKING:
+    from .catalogue import Scenario
+    from .world import World
 
 
 def cmd_deliver(args: argparse.Namespace, out: TextIO) -> int:
     from .client import deliver_scenario
-    from .runtime import Runtime
-    from .world import World
 
     if args.queue:
         return _deliver_queued(args, out)
@@ -27,33 +30,52 @@ def cmd_deliver(args: argparse.Namespace, out: TextIO) -> int:
         if getattr(args, option) is not None:
             raise UsageError(f"--{option} only with --queue")
     chosen = select(args.ids, args.code)
-    failures = 0
     width = max(len(s.id) for s in chosen)
+
+    def one(s: Scenario, world: World) -> bool:
+        extra = {"require_tls": False} if args.opportunistic else {}
+        call = functools.partial(
+            deliver_scenario, s, world, profile=args.profile, timeout=args.timeout, **extra
+        )
+        report = unless_stopped(args.stop, call)
+        expected = s.code_for(args.profile)
+        ok = report.code == expected
+        if args.json:
+            row = {"scenario": s.id, "expected": expected, **report.as_dict(), "ok": ok}
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        else:
+            mark = "ok  " if ok else "DIFF"
+            out.write(f"{mark} {s.id:<{width}}  expected {expected:<8} {report.line()}\n")
+            if args.verbose:
+                for line in report.dialogue:
+                    out.write(f"       {line}\n")
+        return ok
+
+    return _each(chosen, args, out, one)
+
+
+def _each(
+    chosen: list[Scenario],
+    args: argparse.Namespace,
+    out: TextIO,
+    one: Callable[[Scenario, World], bool],
+    **world: Any,
+) -> int:
+    """Serve each chosen scenario in turn (``world``: World's options) and run ``one`` on it while
+    it runs; the exit status: 0 when every one was ok, 1 otherwise (a stop ends the loop)."""
+    from .runtime import Runtime
+    from .world import World
+
+    failures = 0
     with Runtime() as runtime:
         for s in chosen:
             if args.stop.is_set():
                 break
-            world = World(s.world, runtime=runtime).start()
+            served = World(s.world, runtime=runtime, **world).start()
             try:
-                extra = {"require_tls": False} if args.opportunistic else {}
-                call = functools.partial(
-                    deliver_scenario, s, world, profile=args.profile, timeout=args.timeout, **extra
-                )
-                report = unless_stopped(args.stop, call)
+                failures += not one(s, served)
             finally:
-                world.stop()
-            expected = s.code_for(args.profile)
-            ok = report.code == expected
-            failures += not ok
-            if args.json:
-                row = {"scenario": s.id, "expected": expected, **report.as_dict(), "ok": ok}
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
-            else:
-                mark = "ok  " if ok else "DIFF"
-                out.write(f"{mark} {s.id:<{width}}  expected {expected:<8} {report.line()}\n")
-                if args.verbose:
-                    for line in report.dialogue:
-                        out.write(f"       {line}\n")
+                served.stop()
             out.flush()
     return 1 if failures else 0
 
@@ -61,8 +83,6 @@ def cmd_deliver(args: argparse.Namespace, out: TextIO) -> int:
 def _deliver_queued(args: argparse.Namespace, out: TextIO) -> int:
     """deliver --queue: each scenario's message through the reference connector's queue."""
     from .queue import DAY, EXCHANGE_RETRY, QueuePolicy, run_scenario
-    from .runtime import Runtime
-    from .world import World
 
     if args.hour is not None and args.clock != "real":
         raise UsageError("--hour only with --clock real (a virtual clock has no hour length)")
@@ -71,71 +91,62 @@ def _deliver_queued(args: argparse.Namespace, out: TextIO) -> int:
         policy = QueuePolicy(lifetime=args.lifetime or DAY, retry=args.retry or EXCHANGE_RETRY)
     except ValueError as exc:
         raise UsageError(f"--retry / --lifetime: {exc}") from None
-    failures = 0
     width = max(len(s.id) for s in chosen)
-    with Runtime() as runtime:
-        for s in chosen:
-            if args.stop.is_set():
-                break
-            clock = None if args.clock == "real" else "virtual"
-            world = World(s.world, runtime=runtime, clock=clock, hour=args.hour).start()
-            try:
-                call = functools.partial(
-                    run_scenario,
-                    s,
-                    world,
-                    profile=args.profile,
-                    policy=policy,
-                    timeout=args.timeout,
-                    stop=args.stop,
-                    require_tls=False if args.opportunistic else None,
-                )
-                result = unless_stopped(args.stop, call)
+
+    def one(s: Scenario, world: World) -> bool:
+        call = functools.partial(
+            run_scenario,
+            s,
+            world,
+            profile=args.profile,
+            policy=policy,
+            timeout=args.timeout,
+            stop=args.stop,
+            require_tls=False if args.opportunistic else None,
+        )
+        result = unless_stopped(args.stop, call)
+        expected = s.queue.outcome if s.queue is not None else ("delivered" if s.is_success else None)
+        last = s.last_error_for(args.profile)
+        recovers = s.queue is not None and s.queue.outcome == "delivered"
+        ok = (
+            result.outcome != "stopped"
+            and (expected is None or result.outcome == expected)
+            and (s.is_success or recovers or result.last_error == last)
+        )
+        row = result.as_dict()
+        row.update(
+            {
+                "expected": {"outcome": expected, "last_error": None if s.is_success else last},
                 # What the fakes saw: the NDR as the sender's domain received it.
-                bounces = world.bounces
-                duplicates = world.duplicates
-            finally:
-                world.stop()
-            expected = s.queue.outcome if s.queue is not None else ("delivered" if s.is_success else None)
-            last = s.last_error_for(args.profile)
-            recovers = s.queue is not None and s.queue.outcome == "delivered"
-            ok = (
-                result.outcome != "stopped"
-                and (expected is None or result.outcome == expected)
-                and (s.is_success or recovers or result.last_error == last)
-            )
-            failures += not ok
-            row = result.as_dict()
-            row.update(
-                {
-                    "expected": {"outcome": expected, "last_error": None if s.is_success else last},
-                    "received_ndr": [
-                        {
-                            "action": b.action,
-                            "status": b.status,
-                            "diagnostic_code": b.diagnostic_code,
-                            "final_recipient": b.final_recipient,
-                            "envelope_from": b.envelope_from,
-                        }
-                        for b in bounces
-                    ],
-                    "duplicates": duplicates,
-                    "ok": ok,
-                }
-            )
-            if args.json:
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
-            else:
-                mark = "ok  " if ok else "DIFF"
-                summary = f"{result.outcome} after {len(result.attempts)} attempt(s)"
-                if result.ndr is not None:
-                    summary += f", NDR {result.ndr.status}"
-                out.write(f"{mark} {s.id:<{width}}  expected {expected or '-':<9} {summary}\n")
-                if args.verbose:
-                    for line in result.timeline():
-                        out.write(f"       {line}\n")
-            out.flush()
-    return 1 if failures else 0
+                "received_ndr": [
+                    {
+                        "action": b.action,
+                        "status": b.status,
+                        "diagnostic_code": b.diagnostic_code,
+                        "final_recipient": b.final_recipient,
+                        "envelope_from": b.envelope_from,
+                    }
+                    for b in world.bounces
+                ],
+                "duplicates": world.duplicates,
+                "ok": ok,
+            }
+        )
+        if args.json:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        else:
+            mark = "ok  " if ok else "DIFF"
+            summary = f"{result.outcome} after {len(result.attempts)} attempt(s)"
+            if result.ndr is not None:
+                summary += f", NDR {result.ndr.status}"
+            out.write(f"{mark} {s.id:<{width}}  expected {expected or '-':<9} {summary}\n")
+            if args.verbose:
+                for line in result.timeline():
+                    out.write(f"       {line}\n")
+        return ok
+
+    clock = None if args.clock == "real" else "virtual"
+    return _each(chosen, args, out, one, clock=clock, hour=args.hour)
 
 
 def cmd_send(args: argparse.Namespace, out: TextIO) -> int:
