@@ -173,6 +173,20 @@ def headless(browser: str, profile: Path, *args: str) -> subprocess.CompletedPro
     )
 
 
+def rendered_page(browser: str, tmp_path: Path, html_file: Path, *args: str) -> str:
+    """The demo's French page for ``args`` (ids, options), as headless Chromium builds its DOM."""
+    result = subprocess.run(
+        [*CMD, "demo", *args, "--lang", "fr", "--html", str(html_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    dom = headless(browser, tmp_path / "profile", "--dump-dom", html_file.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    return dom.stdout
+
+
 def test_html_report_in_headless_chromium(tmp_path):
     browser = chromium()
     html_file = tmp_path / "demo.html"
@@ -183,16 +197,7 @@ def test_html_report_in_headless_chromium(tmp_path):
         "tls-cert-expired",
         "baseline-delivered",
     ]
-    result = subprocess.run(
-        [*CMD, "demo", *ids, "--lang", "fr", "--timeout", "0.3", "--html", str(html_file)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    dom = headless(browser, tmp_path / "profile", "--dump-dom", html_file.as_uri())
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    page = dom.stdout
+    page = rendered_page(browser, tmp_path, html_file, *ids, "--timeout", "0.3")
     summary = re.search(r'<section class="summary" id="summary"[^>]*>(.*?)</section>', page, re.S)
     assert summary, "no summary block in the rendered page"
     words = flat(re.sub(r"<[^>]+>", " ", summary.group(1)))
@@ -221,25 +226,7 @@ def test_queue_timelines_in_headless_chromium(tmp_path):
     """The page of two queue scenarios, as Chromium builds it: the alert, a timeline per scenario."""
     browser = chromium()
     html_file = tmp_path / "queue.html"
-    result = subprocess.run(
-        [
-            *CMD,
-            "demo",
-            "queue-down-refused",
-            "queue-recovers-after-2h",
-            "--lang",
-            "fr",
-            "--html",
-            str(html_file),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    dom = headless(browser, tmp_path / "profile", "--dump-dom", html_file.as_uri())
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    page = dom.stdout
+    page = rendered_page(browser, tmp_path, html_file, "queue-down-refused", "queue-recovers-after-2h")
     alert = re.search(r'<section class="queue-summary"[^>]*>(.*?)</section>', page, re.S)
     assert alert, "no queue alert in the rendered page"
     # Both messages ended their queue on a refused connection (the one that recovered, too).
