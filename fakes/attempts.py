@@ -120,8 +120,8 @@ def attempts_of(world: World) -> list[Attempt]:
     sessions = [t for t in world.sessions if t.host != sender_mx]
     kept = {m.session_id for m in world.messages if m.host != sender_mx}
     lookups = [q for q in world.dns_queries if q.name and not _under(q.name.rstrip(".").lower(), domain)]
-    items: list[tuple[float, int, Any]] = [(t.opened, 1, t) for t in sessions]
-    items += [(q.time, 0, q) for q in lookups]
+    items: list[tuple[float, bool, Any]] = [(t.opened, True, t) for t in sessions]
+    items += [(q.time, False, q) for q in lookups]
     items.sort(key=lambda item: (item[0], item[1]))
 
     out: list[Attempt] = []
@@ -157,7 +157,7 @@ def attempts_of(world: World) -> list[Attempt]:
         group_sessions, group_lookups, asked, connected = [], [], {}, set()
         start = clock.at(at_mono)
 
-    for mono, _, item in items:
+    for mono, is_session, item in items:
         empty = not group_sessions and not group_lookups
         if empty:
             start = clock.at(mono)
@@ -165,7 +165,7 @@ def attempts_of(world: World) -> list[Attempt]:
             if clock.at(mono) > start:
                 new_group(mono)
         elif mono - last_seen > IMMEDIATE:
-            if item.__class__.__name__ == "DnsQuery":
+            if not is_session:
                 key = (item.name.lower(), item.qtype)
                 before = asked.get(key)
                 retry = before is not None and (
@@ -176,7 +176,7 @@ def attempts_of(world: World) -> list[Attempt]:
                     new_group(mono)
             elif item.host in connected:
                 new_group(mono)
-        if item.__class__.__name__ == "DnsQuery":
+        if not is_session:
             asked[(item.name.lower(), item.qtype)] = item
             group_lookups.append(item)
             last_seen = max(last_seen, mono)

@@ -780,8 +780,6 @@ def _overlap(a: DnsFault, b: DnsFault) -> bool:
 def dns_contradictions(faults: tuple[DnsFault, ...]) -> Iterator[tuple[int, str, object, str]]:
     """``(index, key, value, expected)`` for each DNS fault that cannot apply as written."""
     for i, f in enumerate(faults):
-        if f.active_until is not None and f.active_until <= f.active_from:
-            yield (i, "until", f.active_until, f"a time after from ({f.active_from:g} s)")
         if f.fault == "drop" and f.delay_ms:
             yield (i, "delay_ms", f.delay_ms, "no delay_ms with fault = drop (no answer is ever sent)")
         for j, earlier in enumerate(faults[:i]):

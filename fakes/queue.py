@@ -32,7 +32,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .client import DeliveryReport, deliver, deliver_scenario
@@ -48,7 +48,6 @@ EXCHANGE_RETRY = (300.0, 600.0, 900.0, 1800.0, 3600.0)  # then the last one, aga
 EXPIRED_STATUS = "4.4.7"
 EOP_EXPIRED = "550 4.4.7 QUEUE.Expired; message expired"
 REPORTING_MTA = "connector.mailfakes.test"
-OUTCOMES = ("delivered", "bounced", "expired")  # and "stopped": the run was interrupted (no NDR)
 MIN_RETRY = 1.0  # world seconds: a queue that retries faster than that hammers the server
 MAX_ATTEMPTS = 10_000  # a policy that would make more within its lifetime is refused
 
@@ -137,7 +136,6 @@ class QueueRun:
     profile: str
     policy: QueuePolicy
     scenario: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def last_error(self) -> str | None:
@@ -152,7 +150,6 @@ class QueueRun:
             "lifetime": self.policy.lifetime,
             "attempts": [a.as_dict() for a in self.attempts],
             "ndr": self.ndr.as_dict() if self.ndr is not None else None,
-            **self.extra,
         }
 
     def timeline(self) -> list[str]:

@@ -169,10 +169,11 @@ def _first_attempt(world: World, records: Records) -> Records:
         return records
     first = seen[0]
     ids = {t.session_id for t in first.sessions}
+    mine = {id(q) for q in first.lookups}
     return Records(
         [t for t in records.sessions if t.session_id in ids],
         [m for m in records.messages if m.session_id in ids],
-        [q for q in records.dns_queries if any(q is mine for mine in first.lookups)],
+        [q for q in records.dns_queries if id(q) in mine],
     )
 
 

@@ -89,12 +89,17 @@ USER_QUEUE = """
     def test_down(mail_scenario):
         my_queue(mail_scenario, lifetime=6 * HOUR, warn=True)
         mail_scenario.assert_retried(at_least=2)
-        mail_scenario.assert_bounced(status="4.4.7", last_error="4.3.2", after="5h", before="8h")
+        mail_scenario.assert_bounced(status="4.4.7", last_error="4.3.2", after="5h")
 
     @pytest.mark.mail_scenarios("queue-down-421", control=False)
     def test_gives_up_too_soon(mail_scenario):
         my_queue(mail_scenario, lifetime=1 * HOUR)
         mail_scenario.assert_bounced(status="4.4.7", after="5h")
+
+    @pytest.mark.mail_scenarios("queue-down-421", control=False)
+    def test_gives_up_too_late(mail_scenario):
+        my_queue(mail_scenario, lifetime=4 * HOUR)
+        mail_scenario.assert_bounced(status="4.4.7", before="1h")
 
     @pytest.mark.mail_scenarios("queue-down-421", control=False)
     def test_only_a_warning(mail_scenario):
@@ -121,7 +126,7 @@ USER_QUEUE = """
 def test_queue_assertions_pass_a_right_queue_and_fail_a_wrong_one_with_a_timeline(tmp_path):
     result = run_pytest(tmp_path, USER_QUEUE, "--mail-hour", "0.25s")
     out = result.stdout
-    assert counts(out) == {"passed": 3, "failed": 5}, out + result.stderr
+    assert counts(out) == {"passed": 3, "failed": 6}, out + result.stderr
     for name in (
         "test_recovers[queue-recovers-after-2h]",
         "test_recovers[queue-greylisted]",
@@ -141,6 +146,8 @@ def test_queue_assertions_pass_a_right_queue_and_fail_a_wrong_one_with_a_timelin
     assert "none arrived (1 other report(s): delayed)" in out
     assert "FAILED test_user.py::test_gives_up_too_soon[queue-down-421]" in out
     assert re.search(r"it arrived \S+ after the first attempt, expected after 5h", out)
+    assert "FAILED test_user.py::test_gives_up_too_late[queue-down-421]" in out
+    assert re.search(r"it arrived \S+ after the first attempt, expected before 1h", out)
     assert "FAILED test_user.py::test_wrong_last_error[queue-down-421]" in out
     assert "does not carry 4.3" in out
 
