@@ -40,7 +40,14 @@ TlsMode = Literal[
     "implicit_broken",
 ]
 CertKind = Literal[
-    "valid", "expired", "not_yet_valid", "wrong_host", "untrusted_ca", "self_signed", "missing_intermediate"
+    "valid",
+    "expired",
+    "not_yet_valid",
+    "wrong_host",
+    "untrusted_ca",
+    "self_signed",
+    "missing_intermediate",
+    "revoked",
 ]
 Command = Literal["EHLO", "HELO", "MAIL", "RCPT", "DATA", "DATA_END", "STARTTLS", "RSET", "QUIT", "NOOP"]
 ClosePoint = Literal[
@@ -318,6 +325,7 @@ CERTS: Final = _choices(
         "untrusted_ca": "certificate from a second CA the client does not trust",
         "self_signed": "self-signed certificate, no CA vouches for it",
         "missing_intermediate": "chain without its intermediate CA, which the server does not send",
+        "revoked": "certificate revoked by its CA, valid in every other way (its serial is on the CA's CRL)",
     }
 )
 CLOSE_POINTS_TABLE: Final = _choices(
