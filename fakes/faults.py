@@ -61,9 +61,25 @@ ClosePoint = Literal[
     "after_final_dot",
 ]
 Extension = Literal["PIPELINING", "SIZE", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"]
-DnsFaultKind = Literal["nxdomain", "servfail", "refused", "drop", "nodata", "truncate", "delay"]
+DnsFaultKind = Literal[
+    "nxdomain",
+    "servfail",
+    "refused",
+    "drop",
+    "nodata",
+    "truncate",
+    "delay",
+    "bad_signature",
+    "expired_signature",
+    "missing_ds",
+    "no_ad",
+]
+# DNSSEC faults: a signed zone's answers are bogus, or insecure, or lose the AD bit.
+DNSSEC_FAULTS: Final = ("bad_signature", "expired_signature", "missing_ds", "no_ad")
 TcpFallback = Literal["answer", "nxdomain", "servfail", "refused", "drop", "reset"]
-RecordType = Literal["A", "AAAA", "MX", "CNAME", "TXT"]
+RecordType = Literal["A", "AAAA", "MX", "CNAME", "TXT", "TLSA"]
+StsMode = Literal["enforce", "testing", "none"]
+StsFault = Literal["unreachable", "missing", "malformed"]
 
 
 @frozen
@@ -237,6 +253,28 @@ class SmtpPlan:
 
 
 @frozen
+class Tlsa:
+    """The TLSA record (RFC 6698, RFC 7672) a host publishes at ``_25._tcp.<host>``.
+
+    Its data is computed by the running world from the certificate the host
+    presents: usage 3 (DANE-EE) from the leaf, usage 2 (DANE-TA) from the CA
+    that issued it; selector 1 is the SubjectPublicKeyInfo, 0 the whole
+    certificate; matching 1 is SHA-256, 2 SHA-512, 0 the full data.
+    ``matches=False`` publishes the digest of a key nobody holds (a TLSA
+    record that matches nothing, as after a key rollover done wrong).
+    """
+
+    usage: int = 3
+    selector: int = 1
+    matching: int = 1
+    matches: bool = True
+
+    def text(self, data: str) -> str:
+        """The record's value in zone-file form, for ``data`` (hex)."""
+        return f"{self.usage} {self.selector} {self.matching} {data}"
+
+
+@frozen
 class HostSpec:
     """One host of a world: a DNS name bound to its own loopback address."""
 
@@ -246,6 +284,64 @@ class HostSpec:
     close: CloseHow = "fin"
     smtp: SmtpPlan = field(default_factory=SmtpPlan)
     schedule: Schedule | None = None
+    tlsa: Tlsa | None = None
+
+
+@frozen
+class Dnssec:
+    """DNSSEC for a world: its zone is signed (its key is the trust anchor), and so are ``zones``,
+    sub-domains delegated from it with a DS record each (RFC 4033-4035)."""
+
+    zones: tuple[str, ...] = ()
+
+
+@frozen
+class MtaSts:
+    """An MTA-STS policy (RFC 8461) for ``domain``: the TXT record ``_mta-sts.<domain>`` and the
+    HTTPS host ``mta-sts.<domain>`` serving ``/.well-known/mta-sts.txt``.
+
+    ``fault``: the policy host refuses connections (``unreachable``), answers
+    404 (``missing``), or serves a policy that does not parse
+    (``malformed``). ``cert``: the certificate the policy host presents.
+    """
+
+    domain: str
+    mode: StsMode = "enforce"
+    mx: tuple[str, ...] = ()
+    max_age: int = 86400
+    policy_id: str = "20261201T000000"
+    fault: StsFault | None = None
+    cert: CertKind = "valid"
+
+    @property
+    def host(self) -> str:
+        return f"mta-sts.{self.domain}"
+
+    @property
+    def txt(self) -> str:
+        return f"v=STSv1; id={self.policy_id}"
+
+    def policy_text(self) -> str:
+        """The policy file as served (RFC 8461 3.2), CRLF line ends."""
+        lines = ["version: STSv1", f"mode: {self.mode}", *(f"mx: {m}" for m in self.mx)]
+        lines.append(f"max_age: {self.max_age}")
+        return "".join(line + "\r\n" for line in lines)
+
+
+@frozen
+class TlsRpt:
+    """Where ``domain`` wants TLS reports (RFC 8460): the TXT record ``_smtp._tls.<domain>``.
+
+    Each ``rua`` is ``mailto:ADDRESS`` (a mailbox of the world, at a domain
+    with an MX) or ``https://HOST/PATH`` (a host the world adds, which keeps
+    what is posted)."""
+
+    domain: str
+    rua: tuple[str, ...]
+
+    @property
+    def txt(self) -> str:
+        return "v=TLSRPTv1; rua=" + ",".join(self.rua)
 
 
 # -- the table --------------------------------------------------------------
@@ -358,6 +454,21 @@ DNS_FAULTS: Final = _choices(
         "nodata": "NODATA (name exists, no record of that type)",
         "truncate": "UDP answer truncated (TC bit); the TCP retry follows `tcp`",
         "delay": "answered after `delay_ms`",
+        "bad_signature": (
+            "signed zone: the RRSIG does not verify (bogus): SERVFAIL from the validating resolver, the "
+            "records with their broken RRSIG to a query with CD set"
+        ),
+        "expired_signature": (
+            "signed zone: the RRSIG expired yesterday (bogus): SERVFAIL, the records to a query with CD set"
+        ),
+        "missing_ds": (
+            "a signed sub-zone whose DS the parent does not publish (proven absent): its answers are "
+            "insecure, never AD"
+        ),
+        "no_ad": (
+            "signed zone: valid signatures, but answers never carry the AD bit (a resolver that does not "
+            "validate)"
+        ),
     }
 )
 TCP_FALLBACKS_TABLE: Final = _choices(
@@ -377,6 +488,7 @@ RECORD_TYPES_TABLE: Final = _choices(
         "MX": "a host name, or `.` for a null MX (RFC 7505: priority 0)",
         "CNAME": "a host name",
         "TXT": "any text",
+        "TLSA": "`usage selector matching hex` (RFC 6698) for a fixed record; a host's own is its `tlsa`",
     }
 )
 
@@ -400,6 +512,32 @@ TABLE: Final[tuple[Key, ...]] = (
         "a DNS name in the zone",
         "the sender's domain, which receives the non-delivery reports: adds the host `mx.DOMAIN` (a healthy "
         "SMTP server) and the record `DOMAIN MX 10 mx.DOMAIN`; what arrives there is in `world.bounces`",
+    ),
+    Key(
+        "world",
+        "dnssec.zones",
+        "`[world.dnssec]` with `zones = [DOMAIN, ...]` (may be empty)",
+        "sign the world's DNS (RFC 4033-4035, ECDSA P-256): the zone itself, whose key is the trust "
+        "anchor handed to clients (`trust_anchor_file`), and each listed sub-domain, delegated with a DS "
+        "record; denial of existence by NSEC. The fake DNS answers as a validating resolver: AD on what "
+        "validates (to queries with DO or AD set), SERVFAIL on what is bogus unless CD is set",
+    ),
+    Key(
+        "world",
+        "mta_sts.DOMAIN",
+        "`{mode, mx, max_age, id, fault, cert}` (mode `enforce`; mx: the domain's MX hosts; max_age 86400)",
+        "an MTA-STS policy (RFC 8461): the TXT record `_mta-sts.DOMAIN` (`v=STSv1; id=...`) and the HTTPS "
+        "host `mta-sts.DOMAIN` serving `/.well-known/mta-sts.txt` with a certificate from the world's CA. "
+        "`fault`: `unreachable` (the policy host refuses connections), `missing` (404), `malformed` (a "
+        "policy that does not parse); `cert`: a certificate kind for the policy host",
+    ),
+    Key(
+        "world",
+        "tls_rpt.DOMAIN",
+        '`{rua = ["mailto:ADDRESS" | "https://HOST/PATH", ...]}`',
+        "TLS reporting (RFC 8460): the TXT record `_smtp._tls.DOMAIN`; mail to a `mailto:` address of the "
+        "world and posts to an `https:` host of the world (which the world adds) are read back as "
+        "`world.tls_reports`",
     ),
     Key(
         "world",
@@ -467,6 +605,15 @@ TABLE: Final[tuple[Key, ...]] = (
         "accepted. Kept per host while the world runs, reset by `world.reset()`",
     ),
     Key("smtp host", "tls", "one of the values", "how the host offers TLS", TLS, "starttls"),
+    Key(
+        "smtp host",
+        "tlsa",
+        "`{usage = 3, selector = 1, matching = 1, matches = true}` (those defaults; or `true`)",
+        "a TLSA record at `_25._tcp.HOST` (DANE, RFC 7672) computed from the certificate the host "
+        "presents: usage 3 (DANE-EE) from its leaf, 2 (DANE-TA) from the CA that issued it; selector 1 "
+        "the public key, 0 the certificate; matching 1 SHA-256, 2 SHA-512, 0 the full data. "
+        "`matches = false`: the digest of a key nobody holds",
+    ),
     Key(
         "smtp host",
         "cert",

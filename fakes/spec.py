@@ -18,6 +18,7 @@ from typing import Any, Final, get_args
 
 from .clock import DURATION_RULE, HOUR, parse_duration
 from .faults import (
+    DNSSEC_FAULTS,
     GREYLISTED,
     CertKind,
     CloseAt,
@@ -26,16 +27,22 @@ from .faults import (
     Command,
     DnsFault,
     DnsFaultKind,
+    Dnssec,
     Extension,
     Greylist,
     HostKind,
     HostSpec,
+    MtaSts,
     RecordType,
     Reply,
     Schedule,
     SmtpPlan,
+    StsFault,
+    StsMode,
     TcpFallback,
+    Tlsa,
     TlsMode,
+    TlsRpt,
     contradictions,
     dns_contradictions,
     values,
@@ -50,16 +57,22 @@ __all__ = [
     "Command",
     "DnsFault",
     "DnsFaultKind",
+    "Dnssec",
     "Extension",
     "Greylist",
     "HostKind",
     "HostSpec",
+    "MtaSts",
     "RecordType",
     "Reply",
     "Schedule",
     "SmtpPlan",
+    "StsFault",
+    "StsMode",
     "TcpFallback",
     "TlsMode",
+    "TlsRpt",
+    "Tlsa",
     "field",
     "frozen",
 ]
@@ -140,6 +153,34 @@ class WorldSpec:
     dns_faults: tuple[DnsFault, ...] = ()
     hour: float = HOUR  # real seconds one hour of the world's clock lasts (see mailfakes.clock)
     sender_domain: str | None = None  # its MX host receives the non-delivery reports
+    dnssec: Dnssec | None = None  # the zone (and these sub-zones) signed
+    mta_sts: tuple[MtaSts, ...] = ()
+    tls_rpt: tuple[TlsRpt, ...] = ()
+
+    @property
+    def web_hosts(self) -> tuple[str, ...]:
+        """The names of the world's HTTPS hosts (MTA-STS policy hosts, TLS-RPT receivers), which the
+        world binds beside its SMTP hosts and the DNS publishes with an A record each."""
+        names = [p.host for p in self.mta_sts]
+        for r in self.tls_rpt:
+            names += [rua_https_host(u) for u in r.rua if u.startswith("https://")]
+        return tuple(dict.fromkeys(names))
+
+    def mta_sts_for(self, domain: str) -> MtaSts | None:
+        for p in self.mta_sts:
+            if p.domain == domain:
+                return p
+        return None
+
+    def signed_zone_of(self, name: str) -> str | None:
+        """The signed zone ``name`` falls in (the closest one), or None without DNSSEC."""
+        if self.dnssec is None:
+            return None
+        best = self.zone
+        for z in self.dnssec.zones:
+            if in_zone(name, z) and len(z) > len(best):
+                best = z
+        return best
 
     @property
     def timed(self) -> bool:
@@ -156,7 +197,7 @@ class WorldSpec:
 
     @property
     def uses_tls(self) -> bool:
-        return any(h.kind == "smtp" and h.smtp.uses_tls for h in self.hosts)
+        return any(h.kind == "smtp" and h.smtp.uses_tls for h in self.hosts) or bool(self.web_hosts)
 
 
 # --------------------------------------------------------------------------
@@ -390,7 +431,24 @@ _SMTP_KEYS: Final = (
     "delays_ms",
     "extensions_off",
     "greylist",
+    "tlsa",
 )
+
+
+def parse_tlsa(t: Table, name: str) -> Tlsa:
+    if t.raw(name) is True:
+        return Tlsa()
+    tt = t.table(name)
+    usage = tt.integer("usage", 3, lo=0, hi=255)
+    if usage not in (2, 3):
+        raise tt.fail(
+            "usage", usage, "2 (DANE-TA) or 3 (DANE-EE): RFC 7672 3.1.3 has SMTP clients ignore 0 and 1"
+        )
+    selector = tt.integer("selector", 1, lo=0, hi=1)
+    matching = tt.integer("matching", 1, lo=0, hi=2)
+    matches = tt.boolean("matches", True)
+    tt.done(("usage", "selector", "matching", "matches"))
+    return Tlsa(usage=usage, selector=selector, matching=matching, matches=matches)
 
 
 def parse_host(name: str, t: Table) -> HostSpec:
@@ -399,8 +457,11 @@ def parse_host(name: str, t: Table) -> HostSpec:
     close = t.choice("close", values("close"), "fin")
     if t.has("close") and kind != "close_on_accept":
         raise t.fail("close", t.data["close"], "no close unless kind = close_on_accept")
+    tlsa = None
     if kind == "smtp":
         smtp = parse_smtp_plan(t)
+        if t.has("tlsa"):
+            tlsa = parse_tlsa(t, "tlsa")
     else:
         for k in _SMTP_KEYS:
             if t.has(k):
@@ -445,6 +506,7 @@ def parse_host(name: str, t: Table) -> HostSpec:
         close=close,  # type: ignore[arg-type]
         smtp=smtp,
         schedule=schedule,
+        tlsa=tlsa,
     )
 
 
@@ -520,7 +582,21 @@ def parse_record(t: Table, zone: str, host_names: set[str]) -> Record:
             value = normalize_name(value)
         elif rtype == "CNAME":
             raise t.fail("value", value, "a DNS name")
+    elif rtype == "TLSA":
+        value = tlsa_value(t, value)
     return Record(name=name, type=rtype, value=value, priority=priority, ttl=ttl)  # type: ignore[arg-type]
+
+
+_TLSA_VALUE: Final = re.compile(r"([0-9]{1,3}) ([0-9]{1,3}) ([0-9]{1,3}) ([0-9a-fA-F]+)")
+
+
+def tlsa_value(t: Table, value: str) -> str:
+    m = _TLSA_VALUE.fullmatch(" ".join(value.split()))
+    if m is None or any(int(g) > 255 for g in m.groups()[:3]) or len(m.group(4)) % 2:
+        raise t.fail(
+            "value", value, "usage selector matching and hex data, like '3 1 1 0a1b...' (RFC 6698 2.2)"
+        )
+    return f"{m.group(1)} {m.group(2)} {m.group(3)} {m.group(4).lower()}"
 
 
 def parse_dns_fault(t: Table, zone: str) -> DnsFault:
@@ -536,6 +612,10 @@ def parse_dns_fault(t: Table, zone: str) -> DnsFault:
     tcp = t.choice("tcp", values("dns_faults.tcp"), "answer")
     if t.has("tcp") and fault != "truncate":
         raise t.fail("tcp", tcp, "no tcp setting unless fault = truncate")
+    if fault in DNSSEC_FAULTS and delay_ms:
+        raise t.fail("delay_ms", delay_ms, f"no delay_ms with fault = {fault} (a DNSSEC fault)")
+    if fault == "missing_ds" and types:
+        raise t.fail("types", types, "no types with fault = missing_ds (it names a signed sub-zone)")
     active_from = t.duration("from", 0.0) or 0.0
     active_until = t.duration("until", None)
     if active_until is not None and active_until <= active_from:
@@ -624,11 +704,36 @@ def parse_world(data: Mapping[str, Any], where: str = "<world>", path: str = "")
                 "a domain whose MX the world makes (leave out its MX and CNAME records)",
             )
         records += tuple(extra)
+    dnssec = parse_dnssec(t, zone, host_names) if t.has("dnssec") else None
+    policies = parse_mta_sts(t, zone, host_names, records)
+    reports = parse_tls_rpt(t, zone, host_names, records, sender_domain)
+    taken = {p.host for p in policies}
+    for r in reports:
+        for u in r.rua:
+            if u.startswith("https://") and rua_https_host(u) in taken:
+                raise t.table("tls_rpt").fail(r.domain, u, "an https host that is not an MTA-STS policy host")
+    for owner, txt in [
+        *((f"_mta-sts.{p.domain}", p.txt) for p in policies),
+        *((f"_smtp._tls.{r.domain}", r.txt) for r in reports),
+    ]:
+        if any(x.name == owner and x.type in ("TXT", "CNAME") for x in records):
+            raise t.fail("records", owner, f"no TXT or CNAME record at {owner}: the world makes it")
+        records += (Record(name=owner, type="TXT", value=txt),)
     fault_tables = t.tables("dns_faults")
     faults = tuple(parse_dns_fault(f, zone) for f in fault_tables)
     for i, where, value, expected in dns_contradictions(faults):
         raise fault_tables[i].fail(where, value, expected)
-    t.done(("zone", "hosts", "records", "dns_faults", "hour", "sender_domain"))
+    for ft, f in zip(fault_tables, faults, strict=True):
+        if f.fault in DNSSEC_FAULTS:
+            if dnssec is None:
+                raise ft.fail("fault", f.fault, "a DNSSEC fault only in a signed world ([world.dnssec])")
+            if f.fault == "missing_ds" and f.name not in dnssec.zones:
+                raise ft.fail(
+                    "name", f.name, "a signed sub-zone listed in dnssec.zones (the DS of which is missing)"
+                )
+    t.done(
+        ("zone", "hosts", "records", "dns_faults", "hour", "sender_domain", "dnssec", "mta_sts", "tls_rpt")
+    )
     return WorldSpec(
         zone=zone,
         records=records,
@@ -636,4 +741,115 @@ def parse_world(data: Mapping[str, Any], where: str = "<world>", path: str = "")
         dns_faults=faults,
         hour=hour,
         sender_domain=sender_domain,
+        dnssec=dnssec,
+        mta_sts=policies,
+        tls_rpt=reports,
     )
+
+
+def rua_https_host(uri: str) -> str:
+    """The host name of an ``https://HOST/PATH`` reporting address."""
+    return uri[len("https://") :].split("/", 1)[0].lower()
+
+
+def parse_dnssec(t: Table, zone: str, host_names: set[str]) -> Dnssec:
+    dt = t.table("dnssec")
+    zones = [check_name(dt, "zones", z, zone) for z in dt.string_list("zones")]
+    dt.done(("zones",))
+    for z in zones:
+        if z == zone:
+            raise dt.fail("zones", z, f"a sub-domain of {zone!r} (the zone itself is always signed)")
+        if zones.count(z) > 1:
+            raise dt.fail("zones", z, "each sub-zone once")
+        inner = [o for o in zones if o != z and in_zone(o, z)]
+        if inner:
+            raise dt.fail("zones", inner[0], f"sub-zones that do not nest ({inner[0]} is inside {z})")
+        if z in host_names:
+            raise dt.fail("zones", z, "a domain, not the name of a host")
+    return Dnssec(zones=tuple(zones))
+
+
+_POLICY_ID: Final = re.compile(r"[A-Za-z0-9]{1,32}")
+_MX_PATTERN_RULE: Final = "MX host names or patterns like *.contoso.test (RFC 8461 4.1)"
+
+
+def parse_mta_sts(
+    t: Table, zone: str, host_names: set[str], records: tuple[Record, ...]
+) -> tuple[MtaSts, ...]:
+    out: list[MtaSts] = []
+    st = t.table("mta_sts")
+    for raw_domain in list(st.data):
+        domain = check_name(st, raw_domain, raw_domain, zone)
+        pt = st.table(raw_domain)
+        mode = pt.choice("mode", ("enforce", "testing", "none"), "enforce")
+        mx = [normalize_name(m) for m in pt.string_list("mx")]
+        for m in mx:
+            bare = m[2:] if m.startswith("*.") else m
+            if not name_ok(bare):
+                raise pt.fail("mx", m, _MX_PATTERN_RULE)
+        if not pt.has("mx"):
+            mx = [r.value for r in records if r.name == domain and r.type == "MX" and r.value != "."]
+            if not mx and mode != "none":
+                raise pt.fail("mx", None, f"{_MX_PATTERN_RULE}: {domain} has no MX record to take them from")
+        max_age = pt.integer("max_age", 86400, lo=0, hi=31557600)
+        policy_id = pt.string("id", "20261201T000000")
+        if not _POLICY_ID.fullmatch(policy_id):
+            raise pt.fail("id", policy_id, "1 to 32 letters and digits (RFC 8461 3.1)")
+        fault = pt.choice("fault", ("unreachable", "missing", "malformed"), "") or None
+        cert = pt.choice("cert", values("cert"), "valid")
+        pt.done(("mode", "mx", "max_age", "id", "fault", "cert"))
+        if fault == "unreachable" and cert != "valid":
+            raise pt.fail("cert", cert, "no certificate fault on an unreachable policy host")
+        policy = MtaSts(
+            domain=domain,
+            mode=mode,  # type: ignore[arg-type]
+            mx=tuple(mx),
+            max_age=max_age,
+            policy_id=policy_id,
+            fault=fault,  # type: ignore[arg-type]
+            cert=cert,  # type: ignore[arg-type]
+        )
+        if policy.host in host_names:
+            raise st.fail(
+                raw_domain, raw_domain, f"a domain whose policy host {policy.host} is not a host of the world"
+            )
+        out.append(policy)
+    return tuple(out)
+
+
+def parse_tls_rpt(
+    t: Table, zone: str, host_names: set[str], records: tuple[Record, ...], sender_domain: str | None
+) -> tuple[TlsRpt, ...]:
+    out: list[TlsRpt] = []
+    rt = t.table("tls_rpt")
+    mx_domains = {r.name for r in records if r.type == "MX" and r.value != "."}
+    for raw_domain in list(rt.data):
+        domain = check_name(rt, raw_domain, raw_domain, zone)
+        dt = rt.table(raw_domain)
+        rua = dt.string_list("rua")
+        dt.done(("rua",))
+        if not rua:
+            raise dt.fail("rua", None, 'one or more "mailto:ADDRESS" or "https://HOST/PATH" (required)')
+        for u in rua:
+            if u.startswith("mailto:"):
+                local, _, at = u[len("mailto:") :].partition("@")
+                at = normalize_name(at)
+                if not local_part_ok(local) or not name_ok(at) or not in_zone(at, zone):
+                    raise dt.fail("rua", u, "mailto:local@domain with a domain of the world")
+                if at not in mx_domains:
+                    raise dt.fail("rua", u, f"a mailbox at a domain with an MX record ({at} has none)")
+            elif u.startswith("https://"):
+                host = rua_https_host(u)
+                path = u[len("https://") + len(host) :] or "/"
+                if (
+                    not name_ok(host)
+                    or not in_zone(host, zone)
+                    or not re.fullmatch(r"/[A-Za-z0-9._~/-]*", path)
+                ):
+                    raise dt.fail("rua", u, "https://HOST/PATH with a host name of the world")
+                if host in host_names:
+                    raise dt.fail("rua", u, "an https host that is not an SMTP host of the world")
+            else:
+                raise dt.fail("rua", u, '"mailto:ADDRESS" or "https://HOST/PATH" (RFC 8460 3)')
+        out.append(TlsRpt(domain=domain, rua=tuple(rua)))
+    return tuple(out)

@@ -253,8 +253,18 @@ def test_the_table_documents_every_key_the_parser_accepts() -> None:
     }
     host_keys = _parser_keys(host, "host")
     assert host_keys <= documented, host_keys - documented
-    assert _parser_keys(world, "world") == {"zone", "hosts", "records", "dns_faults", "hour", "sender_domain"}
-    assert {"hour", "sender_domain"} <= documented
+    assert _parser_keys(world, "world") == {
+        "zone",
+        "hosts",
+        "records",
+        "dns_faults",
+        "hour",
+        "sender_domain",
+        "dnssec",
+        "mta_sts",
+        "tls_rpt",
+    }
+    assert {"hour", "sender_domain", "dnssec", "mta_sts", "tls_rpt"} <= documented
     # The sub-keys of a DNS fault and of a record are in the table's "written" column.
     dns_form = faults.key("dns_faults").form
     for k in _parser_keys(dns, "dns fault"):
