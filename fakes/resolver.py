@@ -29,6 +29,7 @@ class Answer:
     transport: str = "udp"
     truncated_udp: bool = False
     cnames: tuple[str, ...] = field(default_factory=tuple)
+    ad: bool = False  # the server vouched that the answer validated (DNSSEC, RFC 4035 3.2.3)
 
     @property
     def ok(self) -> bool:
@@ -47,7 +48,7 @@ class Answer:
             return f"{self.qtype} {self.name}: no record (NODATA) {how}"
         if self.rcode == "TIMEOUT":
             return f"{self.qtype} {self.name}: no answer (timeout) {how}"
-        return f"{self.qtype} {self.name}: {self.rcode} {how}"
+        return f"{self.qtype} {self.name}: {self.rcode}{' (secure)' if self.ad else ''} {how}"
 
 
 class StubResolver:
@@ -60,11 +61,15 @@ class StubResolver:
         self.log: list[Answer] = []
         self.observer: Callable[[Answer], None] | None = None
 
-    def query(self, name: str, qtype: str) -> Answer:
+    def query(self, name: str, qtype: str, *, dnssec: bool = False) -> Answer:
+        """``dnssec``: set the AD bit in the query, asking the server to say whether the answer
+        validated (RFC 6840 5.7), as a stub that trusts its validating resolver does."""
         name = name.rstrip(".").lower()
         request = DNSRecord.question(name, qtype)
         request.header.id = _RANDOM.randrange(1, 65536)
         request.header.rd = 1
+        if dnssec:
+            request.header.ad = 1
         answer = self._udp(request, name, qtype)
         if answer is None:
             answer = self._tcp(request, name, qtype, truncated=True)
@@ -80,15 +85,21 @@ class StubResolver:
         cnames = []
         for rr in reply.rr:
             rtype = QTYPE.get(rr.rtype)
-            value = (
-                str(rr.rdata).rstrip(".")
-                if rtype != "MX"
-                else f"{rr.rdata.preference} {str(rr.rdata.label).rstrip('.')}"
-            )
+            if rtype == "MX":
+                value = f"{rr.rdata.preference} {str(rr.rdata.label).rstrip('.')}"
+            elif rtype == "TXT":
+                value = b"".join(rr.rdata.data).decode("utf-8", "replace")
+            elif rtype == "TLSA":
+                d = rr.rdata
+                value = f"{d.cert_usage} {d.selector} {d.matching_type} {d.cert_data.hex()}"
+            else:
+                value = str(rr.rdata).rstrip(".")
             if rtype == "CNAME":
                 cnames.append(value.lower())
             records.append((rtype, value))
-        return Answer(name, qtype, rcode, tuple(records), transport, truncated, tuple(cnames))
+        return Answer(
+            name, qtype, rcode, tuple(records), transport, truncated, tuple(cnames), bool(reply.header.ad)
+        )
 
     def _udp(self, request: DNSRecord, name: str, qtype: str) -> Answer | None:
         with socket.socket(socket.AF_INET6 if ":" in self.server else socket.AF_INET, socket.SOCK_DGRAM) as s:
