@@ -19,7 +19,22 @@ wrong_host             a leaf for ``unrelated.example.test`` (SAN and CN)   62
 untrusted_ca           a leaf from a second CA that clients do not trust    20
 self_signed            a self-signed leaf for the host (not a CA)           18
 missing_intermediate   a leaf from an intermediate CA, sent without it      20
+revoked                a leaf like ``valid``, its serial on the CA's CRL    23
 =====================  ===================================================  ====
+
+``revoked`` fails only for a client that checks revocation (code 23 is
+X509_V_ERR_CERT_REVOKED, "certificate revoked"); any other client accepts
+it, as it is valid in every other way. Such a leaf carries a CRL
+Distribution Points extension with one http URL: the one its caller gives
+(``crl_url=``), by convention :func:`crl_url_for` the world's zone
+(``http://crl.<zone>/mailfakes.crl``), else :data:`DEFAULT_CRL_URL`. What
+is served there is :meth:`CertAuthority.crl` in DER (RFC 5280, 4.2.1.13),
+as ``application/pkix-crl`` (RFC 2585). The CRL is signed by the trusted
+CA and lists every revoked leaf this authority (or any view of it) has
+issued so far, so a revoked leaf is issued before a CRL that must name it
+is taken. :attr:`CertAuthority.crl_file` (PEM) and
+:attr:`CertAuthority.crl_der_file` hold the current one;
+``client_context(check_revocation=True)`` checks the leaf against it.
 
 ``offer`` says what the server context offers: ``current`` (TLS 1.2 and
 1.3), ``no_shared_cipher`` (only TLS 1.2 with NULL ciphers, which every client
@@ -141,6 +156,56 @@ WRONG_HOST_NAME: Final = "unrelated.example.test"
 _DAY: Final = dt.timedelta(days=1)
 _LIFETIME: Final = dt.timedelta(days=365)
 
+CRL_HOST_LABEL: Final = "crl"
+"""The first label of the CRL's host by convention: ``crl.<zone>`` (see :func:`crl_url_for`)."""
+CRL_PATH: Final = "/mailfakes.crl"
+"""The path of the CRL on its host, by convention."""
+CRL_MEDIA_TYPE: Final = "application/pkix-crl"
+"""The content type a CRL is served with over http (RFC 2585, section 4.2)."""
+NEEDS_REVOCATION_CHECK: Final = frozenset({"revoked"})
+"""Kinds that only a client checking revocation refuses; every other client accepts them."""
+_CRL_BACKDATE: Final = dt.timedelta(hours=1)
+_CRL_VALIDITY: Final = dt.timedelta(days=7)
+# A CRL is signed anew when its revoked set changes or once this old, so
+# a week-long process never hands out one past its nextUpdate.
+_CRL_REFRESH: Final = dt.timedelta(days=1)
+_MAX_URL: Final = 2000
+
+
+def crl_url_for(zone: str) -> str:
+    """The CRL distribution point of a world whose DNS zone is ``zone``, by convention.
+
+    Example::
+
+        crl_url_for("contoso.test")   # 'http://crl.contoso.test/mailfakes.crl'
+    """
+    name = normalize_name(zone)
+    if not name:
+        raise ValueError(f"empty zone {zone!r}")
+    return check_crl_url(f"http://{CRL_HOST_LABEL}.{name}{CRL_PATH}")
+
+
+def check_crl_url(url: str) -> str:
+    """``url`` if it can be a revoked leaf's distribution point (an http URL with a host), else ValueError."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(url, str) or not url.isascii() or not url.isprintable() or " " in url:
+        raise ValueError(f"CRL URL {url!r}: expected printable ASCII without spaces")
+    if len(url) > _MAX_URL:
+        raise ValueError(f"CRL URL of {len(url)} characters: at most {_MAX_URL}")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError as exc:
+        raise ValueError(f"CRL URL {url!r}: {exc}") from None
+    if parts.scheme != "http" or not host:
+        raise ValueError(f"CRL URL {url!r}: expected http://HOST/PATH (CRLs are fetched over plain http)")
+    return url
+
+
+DEFAULT_CRL_URL: Final = f"http://{CRL_HOST_LABEL}.test{CRL_PATH}"
+"""The distribution point of a revoked leaf whose caller names none (the default zone's)."""
+
 VERIFY_FAILURES: Final[dict[str, tuple[int, str]]] = {
     # OpenSSL X509_V_ERR_* code and the start of its message (OpenSSL 3 wording).
     "expired": (10, "certificate has expired"),
@@ -149,6 +214,7 @@ VERIFY_FAILURES: Final[dict[str, tuple[int, str]]] = {
     "untrusted_ca": (20, "unable to get local issuer certificate"),
     "self_signed": (18, "self-signed certificate"),
     "missing_intermediate": (20, "unable to get local issuer certificate"),
+    "revoked": (23, "certificate revoked"),  # only when the client checks revocation
 }
 
 
@@ -162,6 +228,8 @@ def expected_verify_failure(kind: CertKind) -> tuple[int, str] | None:
 
     ``None`` for ``valid``. ``reason`` is the start of the client's
     ``verify_message`` under OpenSSL 3 (OpenSSL 1.1 writes "self signed").
+    A client that does not check revocation accepts the kinds in
+    :data:`NEEDS_REVOCATION_CHECK` (``revoked``).
     """
     if kind not in CERT_KINDS:
         raise ValueError(f"unknown certificate kind {kind!r}; expected one of {', '.join(CERT_KINDS)}")
@@ -178,6 +246,7 @@ _ISSUED_FIELDS: Final = (
     "omitted_pem",
     "not_before",
     "not_after",
+    "crl_url",
 )
 
 
@@ -187,7 +256,9 @@ class IssuedCert:
     ``cert_file``: the chain exactly as the server presents it (PEM, leaf
     first); ``served_count``: how many certificates the server sends (1 for
     every kind here); ``omitted_pem``: certificates a correct server would
-    also send (the intermediate, for ``missing_intermediate``). A plain class
+    also send (the intermediate, for ``missing_intermediate``); ``crl_url``:
+    the distribution point a ``revoked`` leaf names (None for the other
+    kinds, which name none). A plain class
     rather than a dataclass: building one at import costs half a millisecond
     of every command's start.
     """
@@ -202,6 +273,7 @@ class IssuedCert:
     omitted_pem: bytes
     not_before: dt.datetime
     not_after: dt.datetime
+    crl_url: str | None
 
     def __init__(
         self,
@@ -215,6 +287,7 @@ class IssuedCert:
         omitted_pem: bytes,
         not_before: dt.datetime,
         not_after: dt.datetime,
+        crl_url: str | None = None,
     ) -> None:
         values = (
             host_name,
@@ -226,6 +299,7 @@ class IssuedCert:
             omitted_pem,
             not_before,
             not_after,
+            crl_url,
         )
         for name, value in zip(_ISSUED_FIELDS, values, strict=True):
             object.__setattr__(self, name, value)
@@ -299,6 +373,14 @@ def _private_key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> byt
     )
 
 
+def _new_key(key_name: str) -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    if key_name == "RSA":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return ec.generate_private_key(ec.SECP256R1())
+
+
 def _self_signed(
     host_name: str, key_name: str, not_before: dt.datetime, not_after: dt.datetime
 ) -> tuple[bytes, bytes]:
@@ -309,14 +391,9 @@ def _self_signed(
     """
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
-    if key_name == "RSA":
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    else:
-        key = ec.generate_private_key(ec.SECP256R1())
+    key = _new_key(key_name)
     name = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
@@ -339,6 +416,115 @@ def _self_signed(
         .sign(key, hashes.SHA256())
     )
     return _private_key_pem(key), cert.public_bytes(serialization.Encoding.PEM)
+
+
+class _Signer:
+    """The trusted CA's certificate and private key, loaded once, to sign what trustme cannot."""
+
+    def __init__(self, cert_pem: bytes, key_pem: bytes) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+        self.cert = x509.load_pem_x509_certificate(cert_pem)
+        key = load_pem_private_key(key_pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+            raise ValueError(f"the CA's key is a {type(key).__name__}, not an ECDSA or RSA key")
+        self.key = key
+        ski = self.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        self.aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
+
+def _revoked_leaf(
+    signer: _Signer,
+    host_name: str,
+    key_name: str,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    crl_url: str,
+) -> tuple[bytes, bytes]:
+    """A leaf for ``host_name`` from the trusted CA, naming ``crl_url`` as its CRL: (key PEM, cert PEM).
+
+    The extensions of a ``valid`` leaf (what trustme's ``issue_cert`` gives
+    one), plus the CRL Distribution Points.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = _new_key(key_name)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "mailfakes revoked certificate"),
+            x509.NameAttribute(NameOID.COMMON_NAME, host_name),
+        ]
+    )
+    usage = x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=True,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+    purposes = [
+        ExtendedKeyUsageOID.CLIENT_AUTH,
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        ExtendedKeyUsageOID.CODE_SIGNING,
+    ]
+    point = x509.DistributionPoint(
+        full_name=[x509.UniformResourceIdentifier(crl_url)], relative_name=None, reasons=None, crl_issuer=None
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(signer.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(signer.aki, critical=False)
+        .add_extension(x509.SubjectAlternativeName([_general_name(host_name)]), critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(x509.ExtendedKeyUsage(purposes), critical=True)
+        .add_extension(x509.CRLDistributionPoints([point]), critical=False)
+        .sign(signer.key, hashes.SHA256())
+    )
+    return _private_key_pem(key), cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _sign_crl(
+    signer: _Signer, revoked: list[tuple[int, dt.datetime]], number: int, now: dt.datetime
+) -> tuple[bytes, bytes]:
+    """An X.509 v2 CRL of the trusted CA listing ``revoked`` (serial, revocation date): (DER, PEM)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(signer.cert.subject)
+        .last_update(now - _CRL_BACKDATE)
+        .next_update(now + _CRL_VALIDITY)
+        .add_extension(x509.CRLNumber(number), critical=False)
+        .add_extension(signer.aki, critical=False)
+    )
+    for serial, when in sorted(revoked):
+        entry = (
+            x509.RevokedCertificateBuilder()
+            .serial_number(serial)
+            .revocation_date(when)
+            .add_extension(x509.CRLReason(x509.ReasonFlags.key_compromise), critical=False)
+            .build()
+        )
+        builder = builder.add_revoked_certificate(entry)
+    crl = builder.sign(signer.key, hashes.SHA256())
+    return crl.public_bytes(serialization.Encoding.DER), crl.public_bytes(serialization.Encoding.PEM)
 
 
 TlsOffer = Literal["current", "no_shared_cipher", "legacy_only"]
@@ -420,10 +606,18 @@ class CertAuthority:
         self.ca_id = _ca_id(self.ca_pem)
         self._untrusted_ca: trustme.CA | None = None
         self._intermediate_ca: trustme.CA | None = None
-        self._issued: dict[tuple[str, CertKind, bool], IssuedCert] = {}
-        self._contexts: dict[tuple[str, CertKind, str], ssl.SSLContext] = {}
-        self._context_files: dict[tuple[str, CertKind, str], Path] = {}
+        self._issued: dict[tuple[str, CertKind, bool, str | None], IssuedCert] = {}
+        self._contexts: dict[tuple[str, CertKind, str, str | None], ssl.SSLContext] = {}
+        self._context_files: dict[tuple[str, CertKind, str, str | None], Path] = {}
         self._generation = 0
+        self._signer_obj: _Signer | None = None
+        # Every revoked leaf issued or taken from the cache: its PEM -> its revocation date.
+        self._revoked: dict[bytes, dt.datetime] = {}
+        self._revoked_serials: dict[bytes, int] = {}
+        # The CRL last signed: (the revoked leaves it lists, when, DER, PEM), and its number.
+        self._crl_made: tuple[frozenset[bytes], dt.datetime, bytes, bytes] | None = None
+        self._crl_number = 0
+        self._published: dict[str, bytes] = {}  # file name -> what crl_file / crl_der_file wrote
 
     @property
     def directory(self) -> Path:
@@ -493,11 +687,72 @@ class CertAuthority:
 
         return x509.load_pem_x509_certificate(self.ca_pem).subject.rfc4514_string()
 
-    def client_context(self) -> ssl.SSLContext:
-        """A fresh client context that trusts this CA only, checks host names, TLS >= 1.2."""
+    def client_context(self, *, check_revocation: bool = False) -> ssl.SSLContext:
+        """A fresh client context that trusts this CA only, checks host names, TLS >= 1.2.
+
+        ``check_revocation``: it also checks the leaf against the CRL as it
+        is now (:attr:`crl_file`, ``VERIFY_CRL_CHECK_LEAF``), so a ``revoked``
+        leaf issued before fails with code 23. Such a context needs a CRL
+        from the leaf's issuer: a chain through the intermediate CA (the
+        client given the intermediate a ``missing_intermediate`` server
+        leaves out) fails with 3, "unable to get certificate CRL".
+        """
         ctx = ssl.create_default_context(cadata=self.ca_pem.decode("ascii"))
         ctx.minimum_version = max(ctx.minimum_version, ssl.TLSVersion.TLSv1_2)
+        if check_revocation:
+            ctx.load_verify_locations(cafile=str(self.crl_file))
+            ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
         return ctx
+
+    # -- revocation ------------------------------------------------------
+
+    def crl(self, encoding: Literal["der", "pem"] = "der") -> bytes:
+        """The trusted CA's CRL now: X.509 v2, listing every ``revoked`` leaf issued so far.
+
+        DER (what a distribution point serves) or PEM. lastUpdate is an hour
+        ago, nextUpdate a week on; it carries a CRL number (larger for each
+        CRL signed) and the CA's key identifier. The same bytes come back
+        until another revoked leaf is issued or a day has passed.
+        """
+        if encoding not in ("der", "pem"):
+            raise ValueError(f"unknown CRL encoding {encoding!r}; expected 'der' or 'pem'")
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("CertAuthority is closed")
+            now = _now()
+            listed = frozenset(self._revoked)
+            made = self._crl_made
+            if made is None or made[0] != listed or not made[1] <= now < made[1] + _CRL_REFRESH:
+                self._crl_number = max(self._crl_number + 1, int(now.timestamp()))
+                entries = [(self._serial(pem), self._revoked[pem]) for pem in listed]
+                der, pem = _sign_crl(self._signer(), entries, self._crl_number, now)
+                made = self._crl_made = (listed, now, der, pem)
+            return made[2] if encoding == "der" else made[3]
+
+    def revoked_serials(self) -> frozenset[int]:
+        """The serial numbers of the ``revoked`` leaves issued so far (what :meth:`crl` lists)."""
+        with self._lock:
+            return frozenset(self._serial(pem) for pem in self._revoked)
+
+    @property
+    def crl_file(self) -> Path:
+        """The current CRL (PEM) in :attr:`directory`, rewritten (atomically) when it changed."""
+        return self._publish("crl.pem", self.crl("pem"))
+
+    @property
+    def crl_der_file(self) -> Path:
+        """The current CRL in DER in :attr:`directory`, as the distribution point serves it."""
+        return self._publish("crl.der", self.crl("der"))
+
+    def _publish(self, file_name: str, data: bytes) -> Path:
+        with self._lock:
+            path = self.directory / file_name
+            if self._published.get(file_name) != data:
+                tmp = self.directory / f".{file_name}.{_token(4)}"
+                _write_private(tmp, data)
+                os.replace(tmp, path)
+                self._published[file_name] = data
+            return path
 
     # -- servers ---------------------------------------------------------
 
@@ -508,12 +763,14 @@ class CertAuthority:
         *,
         broken: bool = False,
         offer: TlsOffer = "current",
+        crl_url: str | None = None,
     ) -> ssl.SSLContext:
         """A server context presenting a certificate of ``kind`` for ``host_name``.
 
         ``offer`` (see the module's text): ``no_shared_cipher`` and
         ``legacy_only`` make a modern client's handshake fail before any
         certificate is checked. ``broken=True`` means ``no_shared_cipher``.
+        ``crl_url``: see :meth:`issue`.
         """
         if broken:
             offer = "no_shared_cipher"
@@ -521,8 +778,10 @@ class CertAuthority:
             raise ValueError(f"unknown TLS offer {offer!r}; expected one of {', '.join(TLS_OFFERS)}")
         with self._lock:
             # An old server has an RSA key: see _offer_legacy_only.
-            issued = self.issue(host_name, kind, rsa=offer == "legacy_only")  # raises once closed
-            key = (issued.host_name, kind, offer)
+            issued = self.issue(
+                host_name, kind, rsa=offer == "legacy_only", crl_url=crl_url
+            )  # raises once closed
+            key = (issued.host_name, kind, offer, issued.crl_url)
             ctx = self._contexts.get(key)
             if ctx is not None and self._context_files.get(key) != issued.cert_file:
                 ctx = None  # the certificate was issued again (see _still_fits)
@@ -542,19 +801,20 @@ class CertAuthority:
                 self._context_files[key] = issued.cert_file
             return ctx
 
-    def cert_file(self, host_name: str, kind: CertKind) -> Path:
+    def cert_file(self, host_name: str, kind: CertKind, *, crl_url: str | None = None) -> Path:
         """The PEM the server presents for (host_name, kind): the chain as served."""
-        return self.issue(host_name, kind).cert_file
+        return self.issue(host_name, kind, crl_url=crl_url).cert_file
 
-    def describe(self, host_name: str, kind: CertKind) -> dict[str, str]:
+    def describe(self, host_name: str, kind: CertKind, *, crl_url: str | None = None) -> dict[str, str]:
         """Details of the served leaf, for demos and debugging.
 
         Keys: host_name, kind, note, subject, issuer, sans, not_before,
-        not_after (ISO 8601, UTC), served (what the server sends), cert_file.
+        not_after (ISO 8601, UTC), served (what the server sends), cert_file,
+        crl_url (the distribution point a revoked leaf names; else empty).
         """
         from cryptography import x509
 
-        issued = self.issue(host_name, kind)
+        issued = self.issue(host_name, kind, crl_url=crl_url)
         leaf = x509.load_pem_x509_certificate(issued.leaf_pem)
         try:
             san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -579,28 +839,40 @@ class CertAuthority:
             "not_after": issued.not_after.isoformat(),
             "served": served,
             "cert_file": str(issued.cert_file),
+            "crl_url": issued.crl_url or "",
         }
 
-    def issue(self, host_name: str, kind: CertKind = "valid", *, rsa: bool = False) -> IssuedCert:
+    def issue(
+        self, host_name: str, kind: CertKind = "valid", *, rsa: bool = False, crl_url: str | None = None
+    ) -> IssuedCert:
         """The certificate of ``kind`` for ``host_name``, made on first request.
 
         ``rsa``: an RSA-2048 leaf whatever the authority's key type (about
         70 ms to make), for a server that must look like an old one.
+        ``crl_url``: the CRL distribution point a ``revoked`` leaf names (an
+        http URL, see :func:`crl_url_for`; default :data:`DEFAULT_CRL_URL`);
+        checked, then ignored for the other kinds, which name none. Each URL
+        has a leaf of its own.
         """
         if kind not in CERT_KINDS:
             raise ValueError(f"unknown certificate kind {kind!r}; expected one of {', '.join(CERT_KINDS)}")
         name = normalize_name(host_name)
         if not name:
             raise ValueError(f"empty host name {host_name!r}")
+        url: str | None = check_crl_url(crl_url) if crl_url is not None else DEFAULT_CRL_URL
+        if kind not in NEEDS_REVOCATION_CHECK:
+            url = None  # no other kind names a distribution point
         with self._lock:
             if self._closed:
                 raise RuntimeError("CertAuthority is closed")
-            issued = self._issued.get((name, kind, rsa))
+            issued = self._issued.get((name, kind, rsa, url))
             now = _now()
             if issued is None or not _still_fits(issued, now):
                 key_name = "RSA" if rsa else self._key_name
-                issued = self._from_cache(name, kind, key_name, now) or self._issue(name, kind, key_name)
-                self._issued[(name, kind, rsa)] = issued
+                issued = self._from_cache(name, kind, key_name, url, now) or self._issue(
+                    name, kind, key_name, url
+                )
+                self._issued[(name, kind, rsa, url)] = issued
             return issued
 
     # -- internals -------------------------------------------------------
@@ -634,24 +906,48 @@ class CertAuthority:
             return self._intermediate_ca
         return self._ca
 
-    def _leaf_entry(self, host_name: str, kind: CertKind, key_name: str) -> str:
+    def _leaf_entry(self, host_name: str, kind: CertKind, key_name: str, crl_url: str | None) -> str:
         # What the certificate holds, besides its dates: who vouches for it, for
-        # which name, which kind, which key type.
-        return _entry_name("leaf", self.ca_id, _file_stem(host_name), kind, key_name)
+        # which name, which kind, which key type (and which CRL it names).
+        parts = [self.ca_id, _file_stem(host_name), kind, key_name]
+        if crl_url is not None:
+            parts.append(f"crl-{binascii.crc32(crl_url.encode()):08x}{len(crl_url):04x}")
+        return _entry_name("leaf", *parts)
+
+    def _signer(self) -> _Signer:
+        """The trusted CA's certificate and key as cryptography objects (loaded once)."""
+        with self._lock:
+            if self._signer_obj is None:
+                key_pem = self._ca_key_pem or self._ca.private_key_pem.bytes()
+                self._signer_obj = _Signer(self.ca_pem, key_pem)
+            return self._signer_obj
+
+    def _serial(self, leaf_pem: bytes) -> int:
+        serial = self._revoked_serials.get(leaf_pem)
+        if serial is None:
+            from cryptography import x509
+
+            serial = self._revoked_serials[leaf_pem] = x509.load_pem_x509_certificate(leaf_pem).serial_number
+        return serial
 
     def _from_cache(
-        self, host_name: str, kind: CertKind, key_name: str, now: dt.datetime
+        self, host_name: str, kind: CertKind, key_name: str, crl_url: str | None, now: dt.datetime
     ) -> IssuedCert | None:
         """A leaf made before, from the cache, copied into this authority's directory."""
         if self.cache is None:
             return None
-        entry = self._leaf_entry(host_name, kind, key_name)
+        entry = self._leaf_entry(host_name, kind, key_name, crl_url)
         found = self.cache.load(entry)
         if found is None:
             return None
         meta, files = found
         try:
-            if (meta.get("host"), meta.get("kind"), meta.get("ca")) != (host_name, kind, self.ca_id):
+            if (meta.get("host"), meta.get("kind"), meta.get("ca"), meta.get("crl_url")) != (
+                host_name,
+                kind,
+                self.ca_id,
+                crl_url,
+            ):
                 raise ValueError("another certificate")
             not_before = dt.datetime.fromisoformat(str(meta["not_before"]))
             not_after = dt.datetime.fromisoformat(str(meta["not_after"]))
@@ -659,17 +955,23 @@ class CertAuthority:
         except (KeyError, ValueError):
             self.cache.discard(entry)
             return None
-        issued = self._record(host_name, kind, key_name, key_pem, leaf_pem, omitted, not_before, not_after)
-        if not _still_fits(issued, now):  # its dates no longer make it what it is: made again
-            self.cache.discard(entry)
+        if not _still_fits_dates(kind, not_before, not_after, now):
+            self.cache.discard(entry)  # its dates no longer make it what it is: made again
             return None
-        return issued
+        return self._record(
+            host_name, kind, key_name, key_pem, leaf_pem, omitted, not_before, not_after, crl_url
+        )
 
-    def _issue(self, host_name: str, kind: CertKind, key_name: str) -> IssuedCert:
+    def _issue(self, host_name: str, kind: CertKind, key_name: str, crl_url: str | None) -> IssuedCert:
         not_before, not_after = _validity(kind, _now())
         omitted = b""
         if kind == "self_signed":
             key_pem, leaf_pem = _self_signed(host_name, key_name, not_before, not_after)
+        elif kind == "revoked":
+            assert crl_url is not None
+            key_pem, leaf_pem = _revoked_leaf(
+                self._signer(), host_name, key_name, not_before, not_after, crl_url
+            )
         else:
             subject_name = host_name
             if kind == "wrong_host":
@@ -696,9 +998,13 @@ class CertAuthority:
                 "not_before": not_before.isoformat(),
                 "not_after": not_after.isoformat(),
             }
+            if crl_url is not None:
+                meta["crl_url"] = crl_url
             files = {"key.pem": key_pem, "cert.pem": leaf_pem, "omitted.pem": omitted}
-            self.cache.store(self._leaf_entry(host_name, kind, key_name), meta, files)
-        return self._record(host_name, kind, key_name, key_pem, leaf_pem, omitted, not_before, not_after)
+            self.cache.store(self._leaf_entry(host_name, kind, key_name, crl_url), meta, files)
+        return self._record(
+            host_name, kind, key_name, key_pem, leaf_pem, omitted, not_before, not_after, crl_url
+        )
 
     def _record(
         self,
@@ -710,12 +1016,15 @@ class CertAuthority:
         omitted: bytes,
         not_before: dt.datetime,
         not_after: dt.datetime,
+        crl_url: str | None,
     ) -> IssuedCert:
-        """Write a leaf and its key into this authority's directory."""
+        """Write a leaf and its key into this authority's directory (a revoked one goes on the CRL)."""
         stem = f"{_file_stem(host_name)}.{kind}" + (".rsa" if key_name != self._key_name else "")
-        if (self.directory / f"{stem}.crt.pem").exists():  # issued again: see _still_fits
+        if (self.directory / f"{stem}.crt.pem").exists():  # issued again (see _still_fits), or another URL
             self._generation += 1
             stem = f"{stem}.{self._generation}"
+        if kind in NEEDS_REVOCATION_CHECK:
+            self._revoked.setdefault(leaf_pem, not_before)
         return IssuedCert(
             host_name=host_name,
             kind=kind,
@@ -726,6 +1035,7 @@ class CertAuthority:
             omitted_pem=omitted,
             not_before=not_before,
             not_after=not_after,
+            crl_url=crl_url,
         )
 
 
@@ -736,11 +1046,17 @@ _REISSUE_MARGIN: Final = dt.timedelta(hours=1)
 
 
 def _still_fits(issued: IssuedCert, now: dt.datetime) -> bool:
-    if issued.kind == "expired":
+    return _still_fits_dates(issued.kind, issued.not_before, issued.not_after, now)
+
+
+def _still_fits_dates(
+    kind: CertKind, not_before: dt.datetime, not_after: dt.datetime, now: dt.datetime
+) -> bool:
+    if kind == "expired":
         return True  # it only gets more expired
-    if issued.kind == "not_yet_valid":
-        return now < issued.not_before - _REISSUE_MARGIN
-    return issued.not_before <= now < issued.not_after - _REISSUE_MARGIN
+    if kind == "not_yet_valid":
+        return now < not_before - _REISSUE_MARGIN
+    return not_before <= now < not_after - _REISSUE_MARGIN
 
 
 class _Lent(CertAuthority):
@@ -763,6 +1079,7 @@ class _Lent(CertAuthority):
         self._closed = False
         self.ca_pem = owner.ca_pem
         self.ca_id = owner.ca_id
+        self._published: dict[str, bytes] = {}
 
     @property
     def directory(self) -> Path:
@@ -810,13 +1127,23 @@ class _Lent(CertAuthority):
         *,
         broken: bool = False,
         offer: TlsOffer = "current",
+        crl_url: str | None = None,
     ) -> ssl.SSLContext:
         self._check_open()
-        return self._owner.server_context(host_name, kind, broken=broken, offer=offer)
+        return self._owner.server_context(host_name, kind, broken=broken, offer=offer, crl_url=crl_url)
 
-    def issue(self, host_name: str, kind: CertKind = "valid", *, rsa: bool = False) -> IssuedCert:
+    def issue(
+        self, host_name: str, kind: CertKind = "valid", *, rsa: bool = False, crl_url: str | None = None
+    ) -> IssuedCert:
         self._check_open()
-        return self._owner.issue(host_name, kind, rsa=rsa)
+        return self._owner.issue(host_name, kind, rsa=rsa, crl_url=crl_url)
+
+    def crl(self, encoding: Literal["der", "pem"] = "der") -> bytes:
+        self._check_open()
+        return self._owner.crl(encoding)
+
+    def revoked_serials(self) -> frozenset[int]:
+        return self._owner.revoked_serials()
 
     def _check_open(self) -> None:
         if self._closed:
