@@ -21,6 +21,8 @@ FailureClass = Literal[
     "cannot_connect",  # 4.4.317 421, no STARTTLS, 454, failed TLS handshake
     "closed",  # 4.4.318 the connection was closed abruptly
     "certificate",  # 4.7.320 certificate validation failed
+    "dane",  # 4.7.321-4.7.325 DANE (RFC 7672) refused the host: detail names the RFC 8460 result
+    "mta_sts",  # 4.4.8 / 4.7.5 the MTA-STS policy (RFC 8461, enforce) refused the host
     "server_reply",  # the server answered with its own error
     "delivered",  # the message was accepted
 ]
@@ -45,6 +47,56 @@ EOP_TITLES: Final[dict[str, dict[str, str]]] = {
     "4.4.317": {"en": "Cannot connect to remote server", "fr": "Connexion au serveur distant impossible"},
     "4.4.318": {"en": "Connection was closed abruptly", "fr": "Connexion coupée brutalement"},
     "4.7.320": {"en": "Certificate validation failed", "fr": "La validation du certificat a échoué"},
+    # DANE and MTA-STS (Microsoft, "Email non-delivery reports and SMTP errors in Exchange Online";
+    # "How SMTP DNS-based Authentication of Named Entities (DANE) works"): 4.x while the message is
+    # retried, 5.x in the report after 24 hours.
+    "4.7.321": {
+        "en": "starttls-not-supported: the destination must support TLS (DANE)",
+        "fr": "starttls-not-supported : le serveur de destination doit accepter TLS (DANE)",
+    },
+    "4.7.322": {
+        "en": "certificate-expired: the destination's certificate is expired (DANE)",
+        "fr": "certificate-expired : le certificat du serveur de destination a expiré (DANE)",
+    },
+    "4.7.323": {
+        "en": "tlsa-invalid: the domain failed DANE validation",
+        "fr": "tlsa-invalid : le domaine a échoué à la validation DANE",
+    },
+    "4.7.324": {
+        "en": "dnssec-invalid: the destination returned invalid DNSSEC records",
+        "fr": "dnssec-invalid : la destination a renvoyé des enregistrements DNSSEC invalides",
+    },
+    "4.7.325": {
+        "en": "certificate-host-mismatch: the certificate does not name the host (DANE)",
+        "fr": "certificate-host-mismatch : le certificat ne nomme pas l'hôte (DANE)",
+    },
+    "4.4.8": {
+        "en": "MX hosts failed MTA-STS validation",
+        "fr": "Les hôtes MX ont échoué à la validation MTA-STS",
+    },
+    "4.7.5": {
+        "en": "Remote certificate failed MTA-STS validation",
+        "fr": "Le certificat distant a échoué à la validation MTA-STS",
+    },
+}
+
+# DANE failures by RFC 8460 result type (the detail of a "dane" Failure).
+DANE_CODES: Final[dict[str, str]] = {
+    "starttls-not-supported": "4.7.321",
+    "certificate-expired": "4.7.322",
+    "tlsa-invalid": "4.7.323",
+    "dnssec-invalid": "4.7.324",
+    "certificate-host-mismatch": "4.7.325",
+}
+# MTA-STS failures under enforce. Microsoft documents no code of its own for STARTTLS missing under
+# MTA-STS: the connection fails for want of TLS, as 4.4.317 says.
+MTA_STS_CODES: Final[dict[str, str]] = {
+    "mx-mismatch": "4.4.8",
+    "starttls-not-supported": "4.4.317",
+    "certificate-expired": "4.7.5",
+    "certificate-host-mismatch": "4.7.5",
+    "certificate-not-trusted": "4.7.5",
+    "validation-failure": "4.7.5",
 }
 
 # The [Message=...] words Exchange Online traces use for certificate failures.
@@ -99,6 +151,12 @@ def code_for(failure: Failure, profile: str = "eop") -> str:
     cls = failure.cls
     if cls in ("server_reply", "delivered"):
         return failure.server_code or ("2.0.0" if cls == "delivered" else "4.0.0")
+    if cls in ("dane", "mta_sts"):
+        if profile in ("eop", "eop-observed"):
+            return (DANE_CODES if cls == "dane" else MTA_STS_CODES).get(failure.detail, "4.7.5")
+        # Postfix: 4.7.4 "TLS is required, but was not offered by host", else 4.7.5 ("Server
+        # certificate not verified", "TLSA lookup error for HOST:25").
+        return "4.7.4" if failure.detail == "starttls-not-supported" else "4.7.5"
     if profile == "eop":
         return EOP_CODES[cls]
     if profile == "eop-observed":

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from mailfakes.codes import EOP_CODES, EOP_TITLES, Failure, code_for, find_code, first_enhanced_code
+from mailfakes.codes import (
+    DANE_CODES,
+    EOP_CODES,
+    EOP_TITLES,
+    MTA_STS_CODES,
+    Failure,
+    code_for,
+    find_code,
+    first_enhanced_code,
+)
 
 
 @pytest.mark.parametrize(
@@ -70,10 +79,32 @@ def test_unknown_profile_is_an_error():
 
 
 def test_every_eop_code_has_titles_in_both_languages():
-    assert set(EOP_CODES.values()) == set(EOP_TITLES)
+    assert set(EOP_CODES.values()) | set(DANE_CODES.values()) | set(MTA_STS_CODES.values()) == set(EOP_TITLES)
     assert all(t["en"] and t["fr"] and t["en"] != t["fr"] for t in EOP_TITLES.values())
 
 
 def test_first_enhanced_code_ignores_addresses():
     assert first_enhanced_code("127.4.4.312 and 127.4.4.1") is None
     assert first_enhanced_code("(4.4.1)") == "4.4.1"
+
+
+@pytest.mark.parametrize(
+    ("failure", "eop", "postfix"),
+    [
+        (Failure("dane", "starttls-not-supported"), "4.7.321", "4.7.4"),
+        (Failure("dane", "certificate-expired"), "4.7.322", "4.7.5"),
+        (Failure("dane", "tlsa-invalid"), "4.7.323", "4.7.5"),
+        (Failure("dane", "dnssec-invalid"), "4.7.324", "4.7.5"),
+        (Failure("dane", "certificate-host-mismatch"), "4.7.325", "4.7.5"),
+        (Failure("mta_sts", "mx-mismatch"), "4.4.8", "4.7.5"),
+        (Failure("mta_sts", "certificate-expired"), "4.7.5", "4.7.5"),
+        (Failure("mta_sts", "starttls-not-supported"), "4.4.317", "4.7.4"),
+    ],
+)
+def test_tls_policy_failures_have_their_codes(failure: Failure, eop: str, postfix: str) -> None:
+    # Exchange Online's DANE codes 4.7.321-4.7.325 and MTA-STS 4.4.8 / 4.7.5 (Microsoft's NDR page);
+    # Postfix's 4.7.4 (TLS not offered) and 4.7.5 (not verified, TLSA lookup error).
+    assert code_for(failure, "eop") == eop
+    assert code_for(failure, "eop-observed") == eop
+    assert code_for(failure, "postfix") == postfix
+    assert code_for(failure, "rfc3463") == postfix
