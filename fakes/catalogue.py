@@ -140,6 +140,8 @@ _TOP_KEYS: Final = (
     "target",
     "world",
     "queue",
+    "sources",
+    "tls_report",
 )
 _QUEUE_KEYS: Final = ("outcome", "last_error", "attempts", "duplicates")
 _OUTCOMES: Final = ("delivered", "bounced", "expired")
@@ -218,6 +220,19 @@ class QueueExpectation:
 
 
 @frozen
+class TlsReportExpectation:
+    """What a reporting client (RFC 8460) sends the domain after the scenario (its ``[tls_report]``).
+
+    ``policy``: the policy type the report names (``tlsa`` for DANE, ``sts`` for MTA-STS);
+    ``result``: the result type of the failed session (None: the session succeeded).
+    """
+
+    domain: str
+    policy: str
+    result: str | None = None
+
+
+@frozen
 class Scenario:
     """One catalogue entry: the expected codes, the explanation, the target and the world."""
 
@@ -237,6 +252,10 @@ class Scenario:
     """The languages its author wrote; the others show the English text."""
     queue: QueueExpectation | None = None
     """What a queue must do with the message (a scenario of the queue's cycle), or None."""
+    sources: tuple[str, ...] = ()
+    """Where its codes and behaviour come from (pages, RFC sections)."""
+    tls_report: TlsReportExpectation | None = None
+    """What a TLS report of the client must say (a scenario with ``[world.tls_rpt]``), or None."""
 
     def last_error_for(self, profile: str = "eop") -> str:
         """The code a queue's last attempt (and its NDR) carries under ``profile``."""
@@ -509,6 +528,24 @@ def _codes_by_profile(t: Table, profiles: Sequence[str]) -> dict[str, str]:
     return codes
 
 
+_REPORT_POLICIES: Final = ("tlsa", "sts", "no-policy-found")
+
+
+def _parse_tls_report(t: Table, world: WorldSpec, target: Target) -> TlsReportExpectation:
+    from .tlsrpt import RESULT_TYPES
+
+    rt = t.table("tls_report")
+    rt.done(("policy", "result"))
+    policy = rt.choice("policy", _REPORT_POLICIES)
+    result = rt.choice("result", (*RESULT_TYPES, "none"), "none")
+    domain = target.mail_domain
+    if not any(r.domain == domain for r in world.tls_rpt):
+        raise _fail(
+            t, "tls_report", t.raw("tls_report"), f"a world whose [world.tls_rpt.{domain!r}] says where"
+        )
+    return TlsReportExpectation(domain=domain, policy=policy, result=None if result == "none" else result)
+
+
 def _parse_queue(t: Table) -> QueueExpectation:
     qt = t.table("queue")
     qt.done(_QUEUE_KEYS)
@@ -595,6 +632,8 @@ def parse_scenario(data: Mapping[str, Any], where: str, path: Path | None, *, ow
             )
 
     queue = _parse_queue(t) if t.has("queue") else None
+    sources = tuple(t.string_list("sources"))
+    tls_report = _parse_tls_report(t, world, target) if t.has("tls_report") else None
     sd = world.sender_domain
     if sd is not None:
         for key, name in (("mail_domain", target.mail_domain), ("smart_host", target.smart_host)):
@@ -610,6 +649,8 @@ def parse_scenario(data: Mapping[str, Any], where: str, path: Path | None, *, ow
             )
     return Scenario(
         queue=queue,
+        sources=sources,
+        tls_report=tls_report,
         id=sid,
         code=code,
         server_code=server_code,
