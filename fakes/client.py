@@ -22,10 +22,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
 from .codes import CERT_MESSAGES, Failure, code_for, first_enhanced_code, title
 from .resolver import Answer, StubResolver
+from .tlsrpt import ReportBook
+
+if TYPE_CHECKING:
+    from .mtasts import Policy
+    from .tlspolicy import SessionPolicy
 
 DEFAULT_TIMEOUT = 2.0
 EHLO_NAME = "mailfakes-client.test"
@@ -35,6 +40,7 @@ _VERIFY_DETAILS = {
     9: "not_yet_valid",
     10: "expired",
     18: "self_signed",
+    23: "revoked",
     19: "self_signed",
     2: "chain",
     20: "untrusted",
@@ -49,6 +55,8 @@ _CLASS_TEXT = {
     "cannot_connect": "Cannot connect to remote server",
     "closed": "Connection was closed abruptly",
     "certificate": "Certificate validation failed",
+    "dane": "DANE validation failed",
+    "mta_sts": "MTA-STS validation failed",
 }
 
 
@@ -96,7 +104,9 @@ class DeliveryReport:
             )
         else:
             basic = "550" if code.startswith("5.") else "450"
-            text = title(code) or _CLASS_TEXT.get(self.failure.cls, self.failure.cls)
+            text = (title(code) if self.profile.startswith("eop") else "") or _CLASS_TEXT.get(
+                self.failure.cls, self.failure.cls
+            )
             head = f"{basic} {code} {text}"
             if self.failure.message:
                 head += f" [Message={self.failure.message}]"
@@ -234,8 +244,22 @@ class DeliveryClient:
         dns_timeout: float | None = None,
         profile: str = "eop",
         observer: Observer | None = None,
+        dane: bool = True,
+        mta_sts: bool = True,
+        check_revocation: bool | None = None,
+        crl_file: str | None = None,
+        https_port: int = 443,
+        reports: ReportBook | None = None,
     ) -> None:
         self.observer = observer
+        self.dane = dane
+        self.mta_sts = mta_sts
+        # A careful connector checks revocation; Postfix's SMTP client has no CRL support.
+        self.check_revocation = profile != "postfix" if check_revocation is None else check_revocation
+        self.crl_file = crl_file
+        self.https_port = https_port
+        self.reports = reports if reports is not None else ReportBook()
+        self.sts_cache: dict[str, Policy] = {}
         self.resolver = StubResolver(dns_host, dns_port, timeout=dns_timeout or timeout)
         if observer is not None:
             self.resolver.observer = lambda answer: observer(f"DNS: {answer.describe()}" + _values(answer))
@@ -263,15 +287,96 @@ class DeliveryClient:
         return Failure("dns", detail, message=f"DNS {answer.describe()}")
 
     def _addresses(self, name: str, *, exchange: bool = False) -> list[str] | Failure:
-        answer = self.resolver.query(name, "A")
+        answer = self.resolver.query(name, "A", dnssec=exchange and self.dane)
+        self.address_secure = answer.ad
         addresses = answer.values("A") if answer.ok else []
         return addresses or self._dns_failure(answer, exchange=exchange)
+
+    # -- TLS policy (MX delivery): DANE, MTA-STS ------------------------------------
+
+    def _sts_policy(self, domain: str, log: list[str]) -> Policy | None:
+        """The domain's MTA-STS policy (RFC 8461 3), fetched or from the cache; None without one."""
+        from . import mtasts
+
+        answer = self.resolver.query(f"_mta-sts.{domain}", "TXT")
+        policy_id = mtasts.policy_id(answer.values("TXT")) if answer.ok else None
+        cached = self.sts_cache.get(domain)
+        if policy_id is None:
+            return cached
+        if cached is not None and cached.policy_id == policy_id:
+            return cached
+        host = f"mta-sts.{domain}"
+        found = self.resolver.query(host, "A")
+        addresses = found.values("A") if found.ok else []
+        if not addresses:
+            result: mtasts.Policy | mtasts.FetchError = mtasts.FetchError(
+                "sts-policy-fetch-error", f"{host}: no address ({found.describe()})"
+            )
+        else:
+            result = mtasts.fetch(
+                domain,
+                addresses[0],
+                port=self.https_port,
+                ca_file=self.ca_file,
+                timeout=self.timeout,
+                policy_id_=policy_id,
+            )
+        if isinstance(result, mtasts.FetchError):
+            log.append(f"*: MTA-STS: no policy for {domain}: {result.reason} ({result.result})")
+            self.reports.policy(domain, "sts")
+            self.reports.failure(domain, result.result, reason=result.reason)
+            return cached  # RFC 8461 3.3: a cached policy still applies; else none
+        log.append(
+            f"*: MTA-STS: policy {policy_id} for {domain}: mode {result.mode}, mx {' '.join(result.mx)}"
+        )
+        self.sts_cache[domain] = result
+        return result
+
+    def _host_policy(
+        self, name: str, domain: str, sts: Policy | None, log: list[str]
+    ) -> SessionPolicy | Failure:
+        """The TLS policy for MX host ``name`` of ``domain`` (see mailfakes.tlspolicy)."""
+        from .dane import TlsaRecord
+        from .tlspolicy import SessionPolicy
+
+        if self.dane and self.mx_secure and self.address_secure:
+            answer = self.resolver.query(f"_25._tcp.{name}", "TLSA", dnssec=True)
+            if answer.rcode not in ("NOERROR", "NXDOMAIN"):
+                log.append(f"*: DANE: TLSA lookup error for {name}:25 ({answer.describe()})")
+                self.reports.policy(domain, "tlsa", mx_host=name)
+                self.reports.failure(domain, "dnssec-invalid", name, reason=answer.describe())
+                return Failure(
+                    "dane", "dnssec-invalid", message=f"dnssec-invalid: TLSA lookup error for {name}:25"
+                )
+            records = []
+            for v in answer.values("TLSA"):
+                with contextlib.suppress(ValueError):
+                    records.append(TlsaRecord.parse(v))
+            if answer.ad and records:
+                log.append(
+                    f"*: DANE: {len(records)} secure TLSA record(s) for {name}: TLS and a match required"
+                )
+                return SessionPolicy("dane", domain, tuple(records))
+        if sts is not None and sts.mode in ("enforce", "testing"):
+            kind = "sts-enforce" if sts.mode == "enforce" else "sts-testing"
+            policy = SessionPolicy(kind, domain, sts=sts, failed=not sts.matches(name))  # type: ignore[arg-type]
+            if policy.failed:
+                log.append(f"*: MTA-STS: {name} is not an MX host the policy of {domain} names")
+                self.reports.policy(domain, "sts", policy.strings, name)
+                self.reports.failure(domain, "validation-failure", name, reason="mx-mismatch")
+                if kind == "sts-enforce":
+                    return Failure(
+                        "mta_sts", "mx-mismatch", message=f"MX hosts of {domain} failed MTA-STS validation"
+                    )
+            return policy
+        return SessionPolicy("verify" if self.require_tls else "may", domain)
 
     def hosts_for(self, smart_host: str | None, mail_domain: str) -> list[str] | Failure:
         """Names to try, in order: the smart host, or the MX hosts of the domain."""
         if smart_host:
             return [smart_host]
-        answer = self.resolver.query(mail_domain, "MX")
+        answer = self.resolver.query(mail_domain, "MX", dnssec=self.dane)
+        self.mx_secure = answer.ad
         if not answer.ok:
             return self._dns_failure(answer)
         mx = sorted((int(pref), host) for pref, host in (v.split(" ", 1) for v in answer.values("MX")))
@@ -295,6 +400,7 @@ class DeliveryClient:
     ) -> DeliveryReport:
         """Deliver one message; never raises for a delivery failure: the report says it."""
         started = time.monotonic()
+        self.mx_secure = self.address_secure = False
         report = DeliveryReport(Failure("dns"), self.profile, self.port, dialogue=_Dialogue(self.observer))
         data = message if message is not None else build_message(mail_from, list(rcpt_to))
         if smart_host_ip:  # the connector names an address: no DNS at all
@@ -306,6 +412,8 @@ class DeliveryClient:
                 return self._done(report, started)
             targets = [(name, "") for name in names]
         last: Failure | None = None
+        by_mx = not smart_host and not smart_host_ip
+        sts = self._sts_policy(mail_domain, report.dialogue) if by_mx and self.mta_sts else None
         for name, ip_or_blank in targets:
             addresses: list[str] | Failure = (
                 [ip_or_blank] if ip_or_blank else self._addresses(name, exchange=smart_host is None)
@@ -315,9 +423,17 @@ class DeliveryClient:
                 report.server, report.ip = name, None
                 last = addresses
                 continue
+            policy: SessionPolicy | Failure | None = (
+                self._host_policy(name, mail_domain, sts, report.dialogue) if by_mx else None
+            )
+            if isinstance(policy, Failure):
+                report.attempts.append(Attempt(name, None, policy))
+                report.server, report.ip = name, None
+                last = policy
+                continue  # RFC 7672 2.2, RFC 8461 5: this host is not usable; the next may be
             for ip in addresses:
                 report.server, report.ip = name, ip
-                failure = self._session(name, ip, mail_from, list(rcpt_to), data, report)
+                failure = self._session(name, ip, mail_from, list(rcpt_to), data, report, policy)
                 report.attempts.append(Attempt(name, ip, failure))
                 last = failure
                 if not _try_next(failure):
@@ -326,6 +442,85 @@ class DeliveryClient:
         assert last is not None
         report.failure = last
         return self._done(report, started)
+
+    def send_tls_reports(self, *, submitter: str = "mailfakes-client.test", hours: float = 24.0) -> list[str]:
+        """Send each policy domain's TLS report (RFC 8460) to the addresses of its ``_smtp._tls`` TXT
+        record: by mail through the address's MX (without DANE or MTA-STS, as RFC 8460 3 asks) or
+        POSTed over HTTPS. Returns one line per report sent or not sent."""
+        import datetime as dt
+        import gzip
+        import json
+
+        from .tlsrpt import MEDIA_GZIP, report_mail
+
+        end = dt.datetime.now(dt.UTC)
+        start = end - dt.timedelta(hours=hours)
+        out: list[str] = []
+        for domain in self.reports.domains:
+            answer = self.resolver.query(f"_smtp._tls.{domain}", "TXT")
+            found = [t for t in answer.values("TXT") if t.startswith("v=TLSRPTv1")] if answer.ok else []
+            if len(found) != 1:
+                out.append(f"{domain}: no TLS-RPT record ({answer.describe()})")
+                continue
+            rua = [
+                u.strip()
+                for part in found[0].split(";")
+                if part.strip().startswith("rua=")
+                for u in part.strip()[4:].split(",")
+            ]
+            report = self.reports.report(domain, start, end, submitter=submitter)
+            for uri in rua:
+                if uri.startswith("mailto:"):
+                    to = uri[len("mailto:") :]
+                    sender = f"noreply-tlsrpt@{submitter}"
+                    data = report_mail(report, to=to, sender=sender, domain=domain, submitter=submitter)
+                    plain = DeliveryClient(
+                        dns_host=self.resolver.server,
+                        dns_port=self.resolver.port,
+                        port=self.port,
+                        ca_file=self.ca_file,
+                        require_tls=False,
+                        timeout=self.timeout,
+                        profile=self.profile,
+                        dane=False,
+                        mta_sts=False,
+                    )
+                    sent = plain.deliver(
+                        smart_host=None,
+                        mail_domain=to.rpartition("@")[2],
+                        mail_from=sender,
+                        rcpt_to=[to],
+                        message=data,
+                    )
+                    out.append(f"{domain}: report to {uri}: {sent.line()}")
+                elif uri.startswith("https://"):
+                    body = gzip.compress(json.dumps(report).encode())
+                    out.append(f"{domain}: report to {uri}: {self._post(uri, body, MEDIA_GZIP)}")
+        return out
+
+    def _post(self, uri: str, body: bytes, media: str) -> str:
+        host, _, path = uri[len("https://") :].partition("/")
+        found = self.resolver.query(host, "A")
+        addresses = found.values("A") if found.ok else []
+        if not addresses:
+            return f"no address for {host} ({found.describe()})"
+        context = (
+            ssl.create_default_context(cafile=self.ca_file) if self.ca_file else ssl.create_default_context()
+        )
+        head = (
+            f"POST /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {media}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode("ascii")
+        try:
+            with (
+                socket.create_connection((addresses[0], self.https_port), timeout=self.timeout) as raw,
+                context.wrap_socket(raw, server_hostname=host) as sock,
+            ):
+                sock.sendall(head + body)
+                status = sock.recv(4096).split(b"\r\n", 1)[0].decode("latin-1")
+        except (OSError, ssl.SSLError) as exc:
+            return f"not posted: {exc}"
+        return status or "no answer"
 
     def _done(self, report: DeliveryReport, started: float) -> DeliveryReport:
         report.dns = list(self.resolver.log)
@@ -354,7 +549,14 @@ class DeliveryClient:
         return failure
 
     def _session(
-        self, name: str, ip: str, mail_from: str, rcpt_to: list[str], data: bytes, report: DeliveryReport
+        self,
+        name: str,
+        ip: str,
+        mail_from: str,
+        rcpt_to: list[str],
+        data: bytes,
+        report: DeliveryReport,
+        policy: SessionPolicy | None = None,
     ) -> Failure:
         log = report.dialogue
         sock = self._connect(ip, log)
@@ -376,18 +578,20 @@ class DeliveryClient:
                 return Failure("cannot_connect", "ehlo_421", first_enhanced_code(lines[-1]), lines[-1])
             if code != 250:
                 return _server_reply(lines[-1])
+            required = self.require_tls if policy is None else policy.requires_tls
             if any(line[4:].upper().startswith("STARTTLS") for line in lines):
                 stage = "STARTTLS"
                 code, lines = s.cmd("STARTTLS")
                 report.reply = lines[-1]
                 if code != 220:
-                    if self.require_tls:
-                        return Failure(
+                    if required:
+                        return self._no_tls(policy, name, ip, lines[-1]) or Failure(
                             "cannot_connect", "starttls_refused", first_enhanced_code(lines[-1]), lines[-1]
                         )
+                    self._note_no_tls(policy, name, ip, log)
                 else:
                     stage = "the TLS handshake"
-                    failure = self._starttls(s, name)
+                    failure = self._starttls(s, name, policy, ip)
                     if failure is not None:
                         return failure
                     stage = "EHLO after STARTTLS"
@@ -395,13 +599,15 @@ class DeliveryClient:
                     report.reply = lines[-1]
                     if code != 250:
                         return _server_reply(lines[-1])
-            elif self.require_tls:
+            elif required:
                 log.append("*: STARTTLS is not in the EHLO reply, and TLS is required: giving up")
-                return Failure(
+                return self._no_tls(policy, name, ip, "") or Failure(
                     "cannot_connect",
                     "no_starttls",
                     message="TLS is required but the server did not offer STARTTLS",
                 )
+            else:
+                self._note_no_tls(policy, name, ip, log)
             stage = "MAIL"
             for line in [f"MAIL FROM:<{mail_from}>", *[f"RCPT TO:<{r}>" for r in rcpt_to], "DATA"]:
                 stage = line.split()[0]
@@ -439,15 +645,65 @@ class DeliveryClient:
         finally:
             s.sock.close()
 
-    def _starttls(self, s: _Session, name: str) -> Failure | None:
+    def _no_tls(self, policy: SessionPolicy | None, name: str, ip: str, reply: str) -> Failure | None:
+        """The failure a DANE or MTA-STS (enforce) host without STARTTLS is (None under other policies)."""
+        if policy is None or policy.kind not in ("dane", "sts-enforce"):
+            return None
+        self.reports.policy(policy.domain, policy.report_type, policy.strings, name)
+        self.reports.failure(policy.domain, "starttls-not-supported", name, ip)
+        if policy.kind == "dane":
+            return Failure(
+                "dane",
+                "starttls-not-supported",
+                first_enhanced_code(reply) if reply else None,
+                "starttls-not-supported: the host has TLSA records but no STARTTLS",
+            )
+        return Failure(
+            "mta_sts",
+            "starttls-not-supported",
+            message=f"the MTA-STS policy of {policy.domain} requires STARTTLS, which {name} does not offer",
+        )
+
+    def _note_no_tls(self, policy: SessionPolicy | None, name: str, ip: str, log: list[str]) -> None:
+        if policy is not None and policy.kind == "sts-testing":
+            log.append("*: MTA-STS (testing): no STARTTLS; reported, delivered without TLS")
+            self.reports.policy(policy.domain, "sts", policy.strings, name)
+            self.reports.failure(policy.domain, "starttls-not-supported", name, ip)
+
+    def _context(self, policy: SessionPolicy | None) -> ssl.SSLContext:
+        if policy is not None and policy.kind in ("dane", "sts-testing", "may"):
+            # DANE authenticates against TLSA records, testing only reports, may takes any certificate:
+            # the chain is checked after the handshake, not by it.
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            return context
         context = (
             ssl.create_default_context(cafile=self.ca_file) if self.ca_file else ssl.create_default_context()
         )
+        if (policy is None or policy.kind == "verify") and self.check_revocation and self.crl_file:
+            context.load_verify_locations(cafile=self.crl_file)
+            context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+        return context
+
+    def _starttls(
+        self, s: _Session, name: str, policy: SessionPolicy | None = None, ip: str = ""
+    ) -> Failure | None:
+        context = self._context(policy)
         try:
             s.sock = context.wrap_socket(s.sock, server_hostname=name)
         except ssl.SSLCertVerificationError as exc:
             detail = _VERIFY_DETAILS.get(exc.verify_code, "unknown")
             s.log.append(f"*: certificate rejected: {exc.verify_message} ({exc.verify_code})")
+            if policy is not None and policy.kind == "sts-enforce":
+                result = _STS_RESULTS.get(exc.verify_code, "certificate-not-trusted")
+                self.reports.policy(policy.domain, "sts", policy.strings, name)
+                self.reports.failure(policy.domain, result, name, ip, reason=exc.verify_message)
+                return Failure(
+                    "mta_sts",
+                    result,
+                    message=f"Remote certificate failed MTA-STS validation. Reason: {exc.verify_message}",
+                )
             return Failure(
                 "certificate", detail, message=CERT_MESSAGES.get(detail, "CertificateValidationFailure")
             )
@@ -456,9 +712,67 @@ class DeliveryClient:
             s.log.append(f"*: TLS handshake failed: {reason}")
             return Failure("cannot_connect", "tls_handshake", message=f"TLS handshake failed: {reason}")
         assert isinstance(s.sock, ssl.SSLSocket)
-        s.log.append(f"*: TLS {s.sock.version()} established, certificate verified for {name}")
         s.buf = b""
-        return None
+        if policy is None or policy.kind in ("verify", "sts-enforce"):
+            s.log.append(f"*: TLS {s.sock.version()} established, certificate verified for {name}")
+            if policy is not None and policy.reported:
+                self.reports.policy(policy.domain, "sts", policy.strings, name)
+                self.reports.success(policy.domain)
+            return None
+        chain = _peer_chain(s.sock)
+        if policy.kind == "may":
+            s.log.append(f"*: TLS {s.sock.version()} established (opportunistic: certificate not checked)")
+            return None
+        if policy.kind == "sts-testing":
+            from .tlspolicy import pkix_problem
+
+            self.reports.policy(policy.domain, "sts", policy.strings, name)
+            problem = pkix_problem(chain, name, self.ca_file)
+            if problem is None:
+                s.log.append(
+                    f"*: TLS {s.sock.version()} established, certificate valid for {name} (MTA-STS testing)"
+                )
+                if not policy.failed:
+                    self.reports.success(policy.domain)
+            else:
+                s.log.append(f"*: MTA-STS (testing): {problem}; reported, delivered anyway")
+                self.reports.failure(policy.domain, problem, name, ip)
+            return None
+        from .dane import authenticate
+
+        self.reports.policy(policy.domain, "tlsa", policy.strings, name)
+        result = authenticate(list(policy.tlsa), chain, name)
+        if result in ("ok", "unusable"):
+            how = "authenticated by TLSA" if result == "ok" else "TLSA records unusable: encrypted only"
+            s.log.append(f"*: TLS {s.sock.version()} established, DANE: {how} for {name}")
+            self.reports.success(policy.domain)
+            return None
+        s.log.append(f"*: DANE: the certificate of {name} fails: {result}")
+        self.reports.failure(policy.domain, result, name, ip)
+        with contextlib.suppress(OSError, ssl.SSLError):
+            s.sock.close()
+        return Failure("dane", result, message=f"{result}: {_DANE_TEXT.get(result, result)}")
+
+
+_STS_RESULTS: Final = {10: "certificate-expired", 9: "certificate-expired", 62: "certificate-host-mismatch"}
+_DANE_TEXT: Final = {
+    "tlsa-invalid": "the certificate matches no TLSA record of the host",
+    "certificate-expired": "the certificate (DANE-TA) is outside its validity dates",
+    "certificate-host-mismatch": "the certificate (DANE-TA) does not name the host",
+}
+
+
+def _peer_chain(sock: ssl.SSLSocket) -> list[bytes]:
+    """The chain the server sent, leaf first, in DER (Python 3.13 has get_unverified_chain on SSLSocket;
+    3.11 and 3.12 have it on the socket's SSL object)."""
+    get = getattr(sock, "get_unverified_chain", None) or getattr(
+        getattr(sock, "_sslobj", None), "get_unverified_chain", None
+    )
+    if get is not None:
+        chain = get() or []
+        return [c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER) for c in chain]  # type: ignore[attr-defined]
+    leaf = sock.getpeercert(binary_form=True)
+    return [leaf] if leaf else []
 
 
 def _values(answer: Answer) -> str:
@@ -479,6 +793,8 @@ def _try_next(failure: Failure) -> bool:
         return True
     if failure.cls == "cannot_connect" and failure.detail in ("greeting_421", "ehlo_421"):
         return True
+    if failure.cls in ("dane", "mta_sts"):
+        return True  # this host fails the domain's policy; another MX host may pass it
     return failure.cls == "closed" and failure.detail in ("the greeting", "before_greeting", "EHLO")
 
 
@@ -499,6 +815,12 @@ def deliver(
     profile: str = "eop",
     message: bytes | None = None,
     observer: Observer | None = None,
+    dane: bool = True,
+    mta_sts: bool = True,
+    check_revocation: bool | None = None,
+    crl_file: str | None = None,
+    https_port: int = 443,
+    tls_reports: bool = False,
 ) -> DeliveryReport:
     """Deliver one message like an outbound connector and report how it went.
 
@@ -520,8 +842,13 @@ def deliver(
         dns_timeout=dns_timeout,
         profile=profile,
         observer=observer,
+        dane=dane,
+        mta_sts=mta_sts,
+        check_revocation=check_revocation,
+        crl_file=crl_file,
+        https_port=https_port,
     )
-    return client.deliver(
+    report = client.deliver(
         smart_host=smart_host,
         mail_domain=mail_domain,
         mail_from=mail_from,
@@ -529,6 +856,10 @@ def deliver(
         smart_host_ip=smart_host_ip,
         message=message,
     )
+    if tls_reports and client.reports.domains:
+        for line in client.send_tls_reports():
+            report.dialogue.append(f"*: TLS-RPT: {line}")
+    return report
 
 
 def deliver_scenario(scenario: Any, world: Any, **options: Any) -> DeliveryReport:
@@ -538,6 +869,11 @@ def deliver_scenario(scenario: Any, world: Any, **options: Any) -> DeliveryRepor
     t = scenario.target
     ip = smart_host_address(t, world)
     options.setdefault("require_tls", t.require_tls)
+    if world.crl_host is not None:
+        options.setdefault("crl_file", str(world.crl_file))
+    if world.https_port:
+        options.setdefault("https_port", world.https_port)
+    options.setdefault("tls_reports", any(r.domain == t.mail_domain for r in world.spec.tls_rpt))
     return deliver(
         dns_host=world.dns_host,
         dns_port=world.dns_port,

@@ -109,7 +109,7 @@ def _matches(record: TlsaRecord, cert: x509.Certificate) -> bool:
     return _digest(_selected(cert, record.selector), record.matching) == record.data
 
 
-def _names(cert: x509.Certificate) -> list[str]:
+def names(cert: x509.Certificate) -> list[str]:
     from cryptography import x509
 
     try:
@@ -119,7 +119,7 @@ def _names(cert: x509.Certificate) -> list[str]:
     return [n.lower().rstrip(".") for n in san.value.get_values_for_type(x509.DNSName)]
 
 
-def _name_matches(pattern: str, host: str) -> bool:
+def name_matches(pattern: str, host: str) -> bool:
     if pattern == host:
         return True
     # A wildcard stands for exactly one leftmost label (RFC 6125 6.4.3, as RFC 7672 3.2.3 allows).
@@ -151,7 +151,7 @@ def authenticate(
     if not leaf.not_valid_before_utc <= when <= leaf.not_valid_after_utc:
         return "certificate-expired"
     name = host.lower().rstrip(".")
-    if not any(_name_matches(n, name) for n in _names(leaf)):
+    if not any(name_matches(n, name) for n in names(leaf)):
         return "certificate-host-mismatch"
     return "ok"
 

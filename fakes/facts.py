@@ -54,6 +54,11 @@ class ClientFacts:
     expected: tuple[tuple[str, str], ...]
     hour: float | None = None  # real seconds per world hour (None: a virtual clock)
     queue: tuple[tuple[str, str], ...] | None = None  # outcome and last error per profile, or None
+    crl_file: str | None = None  # the CA's CRL (PEM), in a world with a revoked certificate
+    crl_url: str | None = None  # the distribution point its certificates name
+    trust_anchor_file: str | None = None  # DNSSEC: the DS and DNSKEY of the signed world's zone
+    https_port: int | None = None  # where MTA-STS policy hosts (and HTTPS report receivers) listen
+    http_port: int | None = None  # where the CRL distribution point listens
 
     @classmethod
     def of(cls, scenario: Scenario, world: World) -> ClientFacts:
@@ -91,6 +96,11 @@ class ClientFacts:
                 if scenario.queue is not None
                 else None
             ),
+            crl_file=str(world.crl_file) if world.crl_host is not None else None,
+            crl_url=world.crl_url,
+            trust_anchor_file=str(anchor) if (anchor := world.trust_anchor_file) is not None else None,
+            https_port=world.https_port or None,
+            http_port=world.http_port or None,
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -112,6 +122,11 @@ class ClientFacts:
             "expected": dict(self.expected),
             "hour": self.hour,
             "queue": dict(self.queue) if self.queue is not None else None,
+            "crl_file": self.crl_file,
+            "crl_url": self.crl_url,
+            "trust_anchor_file": self.trust_anchor_file,
+            "https_port": self.https_port,
+            "http_port": self.http_port,
         }
 
     def placeholders(self, timeout: float) -> dict[str, str]:
@@ -127,4 +142,7 @@ class ClientFacts:
             "mail_from": self.mail_from,
             "rcpt_to": self.rcpt_to[0] if self.rcpt_to else f"user@{self.mail_domain}",
             "timeout": f"{timeout:g}",
+            "crl_file": self.crl_file or "",
+            "trust_anchor_file": self.trust_anchor_file or "",
+            "https_port": str(self.https_port or ""),
         }

@@ -23,7 +23,8 @@ Alerts, measured against these fakes (see the README's pitfalls): OpenSSL
 clients (Python ``ssl``, ``openssl s_client``, curl) send
 ``certificate_expired`` for an expired certificate, ``unknown_ca`` for an
 untrusted, self-signed or incomplete chain, and ``bad_certificate`` for a
-certificate not yet valid and for a host name or IP address mismatch. GnuTLS
+certificate not yet valid and for a host name or IP address mismatch, ``certificate_revoked``
+for a revoked one (when they load the CA's CRL). GnuTLS
 clients (gnutls-cli, msmtp) and Go send ``bad_certificate`` for every
 failure, Java ``certificate_unknown`` for most; rustls sends
 ``certificate_expired`` for a certificate not yet valid (RFC 8446: "expired
@@ -54,6 +55,7 @@ ALERTS_FOR_FAULT: Final[dict[str, frozenset[str]]] = {
     "untrusted_ca": frozenset({"unknown_ca"}),
     "self_signed": frozenset({"unknown_ca"}),
     "missing_intermediate": frozenset({"unknown_ca"}),
+    "revoked": frozenset({"certificate_revoked"}),
 }
 # One alert for every certificate failure: GnuTLS and Go (bad_certificate), Java (certificate_unknown).
 GENERIC_ALERTS: Final = frozenset({"bad_certificate", "certificate_unknown"})

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import ipaddress
 import random
 import socket
@@ -50,9 +51,13 @@ from .transcript import Limits, Message, Recorder, Transcript
 
 if TYPE_CHECKING:
     from .dsn import Bounce
+    from .http import HttpServer
+    from .tlsrpt import TlsReport
 
 MAX_HOSTS = 250
 _BIND_ATTEMPTS = 8
+# A policy file that does not parse (RFC 8461 3.2): no version line, a key without a value.
+_MALFORMED_POLICY = b"<html><body>mta-sts policy\r\nmode enforce\r\nmx: *\r\n</body></html>\r\n"
 
 
 class WorldError(RuntimeError):
@@ -130,6 +135,8 @@ class World:
         limits: Limits | None = None,
         clock: Clock | str | None = None,
         hour: float | None = None,
+        https_port: int = 0,
+        http_port: int = 0,
     ) -> None:
         self.spec = spec if isinstance(spec, WorldSpec) else parse_world(spec)
         if isinstance(clock, Clock):
@@ -148,8 +155,15 @@ class World:
             raise WorldError(f"clock must be 'real', 'virtual' or a Clock, not {clock!r}")
         if len(self.spec.hosts) > MAX_HOSTS:
             raise WorldError(f"a world holds at most {MAX_HOSTS} hosts, this one has {len(self.spec.hosts)}")
-        if not 0 <= port <= 65535 or not 0 <= dns_port <= 65535:
-            raise WorldError(f"ports must be from 0 to 65535, not {port} / {dns_port}")
+        if len(self.spec.hosts) + len(self.spec.web_hosts) + 1 > 252:
+            raise WorldError(
+                f"a world's hosts and web hosts take at most 252 addresses of its /24, this one needs "
+                f"{len(self.spec.hosts) + len(self.spec.web_hosts) + 1}"
+            )
+        if not all(0 <= p <= 65535 for p in (port, dns_port, https_port, http_port)):
+            raise WorldError(
+                f"ports must be from 0 to 65535, not {port} / {dns_port} / {https_port} / {http_port}"
+            )
         for label, addr in (("subnet", f"{subnet}.1" if subnet else None), ("dns_host", dns_host)):
             if addr is None:
                 continue
@@ -164,6 +178,14 @@ class World:
                     "network namespace you made yourself"
                 )
         self.requested_port = port
+        self.requested_https_port = https_port
+        self.requested_http_port = http_port
+        self.https_port = 0  # where the MTA-STS policy hosts and HTTPS report receivers listen
+        self.http_port = 0  # where the CRL distribution point listens
+        self.web_hosts: dict[str, str] = {}  # HTTP(S) hosts by name: their addresses
+        self.web: dict[str, HttpServer] = {}  # the servers of those that listen
+        self._web_socks: list[tuple[HttpServer, socket.socket]] = []
+        self._issuer_contexts: dict[tuple[str, str], tuple[Path, ssl.SSLContext]] = {}
         self.requested_subnet = subnet
         self.requested_dns_host = dns_host
         self.requested_dns_port = dns_port
@@ -205,8 +227,86 @@ class World:
         return self._state == "running"
 
     def address_of(self, name: str) -> str:
-        """The loopback address of a host of this world (by DNS name)."""
-        return self.hosts[name.rstrip(".").lower()]
+        """The loopback address of a host of this world (by DNS name), SMTP or web."""
+        key = name.rstrip(".").lower()
+        found = self.hosts.get(key) or self.web_hosts.get(key)
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    @property
+    def crl_host(self) -> str | None:
+        """The CRL distribution point's host (``crl.<zone>``) when a certificate of the world is revoked."""
+        if not any(h.kind == "smtp" and h.smtp.cert == "revoked" for h in self.spec.hosts) and not any(
+            p.cert == "revoked" for p in self.spec.mta_sts
+        ):
+            return None
+        from .certs import crl_url_for
+
+        return crl_url_for(self.spec.zone).split("/")[2]
+
+    @property
+    def crl_url(self) -> str | None:
+        """The CRL distribution point the revoked certificates name (port 80: outside a namespace
+        the world serves it on :attr:`http_port`)."""
+        if self.crl_host is None:
+            return None
+        from .certs import crl_url_for
+
+        return crl_url_for(self.spec.zone)
+
+    @property
+    def crl_file(self) -> Path:
+        """The CA's CRL (PEM), for clients that load one (``openssl -CRLfile``, ``curl --crlfile``)."""
+        if self.ca is None:
+            raise WorldError("the world is not started: it has no CA yet")
+        return self.ca.crl_file
+
+    @property
+    def trust_anchor_file(self) -> Path | None:
+        """The DNSSEC trust anchor (the DS and DNSKEY of the world's zone) of a signed world."""
+        if self.spec.dnssec is None or self.ca is None:
+            return None
+        return self.ca.directory / "trust-anchor.txt"
+
+    @property
+    def tls_reports(self) -> list[TlsReport]:
+        """The TLS reports (RFC 8460) that arrived: by mail at a ``mailto:`` rua of the world's
+        ``[world.tls_rpt]``, or posted to an ``https:`` one, in order of arrival."""
+        from .tlsrpt import read_report
+
+        mailboxes = {
+            u[len("mailto:") :].lower(): u
+            for r in self.spec.tls_rpt
+            for u in r.rua
+            if u.startswith("mailto:")
+        }
+        opened = {t.session_id: t.opened for t in self.sessions}
+        found: list[tuple[float, TlsReport]] = []
+        for m in self.messages:
+            to = [r for r in m.rcpt_tos if r.lower() in mailboxes]
+            if not to:
+                continue
+            mono = opened.get(m.session_id)
+            at = self.clock.at(mono) if mono is not None else None
+            report = read_report(m.content, via="mail", to=mailboxes[to[0].lower()], at=at)
+            if report is not None:
+                found.append((at or 0.0, report))
+        for r in self.spec.tls_rpt:
+            for u in r.rua:
+                if not u.startswith("https://"):
+                    continue
+                from .spec import rua_https_host
+
+                host = rua_https_host(u)
+                server = self.web.get(host)
+                if server is None:
+                    continue
+                for req in server.posts():
+                    report = read_report(req.body, via="https", to=u, at=None)
+                    if report is not None:
+                        found.append((0.0, report))
+        return [r for _, r in found]
 
     @property
     def ca_file(self) -> Path:
@@ -370,6 +470,9 @@ class World:
     def _clear_records(self) -> None:
         if self._state != "running":
             self.clock.start()
+        for web in self.web.values():
+            web.requests.clear()
+            web.problems.clear()
         self.recorder.reset()
         if self.dns is not None:
             self.dns.reset()
@@ -570,13 +673,105 @@ class World:
                 f"DNS port {self.requested_dns_port} on {self.dns_host} is in use ({exc.strerror})"
             ) from exc
         self.dns_port = self.dns.port
+        self._publish_tls_policy()
         await self._serve()
+
+    def _publish_tls_policy(self) -> None:
+        """What the world computes once its CA and DNS exist: the TLSA records of its hosts (from the
+        certificates they present), the DNSSEC trust anchor, the CRL."""
+        assert self.ca is not None and self.dns is not None
+        from .spec import Record
+
+        records = []
+        for h in self.spec.hosts:
+            if h.kind != "smtp" or h.tlsa is None:
+                continue
+            from .dane import tlsa_data
+
+            issued = self.ca.issue(
+                h.name, h.smtp.cert, crl_url=self.crl_url if h.smtp.cert == "revoked" else None
+            )
+            data = tlsa_data(h.tlsa, issued.leaf_pem, self.ca.ca_file.read_bytes())
+            records.append(Record(name=f"_25._tcp.{h.name}", type="TLSA", value=h.tlsa.text(data)))
+        if records:
+            self.dns.add_records(records)
+        anchor = self.trust_anchor_file
+        if anchor is not None:
+            self.dns.write_trust_anchor(anchor)
+        if self.crl_host is not None:
+            for h in self.spec.hosts:  # issued now, so the CRL lists them from the start
+                if h.kind == "smtp" and h.smtp.cert == "revoked":
+                    self.ca.issue(h.name, "revoked", crl_url=self.crl_url)
+        _ = self.ca.crl_file  # written, for clients that load it
+
+    def _web_servers(self, subnet: str, first: int) -> None:
+        """Bind the world's web hosts: MTA-STS policy hosts and HTTPS report receivers on the
+        HTTPS port, the CRL distribution point on the HTTP port. An ``unreachable`` policy host
+        has an address and nothing listening there (a connection is refused)."""
+        from .http import HttpServer, HttpSite
+        from .mtasts import WELL_KNOWN
+        from .spec import rua_https_host
+
+        names = list(self.spec.web_hosts)
+        crl_host = self.crl_host
+        if crl_host is not None and crl_host not in names:
+            names.append(crl_host)
+        https_port, http_port = self.requested_https_port, self.requested_http_port
+        for i, name in enumerate(names):
+            address = f"{subnet}.{first + i}"
+            self.web_hosts[name] = address
+            policy = next((p for p in self.spec.mta_sts if p.host == name), None)
+            ctx: ssl.SSLContext | None = None
+            if name == crl_host:
+                from .certs import CRL_MEDIA_TYPE, CRL_PATH
+
+                assert self.ca is not None
+                site = HttpSite({CRL_PATH: (200, CRL_MEDIA_TYPE, functools.partial(self.ca.crl, "der"))})
+            elif policy is not None:
+                if policy.fault == "unreachable":
+                    continue
+                routes: dict[str, tuple[int, str, bytes]] = {}
+                if policy.fault is None:
+                    routes[WELL_KNOWN] = (200, "text/plain", policy.policy_text().encode())
+                elif policy.fault == "malformed":
+                    routes[WELL_KNOWN] = (200, "text/plain", _MALFORMED_POLICY)
+                site = HttpSite(routes)
+                ctx = self._server_context(name, policy.cert, "current")
+            else:  # an https rua: it keeps what is posted
+                paths = {
+                    "/" + u.split("/", 3)[3] if u.count("/") >= 3 else "/"
+                    for r in self.spec.tls_rpt
+                    for u in r.rua
+                    if u.startswith("https://") and rua_https_host(u) == name
+                }
+                site = HttpSite(accept_post=frozenset(paths))
+                ctx = self._server_context(name, "valid", "current")
+            port = http_port if ctx is None else https_port
+            sock = bind_socket(address, port)
+            self._reserved.append(sock)
+            bound = sock.getsockname()[1]
+            if ctx is None:
+                http_port = bound
+            else:
+                https_port = bound
+            server = HttpServer(name, address, bound, site, ctx, clock=time.monotonic)
+            self.web[name] = server
+            self._web_socks.append((server, sock))
+        if any(p.fault == "unreachable" for p in self.spec.mta_sts) and not https_port:
+            # Nothing else took a port: the world still names one, where nothing listens.
+            sock = bind_socket(f"{subnet}.1", 0)
+            self._reserved.append(sock)
+            https_port = sock.getsockname()[1]
+        self.https_port, self.http_port = https_port, http_port
 
     async def _serve(self) -> None:
         """Open the host listeners (the sockets are bound already)."""
         for server, sock in self._pending:
             await server.start(sock)
         self._pending = []
+        for web, sock in self._web_socks:
+            await web.start(sock)
+        self._web_socks = []
         for ep in self._timed:
             await ep.apply(self.clock.now())
         self._arm_timers()
@@ -626,6 +821,9 @@ class World:
             self._reserved.append(sock)
             port = sock.getsockname()[1]
         self.port = port
+        self.web_hosts, self.web, self._web_socks = {}, {}, []
+        if self.spec.web_hosts or self.crl_host is not None:
+            self._web_servers(subnet, len(self.spec.hosts) + 2)
 
     def _new_server(self, host: HostSpec, address: str) -> HostServer:
         return HostServer(
@@ -640,7 +838,30 @@ class World:
 
     def _server_context(self, name: str, kind: str, offer: str) -> ssl.SSLContext:
         assert self.ca is not None
-        return self.ca.server_context(name, kind, offer=offer)  # type: ignore[arg-type]
+        crl_url = self.crl_url if kind == "revoked" else None
+        host = next((h for h in self.spec.hosts if h.name == name), None)
+        if host is not None and host.tlsa is not None and host.tlsa.usage == 2 and offer == "current":
+            return self._with_issuer(name, kind)
+        return self.ca.server_context(name, kind, offer=offer, crl_url=crl_url)  # type: ignore[arg-type]
+
+    def _with_issuer(self, name: str, kind: str) -> ssl.SSLContext:
+        """A server context whose chain ends with the issuing CA: a DANE-TA (usage 2) TLSA record
+        names that CA, and RFC 7671 5.2.2 has the server send it."""
+        assert self.ca is not None
+        from .certs import _note_server_name
+
+        issued = self.ca.issue(name, kind)  # type: ignore[arg-type]
+        known = self._issuer_contexts.get((name, kind))
+        if known is not None and known[0] == issued.cert_file:
+            return known[1]
+        chain = self.ca.directory / f"{name}.{kind}.with-issuer.pem"
+        chain.write_bytes(issued.leaf_pem + self.ca.ca_file.read_bytes())
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.sni_callback = _note_server_name
+        ctx.load_cert_chain(chain, issued.key_file)
+        self._issuer_contexts[(name, kind)] = (issued.cert_file, ctx)
+        return ctx
 
     def _release_sockets(self) -> None:
         for timer in self._timers:
@@ -668,6 +889,8 @@ class World:
             timer.cancel()
         for server in self._all_servers():
             await server.stop()
+        for web in self.web.values():
+            await web.stop()
         if self.dns is not None:
             await self.dns.stop()
         self._release_sockets()
