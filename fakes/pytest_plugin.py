@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from .client import DeliveryReport
     from .dsn import Bounce
     from .runtime import Runtime
+    from .tlsrpt import TlsReport
     from .transcript import Message, Transcript
     from .world import World
 
@@ -597,6 +598,21 @@ class MailScenario:
     def rcpt_to(self) -> list[str]:
         return list(self.scenario.target.rcpt_to)
 
+    @property
+    def crl_file(self) -> str | None:
+        """The CA's CRL (PEM) when a certificate of the world is revoked, else None."""
+        return self.facts.crl_file
+
+    @property
+    def trust_anchor_file(self) -> str | None:
+        """DNSSEC: the DS and DNSKEY of the signed world's zone, else None."""
+        return self.facts.trust_anchor_file
+
+    @property
+    def https_port(self) -> int | None:
+        """Where MTA-STS policy hosts and HTTPS report receivers listen (443 in a namespace)."""
+        return self.facts.https_port
+
     def address_of(self, name: str) -> str:
         return self.world.address_of(name)
 
@@ -751,6 +767,41 @@ class MailScenario:
         failed, _ = self._reports()
         if failed:
             self._fail_with_timeline(f"expected no non-delivery report, {len(failed)} arrived")
+
+    @property
+    def tls_reports(self) -> list[TlsReport]:
+        """The TLS reports (RFC 8460) the world's reporting addresses received."""
+        return self.world.tls_reports
+
+    def assert_tls_reported(
+        self, *, policy: str | None = None, result: str | None = None, timeout: float = 5.0
+    ) -> None:
+        """Assert the client sent the domain a TLS report (RFC 8460) that names the policy type
+        (``tlsa``, ``sts``) and the failure's result type (``certificate-expired``...), or, for a
+        session that succeeded, no failure; defaults from the scenario's ``[tls_report]``."""
+        __tracebackhide__ = True
+        expected = self.scenario.tls_report
+        if expected is None and policy is None:
+            raise FakesError(f"scenario {self.id} has no [tls_report]: say which policy= to expect")
+        want_policy = policy or (expected.policy if expected is not None else "")
+        want_result = result if result is not None else (expected.result if expected is not None else None)
+        domain = expected.domain if expected is not None else self.mail_domain
+        self.world.wait_until(lambda: bool(self.world.tls_reports), timeout)
+        reports = [r for r in self.world.tls_reports if domain in r.domains]
+        if not reports:
+            self._fail_with_timeline(f"expected a TLS report for {domain}; none arrived")
+        problems = []
+        for r in reports:
+            results = r.results
+            if want_policy not in r.policy_types:
+                problems.append(f"it names policy {', '.join(r.policy_types)}, expected {want_policy}")
+            elif want_result is None and results:
+                problems.append(f"it reports failures {results}, expected a successful session only")
+            elif want_result is not None and want_result not in results:
+                problems.append(f"it reports {results or 'no failure'}, expected {want_result}")
+            else:
+                return
+        self._fail_with_timeline("the TLS report is wrong: " + "; ".join(dict.fromkeys(problems)))
 
     def deliver(self, **options: Any) -> DeliveryReport:
         """Run the reference delivery client against this scenario."""
