@@ -254,8 +254,8 @@ class DeliveryClient:
         self.observer = observer
         self.dane = dane
         self.mta_sts = mta_sts
-        # A careful connector checks revocation; Postfix's SMTP client has no CRL support.
-        self.check_revocation = profile != "postfix" if check_revocation is None else check_revocation
+        # A careful connector checks revocation, against the CRL it is given (crl_file).
+        self.check_revocation = True if check_revocation is None else check_revocation
         self.crl_file = crl_file
         self.https_port = https_port
         self.reports = reports if reports is not None else ReportBook()

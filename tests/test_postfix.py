@@ -101,15 +101,24 @@ CHUNKS = 3
 CONTROL_ID = "baseline-delivered"
 
 
+def tls_policy(s: scenarios.Scenario) -> bool:
+    """DANE and MTA-STS scenarios need Postfix set up for them (tests/test_postfix_tls_policy.py);
+    revocation is not checked by Postfix's SMTP client at all (it loads no CRL)."""
+    w = s.world
+    return w.dnssec is not None or bool(w.mta_sts) or any(h.smtp.cert == "revoked" for h in w.hosts)
+
+
 def chunk(i: int) -> list[str]:
-    ids = [sid for sid in scenarios.load_catalogue() if sid != CONTROL_ID]
+    ids = [
+        sid for sid, s in scenarios.load_catalogue().items() if sid != CONTROL_ID and not tls_policy(s)
+    ]
     return [CONTROL_ID, *ids[i::CHUNKS]]
 
 
 def test_the_chunks_cover_the_catalogue_once():
     runs = [chunk(i) for i in range(CHUNKS)]
     assert sorted(sid for run in runs for sid in run if sid != CONTROL_ID) == sorted(
-        sid for sid in scenarios.load_catalogue() if sid != CONTROL_ID
+        sid for sid, s in scenarios.load_catalogue().items() if sid != CONTROL_ID and not tls_policy(s)
     )
     assert all(run[0] == CONTROL_ID and run.count(CONTROL_ID) == 1 for run in runs)
 
