@@ -164,7 +164,17 @@ class WorldSpec:
         names = [p.host for p in self.mta_sts]
         for r in self.tls_rpt:
             names += [rua_https_host(u) for u in r.rua if u.startswith("https://")]
+        if self.crl_host is not None:
+            names.append(self.crl_host)
         return tuple(dict.fromkeys(names))
+
+    @property
+    def crl_host(self) -> str | None:
+        """``crl.<zone>``, the CRL distribution point, when a certificate of the world is revoked."""
+        revoked = any(h.kind == "smtp" and h.smtp.cert == "revoked" for h in self.hosts)
+        if revoked or any(p.cert == "revoked" for p in self.mta_sts):
+            return f"crl.{self.zone}"
+        return None
 
     def mta_sts_for(self, domain: str) -> MtaSts | None:
         for p in self.mta_sts:
@@ -734,6 +744,9 @@ def parse_world(data: Mapping[str, Any], where: str = "<world>", path: str = "")
     t.done(
         ("zone", "hosts", "records", "dns_faults", "hour", "sender_domain", "dnssec", "mta_sts", "tls_rpt")
     )
+    crl = f"crl.{zone}"
+    if crl in host_names and any(h.kind == "smtp" and h.smtp.cert == "revoked" for h in hosts):
+        raise t.fail("hosts", crl, f"no host named {crl}: a revoked certificate's CRL is served there")
     return WorldSpec(
         zone=zone,
         records=records,

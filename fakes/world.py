@@ -237,13 +237,7 @@ class World:
     @property
     def crl_host(self) -> str | None:
         """The CRL distribution point's host (``crl.<zone>``) when a certificate of the world is revoked."""
-        if not any(h.kind == "smtp" and h.smtp.cert == "revoked" for h in self.spec.hosts) and not any(
-            p.cert == "revoked" for p in self.spec.mta_sts
-        ):
-            return None
-        from .certs import crl_url_for
-
-        return crl_url_for(self.spec.zone).split("/")[2]
+        return self.spec.crl_host
 
     @property
     def crl_url(self) -> str | None:
@@ -714,8 +708,6 @@ class World:
 
         names = list(self.spec.web_hosts)
         crl_host = self.crl_host
-        if crl_host is not None and crl_host not in names:
-            names.append(crl_host)
         https_port, http_port = self.requested_https_port, self.requested_http_port
         for i, name in enumerate(names):
             address = f"{subnet}.{first + i}"
@@ -822,7 +814,7 @@ class World:
             port = sock.getsockname()[1]
         self.port = port
         self.web_hosts, self.web, self._web_socks = {}, {}, []
-        if self.spec.web_hosts or self.crl_host is not None:
+        if self.spec.web_hosts:
             self._web_servers(subnet, len(self.spec.hosts) + 2)
 
     def _new_server(self, host: HostSpec, address: str) -> HostServer:
