@@ -67,6 +67,9 @@ def _check(args: argparse.Namespace, chosen: list[Scenario], read: Read, out: Te
                     dns_host="127.0.0.1" if args.inside_netns else None,
                     dns_port=53 if args.inside_netns else 0,
                     hour=args.hour,
+                    # Inside a namespace the web hosts take the ports real clients use (MTA-STS: 443).
+                    https_port=443 if args.inside_netns else 0,
+                    http_port=80 if args.inside_netns else 0,
                 )
                 world.start()
                 try:

@@ -70,6 +70,9 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
             dns_port=53 if args.inside_netns else args.dns_port,
             allow_non_loopback=args.allow_non_loopback,
             hour=args.hour,
+            # Inside a namespace the web hosts take the ports real clients use (MTA-STS: 443).
+            https_port=443 if args.inside_netns else 0,
+            http_port=80 if args.inside_netns else 0,
         )
         world.start()
         info = serve_info(scenario, world)
