@@ -41,15 +41,16 @@ import collections
 import contextlib
 import errno
 import ipaddress
+import os
 import re
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from .events import Event, EventKind, EventLog, shared
-from .spec import DnsFault, WorldSpec, normalize_name
+from .spec import NAME_RULE, DnsFault, Record, WorldSpec, name_ok, normalize_name
 from .values import frozen
 
 if TYPE_CHECKING:
@@ -61,14 +62,20 @@ if TYPE_CHECKING:
         NS,
         QTYPE,
         RCODE,
+        RD,
         RR,
         SOA,
+        TLSA,
         TXT,
         A,
+        DNSBuffer,
         DNSHeader,
         DNSLabel,
         DNSRecord,
+        EDNSOption,
     )
+
+    from .dnssec import NsecChain, ZoneKey
 
 __all__ = ["MAX_TCP_MESSAGE", "DnsQuery", "FakeDNS", "Transport", "prepare"]
 
@@ -90,7 +97,20 @@ MAX_NAME_OCTETS: Final = 255  # a name's length on the wire, length octets and r
 EDNS_VERSION: Final = 0  # the only EDNS version this server implements
 RCODE_BADVERS: Final = 16  # extended rcode: header gets the low 4 bits, the OPT ttl the upper 8
 
+DNSSEC_TTL: Final = 0  # DNSKEY and DS served uncached, as the SOA: a world's faults change between tests
+TRUST_ANCHOR_TTL: Final = 3600  # the TTL written in trust_anchor() (a trust anchor's TTL is not used)
+RESIGN_AFTER: Final = 86400.0  # a cached signature is made again after a day (it is valid for 30)
+MAX_SIGNATURES: Final = 10_000  # cached RRSIGs; the cache starts again beyond this
+
 _HEADER = struct.Struct("!HH")  # id, flags: the start of every DNS header
+_DO_BIT: Final = 0x8000  # DNSSEC OK, in the OPT record's TTL (RFC 3225)
+_EDE_OPTION: Final = 15  # Extended DNS Error (RFC 8914)
+_EDE_BOGUS: Final = 6  # "DNSSEC Bogus"
+_EDE_EXPIRED: Final = 7  # "Signature Expired"
+_SIGNATURE_FAULTS: Final = ("bad_signature", "expired_signature")
+_RANK: Final = {"secure": 0, "insecure": 1, "bogus": 2}
+_SERVED_TYPES: Final = ("A", "AAAA", "MX", "CNAME", "TXT", "TLSA")
+_TLSA_VALUE: Final = re.compile(r"[0-9]{1,3} [0-9]{1,3} [0-9]{1,3} (?:[0-9a-fA-F]{2})+")
 _QR_BIT: Final = 0x8000
 _OPCODE_QUERY: Final = 0
 _CLASS_IN: Final = 1
@@ -110,9 +130,29 @@ class DnsQuery:
     Immutable, and small: the query log is the one record of a query (its
     ``dns`` event is made from it, see :meth:`event`); equal texts are shared.
     Two queries are equal when all but their times are.
+
+    The DNSSEC view: ``flags`` are the query's ``DO`` (EDNS), ``AD`` and ``CD``
+    bits that were set, in that order; ``dnssec`` is the validation outcome
+    the fake, as a validating resolver, gave the answer in a signed world
+    (``secure``, ``insecure``, ``bogus``, or ``indeterminate`` when nothing
+    was validated: a refusal, a fault without data, a truncated answer), None
+    in an unsigned world; ``ad`` whether the answer carried the AD bit.
     """
 
-    __slots__ = ("answers", "delay_ms", "fault", "name", "peer", "qtype", "rcode", "time", "transport")
+    __slots__ = (
+        "ad",
+        "answers",
+        "delay_ms",
+        "dnssec",
+        "fault",
+        "flags",
+        "name",
+        "peer",
+        "qtype",
+        "rcode",
+        "time",
+        "transport",
+    )
 
     name: str
     qtype: str
@@ -122,6 +162,9 @@ class DnsQuery:
     fault: str | None
     peer: str
     delay_ms: int
+    flags: tuple[str, ...]
+    dnssec: str | None
+    ad: bool
     time: float
 
     def __init__(
@@ -135,6 +178,9 @@ class DnsQuery:
         peer: str = "",
         delay_ms: int = 0,
         time: float | None = None,
+        flags: tuple[str, ...] = (),
+        dnssec: str | None = None,
+        ad: bool = False,
     ) -> None:
         set_ = object.__setattr__
         set_(self, "name", shared(name))
@@ -145,6 +191,9 @@ class DnsQuery:
         set_(self, "fault", None if fault is None else shared(fault))
         set_(self, "peer", peer)
         set_(self, "delay_ms", delay_ms)
+        set_(self, "flags", tuple(shared(f) for f in flags) if flags else ())
+        set_(self, "dnssec", None if dnssec is None else shared(dnssec))
+        set_(self, "ad", ad)
         set_(self, "time", _monotonic() if time is None else time)
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -175,7 +224,7 @@ class DnsQuery:
             text += f" (fault: {self.fault})"
         if self.delay_ms:
             text += f" after {self.delay_ms} ms"
-        data = {
+        data: dict[str, object] = {
             "transport": self.transport,
             "qtype": self.qtype,
             "rcode": self.rcode,
@@ -184,10 +233,26 @@ class DnsQuery:
             "peer": self.peer,
             "delay_ms": self.delay_ms,
         }
+        if self.dnssec is not None:  # a signed world's view; an unsigned world's events are as before
+            asked = "+".join(self.flags) or "no DO/AD/CD"
+            text += f" [dnssec {self.dnssec}{', AD' if self.ad else ''}; asked {asked}]"
+            data.update(flags=self.flags, dnssec=self.dnssec, ad=self.ad)
         return Event("dns", self.name or "-", text, self.time, data)
 
 
-_QUERY_FIELDS = ("name", "qtype", "transport", "rcode", "answers", "fault", "peer", "delay_ms")
+_QUERY_FIELDS = (
+    "name",
+    "qtype",
+    "transport",
+    "rcode",
+    "answers",
+    "fault",
+    "peer",
+    "delay_ms",
+    "flags",
+    "dnssec",
+    "ad",
+)
 _monotonic = time.monotonic
 
 # dnslib (about 3 ms to import) decodes queries and packs answers: it is
@@ -202,8 +267,8 @@ def prepare() -> None:
 
     ``mailfakes serve`` calls it once its ready line is out; any packet calls it.
     """
-    global _dnslib_ready, AAAA, CNAME, EDNS0, MX, NS, QTYPE, RCODE, RR, SOA, TXT, A
-    global DNSHeader, DNSLabel, DNSRecord
+    global _dnslib_ready, AAAA, CNAME, EDNS0, MX, NS, QTYPE, RCODE, RD, RR, SOA, TLSA, TXT, A
+    global DNSBuffer, DNSHeader, DNSLabel, DNSRecord, EDNSOption
     if _dnslib_ready:
         return
     from dnslib import (
@@ -214,13 +279,17 @@ def prepare() -> None:
         NS,
         QTYPE,
         RCODE,
+        RD,
         RR,
         SOA,
+        TLSA,
         TXT,
         A,
+        DNSBuffer,
         DNSHeader,
         DNSLabel,
         DNSRecord,
+        EDNSOption,
     )
 
     _dnslib_ready = True
@@ -341,13 +410,18 @@ def _txt_chunks(value: str) -> list[bytes]:
 
 
 class _Zone:
-    """The spec's records indexed by name, with the synthesized apex records."""
+    """The spec's records indexed by name, with the synthesized apex records.
 
-    def __init__(self, spec: WorldSpec) -> None:
+    In a signed world (``spec.dnssec``) it also knows the signed zones: the
+    world's zone and its sub-zones (``apexes``), which name falls in which,
+    and each zone's NSEC chain.
+    """
+
+    def __init__(self, spec: WorldSpec, extra: tuple[Record, ...] = ()) -> None:
         self.apex_text = normalize_name(spec.zone)
         self.apex: Name = _name_of(spec.zone)
         self.records: dict[Name, list[_Entry]] = {}
-        for r in spec.records:
+        for r in (*spec.records, *extra) if extra else spec.records:
             value = r.value.strip()
             if r.type in ("MX", "CNAME") and value != ".":
                 value = normalize_name(value)
@@ -359,13 +433,21 @@ class _Zone:
             if h.a_record:
                 name = normalize_name(h.name)
                 self._add(_name_of(name), _Entry("A", name, 0, 300, True))
+        for web in spec.web_hosts:  # HTTPS hosts of the world (MTA-STS, TLS-RPT): an A record each
+            name = normalize_name(web)
+            self._add(_name_of(name), _Entry("A", name, 0, 300, True))
         self.faults: dict[Name, list[DnsFault]] = {}
         for f in spec.dns_faults:
             self.faults.setdefault(_name_of(f.name), []).append(f)
+        self.signed = spec.dnssec is not None
+        # The signed sub-zones' apexes (each has its SOA, NS and DNSKEY, so it exists).
+        self.sub_apexes: tuple[Name, ...] = (
+            tuple(_name_of(z) for z in spec.dnssec.zones) if spec.dnssec is not None else ()
+        )
         # Names that own no record but have descendants that do ("empty
         # non-terminals") exist: they answer NODATA, not NXDOMAIN (RFC 8020).
         self.empty_non_terminals: set[Name] = set()
-        for owner in self.records:
+        for owner in (*self.records, *self.sub_apexes) if self.sub_apexes else self.records:
             for i in range(1, len(owner)):
                 parent = owner[i:]
                 if not _under(parent, self.apex) or parent == self.apex:
@@ -374,6 +456,8 @@ class _Zone:
         apex = self.apex_text
         self.ns_name = f"ns.{apex}" if apex else "ns"
         self._soa: SOA | None = None  # made by the first answer that needs it (dnslib then loaded)
+        self._sub_soa: dict[Name, SOA] = {}
+        self._chains: dict[tuple[Name, frozenset[Name]], NsecChain] = {}
 
     def _add(self, name: Name, entry: _Entry) -> None:
         entries = self.records.setdefault(name, [])
@@ -384,7 +468,23 @@ class _Zone:
         return _under(name, self.apex)
 
     def exists(self, name: Name) -> bool:
-        return name == self.apex or name in self.records or name in self.empty_non_terminals
+        return (
+            name == self.apex
+            or name in self.records
+            or name in self.empty_non_terminals
+            or name in self.sub_apexes
+        )
+
+    def is_apex(self, name: Name) -> bool:
+        """``name`` is the apex of a zone the fake serves (the world's, or a signed sub-zone)."""
+        return name == self.apex or name in self.sub_apexes
+
+    def zone_of(self, name: Name) -> Name:
+        """The apex of the zone ``name`` falls in: a signed sub-zone's, or the world's."""
+        for sub in self.sub_apexes:
+            if _under(name, sub):
+                return sub
+        return self.apex
 
     def fault_for(self, name: Name, qtype: str, now: Callable[[], float] | None = None) -> DnsFault | None:
         """The fault on answers for ``name``/``qtype`` at world time ``now()`` (see mailfakes.clock)."""
@@ -407,6 +507,38 @@ class _Zone:
     def soa_rr(self) -> RR:
         return RR(DNSLabel(self.apex), QTYPE.SOA, rdata=self.soa, ttl=SOA_TTL)
 
+    def soa_of(self, apex: Name) -> SOA:
+        """The SOA of the zone at ``apex`` (the world's, or a sub-zone's)."""
+        if apex == self.apex:
+            return self.soa
+        soa = self._sub_soa.get(apex)
+        if soa is None:
+            text = _name_text(apex)
+            soa = SOA(mname=f"ns.{text}.", rname=f"hostmaster.{text}.", times=(1, 3600, 600, 86400, SOA_TTL))
+            self._sub_soa[apex] = soa
+        return soa
+
+    def ns_name_of(self, apex: Name) -> str:
+        return self.ns_name if apex == self.apex else f"ns.{_name_text(apex)}"
+
+    def chain(self, apex: Name, missing_ds: frozenset[Name]) -> NsecChain:
+        """The NSEC chain of the signed zone at ``apex``, with the DS of ``missing_ds`` withdrawn."""
+        key = (apex, missing_ds if apex == self.apex else frozenset())
+        chain = self._chains.get(key)
+        if chain is None:
+            from .dnssec import TYPE_CODES, NsecChain
+
+            types: dict[Name, set[int]] = {apex: {QTYPE.SOA, QTYPE.NS, QTYPE.DNSKEY}}
+            for owner, entries in self.records.items():
+                if self.zone_of(owner) == apex:
+                    types.setdefault(owner, set()).update(TYPE_CODES[e.rtype] for e in entries)
+            if apex == self.apex:
+                for sub in self.sub_apexes:  # the delegation points, on the parent's side
+                    types[sub] = {QTYPE.NS} if sub in missing_ds else {QTYPE.NS, QTYPE.DS}
+            chain = NsecChain(apex, types)
+            self._chains[key] = chain
+        return chain
+
 
 class _Answer:
     """The sections of a normal (fault-free) answer."""
@@ -416,6 +548,53 @@ class _Answer:
         self.rrs: list[RR] = []
         self.texts: list[str] = []
         self.authority: list[RR] = []
+
+
+class _Set:
+    """One RRset of a signed answer: its records and texts, its zone, and the name whose faults judge it."""
+
+    __slots__ = ("apex", "judge", "label", "owner", "rrs", "rtype", "texts", "ttl")
+
+    def __init__(
+        self, owner: Name, label: Any, rtype: int, rrs: list[Any], texts: list[str], apex: Name, judge: Name
+    ) -> None:
+        self.owner = owner
+        self.label = label
+        self.rtype = rtype
+        self.rrs = rrs
+        self.texts = texts
+        self.apex = apex
+        self.judge = judge
+        self.ttl = min(int(rr.ttl) for rr in rrs)
+
+
+class _SignedAnswer:
+    """The RRsets of an answer in a signed world (the authority: SOA and the NSEC proofs)."""
+
+    def __init__(self) -> None:
+        self.rcode: int = RCODE.NOERROR
+        self.answer: list[_Set] = []
+        self.authority: list[_Set] = []
+
+
+def type_text(code: int) -> str:
+    return str(QTYPE[code])
+
+
+def _canonical_rdata(rr: Any) -> bytes:
+    """An RR's rdata in canonical form (RFC 4034 6.2): names uncompressed and lower-cased."""
+    rdata = rr.rdata
+    if type(rdata) is RD:
+        return bytes(rdata.data)
+    buffer = DNSBuffer()
+
+    def encode_name(name: Any) -> None:
+        lowered = DNSLabel(tuple(label.lower() for label in DNSLabel(name).label))
+        DNSBuffer.encode_name_nocompress(buffer, lowered)
+
+    buffer.encode_name = encode_name
+    rdata.pack(buffer)
+    return bytes(buffer.data)
 
 
 class FakeDNS:
@@ -458,6 +637,9 @@ class FakeDNS:
             events.add_source(self._query_events)
         self._spec = spec
         self._zone = _Zone(spec)
+        self._extra: tuple[Record, ...] = ()  # add_records()
+        self._keys: dict[Name, ZoneKey] = {}  # one per signed zone, made at first use, kept
+        self._signatures: dict[tuple[object, ...], tuple[bytes, float]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._udp: socket.socket | None = None
         self._tcp: socket.socket | None = None
@@ -472,9 +654,12 @@ class FakeDNS:
         return self._spec
 
     def set_spec(self, spec: WorldSpec) -> None:
-        """Serve another world from now on (same sockets); cheap, for per-test worlds."""
+        """Serve another world from now on (same sockets); cheap, for per-test worlds.
+
+        Records given to :meth:`add_records` are forgotten; zone keys are kept.
+        """
         zone = _Zone(spec)
-        self._spec, self._zone = spec, zone
+        self._spec, self._zone, self._extra = spec, zone, ()
 
     @property
     def running(self) -> bool:
@@ -788,6 +973,13 @@ class FakeDNS:
         if len(opts) > 1:
             return self._malformed(data, transport, peer, f"{len(opts)} OPT records (at most 1)")
         edns = opts[0] if opts else None
+        zone = self._zone
+        signed = zone.signed
+        do = edns is not None and bool(int(edns.ttl) & _DO_BIT)
+        cd = bool(request.header.cd)
+        ad_asked = bool(request.header.ad)
+        flags = tuple(f for f, on in (("DO", do), ("AD", ad_asked), ("CD", cd)) if on)
+        unjudged = "indeterminate" if signed else None
 
         def finish(
             response: Any,
@@ -796,11 +988,21 @@ class FakeDNS:
             texts: list[str],
             fault: DnsFault | None,
             rcode: int | None = None,
+            *,
+            dnssec: str | None = unjudged,
+            ede: int | None = None,
         ) -> _Outcome:
             full_rcode = response.header.rcode if rcode is None else rcode
             if edns is not None:
+                options = [EDNSOption(_EDE_OPTION, struct.pack("!H", ede))] if ede is not None else None
                 response.add_ar(
-                    EDNS0(udp_len=UDP_EDNS_LIMIT, ext_rcode=full_rcode >> 4, version=EDNS_VERSION)
+                    EDNS0(
+                        udp_len=UDP_EDNS_LIMIT,
+                        ext_rcode=full_rcode >> 4,
+                        version=EDNS_VERSION,
+                        flags="do" if do and signed else "",  # echoed (RFC 3225 3) where DNSSEC is served
+                        opts=options,
+                    )
                 )
             packed = response.pack()
             if transport == "tcp":
@@ -809,11 +1011,18 @@ class FakeDNS:
                 limit = UDP_PLAIN_LIMIT
             else:
                 limit = max(UDP_PLAIN_LIMIT, min(int(edns.rclass), UDP_EDNS_LIMIT))
+            ad = bool(response.header.ad)
             if len(packed) > limit:
                 packed = self._truncated(
-                    request, response.header.rcode, aa=bool(response.header.aa), edns=edns is not None
+                    request,
+                    response.header.rcode,
+                    aa=bool(response.header.aa),
+                    edns=edns is not None,
+                    do=do and signed,
                 )
                 texts = []
+                ad = False
+                dnssec = unjudged
             record = DnsQuery(
                 name=name,
                 qtype=qtype,
@@ -823,6 +1032,9 @@ class FakeDNS:
                 fault=fault.fault if fault else None,
                 peer=peer,
                 delay_ms=fault.delay_ms if fault else 0,
+                flags=flags,
+                dnssec=dnssec,
+                ad=ad,
             )
             return _Outcome(reply=packed, record=record, delay=record.delay_ms / 1000.0)
 
@@ -837,7 +1049,6 @@ class FakeDNS:
             return finish(self._response(request, RCODE.NOTIMP, aa=False), name, "", [], None)
         if len(request.questions) != 1 or first is None:
             return finish(self._response(request, RCODE.FORMERR, aa=False), "", "", [], None)
-        zone = self._zone
         if first.qclass != _CLASS_IN or not zone.contains(qname):
             return finish(self._response(request, RCODE.REFUSED, aa=False), name, qtype, [], None)
 
@@ -845,7 +1056,9 @@ class FakeDNS:
         kind: str | None = fault.fault if fault else None
         if kind == "truncate" and fault is not None:
             if transport == "udp":
-                packed = self._truncated(request, RCODE.NOERROR, aa=True, edns=edns is not None)
+                packed = self._truncated(
+                    request, RCODE.NOERROR, aa=True, edns=edns is not None, do=do and signed
+                )
                 record = DnsQuery(
                     name=name,
                     qtype=qtype,
@@ -854,6 +1067,8 @@ class FakeDNS:
                     fault="truncate",
                     peer=peer,
                     delay_ms=fault.delay_ms,
+                    flags=flags,
+                    dnssec=unjudged,
                 )
                 return _Outcome(reply=packed, record=record, delay=fault.delay_ms / 1000.0)
             kind = None if fault.tcp == "answer" else fault.tcp
@@ -868,12 +1083,18 @@ class FakeDNS:
                 fault=fault.fault,
                 peer=peer,
                 delay_ms=fault.delay_ms,
+                flags=flags,
+                dnssec=unjudged,
             )
             return _Outcome(reply=None, record=record, reset=kind == "reset")
         if kind == "servfail":
             return finish(self._response(request, RCODE.SERVFAIL, aa=False), name, qtype, [], fault)
         if kind == "refused":
             return finish(self._response(request, RCODE.REFUSED, aa=False), name, qtype, [], fault)
+        if signed:
+            return self._decide_signed(
+                request, first, qname, name, qtype, fault, kind, finish, do, ad_asked, cd
+            )
         if kind in ("nxdomain", "nodata"):
             rcode = RCODE.NXDOMAIN if kind == "nxdomain" else RCODE.NOERROR
             response = self._response(request, rcode, aa=True)
@@ -894,11 +1115,11 @@ class FakeDNS:
             response.add_auth(rr)
         return finish(response, name, qtype, answer.texts, fault)
 
-    def _truncated(self, request: Any, rcode: int, *, aa: bool, edns: bool) -> bytes:
+    def _truncated(self, request: Any, rcode: int, *, aa: bool, edns: bool, do: bool = False) -> bytes:
         response = self._response(request, rcode, aa=aa)
         response.header.tc = 1
         if edns:
-            response.add_ar(EDNS0(udp_len=UDP_EDNS_LIMIT, version=EDNS_VERSION))
+            response.add_ar(EDNS0(udp_len=UDP_EDNS_LIMIT, version=EDNS_VERSION, flags="do" if do else ""))
         packed: bytes = response.pack()
         return packed
 
@@ -936,12 +1157,14 @@ class FakeDNS:
         zone = self._zone
         want_any = qtype == QTYPE.ANY
         out: list[tuple[RR, str]] = []
-        if name == zone.apex:
+        if zone.is_apex(name):
             if want_any or qtype == QTYPE.SOA:
-                out.append((RR(label, QTYPE.SOA, rdata=zone.soa, ttl=SOA_TTL), f"SOA {zone.soa}"))
+                soa = zone.soa_of(name)
+                out.append((RR(label, QTYPE.SOA, rdata=soa, ttl=SOA_TTL), f"SOA {soa}"))
             if want_any or qtype == QTYPE.NS:
-                ns = RR(label, QTYPE.NS, rdata=NS(zone.ns_name + "."), ttl=SOA_TTL)
-                out.append((ns, f"NS {zone.ns_name}"))
+                ns_name = zone.ns_name_of(name)
+                ns = RR(label, QTYPE.NS, rdata=NS(ns_name + "."), ttl=SOA_TTL)
+                out.append((ns, f"NS {ns_name}"))
         selected = [e for e in entries if want_any or QTYPE[qtype] == e.rtype]
         # MX by preference (then name); everything else keeps the spec's order.
         selected.sort(key=lambda e: (e.priority, e.value) if e.rtype == "MX" else (-1, ""))
@@ -963,6 +1186,10 @@ class FakeDNS:
             return RR(label, QTYPE.CNAME, rdata=CNAME(e.value + "."), ttl=e.ttl), f"CNAME {e.value}"
         if e.rtype == "TXT":
             return RR(label, QTYPE.TXT, rdata=TXT(_txt_chunks(e.value)), ttl=e.ttl), f"TXT {e.value}"
+        if e.rtype == "TLSA":
+            usage, selector, matching, data = e.value.split()
+            rdata = TLSA(int(usage), int(selector), int(matching), bytes.fromhex(data))
+            return RR(label, QTYPE.TLSA, rdata=rdata, ttl=e.ttl), f"TLSA {e.value}"
         raise _WorldError(f"record type {e.rtype!r} is not supported")
 
     def _address(self, host_name: str) -> str:
@@ -979,6 +1206,346 @@ class FakeDNS:
         if not ok:
             raise _WorldError(f"address_of({host_name!r}) gave {addr!r}, not an IPv4 address")
         return addr
+
+    # ------------------------------------------------------------------
+    # DNSSEC: a signed world, answered as a validating resolver would
+
+    def _decide_signed(
+        self,
+        request: Any,
+        first: Any,
+        qname: Name,
+        name: str,
+        qtype: str,
+        fault: DnsFault | None,
+        kind: str | None,
+        finish: Callable[..., _Outcome],
+        do: bool,
+        ad_asked: bool,
+        cd: bool,
+    ) -> _Outcome:
+        """The answer in a signed world: judged, signed, SERVFAIL if bogus unless CD is set."""
+        try:
+            if kind in ("nxdomain", "nodata"):
+                answer = self._signed_negative(qname, first.qtype, kind == "nxdomain")
+            else:
+                answer = self._signed_answer(first.qname, qname, first.qtype, do)
+        except _WorldError as exc:
+            outcome = finish(self._response(request, RCODE.SERVFAIL, aa=False), name, qtype, [], fault)
+            outcome.error = str(exc)
+            return outcome
+        status, reason, no_ad = "secure", None, False
+        judged: list[tuple[_Set, str | None]] = []
+        for section in (answer.answer, answer.authority):
+            for rrset in section:
+                verdict, why, sig_fault, unauthenticated = self._judge(rrset, qtype)
+                judged.append((rrset, sig_fault))
+                if _RANK[verdict] > _RANK[status]:
+                    status, reason = verdict, why
+                no_ad = no_ad or unauthenticated
+        if not judged:
+            status, reason = self._zone_status(self._zone.zone_of(qname))
+        if status == "bogus" and not cd:
+            # As a validating resolver: nothing of what failed, SERVFAIL and why (RFC 8914).
+            ede = _EDE_EXPIRED if reason == "expired_signature" else _EDE_BOGUS
+            response = self._response(request, RCODE.SERVFAIL, aa=False)
+            return finish(response, name, qtype, [], fault, dnssec=status, ede=ede)
+        response = self._response(request, answer.rcode, aa=True)
+        faults = dict(judged)
+        texts: list[str] = []
+        for rrset in answer.answer:
+            for rr, text in zip(rrset.rrs, rrset.texts, strict=True):
+                response.add_answer(rr)
+                texts.append(text)
+            if do and rrset.rtype != QTYPE.RRSIG:
+                rr, text = self._rrsig(rrset, faults[rrset])
+                response.add_answer(rr)
+                texts.append(text)
+        for rrset in answer.authority:
+            if rrset.rtype == QTYPE.NSEC and not do:
+                continue  # denial proofs only to a client that asked for DNSSEC records
+            for rr in rrset.rrs:
+                response.add_auth(rr)
+            if do:
+                response.add_auth(self._rrsig(rrset, faults[rrset])[0])
+        if status == "secure" and (do or ad_asked) and not no_ad:
+            response.header.ad = 1
+        return finish(response, name, qtype, texts, fault, dnssec=status)
+
+    def _signed_answer(self, qlabel: Any, name: Name, qtype: int, do: bool) -> _SignedAnswer:
+        """The RRsets answering ``name``/``qtype``, following CNAMEs, or the denial of it."""
+        zone = self._zone
+        out = _SignedAnswer()
+        label, current = qlabel, name
+        seen: set[Name] = set()
+        for _ in range(MAX_CNAME_CHAIN):
+            if not zone.contains(current) or current in seen:
+                return out
+            seen.add(current)
+            apex = zone.zone_of(current)
+            if qtype == QTYPE.DS and current in zone.sub_apexes:
+                apex = zone.apex  # a DS lives on the parent's side of the delegation
+            chain = self._chain(apex)
+            if not chain.exists(current):
+                out.rcode = RCODE.NXDOMAIN
+                self._deny(out, apex, current, chain, chain.nxdomain_proof(current))
+                return out
+            matched = self._signed_sets(label, current, apex, qtype, do)
+            if matched:
+                out.answer += matched
+                return out
+            entries = zone.records.get(current, []) if apex == zone.zone_of(current) else []
+            cname = next((e for e in entries if e.rtype == "CNAME"), None)
+            if cname is None or qtype == QTYPE.CNAME:
+                self._deny(out, apex, current, chain, chain.nodata_proof(current))
+                return out
+            rr = RR(label, QTYPE.CNAME, rdata=CNAME(cname.value + "."), ttl=cname.ttl)
+            out.answer.append(
+                _Set(current, label, QTYPE.CNAME, [rr], [f"CNAME {cname.value}"], apex, current)
+            )
+            label, current = DNSLabel(cname.value), _name_of(cname.value)
+        return out
+
+    def _signed_negative(self, name: Name, qtype: int, nxdomain: bool) -> _SignedAnswer:
+        """An ``nxdomain`` or ``nodata`` fault, proven as if the zone held no such name or type."""
+        zone = self._zone
+        out = _SignedAnswer()
+        apex = zone.zone_of(name)
+        if name in zone.sub_apexes and (nxdomain or qtype == QTYPE.DS):
+            apex = zone.apex  # the parent denies a delegated zone, and holds its DS
+        chain = self._chain(apex)
+        if nxdomain:
+            out.rcode = RCODE.NXDOMAIN
+            if name != apex:  # a zone's apex cannot be denied by its own chain: no proof
+                pretend = chain.without(name)
+                self._deny(out, apex, name, pretend, pretend.nxdomain_proof(name))
+            else:
+                self._deny(out, apex, name, chain, [])
+        else:
+            pretend = chain.with_types(name, chain.types.get(name, frozenset()) - {qtype})
+            self._deny(out, apex, name, pretend, pretend.nodata_proof(name))
+        return out
+
+    def _deny(self, out: _SignedAnswer, apex: Name, name: Name, chain: NsecChain, owners: list[Name]) -> None:
+        """The authority section of a negative answer: the zone's SOA and the NSECs of ``owners``."""
+        from .dnssec import nsec_text
+
+        label = DNSLabel(apex)
+        soa = self._zone.soa_of(apex)
+        soa_rr = RR(label, QTYPE.SOA, rdata=soa, ttl=SOA_TTL)
+        out.authority.append(_Set(apex, label, QTYPE.SOA, [soa_rr], [f"SOA {soa}"], apex, name))
+        for owner in owners:
+            rdata = chain.rdata(owner)
+            rr = RR(DNSLabel(owner), QTYPE.NSEC, rdata=RD(rdata), ttl=SOA_TTL)
+            rrset = _Set(owner, rr.rname, QTYPE.NSEC, [rr], [f"NSEC {nsec_text(rdata)}"], apex, name)
+            out.authority.append(rrset)
+
+    def _signed_sets(self, label: Any, name: Name, apex: Name, qtype: int, do: bool) -> list[_Set]:
+        """The RRsets at ``name`` in the zone at ``apex`` that answer ``qtype`` (DNSSEC types too)."""
+        from .dnssec import dnskey_text, ds_text, nsec_text
+
+        zone = self._zone
+        if apex != zone.zone_of(name):  # the parent's side of a delegation: only its DS is data here
+            if name in self._missing_ds():
+                return []
+            ds = self._key(name).ds()
+            rr = RR(label, QTYPE.DS, rdata=RD(ds), ttl=DNSSEC_TTL)
+            return [_Set(name, label, QTYPE.DS, [rr], [f"DS {ds_text(ds)}"], apex, name)]
+        if qtype == QTYPE.RRSIG:
+            return self._rrsig_sets(label, name, apex)
+        want_any = qtype == QTYPE.ANY
+        sets: dict[int, _Set] = {}
+        for rr, text in self._rrset(label, name, zone.records.get(name, []), qtype):
+            rrset = sets.get(rr.rtype)
+            if rrset is None:
+                sets[rr.rtype] = _Set(name, label, rr.rtype, [rr], [text], apex, name)
+            else:
+                rrset.rrs.append(rr)
+                rrset.texts.append(text)
+        out = list(sets.values())
+        if name == apex and (qtype == QTYPE.DNSKEY or (want_any and do)):
+            key = self._key(apex).dnskey
+            rr = RR(label, QTYPE.DNSKEY, rdata=RD(key), ttl=DNSSEC_TTL)
+            out.append(_Set(name, label, QTYPE.DNSKEY, [rr], [f"DNSKEY {dnskey_text(key)}"], apex, name))
+        if qtype == QTYPE.NSEC or (want_any and do):
+            chain = self._chain(apex)
+            if name in chain.types:
+                rdata = chain.rdata(name)
+                rr = RR(label, QTYPE.NSEC, rdata=RD(rdata), ttl=SOA_TTL)
+                out.append(_Set(name, label, QTYPE.NSEC, [rr], [f"NSEC {nsec_text(rdata)}"], apex, name))
+        return out
+
+    def _rrsig_sets(self, label: Any, name: Name, apex: Name) -> list[_Set]:
+        """An RRSIG query: the signatures of every RRset at ``name`` (and of its DS, at a sub-zone)."""
+        zone = self._zone
+        signed = self._signed_sets(label, name, apex, QTYPE.ANY, True)
+        if name in zone.sub_apexes:
+            signed += self._signed_sets(label, name, zone.apex, QTYPE.DS, True)
+        rrs: list[Any] = []
+        texts: list[str] = []
+        for rrset in signed:
+            rr, text = self._rrsig(rrset, self._judge(rrset, "RRSIG")[2])
+            rrs.append(rr)
+            texts.append(text)
+        return [_Set(name, label, QTYPE.RRSIG, rrs, texts, apex, name)] if rrs else []
+
+    def _judge(self, rrset: _Set, qtype: str) -> tuple[str, str | None, str | None, bool]:
+        """``(status, why, signature fault, no_ad)`` of one RRset of an answer to ``qtype``.
+
+        The status is the zone's (insecure below a missing DS, bogus below a
+        broken key or DS) or, in a secure zone, bogus when the fault on the
+        RRset's name for the query's type breaks its signature. For ANY and
+        RRSIG queries the RRset's own type is the one judged.
+        """
+        judged = type_text(rrset.rtype) if qtype in ("ANY", "RRSIG") else qtype
+        found = self._zone.fault_for(rrset.judge, judged, self.clock)
+        kind = found.fault if found else None
+        sig_fault = kind if kind in _SIGNATURE_FAULTS else None
+        status, why = self._zone_status(rrset.apex)
+        if rrset.rtype == QTYPE.RRSIG:
+            sig_fault = None  # signatures are not signed; each was made as its own RRset's fault says
+        elif status == "secure" and sig_fault is not None:
+            status, why = "bogus", sig_fault
+        return status, why, sig_fault, kind == "no_ad"
+
+    def _zone_status(self, apex: Name) -> tuple[str, str | None]:
+        """Whether the zone at ``apex`` is secure from the world's key down, and why not."""
+        zone = self._zone
+        broken = self._signature_fault(zone.apex, "DNSKEY")
+        if broken is not None:
+            return "bogus", broken
+        if apex == zone.apex:
+            return "secure", None
+        found = zone.fault_for(apex, "DS", self.clock)
+        if found is not None and found.fault == "missing_ds":
+            return "insecure", None
+        broken = self._signature_fault(apex, "DS") or self._signature_fault(apex, "DNSKEY")
+        if broken is not None:
+            return "bogus", broken
+        return "secure", None
+
+    def _signature_fault(self, name: Name, qtype: str) -> str | None:
+        found = self._zone.fault_for(name, qtype, self.clock)
+        return found.fault if found is not None and found.fault in _SIGNATURE_FAULTS else None
+
+    def _missing_ds(self) -> frozenset[Name]:
+        """The sub-zones whose DS the parent does not publish now (``missing_ds``)."""
+        zone = self._zone
+        missing = []
+        for sub in zone.sub_apexes:
+            found = zone.fault_for(sub, "DS", self.clock)
+            if found is not None and found.fault == "missing_ds":
+                missing.append(sub)
+        return frozenset(missing)
+
+    def _chain(self, apex: Name) -> NsecChain:
+        return self._zone.chain(apex, self._missing_ds() if apex == self._zone.apex else frozenset())
+
+    def _key(self, apex: Name) -> ZoneKey:
+        """The signing key of the zone at ``apex``, made at first use and kept by this server."""
+        key = self._keys.get(apex)
+        if key is None:
+            from .dnssec import ZoneKey
+
+            key = self._keys[apex] = ZoneKey(apex)
+        return key
+
+    def _rrsig(self, rrset: _Set, sig_fault: str | None) -> tuple[Any, str]:
+        """The RRSIG over ``rrset`` (cached per RRset), broken or expired as ``sig_fault`` says."""
+        from .dnssec import corrupt, rrsig_rdata, rrsig_text, validity
+
+        expired = sig_fault == "expired_signature"
+        rdatas = tuple(sorted({_canonical_rdata(rr) for rr in rrset.rrs}))
+        cache_key = (rrset.apex, rrset.owner, rrset.rtype, rrset.ttl, rdatas, expired)
+        now = time.time()
+        hit = self._signatures.get(cache_key)
+        if hit is None or now - hit[1] > RESIGN_AFTER:
+            if len(self._signatures) >= MAX_SIGNATURES:
+                self._signatures.clear()
+            inception, expiration = validity(now, expired=expired)
+            sig = rrsig_rdata(
+                self._key(rrset.apex), rrset.owner, rrset.rtype, rrset.ttl, rdatas, inception, expiration
+            )
+            hit = self._signatures[cache_key] = (sig, now)
+        sig = hit[0]
+        if sig_fault == "bad_signature":
+            sig = corrupt(sig)
+        rr = RR(rrset.label, QTYPE.RRSIG, rdata=RD(sig), ttl=rrset.ttl)
+        return rr, "RRSIG " + rrsig_text(sig, signature=False).rstrip(".")
+
+    # ------------------------------------------------------------------
+    # Records the world adds, and the trust anchor
+
+    def add_records(self, records: Iterable[Record]) -> None:
+        """Serve these records besides the spec's (e.g. TLSA made from the world's certificates).
+
+        Each call replaces the records of the previous one; :meth:`set_spec`
+        forgets them. Callable before :meth:`start` and while serving. Raises
+        ValueError for a record outside the zone, of a type the fake does not
+        serve, or with a value it cannot encode.
+        """
+        extra = tuple(records)
+        apex = _name_of(self._spec.zone)
+        for r in extra:
+            if not isinstance(r, Record):
+                raise ValueError(f"add_records takes mailfakes.spec.Record values, not {r!r}")
+            if r.type not in _SERVED_TYPES:
+                raise ValueError(
+                    f"record {r.name} {r.type}: type not served (one of {', '.join(_SERVED_TYPES)})"
+                )
+            if not name_ok(normalize_name(r.name)):
+                raise ValueError(f"record {r.name!r} {r.type}: the name is not {NAME_RULE}")
+            if not _under(_name_of(r.name), apex):
+                raise ValueError(f"record {r.name} {r.type}: not in the world's zone {self._spec.zone!r}")
+            target = normalize_name(r.value)
+            if r.type in ("MX", "CNAME") and target != "." and not name_ok(target):
+                raise ValueError(f"record {r.name} {r.type}: the value {r.value!r} is not {NAME_RULE}")
+            if r.type == "A" and not _is_ip(r.value.strip()) and not name_ok(target):
+                raise ValueError(f"record {r.name} A: {r.value!r} is neither an address nor a host's name")
+            if r.type == "TLSA" and not _TLSA_VALUE.fullmatch(" ".join(r.value.split())):
+                raise ValueError(
+                    f"record {r.name} TLSA: value {r.value!r} is not 'usage selector matching hex' (RFC 6698)"
+                )
+            if r.type == "TLSA" and any(int(v) > 255 for v in r.value.split()[:3]):
+                raise ValueError(f"record {r.name} TLSA: usage, selector and matching are 0 to 255")
+            if r.type in ("A", "AAAA") and _is_ip(r.value.strip()):
+                version = ipaddress.ip_address(r.value.strip()).version
+                if version != (4 if r.type == "A" else 6):
+                    raise ValueError(f"record {r.name} {r.type}: {r.value!r} is not an IPv{version} address")
+        normalized = tuple(
+            Record(r.name, r.type, " ".join(r.value.lower().split()), r.priority, r.ttl)
+            if r.type == "TLSA"
+            else r
+            for r in extra
+        )
+        self._extra = normalized
+        self._zone = _Zone(self._spec, normalized)
+
+    def trust_anchor(self) -> str:
+        """The world's trust anchor as zone-file lines: the DS of its zone and its DNSKEY.
+
+        For example ``test. 3600 IN DS 12345 13 2 <hex>`` then
+        ``test. 3600 IN DNSKEY 257 3 13 <base64>``, as Unbound's
+        ``trust-anchor-file`` or dnspython read them. The key is made once per
+        server and kept across :meth:`reset` and :meth:`set_spec`. Raises
+        ValueError in an unsigned world.
+        """
+        from .dnssec import dnskey_text, ds_text, name_text
+
+        if self._spec.dnssec is None:
+            raise ValueError("the world is not signed (no [world.dnssec]): it has no trust anchor")
+        apex = _name_of(self._spec.zone)
+        key = self._key(apex)
+        owner = name_text(apex)
+        return (
+            f"{owner} {TRUST_ANCHOR_TTL} IN DS {ds_text(key.ds())}\n"
+            f"{owner} {TRUST_ANCHOR_TTL} IN DNSKEY {dnskey_text(key.dnskey)}\n"
+        )
+
+    def write_trust_anchor(self, path: str | os.PathLike[str]) -> None:
+        """Write :meth:`trust_anchor` to ``path``."""
+        with open(path, "w", encoding="ascii") as f:
+            f.write(self.trust_anchor())
 
 
 class _TcpConn:
