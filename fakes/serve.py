@@ -34,6 +34,13 @@ def _human_serve(info: dict[str, Any], scenario: Scenario, out: TextIO, *, inter
         w(f"  host {name:<28} {ip}:{info['port']}\n")
     w(f"  DNS                                {info['dns_host']}:{info['dns_port']} (udp+tcp)\n")
     w(f"  CA file                            {info['ca_file']}\n")
+    for name, key in (("CRL file", "crl_file"), ("DNSSEC trust anchor", "trust_anchor_file")):
+        if info.get(key):
+            w(f"  {name:<34} {info[key]}\n")
+    if info.get("https_port"):
+        w(f"  HTTPS port (MTA-STS, reports)      {info['https_port']}\n")
+    if info.get("crl_url"):
+        w(f"  CRL distribution point             {info['crl_url']} (port {info.get('http_port')})\n")
     target = info["smart_host"] or f"MX of {info['mail_domain']}"
     w(
         f"  deliver to {target}, from {info['mail_from']} to {', '.join(info['rcpt_to'])}"
