@@ -13,7 +13,7 @@ import textwrap
 from typing import TYPE_CHECKING, TextIO
 
 from .command import UsageError, get
-from .spec import SpecError
+from .spec import SpecError, WorldSpec
 
 if TYPE_CHECKING:
     from .catalogue import Scenario
@@ -69,6 +69,55 @@ def describe_world(scenario: Scenario) -> list[str]:
         prio = f" {r.priority}" if r.type == "MX" else ""
         lines.append(f"record {r.name} {r.type}{prio} {r.value}")
     lines += [describe_dns_fault(f).replace("`", "") for f in world.dns_faults]
+    lines += describe_tls_policy(world)
+    return lines
+
+
+_USAGES = {2: ("the CA that issued its certificate", "DANE-TA"), 3: ("its own certificate", "DANE-EE")}
+_SELECTORS = {0: "whole certificate", 1: "public key"}
+_MATCHING = {0: "in full", 1: "SHA-256", 2: "SHA-512"}
+
+
+def describe_tls_policy(world: WorldSpec) -> list[str]:
+    """The world's TLS policy in readable lines: DNSSEC, TLSA records, MTA-STS policies, TLS-RPT, CRL."""
+    lines = []
+    if world.dnssec is not None:
+        subs = ", ".join(world.dnssec.zones)
+        lines.append(
+            f"DNSSEC: {world.zone} signed (ECDSA P-256), its DS and DNSKEY are the trust anchor"
+            + (f"; signed sub-zones {subs}, each with a DS in {world.zone}" if subs else "")
+        )
+    for h in world.hosts:
+        t = h.tlsa
+        if t is None:
+            continue
+        what = (
+            "a digest of a key nobody holds (matches nothing)"
+            if not t.matches
+            else (f"{_MATCHING[t.matching]} of {_SELECTORS[t.selector]} of {_USAGES[t.usage]}")
+        )
+        lines.append(f"TLSA _25._tcp.{h.name} {t.usage} {t.selector} {t.matching}: {what}, computed at start")
+    for p in world.mta_sts:
+        lines.append(f'MTA-STS {p.domain}: TXT _mta-sts.{p.domain} "{p.txt}"')
+        where = f"https://{p.host}/.well-known/mta-sts.txt"
+        if p.fault == "unreachable":
+            lines.append(f"  policy {where}: the host refuses connections")
+        elif p.fault == "missing":
+            lines.append(f"  policy {where}: 404 Not Found")
+        elif p.fault == "malformed":
+            lines.append(f"  policy {where}: 200, but a text that is no policy")
+        else:
+            lines.append(f"  policy {where}: " + " | ".join(p.policy_text().split("\r\n")[:-1]))
+        if p.cert != "valid":
+            lines.append(f"  the policy host's certificate: {p.cert.replace('_', ' ')}")
+    for r in world.tls_rpt:
+        lines.append(f'TLS-RPT {r.domain}: TXT _smtp._tls.{r.domain} "{r.txt}"')
+    if world.crl_host is not None:
+        revoked = [h.name for h in world.hosts if h.kind == "smtp" and h.smtp.cert == "revoked"]
+        lines.append(
+            f"CRL http://{world.crl_host}/mailfakes.crl (and crl_file): the CA lists the serial of the "
+            f"certificate of {', '.join(revoked) or 'the policy host'}"
+        )
     return lines
 
 
@@ -98,6 +147,12 @@ def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
     w(f"\n{label[3]}:\n")
     for line in describe_world(s):
         w(f"  {line}\n")
+    if s.tls_report is not None:
+        r = s.tls_report
+        w(f"\nTLS report (RFC 8460) to expect for {r.domain}: policy {r.policy}, ")
+        w(f"result {r.result}\n" if r.result else "no failure\n")
+    if s.sources:
+        w("\nSources:\n" + "".join(f"  {src}\n" for src in s.sources))
     return 0
 
 
