@@ -94,7 +94,10 @@ def describe_tls_policy(world: WorldSpec) -> list[str]:
         what = (
             "a digest of a key nobody holds (matches nothing)"
             if not t.matches
-            else (f"{_MATCHING[t.matching]} of {_SELECTORS[t.selector]} of {_USAGES[t.usage]}")
+            else (
+                f"{_MATCHING[t.matching]} of the {_SELECTORS[t.selector]} of {_USAGES[t.usage][0]} "
+                f"({_USAGES[t.usage][1]})"
+            )
         )
         lines.append(f"TLSA _25._tcp.{h.name} {t.usage} {t.selector} {t.matching}: {what}, computed at start")
     for p in world.mta_sts:
