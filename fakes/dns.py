@@ -10,6 +10,18 @@ it as a ``dns`` event when it arrives, and the log's ``events("dns")`` reads
 the query log. An answer held back by a delay is also announced, as a
 ``fault`` event (kept by the log), at the moment it is sent.
 
+A signed world (``spec.dnssec``) is answered as a validating resolver would
+answer a stub client, the fake being authoritative for every zone in it: the
+world's zone and its signed sub-zones each have a key (ECDSA P-256, made at
+first use and kept by the server; see :mod:`mailfakes.dnssec`) and a DNSKEY
+at their apex, each sub-zone its DS at the parent. A query with the DO bit
+gets the RRSIGs and, when negative, the NSEC proofs; DNSKEY, DS, NSEC and
+RRSIG queries get their records without it. AD is set on secure answers to a
+query with DO or AD; bogus answers (``bad_signature``, ``expired_signature``,
+in the RRset or above it in the chain) are SERVFAIL with an Extended DNS
+Error unless the query sets CD; below a ``missing_ds`` sub-zone answers are
+insecure. :meth:`FakeDNS.trust_anchor` gives the world's key to clients.
+
 Names are compared as sequences of wire labels (bytes, ASCII case folded),
 never as dotted text: the single label ``mail.contoso`` followed by ``test``
 is not the name ``mail.contoso.test``, for zone membership, records and faults
@@ -1447,7 +1459,9 @@ class FakeDNS:
         if key is None:
             from .dnssec import ZoneKey
 
-            key = self._keys[apex] = ZoneKey(apex)
+            # setdefault: a trust_anchor() call on another thread and a query
+            # racing here end up with the same key, whichever made it first.
+            key = self._keys.setdefault(apex, ZoneKey(apex))
         return key
 
     def _rrsig(self, rrset: _Set, sig_fault: str | None) -> tuple[Any, str]:

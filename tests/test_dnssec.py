@@ -600,3 +600,19 @@ def test_the_query_log_shows_the_dnssec_view(serve: Serve) -> None:
     )
     assert "dnssec bogus" in event.text and "DO+AD+CD" in event.text
     assert (refused.rcode, refused.dnssec) == ("REFUSED", "indeterminate")
+
+
+def test_a_timed_missing_ds_follows_the_world_clock(serve: Serve) -> None:
+    now = [0.0]
+    server = serve(world({"name": "signed.test", "fault": "missing_ds", "until": "1h"}), clock=lambda: now[0])
+    resp = ask(server, "signed.test", "DS")
+    assert resp.rcode() == dns.rcode.NOERROR and not resp.answer
+    assert not ask(server, "mx.signed.test", "A").flags & dns.flags.AD
+    now[0] = 7200.0
+    keys = chain_keys(server)  # the DS is back and validates
+    resp = ask(server, "mx.signed.test", "A")
+    assert resp.flags & dns.flags.AD
+    validated(resp, "mx.signed.test", "A", keys)
+    resp = ask(server, "signeda.test", "A")
+    at = [r for owner, r in nsecs(resp, keys) if owner == SUB]
+    assert at and "DS" in types_of(at[0])
