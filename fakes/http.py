@@ -206,7 +206,8 @@ class HttpRequest:
     (None: none sent); ``sni``: the server name of the TLS ClientHello
     (None: none sent, or no TLS, or a context that does not note it: those
     of ``CertAuthority`` do); ``tls_version``: None over plain TCP;
-    ``time``: the server's clock when the request was complete.
+    ``time``: the server's clock when the request was complete; ``kept``:
+    a POST whose body the site keeps (answered ``post_status``).
     """
 
     method: str
@@ -222,6 +223,7 @@ class HttpRequest:
     tls_version: str | None
     time: float
     status: int
+    kept: bool = False
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (any case), or None."""
@@ -459,11 +461,7 @@ class HttpServer:
 
     def posts(self, path: str | None = None) -> list[HttpRequest]:
         """The POST requests kept (to ``path``, or to any path)."""
-        return [
-            r
-            for r in self.requests
-            if r.method == "POST" and r.status == self._site.post_status and path in (None, r.path)
-        ]
+        return [r for r in self.requests if r.kept and path in (None, r.path)]
 
     def __repr__(self) -> str:
         scheme = "https" if self.tls else "http"
@@ -796,6 +794,7 @@ class _Connection(asyncio.Protocol):
         extra: list[tuple[str, str]] = []
         status, content_type, payload = 404, "text/plain", b"404 Not Found\n"
         route = site.route(head.path)
+        kept = False
         if head.method in ("GET", "HEAD"):
             if route is not None:
                 status, content_type = route.status, route.content_type
@@ -803,6 +802,7 @@ class _Connection(asyncio.Protocol):
                 extra = list(route.headers)
         elif head.method == "POST" and head.path in site.accept_post:
             status, content_type, payload = site.post_status, "text/plain", b"kept\n"
+            kept = True
         else:
             status, content_type = 405, "text/plain"
             payload = f"405 {head.method} not allowed here\n".encode()
@@ -824,6 +824,7 @@ class _Connection(asyncio.Protocol):
                 tls_version=self.tls_version,
                 time=server.clock(),
                 status=status,
+                kept=kept,
             )
         )
         self._send(status, content_type, payload, extra, keep=keep, head_only=head.method == "HEAD")
