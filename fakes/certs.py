@@ -723,11 +723,53 @@ class CertAuthority:
             listed = frozenset(self._revoked)
             made = self._crl_made
             if made is None or made[0] != listed or not made[1] <= now < made[1] + _CRL_REFRESH:
-                self._crl_number = max(self._crl_number + 1, int(now.timestamp()))
-                entries = [(self._serial(pem), self._revoked[pem]) for pem in listed]
-                der, pem = _sign_crl(self._signer(), entries, self._crl_number, now)
-                made = self._crl_made = (listed, now, der, pem)
+                made = self._crl_made = self._crl_from_cache(listed, now) or self._sign_crl(listed, now)
             return made[2] if encoding == "der" else made[3]
+
+    def _crl_entry(self, listed: frozenset[bytes]) -> str:
+        # Named by the CA and the leaves it lists (their PEMs, so that no certificate is parsed).
+        digest = binascii.crc32(b"".join(sorted(listed)))
+        return _entry_name("crl", self.ca_id, f"{digest:08x}{len(listed):04x}")
+
+    def _crl_from_cache(
+        self, listed: frozenset[bytes], now: dt.datetime
+    ) -> tuple[frozenset[bytes], dt.datetime, bytes, bytes] | None:
+        """A CRL this CA signed for the same leaves less than a day ago, in this user's cache.
+
+        A world writes its CRL at every start: from the cache, a warm start
+        neither imports cryptography nor signs anything.
+        """
+        if self.cache is None:
+            return None
+        entry = self._crl_entry(listed)
+        found = self.cache.load(entry)
+        if found is None:
+            return None
+        meta, files = found
+        try:
+            made = dt.datetime.fromisoformat(str(meta["made"]))
+            number = int(meta["number"])
+            der, pem = files["crl.der"], files["crl.pem"]
+            if meta.get("ca") != self.ca_id or not made <= now < made + _CRL_REFRESH:
+                raise ValueError("another CA's, or too old")
+        except (KeyError, ValueError, TypeError):
+            self.cache.discard(entry)
+            return None
+        self._crl_number = max(self._crl_number, number)
+        return listed, made, der, pem
+
+    def _sign_crl(
+        self, listed: frozenset[bytes], now: dt.datetime
+    ) -> tuple[frozenset[bytes], dt.datetime, bytes, bytes]:
+        self._crl_number = max(self._crl_number + 1, int(now.timestamp()))
+        entries = [(self._serial(pem), self._revoked[pem]) for pem in listed]
+        der, pem = _sign_crl(self._signer(), entries, self._crl_number, now)
+        if self.cache is not None:
+            entry = self._crl_entry(listed)
+            self.cache.discard(entry)  # an older one (a day old): replaced
+            meta = {"ca": self.ca_id, "made": now.isoformat(), "number": self._crl_number}
+            self.cache.store(entry, meta, {"crl.der": der, "crl.pem": pem})
+        return listed, now, der, pem
 
     def revoked_serials(self) -> frozenset[int]:
         """The serial numbers of the ``revoked`` leaves issued so far (what :meth:`crl` lists)."""

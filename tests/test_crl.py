@@ -467,5 +467,21 @@ def test_a_cached_revoked_leaf_is_on_the_next_authoritys_crl(tmp_path: Path) -> 
         assert isinstance(err, ssl.SSLCertVerificationError) and err.verify_code == 23
 
 
+def test_a_warm_cache_gives_the_same_crl_without_signing_again(tmp_path: Path) -> None:
+    cache_dir = tmp_path / "cache"
+    with CertAuthority(cache=CertCache(cache_dir)) as first:
+        first.issue(HOST, "revoked")
+        signed = first.crl()
+    with CertAuthority(cache=CertCache(cache_dir)) as second:
+        second.issue(HOST, "revoked")  # the same leaf, from the cache
+        assert second.crl() == signed  # the same bytes: taken from the cache, not signed anew
+        second.issue("mx2.contoso.test", "revoked")
+        grown = x509.load_der_x509_crl(second.crl())
+        assert len(grown) == 2
+        number = grown.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+        first_number = x509.load_der_x509_crl(signed).extensions.get_extension_for_class(x509.CRLNumber)
+        assert number > first_number.value.crl_number
+
+
 def test_no_thread_left_running() -> None:
     assert not [t for t in threading.enumerate() if t.name == "crl-test-server"]
