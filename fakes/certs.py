@@ -53,7 +53,8 @@ context are dictionary look-ups.
 
 The process's CA (:func:`shared_authority`, what default worlds and runtimes
 use) is kept between processes in a per-user :class:`CertCache` (a 0700
-directory under ``$XDG_CACHE_HOME/mailfakes``), with the leaves it issued, so
+directory under ``$XDG_CACHE_HOME/mailfakes``), with the leaves it issued and
+its CRLs (each reused for a day while it lists the same leaves), so
 that a command such as ``mailfakes serve`` neither makes keys nor imports
 trustme and cryptography when its certificates were made before. Set
 ``MAILFAKES_CERT_CACHE=off`` to make every CA afresh in memory, as a
