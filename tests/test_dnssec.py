@@ -11,6 +11,8 @@ bounded socket timeout.
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -616,3 +618,82 @@ def test_a_timed_missing_ds_follows_the_world_clock(serve: Serve) -> None:
     resp = ask(server, "signeda.test", "A")
     at = [r for owner, r in nsecs(resp, keys) if owner == SUB]
     assert at and "DS" in types_of(at[0])
+
+
+# ----------------------------------------------------------------------
+# Unbound, a validating resolver, forwarding to the fake with its trust anchor
+
+
+def unbound_says(server: FakeDNS, tmp_path: Path, name: str, rdtype: str) -> str:
+    """unbound-host's last line for ``name``/``rdtype``, validated from the world's trust anchor.
+
+    Everything is forwarded to the fake on loopback (no root priming, no other
+    server); ``test.`` is taken out of Unbound's built-in local zones.
+    """
+    anchor = tmp_path / "anchor"
+    server.write_trust_anchor(anchor)
+    conf = tmp_path / "unbound.conf"
+    conf.write_text(
+        "server:\n"
+        f'  trust-anchor-file: "{anchor}"\n'
+        "  do-not-query-localhost: no\n"
+        '  local-zone: "test." nodefault\n'
+        "  qname-minimisation: no\n"
+        "forward-zone:\n"
+        '  name: "."\n'
+        f"  forward-addr: {HOST}@{server.port}\n"
+    )
+    done = subprocess.run(
+        ["unbound-host", "-C", str(conf), "-v", "-t", rdtype, name],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return next((line for line in (done.stdout + done.stderr).splitlines() if line.strip()), "")
+
+
+@pytest.mark.skipif(
+    shutil.which("unbound-host") is None, reason="unbound-host is not installed (Debian unbound-host)"
+)
+@pytest.mark.parametrize(
+    ("faults", "name", "rdtype", "verdict"),
+    [
+        ((), "contoso.test", "MX", "mail is handled by 10 mx.contoso.test. (secure)"),
+        ((), "_25._tcp.mx.signed.test", "TLSA", f"has TLSA record 3 1 1 {TLSA_HEX.upper()} (secure)"),
+        ((), "nope.test", "A", "not found: 3(NXDOMAIN). (secure)"),
+        ((), "x.mx.signed.test", "A", "not found: 3(NXDOMAIN). (secure)"),
+        ((), "deep.test", "A", "has no address (secure)"),
+        ((), "mx.signed.test", "MX", "has no mail handler record (secure)"),
+        (
+            ({"name": "mx.signed.test", "fault": "bad_signature"},),
+            "mx.signed.test",
+            "A",
+            "(BOGUS (security failure))",
+        ),
+        (
+            ({"name": "contoso.test", "fault": "expired_signature"},),
+            "contoso.test",
+            "MX",
+            "(BOGUS (security failure))",
+        ),
+        (({"name": "signed.test", "fault": "missing_ds"},), "signed.test", "DS", "has no DS record (secure)"),
+        (
+            ({"name": "signed.test", "fault": "missing_ds"},),
+            "mx.signed.test",
+            "A",
+            "has address 127.0.0.3 (insecure)",
+        ),
+        (
+            ({"name": "mx.contoso.test", "fault": "nxdomain"},),
+            "mx.contoso.test",
+            "A",
+            "not found: 3(NXDOMAIN). (secure)",
+        ),
+    ],
+)
+def test_unbound_validates_what_the_fake_says(
+    serve: Serve, tmp_path: Path, faults: tuple[dict[str, Any], ...], name: str, rdtype: str, verdict: str
+) -> None:
+    server = serve(world(*faults))
+    line = unbound_says(server, tmp_path, name, rdtype)
+    assert line.endswith(verdict), line
