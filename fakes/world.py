@@ -696,7 +696,7 @@ class World:
             for h in self.spec.hosts:  # issued now, so the CRL lists them from the start
                 if h.kind == "smtp" and h.smtp.cert == "revoked":
                     self.ca.issue(h.name, "revoked", crl_url=self.crl_url)
-        _ = self.ca.crl_file  # written, for clients that load it
+            _ = self.ca.crl_file  # written, for clients that load it
 
     def _web_servers(self, subnet: str, first: int) -> None:
         """Bind the world's web hosts: MTA-STS policy hosts and HTTPS report receivers on the

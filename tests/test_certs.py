@@ -19,7 +19,13 @@ from dataclasses import dataclass
 
 import pytest
 from cryptography import x509
-from mailfakes.certs import VERIFY_FAILURES, WRONG_HOST_NAME, CertAuthority, expected_verify_failure
+from mailfakes.certs import (
+    NEEDS_REVOCATION_CHECK,
+    VERIFY_FAILURES,
+    WRONG_HOST_NAME,
+    CertAuthority,
+    expected_verify_failure,
+)
 from mailfakes.spec import CERT_KINDS, CertKind
 
 HOST = "mx.contoso.test"
@@ -120,7 +126,9 @@ def test_bad_kind_fails_with_its_own_verify_code(authority: CertAuthority, kind:
     expected = expected_verify_failure(kind)
     assert expected is not None
     code, reason = expected
-    err = verify_error(handshake(authority.server_context(HOST, kind), authority.client_context(), HOST))
+    server = authority.server_context(HOST, kind)  # first: a CRL lists the leaves issued before it
+    client = authority.client_context(check_revocation=kind in NEEDS_REVOCATION_CHECK)
+    err = verify_error(handshake(server, client, HOST))
     assert err.verify_code == code, err.verify_message
     assert same_reason(err.verify_message, reason), err.verify_message
 
@@ -131,7 +139,9 @@ def test_observed_messages_are_exact(authority: CertAuthority) -> None:
         pytest.skip("OpenSSL 1.1 words some messages differently")
     seen = {}
     for kind in BAD_KINDS:
-        err = verify_error(handshake(authority.server_context(HOST, kind), authority.client_context(), HOST))
+        server = authority.server_context(HOST, kind)
+        client = authority.client_context(check_revocation=kind in NEEDS_REVOCATION_CHECK)
+        err = verify_error(handshake(server, client, HOST))
         seen[kind] = (err.verify_code, err.verify_message)
     assert seen == {
         "expired": (10, "certificate has expired"),
@@ -140,6 +150,7 @@ def test_observed_messages_are_exact(authority: CertAuthority) -> None:
         "untrusted_ca": (20, "unable to get local issuer certificate"),
         "self_signed": (18, "self-signed certificate"),
         "missing_intermediate": (20, "unable to get local issuer certificate"),
+        "revoked": (23, "certificate revoked"),
     }
 
 
@@ -148,7 +159,8 @@ def test_python_default_client_agrees(authority: CertAuthority, kind: CertKind) 
     """A client built the ordinary way, from ca_file, sees the same result."""
     client = ssl.create_default_context(cafile=str(authority.ca_file))
     out = handshake(authority.server_context(HOST, kind), client, HOST)
-    expected = expected_verify_failure(kind)
+    # A revoked certificate is valid in every other way: a client that loads no CRL accepts it.
+    expected = None if kind in NEEDS_REVOCATION_CHECK else expected_verify_failure(kind)
     if expected is None:
         assert out.client_error is None and out.received == b"ok"
     else:
@@ -226,7 +238,7 @@ def test_server_context_settings_and_cache(authority: CertAuthority) -> None:
 
 def test_unknown_kind_and_empty_name_are_rejected(authority: CertAuthority) -> None:
     with pytest.raises(ValueError, match="unknown certificate kind"):
-        authority.server_context(HOST, "revoked")  # type: ignore[arg-type]
+        authority.server_context(HOST, "bogus")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="empty host name"):
         authority.server_context(" . ")
 
