@@ -122,7 +122,7 @@ _EDE_EXPIRED: Final = 7  # "Signature Expired"
 _SIGNATURE_FAULTS: Final = ("bad_signature", "expired_signature")
 _RANK: Final = {"secure": 0, "insecure": 1, "bogus": 2}
 _SERVED_TYPES: Final = ("A", "AAAA", "MX", "CNAME", "TXT", "TLSA")
-_TLSA_VALUE: Final = re.compile(r"[0-9]{1,3} [0-9]{1,3} [0-9]{1,3} (?:[0-9a-fA-F]{2})+")
+_TLSA_VALUE: Final = r"[0-9]{1,3} [0-9]{1,3} [0-9]{1,3} (?:[0-9a-fA-F]{2})+"  # compiled by re at first use
 _QR_BIT: Final = 0x8000
 _OPCODE_QUERY: Final = 0
 _CLASS_IN: Final = 1
@@ -1516,7 +1516,7 @@ class FakeDNS:
                 raise ValueError(f"record {r.name} {r.type}: the value {r.value!r} is not {NAME_RULE}")
             if r.type == "A" and not _is_ip(r.value.strip()) and not name_ok(target):
                 raise ValueError(f"record {r.name} A: {r.value!r} is neither an address nor a host's name")
-            if r.type == "TLSA" and not _TLSA_VALUE.fullmatch(" ".join(r.value.split())):
+            if r.type == "TLSA" and not re.fullmatch(_TLSA_VALUE, " ".join(r.value.split())):
                 raise ValueError(
                     f"record {r.name} TLSA: value {r.value!r} is not 'usage selector matching hex' (RFC 6698)"
                 )
