@@ -59,6 +59,11 @@ trap postfix_dane_cleanup EXIT INT TERM
 mount --bind "$resolv" /etc/resolv.conf
 mounted=1
 
+# "dane" adds the TLSA records Postfix will match, one line each
+# ("DNSSEC-signed TLSA record: _25._tcp.HOST: 3 1 1 A4AA..."): the log then
+# shows that DANE applied, not a CA check. The smtp client, started for the
+# message, reads main.cf then.
+postconf -e "smtp_tls_loglevel = 1, dane"
 sendmail -f "$MAILFAKES_MAIL_FROM" -- "$MAILFAKES_RCPT_TO" < "$here/message.eml"
 
 # The first delivery attempt ends in one "status=" line: wait for it (bounded),

@@ -3,8 +3,10 @@
 # mailfakes network namespace, mta-sts-daemon answers Postfix's TLS policy
 # lookups (smtp_tls_policy_maps = socketmap:inet:127.0.0.1:8461:postfix), and
 # a private Postfix instance delivers one message by MX lookup on port
-# $MAILFAKES_PORT, then prints its mail log up to the message's first
-# "status=" line (stdout) and the daemon's log (stderr).
+# $MAILFAKES_PORT, then prints the daemon's answer for the recipient's domain
+# ("postfix-mta-sts: mta-sts-daemon answered OK secure match=... for DOMAIN",
+# or "answered NOTFOUND") and Postfix's mail log up to the message's first
+# "status=" line (stdout), and the daemon's own log (stderr).
 #   mailfakes check --netns --reader postfix --profile postfix 'mta-sts-*' -- recipes/postfix-mta-sts.sh
 # The daemon looks up _mta-sts.DOMAIN (TXT) in the world's DNS (the
 # namespace's resolver file) and fetches https://mta-sts.DOMAIN/.well-known/mta-sts.txt
@@ -42,8 +44,11 @@ smtp_tcp_port = $MAILFAKES_PORT
 smtp_tls_security_level = may
 smtp_tls_policy_maps = socketmap:inet:127.0.0.1:8461:postfix"
 
-timeout=$(printf '%.0f' "${MAILFAKES_TIMEOUT:-2}")
-[ "$timeout" -ge 2 ] || timeout=2
+# The daemon's bound on the TXT lookup and the policy fetch, together: generous, since
+# a busy machine can take seconds over the first HTTPS fetch, and a fetch that
+# times out silently gives no policy (the message then goes out as if none were
+# published). An unreachable policy host refuses at once; no scenario drops it.
+timeout=10
 cat > "$work/mta-sts-daemon.yml" <<CONF
 host: 127.0.0.1
 port: 8461
@@ -85,6 +90,12 @@ sendmail -f "$MAILFAKES_MAIL_FROM" -- "$MAILFAKES_RCPT_TO" < "$here/message.eml"
 i=0
 while [ $i -lt 150 ]; do
     if grep -q 'status=' "$log" 2>/dev/null; then
+        # What the daemon told Postfix for the domain (its first answer; the
+        # parent domain's, ".test", comes next), from its debug log:
+        # "OK secure match=mx1.contoso.test servername=hostname", or NOTFOUND.
+        answer=$(sed -n "s/.* STS: Wrote: b'[0-9]*:\(.*\),'\$/\1/p" "$daemon_log" | head -n 1)
+        answer=${answer% }
+        echo "postfix-mta-sts: mta-sts-daemon answered ${answer:-nothing} for ${MAILFAKES_RCPT_TO##*@}"
         sed '/status=/q' "$log"
         exit 0
     fi
