@@ -47,6 +47,9 @@ PLACEHOLDERS = (
     "mail_from",
     "rcpt_to",
     "timeout",
+    "crl_file",
+    "trust_anchor_file",
+    "https_port",
 )
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 OUTPUT_KEPT = 4000  # characters of stdout/stderr kept per scenario in reports

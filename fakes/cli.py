@@ -345,6 +345,25 @@ def _send_parser(sub: _Subparsers, full: bool) -> None:
     pe.add_argument(
         "--opportunistic", action="store_true", help="deliver in plaintext when STARTTLS is missing"
     )
+    pe.add_argument(
+        "--crl-file",
+        metavar="PEM",
+        type=_crl_file,
+        help="check the certificate against this CRL (a world's crl_file; empty: no check)",
+    )
+    pe.add_argument(
+        "--https-port",
+        type=_port,
+        default=443,
+        help="where MTA-STS policy hosts and HTTPS report receivers listen (default: 443)",
+    )
+    pe.add_argument("--no-dane", action="store_true", help="do not use DANE (TLSA records) on MX delivery")
+    pe.add_argument("--no-mta-sts", action="store_true", help="do not use MTA-STS policies on MX delivery")
+    pe.add_argument(
+        "--tls-report",
+        action="store_true",
+        help="then send the TLS report (RFC 8460) of each policy domain to its _smtp._tls addresses",
+    )
     pe.add_argument("--json", action="store_true", help="print the report as JSON")
     pe.add_argument("-v", "--verbose", action="store_true", help="show the dialogue on stderr")
 
@@ -532,6 +551,20 @@ def _is_user_error(exc: Exception) -> bool:
     # Not imported to check: a WorldError cannot come from a command that never loaded the world.
     world = sys.modules.get(f"{__package__}.world")
     return world is not None and isinstance(exc, world.WorldError)
+
+
+def _crl_file(path: str) -> str | None:
+    """--crl-file: a readable PEM CRL, or empty for none (a {crl_file} placeholder of a world without one)."""
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if b"-----BEGIN X509 CRL-----" not in head:
+        raise argparse.ArgumentTypeError(f"{path} holds no PEM CRL (-----BEGIN X509 CRL-----)")
+    return path
 
 
 def _ca_file(path: str) -> str:

@@ -485,6 +485,7 @@ class DeliveryClient:
                         dane=False,
                         mta_sts=False,
                     )
+                    plain.resolver.observer = self.resolver.observer  # the same guard on answers
                     sent = plain.deliver(
                         smart_host=None,
                         mail_domain=to.rpartition("@")[2],

@@ -184,6 +184,10 @@ def cmd_send(args: argparse.Namespace, out: TextIO) -> int:
         require_tls=not args.opportunistic,
         timeout=args.timeout,
         profile=args.profile,
+        dane=not args.no_dane,
+        mta_sts=not args.no_mta_sts,
+        crl_file=args.crl_file,
+        https_port=args.https_port,
     )
 
     def loopback_answers(answer: Answer) -> None:
@@ -203,6 +207,9 @@ def cmd_send(args: argparse.Namespace, out: TextIO) -> int:
             smart_host_ip=smart_host_ip,
         ),
     )
+    if args.tls_report and not args.stop.is_set():
+        for line in client.send_tls_reports():
+            report.dialogue.append(f"*: TLS-RPT: {line}")
     out.write(json.dumps(report.as_dict(), ensure_ascii=False) + "\n" if args.json else report.line() + "\n")
     if args.verbose:
         for line in report.dialogue:

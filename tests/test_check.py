@@ -12,7 +12,7 @@ import pytest
 
 SEND = (
     f"{sys.executable} -m mailfakes send --smart-host {{smart_host}} --mail-domain {{mail_domain}} --port {{port}} "
-    "--dns-host {dns_host} --dns-port {dns_port} --ca-file {ca_file} --timeout {timeout}"
+    "--dns-host {dns_host} --dns-port {dns_port} --ca-file {ca_file} --crl-file={crl_file} --timeout {timeout}"
 )
 
 
@@ -87,7 +87,7 @@ def test_the_same_client_passes_under_the_profile_it_follows():
     lying = SEND + " | sed s/4.7.320/4.4.317/"
     result = check("tls-cert-*", "--profile", "eop-observed", "--timeout", "0.5", "--", "sh", "-c", lying)
     assert result.returncode == 0, result.stdout
-    assert "7 passed, 0 failed" in result.stdout  # and the control
+    assert "8 passed, 0 failed" in result.stdout  # and the control
 
 
 def test_code_regex_and_environment_variables():

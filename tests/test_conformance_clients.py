@@ -50,7 +50,16 @@ READ_TIMEOUT = 2.0
 SESSION_BOUND = 5.0  # a whole aiosmtplib delivery; every step has its own shorter timeout too
 LOCAL_NAME = "client.fabrikam.test"  # never socket.getfqdn(): it may ask the real DNS
 
-CATALOGUE = scenarios.load_catalogue()
+
+def _tls_policy(s: scenarios.Scenario) -> bool:
+    """DANE, MTA-STS and revocation are a delivery client's TLS policy, which these application
+    clients (a smart host, PKIX checks, no CRL) do not have: the reference connector, Postfix and
+    the raw clients of tests/test_tls_policy_wire.py and tests/test_dnssec.py cover them."""
+    w = s.world
+    return w.dnssec is not None or bool(w.mta_sts) or any(h.smtp.cert == "revoked" for h in w.hosts)
+
+
+CATALOGUE = {sid: s for sid, s in scenarios.load_catalogue().items() if not _tls_policy(s)}
 CLIENTS = ("smtplib", "aiosmtplib", "aiosmtplib-sock")
 
 # (client, scenario id) -> why that client cannot report the scenario's code.
