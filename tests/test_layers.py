@@ -19,7 +19,21 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent / "fakes"
 
 LAYERS: dict[str, tuple[str, ...]] = {
     # Values and rules shared by everything: no sockets.
-    "foundation": ("values", "clock", "faults", "spec", "codes", "classify", "events", "transcript", "dsn"),
+    "foundation": (
+        "values",
+        "clock",
+        "faults",
+        "spec",
+        "codes",
+        "classify",
+        "events",
+        "transcript",
+        "dsn",
+        "dnssec",
+        "dane",
+        "mtasts",
+        "tlsrpt",
+    ),
     # The catalogue of scenarios, and the servers that play a world.
     "servers": (
         "catalogue",
@@ -28,6 +42,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "runtime",
         "dns",
         "tcp",
+        "http",
         "tlsgate",
         "smtp",
         "attempts",
@@ -36,7 +51,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     ),
     # What stands on the client's side: the reference client, readers of
     # other clients, the witness of what the fakes saw, the facts a client is given.
-    "clients": ("resolver", "client", "queue", "readers", "witness", "facts"),
+    "clients": ("resolver", "tlspolicy", "client", "queue", "readers", "witness", "facts"),
     # The tools built on them: grading, the demo, and one module per command.
     "tools": ("check", "timeline", "demo", "command", "browse", "serve", "check_cmd", "deliver_cmd", "demo_cmd"),
     # Entry points: the command line, the pytest plugin, the package's surface.
