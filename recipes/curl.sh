@@ -6,8 +6,11 @@
 # --crlf because aiosmtpd wants CRLF line ends; '--' ends the options, so
 # no value of the scenario can pass for one.
 # TLS 1.2 at least, as RFC 8996 requires: Debian's TLS libraries still accept 1.0/1.1.
+# --crlfile: a world with a revoked certificate hands its CA's CRL (curl then checks the leaf).
+set --
+[ -n "$MAILFAKES_CRL_FILE" ] && set -- --crlfile "$MAILFAKES_CRL_FILE"
 exec curl -sv --ssl-reqd --crlf \
-  --cacert "$MAILFAKES_CA_FILE" --tlsv1.2 \
+  --cacert "$MAILFAKES_CA_FILE" --tlsv1.2 "$@" \
   --connect-timeout "$MAILFAKES_TIMEOUT" --max-time 30 \
   --mail-from "$MAILFAKES_MAIL_FROM" --mail-rcpt "$MAILFAKES_RCPT_TO" \
   -T "$(dirname "$0")/message.eml" \

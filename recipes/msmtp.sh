@@ -4,7 +4,10 @@
 # --debug prints the dialogue, so the reader sees the server's replies; '--'
 # ends the options, so the recipient cannot pass for one.
 # TLS 1.2 at least, as RFC 8996 requires: Debian's TLS libraries still accept 1.0/1.1.
-exec msmtp --debug \
+# --tls-crl-file: a world with a revoked certificate hands its CA's CRL.
+set --
+[ -n "$MAILFAKES_CRL_FILE" ] && set -- --tls-crl-file="$MAILFAKES_CRL_FILE"
+exec msmtp --debug "$@" \
   --host="$MAILFAKES_SMART_HOST" --port="$MAILFAKES_PORT" \
   --tls=on --tls-starttls=on --tls-trust-file="$MAILFAKES_CA_FILE" \
   --tls-priorities="NORMAL:-VERS-TLS1.1:-VERS-TLS1.0" \

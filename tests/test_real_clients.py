@@ -42,6 +42,7 @@ CANNOT = {
         ),
         "tls-cert-wrong-host": "swaks(1) 20201014 --tls-verify checks the chain against the CA, "
         "not the host name",
+        "tls-cert-revoked": "swaks(1) 20201014 has no option to load a CRL, so it cannot see a revocation",
     },
 }
 PACKAGES = {"curl": "curl", "swaks": "swaks", "msmtp": "msmtp"}
