@@ -26,7 +26,16 @@ from mailfakes.readers import read_postfix
 from prerequisites import require
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-MX_SCENARIOS = sorted(s.id for s in scenarios.load_catalogue().values() if s.target.smart_host is None)
+def tls_policy(s: scenarios.Scenario) -> bool:
+    """DANE and MTA-STS scenarios need Postfix set up for them (tests/test_postfix_tls_policy.py);
+    revocation is not checked by Postfix's SMTP client at all (it loads no CRL)."""
+    w = s.world
+    return w.dnssec is not None or bool(w.mta_sts) or any(h.smtp.cert == "revoked" for h in w.hosts)
+
+
+MX_SCENARIOS = sorted(
+    s.id for s in scenarios.load_catalogue().values() if s.target.smart_host is None and not tls_policy(s)
+)
 
 
 def need_postfix() -> None:
@@ -99,13 +108,6 @@ def test_postfix_looks_up_the_mx_hosts_itself(tmp_path):
 # that pytest-xdist spreads them over its workers; each holds the healthy baseline, the control.
 CHUNKS = 3
 CONTROL_ID = "baseline-delivered"
-
-
-def tls_policy(s: scenarios.Scenario) -> bool:
-    """DANE and MTA-STS scenarios need Postfix set up for them (tests/test_postfix_tls_policy.py);
-    revocation is not checked by Postfix's SMTP client at all (it loads no CRL)."""
-    w = s.world
-    return w.dnssec is not None or bool(w.mta_sts) or any(h.smtp.cert == "revoked" for h in w.hosts)
 
 
 def chunk(i: int) -> list[str]:

@@ -254,7 +254,13 @@ OPENSSL_ALERT = {
     "tls-cert-untrusted-ca": "unknown_ca",
     "tls-cert-self-signed": "unknown_ca",
     "tls-cert-missing-intermediate": "unknown_ca",
+    "tls-cert-revoked": "certificate_revoked",
 }
+
+
+def crl_options(mail_scenario, flag: str, *check: str) -> list[str]:
+    """The CRL the world hands (a revoked certificate's scenario), as the client's own options."""
+    return [flag, mail_scenario.crl_file, *check] if mail_scenario.crl_file else []
 
 
 def run_tls_client(argv: list[str]) -> None:
@@ -271,6 +277,7 @@ def test_openssl_s_client_by_name_passes_the_witness(mail_scenario):
             *("openssl", "s_client", "-starttls", "smtp", "-connect", f"{address}:{mail_scenario.port}"),
             *("-CAfile", mail_scenario.ca_file, "-verify_return_error", "-servername", name),
             *("-verify_hostname", name),
+            *crl_options(mail_scenario, "-CRL", "-crl_check"),
         ]
     )
     testimony = witnessed(mail_scenario)
@@ -288,6 +295,7 @@ def test_gnutls_cli_by_name_passes_the_witness_with_its_one_generic_alert(mail_s
         [
             *("gnutls-cli", "--starttls-proto=smtp", "--port", str(mail_scenario.port)),
             *("--x509cafile", mail_scenario.ca_file, "--sni-hostname", name, "--verify-hostname", name),
+            *crl_options(mail_scenario, "--x509crlfile"),
             address,
         ]
     )
