@@ -259,6 +259,23 @@ MTA_STS_WORDS: dict[str, tuple[str, list[str], list[str]]] = {
         ],
         [],
     ),
+    # testing mode: the daemon fetched the policy and gives Postfix none (its strict_testing is
+    # off), so the faults it would have refused go through with opportunistic TLS.
+    "mta-sts-testing-mx-mismatch": (
+        "sent",
+        [NO_POLICY, "Trusted TLS connection established to mx1.contoso.test["],
+        ["'mode': 'testing'"],
+    ),
+    "mta-sts-testing-cert-invalid": (
+        "sent",
+        [NO_POLICY, "Untrusted TLS connection established to mx1.contoso.test["],
+        ["'mode': 'testing'"],
+    ),
+    "mta-sts-testing-starttls-missing": (
+        "sent",
+        [NO_POLICY, "relay=mx1.contoso.test["],
+        ["'mode': 'testing'"],
+    ),
     # No policy to be had: Postfix's own default, opportunistic TLS (the world's CA is trusted).
     "mta-sts-policy-unreachable": (
         "sent",
@@ -314,6 +331,9 @@ def assert_postfix_said(results: list[dict], words: dict[str, tuple]) -> None:
             assert line in r["stdout"], (sid, line, r["stdout"])
         for line in daemon[0] if daemon else []:
             assert line in r["stderr"], (sid, line, r["stderr"])
+    by_id = {r["scenario"]: r["stdout"] for r in results}
+    if "mta-sts-testing-starttls-missing" in by_id:  # no STARTTLS, no policy: sent in plaintext
+        assert "TLS connection established" not in by_id["mta-sts-testing-starttls-missing"]
 
 
 def assert_graded(data: dict) -> None:
