@@ -822,6 +822,7 @@ def deliver(
     crl_file: str | None = None,
     https_port: int = 443,
     tls_reports: bool = False,
+    reports: ReportBook | None = None,
 ) -> DeliveryReport:
     """Deliver one message like an outbound connector and report how it went.
 
@@ -848,6 +849,7 @@ def deliver(
         check_revocation=check_revocation,
         crl_file=crl_file,
         https_port=https_port,
+        reports=reports,
     )
     report = client.deliver(
         smart_host=smart_host,

@@ -32,7 +32,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .client import DeliveryReport, deliver, deliver_scenario
@@ -136,6 +136,7 @@ class QueueRun:
     profile: str
     policy: QueuePolicy
     scenario: str | None = None
+    tls_reports: list[str] = field(default_factory=list)  # one line per TLS report sent at the end
 
     @property
     def last_error(self) -> str | None:
@@ -150,6 +151,7 @@ class QueueRun:
             "lifetime": self.policy.lifetime,
             "attempts": [a.as_dict() for a in self.attempts],
             "ndr": self.ndr.as_dict() if self.ndr is not None else None,
+            "tls_reports": list(self.tls_reports),
         }
 
     def timeline(self) -> list[str]:
@@ -289,7 +291,17 @@ def run_scenario(
 
     t = scenario.target
     message = build_message(t.mail_from, list(t.rcpt_to))
-    options: dict[str, Any] = {"profile": profile, "timeout": timeout, "message": message}
+    from .tlsrpt import ReportBook
+
+    # One record of TLS sessions over the whole run: its report goes out once, at the end (RFC 8460 4.1).
+    book = ReportBook()
+    options: dict[str, Any] = {
+        "profile": profile,
+        "timeout": timeout,
+        "message": message,
+        "reports": book,
+        "tls_reports": False,
+    }
     if require_tls is not None:
         options["require_tls"] = require_tls
     stop = stop or threading.Event()
@@ -335,4 +347,18 @@ def run_scenario(
         now=lambda: world.now - origin,
     )
     result.scenario = scenario.id
+    if book.domains and any(r.domain == t.mail_domain for r in world.spec.tls_rpt) and not stop.is_set():
+        from .client import DeliveryClient
+
+        reporter = DeliveryClient(
+            dns_host=world.dns_host,
+            dns_port=world.dns_port,
+            port=world.port,
+            ca_file=str(world.ca_file),
+            timeout=timeout,
+            profile=profile,
+            https_port=world.https_port or 443,
+            reports=book,
+        )
+        result.tls_reports = reporter.send_tls_reports()
     return result
