@@ -30,7 +30,7 @@ from .classify import (
     reply_failure,
     with_detail,
 )
-from .codes import Failure, first_enhanced_code
+from .codes import Failure, FailureClass, first_enhanced_code
 
 Reader = Callable[[int, str, str], "Failure | None"]
 
@@ -665,7 +665,51 @@ def read_postfix(status: int, out: str, err: str) -> Failure | None:
     dsn, state, reason = found.groups()
     if state == "sent":
         return Failure("delivered", "", dsn, reason)
-    return _postfix_failure(dsn, reason, text[: found.start()])
+    before = text[: found.start()]
+    failure = _postfix_failure(dsn, reason, before)
+    return _postfix_policy(failure, dsn, reason, before)
+
+
+# DANE (smtp_tls_loglevel >= 1 logs the TLSA records it uses) and MTA-STS (recipes/postfix-mta-sts.sh
+# prints what the policy daemon answered): the same texts then mean a policy refused the host.
+_PF_DANE = re.compile(r"DNSSEC-signed TLSA record: ")
+_PF_TLSA_ERROR = re.compile(r"^TLSA lookup error for \S+:\d+$")
+_PF_STS = re.compile(r"mta-sts-daemon answered OK secure match=(\S+)")
+_PF_RELAY = re.compile(r"server certificate verification failed for ([^\[\s]+)\[")
+
+
+def _postfix_policy(failure: Failure | None, dsn: str, reason: str, before: str) -> Failure | None:
+    """A failure under DANE or an MTA-STS policy, as Postfix logs it, told by the lines before."""
+    if _PF_TLSA_ERROR.match(reason):  # smtp_tls_policy.c: a bogus or failed TLSA lookup, no connection
+        return Failure("dane", "dnssec-invalid", dsn, reason)
+    if failure is None or failure.cls not in ("cannot_connect", "certificate"):
+        return failure
+    cls: FailureClass
+    if _PF_DANE.search(before):
+        cls = "dane"
+    elif _PF_STS.search(before):
+        cls = "mta_sts"
+    else:
+        return failure
+    if failure.detail == "no_starttls":
+        return Failure(cls, "starttls-not-supported", dsn, reason)
+    if failure.cls != "certificate":
+        return failure
+    said = " ".join(m.group(1) for m in _PF_CERT_FAILED.finditer(before))
+    if "no matching DANE TLSA records" in said or "num=65" in said:
+        return Failure(cls, "tlsa-invalid", dsn, reason)
+    if failure.detail == "expired":
+        return Failure(cls, "certificate-expired", dsn, reason)
+    if failure.detail == "hostname":
+        if cls == "mta_sts":
+            sts = _PF_STS.search(before)
+            relay = _PF_RELAY.search(before)
+            patterns = sts.group(1).split(":") if sts else []
+            host = relay.group(1) if relay else ""
+            named = any(host == p or (p.startswith(".") and host.endswith(p)) for p in patterns)
+            return Failure(cls, "certificate-host-mismatch" if named else "mx-mismatch", dsn, reason)
+        return Failure(cls, "certificate-host-mismatch", dsn, reason)
+    return Failure(cls, "certificate-not-trusted" if cls == "mta_sts" else "tlsa-invalid", dsn, reason)
 
 
 def _postfix_failure(dsn: str, reason: str, before: str) -> Failure | None:

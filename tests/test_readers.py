@@ -38,7 +38,7 @@ from error_world import SPEC, araised, raised
 from mailfakes import World
 from mailfakes.classify import classify
 from mailfakes.codes import PROFILES, Failure, code_for, find_code
-from mailfakes.readers import read_curl, read_msmtp, read_python, read_swaks
+from mailfakes.readers import read_curl, read_msmtp, read_postfix, read_python, read_swaks
 
 ROOT = Path(__file__).resolve().parent.parent
 MESSAGE = ROOT / "recipes" / "message.eml"
@@ -738,3 +738,34 @@ def test_every_reader_documents_its_input() -> None:
     for name, reader in READERS.items():
         doc = reader.__doc__ or ""
         assert len(doc.split()) > 20, f"{name}: the docstring must say what input the reader expects"
+
+
+# Postfix 3.7 logs under DANE (smtp_tls_loglevel = 1) and with postfix-mta-sts-resolver's policy,
+# as observed in the namespace (tests/test_postfix_tls_policy.py runs them for real).
+_TLSA = "postfix/smtp[9]: DNSSEC-signed TLSA record: _25._tcp.mx1.contoso.test: 3 1 1 A4AA\n"
+_STS = "postfix-mta-sts: mta-sts-daemon answered OK secure match=mx9.contoso.test servername=hostname for contoso.test\n"
+_VERIFY = "postfix/smtp[9]: server certificate verification failed for mx1.contoso.test[127.3.4.2]:25: {}\n"
+_STATUS = "postfix/smtp[9]: 1A2B: to=<user@contoso.test>, relay=mx1.contoso.test[127.3.4.2]:25, dsn={}, status=deferred ({})\n"
+
+
+@pytest.mark.parametrize(
+    ("log", "cls", "detail", "eop"),
+    [
+        (_TLSA + _STATUS.format("4.7.4", "TLS is required, but was not offered by host mx1.contoso.test[127.3.4.2]"), "dane", "starttls-not-supported", "4.7.321"),
+        (_TLSA + _VERIFY.format("certificate has expired") + _STATUS.format("4.7.5", "Server certificate not verified"), "dane", "certificate-expired", "4.7.322"),
+        (_TLSA + _VERIFY.format("num=65:no matching DANE TLSA records") + _STATUS.format("4.7.5", "Server certificate not verified"), "dane", "tlsa-invalid", "4.7.323"),
+        (_STATUS.format("4.7.5", "TLSA lookup error for mx1.contoso.test:25").replace("relay=mx1.contoso.test[127.3.4.2]:25", "relay=none"), "dane", "dnssec-invalid", "4.7.324"),
+        (_TLSA + _VERIFY.format("num=62:hostname mismatch") + _STATUS.format("4.7.5", "Server certificate not verified"), "dane", "certificate-host-mismatch", "4.7.325"),
+        (_STS + _VERIFY.format("num=62:hostname mismatch") + _STATUS.format("4.7.5", "Server certificate not verified"), "mta_sts", "mx-mismatch", "4.4.8"),
+        (_STS.replace("mx9", "mx1") + _VERIFY.format("certificate has expired") + _STATUS.format("4.7.5", "Server certificate not verified"), "mta_sts", "certificate-expired", "4.7.5"),
+        (_STS.replace("mx9", "mx1") + _STATUS.format("4.7.4", "TLS is required, but was not offered by host mx1.contoso.test[127.3.4.2]"), "mta_sts", "starttls-not-supported", "4.4.317"),
+        # Without DANE or a policy, the same texts are a plain certificate or STARTTLS failure.
+        (_VERIFY.format("certificate has expired") + _STATUS.format("4.7.5", "Server certificate not verified"), "certificate", "expired", "4.7.320"),
+        (_STATUS.format("4.7.4", "TLS is required, but was not offered by host mx1.contoso.test[127.3.4.2]"), "cannot_connect", "no_starttls", "4.4.317"),
+    ],
+)
+def test_postfix_reader_tells_dane_and_mta_sts_failures(log: str, cls: str, detail: str, eop: str) -> None:
+    failure = read_postfix(75, log, "")
+    assert failure is not None
+    assert (failure.cls, failure.detail, code_for(failure, "eop")) == (cls, detail, eop)
+    assert code_for(failure, "postfix") == failure.server_code  # Postfix's own dsn
