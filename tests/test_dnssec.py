@@ -11,7 +11,6 @@ bounded socket timeout.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import threading
 import time
@@ -32,6 +31,7 @@ import dns.rrset
 import pytest
 from mailfakes.dns import FakeDNS
 from mailfakes.spec import Record, WorldSpec, parse_world
+from prerequisites import require
 
 T = TypeVar("T")
 HOST = "127.0.0.1"
@@ -652,9 +652,6 @@ def unbound_says(server: FakeDNS, tmp_path: Path, name: str, rdtype: str) -> str
     return next((line for line in (done.stdout + done.stderr).splitlines() if line.strip()), "")
 
 
-@pytest.mark.skipif(
-    shutil.which("unbound-host") is None, reason="unbound-host is not installed (Debian unbound-host)"
-)
 @pytest.mark.parametrize(
     ("faults", "name", "rdtype", "verdict"),
     [
@@ -694,6 +691,7 @@ def unbound_says(server: FakeDNS, tmp_path: Path, name: str, rdtype: str) -> str
 def test_unbound_validates_what_the_fake_says(
     serve: Serve, tmp_path: Path, faults: tuple[dict[str, Any], ...], name: str, rdtype: str, verdict: str
 ) -> None:
+    require({"unbound-host": "unbound-host"}, netns=False)  # CI installs it: it must run there
     server = serve(world(*faults))
     line = unbound_says(server, tmp_path, name, rdtype)
     assert line.endswith(verdict), line
