@@ -47,6 +47,7 @@ CERT_DETAILS: Final[dict[int, str]] = {
     19: "untrusted",  # self-signed root in the chain, not trusted
     20: "untrusted",  # unable to get local issuer: unknown CA, or a missing intermediate
     21: "chain",  # unable to verify the first certificate
+    23: "revoked",  # certificate revoked (a client that loaded the CA's CRL)
     24: "untrusted",  # invalid CA certificate
     27: "untrusted",  # certificate not trusted
     28: "untrusted",  # certificate rejected
@@ -300,6 +301,10 @@ def _from_dns(exc: BaseException) -> Failure | None:
         return Failure("dns", _nameserver_detail(exc), None, _describe(exc))
     if _isa(exc, "dns.message", "Truncated"):  # dns.query.udp(raise_on_truncation=True)
         return Failure("dns", "truncated", None, _describe(exc))
+    if _isa(exc, "dns.dnssec", "ValidationFailure"):
+        # A client that validates DNSSEC itself found a bad or expired signature, or a broken chain:
+        # what a DANE client reports as dnssec-invalid (Exchange Online: 4.7.324).
+        return Failure("dane", "dnssec-invalid", None, _describe(exc))
     return None
 
 

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import aiosmtplib
+import dns.flags
 import dns.message
 import dns.query
+import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
 import pytest
@@ -33,7 +35,6 @@ from mailfakes.codes import Failure, find_code
 TIMEOUT = 2.0  # client timeouts where an answer comes at once (a bound, never waited out)
 SHORT = 0.2  # where the point is that nothing comes
 LOCAL_NAME = "client.fabrikam.test"
-
 
 
 MakeWorld = Callable[..., World]
@@ -683,3 +684,59 @@ def test_aiosmtplib_connect_error_without_a_cause_is_read_from_its_text() -> Non
     looped, inner = aiosmtplib.SMTPConnectError("Error connecting"), ValueError("loop")
     looped.__cause__, inner.__context__ = inner, looped
     assert classify(looped) is None
+
+
+# -- TLS policy: revocation and DNSSEC, raised by the libraries themselves -------------------
+
+
+def test_ssl_with_the_crl_raises_revoked_which_is_a_certificate_failure() -> None:
+    spec = {"hosts": {"mail.contoso.test": {"cert": "revoked"}}}
+    with World(spec) as w:
+        ctx = ssl.create_default_context(cafile=str(w.ca_file))
+        ctx.load_verify_locations(cafile=str(w.crl_file))
+        ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+        with smtplib.SMTP(w.address_of("mail.contoso.test"), w.port, timeout=5) as smtp:
+            smtp._host = "mail.contoso.test"  # the name starttls() checks
+            exc = raised(lambda: smtp.starttls(context=ctx))
+    assert isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_code == 23
+    failure = classify(exc)
+    assert failure is not None and (failure.cls, failure.detail) == ("certificate", "revoked")
+    assert find_code(exc) == "4.7.320" and find_code(exc, "rfc3463") == "4.7.5"
+
+
+def test_dnspython_validation_of_a_bogus_tlsa_is_dnssec_invalid() -> None:
+    import dns.dnssec
+    import dns.name
+
+    spec = {
+        "dnssec": {"zones": ["contoso.test"]},
+        "hosts": {"mx1.contoso.test": {"tlsa": True}},
+        "dns_faults": [{"name": "_25._tcp.mx1.contoso.test", "fault": "bad_signature", "types": ["TLSA"]}],
+    }
+    with World(spec) as w:
+        where = (w.dns_host, w.dns_port)
+
+        def ask(name: str, rdtype: str) -> dns.message.Message:
+            q = dns.message.make_query(name, rdtype, want_dnssec=True)
+            q.flags |= dns.flags.CD  # the records with their signatures, as a validating client wants
+            return dns.query.udp(q, where[0], port=where[1], timeout=2)
+
+        zone = dns.name.from_text("contoso.test")
+        keys = ask("contoso.test", "DNSKEY").find_rrset(
+            dns.message.ANSWER, zone, dns.rdataclass.IN, dns.rdatatype.DNSKEY
+        )
+        sigs = ask("contoso.test", "DNSKEY").find_rrset(
+            dns.message.ANSWER, zone, dns.rdataclass.IN, dns.rdatatype.RRSIG, dns.rdatatype.DNSKEY
+        )
+        dns.dnssec.validate(keys, sigs, {zone: keys})  # the zone's own keys are fine
+        answer = ask("_25._tcp.mx1.contoso.test", "TLSA")
+        name = dns.name.from_text("_25._tcp.mx1.contoso.test")
+        tlsa = answer.find_rrset(dns.message.ANSWER, name, dns.rdataclass.IN, dns.rdatatype.TLSA)
+        rrsig = answer.find_rrset(
+            dns.message.ANSWER, name, dns.rdataclass.IN, dns.rdatatype.RRSIG, dns.rdatatype.TLSA
+        )
+        exc = raised(lambda: dns.dnssec.validate(tlsa, rrsig, {zone: keys}))
+    assert isinstance(exc, dns.dnssec.ValidationFailure)
+    failure = classify(exc)
+    assert failure is not None and (failure.cls, failure.detail) == ("dane", "dnssec-invalid")
+    assert find_code(exc) == "4.7.324" and find_code(exc, "postfix") == "4.7.5"
