@@ -76,6 +76,39 @@ LABELS: dict[str, dict[str, str]] = {
         "diagram_title": "Sequence diagram of {id}: the client, the DNS server and the SMTP server",
         "client": "client",
         "dns": "DNS",
+        "web": "HTTPS",
+        "diagram_title_web": (
+            "Sequence diagram of {id}: the client, the DNS server, the SMTP server and the policy host"
+        ),
+        "dnssec_secure": "signatures verified",
+        "dnssec_insecure": "no chain of trust to it (no DS)",
+        "dnssec_bogus": "signatures that do not verify",
+        "dnssec_indeterminate": "nothing validated",
+        "dnssec_unsigned": "zone not signed",
+        "dnssec_bad_signature": "the RRSIG does not verify",
+        "dnssec_expired_signature": "the RRSIG has expired",
+        "dnssec_missing_ds": "the parent zone publishes no DS",
+        "dnssec_no_ad": "valid, but the resolver does not set AD",
+        "ad_set": "AD bit set",
+        "ad_missing": "no AD bit",
+        "tlsa_check": "TLSA {record} against {which} ({selected}, {digest} {value}): {verdict}",
+        "tlsa_leaf": "the certificate presented",
+        "tlsa_ca": "the CA that issued it",
+        "selector_0": "whole certificate",
+        "selector_1": "public key",
+        "matching_0": "in full",
+        "tlsa_match": "matches",
+        "tlsa_no_match": "no match",
+        "web_status": "answer {status} ({tls}, SNI {sni})",
+        "web_served": "policy served: {text}",
+        "web_problem": "policy host: {detail}",
+        "web_nothing": "{host}: no request arrived",
+        "report_got": (
+            "TLS report received at {to} ({via}): policy {policy} of {domain}, {ok} successful and "
+            "{failed} failed session(s){results}"
+        ),
+        "via_mail": "by mail",
+        "via_https": "posted over HTTPS",
     },
     "fr": {
         "cause": "Cause",
@@ -109,6 +142,40 @@ LABELS: dict[str, dict[str, str]] = {
         "diagram_title": "Diagramme de séquence de {id} : le client, le serveur DNS et le serveur SMTP",
         "client": "client",
         "dns": "DNS",
+        "web": "HTTPS",
+        "diagram_title_web": (
+            "Diagramme de séquence de {id} : le client, le serveur DNS, le serveur SMTP et l'hôte de la "
+            "politique"
+        ),
+        "dnssec_secure": "signatures vérifiées",
+        "dnssec_insecure": "aucune chaîne de confiance jusqu'à elle (pas de DS)",
+        "dnssec_bogus": "des signatures qui ne se vérifient pas",
+        "dnssec_indeterminate": "rien de validé",
+        "dnssec_unsigned": "zone non signée",
+        "dnssec_bad_signature": "la signature RRSIG ne se vérifie pas",
+        "dnssec_expired_signature": "la signature RRSIG a expiré",
+        "dnssec_missing_ds": "la zone parente ne publie pas de DS",
+        "dnssec_no_ad": "valide, mais le résolveur ne pose pas le bit AD",
+        "ad_set": "bit AD présent",
+        "ad_missing": "sans bit AD",
+        "tlsa_check": "TLSA {record} comparé {which} ({selected}, {digest} {value}) : {verdict}",
+        "tlsa_leaf": "au certificat présenté",
+        "tlsa_ca": "à l'autorité qui l'a émis",
+        "selector_0": "certificat entier",
+        "selector_1": "clé publique",
+        "matching_0": "en entier",
+        "tlsa_match": "correspond",
+        "tlsa_no_match": "ne correspond pas",
+        "web_status": "réponse {status} ({tls}, SNI {sni})",
+        "web_served": "politique servie : {text}",
+        "web_problem": "hôte de la politique : {detail}",
+        "web_nothing": "{host} : aucune requête reçue",
+        "report_got": (
+            "rapport TLS reçu à {to} ({via}) : politique {policy} de {domain}, {ok} session(s) réussie(s) et "
+            "{failed} en échec{results}"
+        ),
+        "via_mail": "par courrier",
+        "via_https": "envoyé en POST HTTPS",
     },
 }
 
@@ -240,8 +307,51 @@ _VERIFY = Phrases(
         ("", "{message} (19)", "chaîne auto-signée (OpenSSL : {message}, 19)"),
         ("", "{message} (20)", "émetteur inconnu ou non reconnu (OpenSSL : {message}, 20)"),
         ("", "{message} (21)", "premier certificat invérifiable (OpenSSL : {message}, 21)"),
+        ("", "{message} (23)", "certificat révoqué (OpenSSL : {message}, 23)"),
         ("", "{message} (62)", "le nom d'hôte ne correspond pas (OpenSSL : {message}, 62)"),
         ("", "{message}", "{message}"),
+    ]
+)
+# Why the connector has no MTA-STS policy (mailfakes.mtasts's reasons; the rest as they came).
+_STS_REASONS = Phrases(
+    [
+        (
+            "",
+            "{host}: certificate rejected: {message}",
+            "{host} : certificat refusé : {message}",
+        ),
+        ("", "{host}: TLS handshake failed: {error}", "{host} : échec de la négociation TLS : {error}"),
+        ("", "cannot connect to {host}: {error}", "connexion impossible à {host} : {error}"),
+        ("", "{host}: no HTTP response", "{host} : aucune réponse HTTP"),
+        ("", "{host}: HTTP {status}", "{host} : HTTP {status}"),
+        (
+            "",
+            "{host}: a line that is not key: value: {line}",
+            "{host} : une ligne qui n'a pas la forme « clé: valeur » : {line}",
+        ),
+        ("", "{host}: no 'version: STSv1' line", "{host} : pas de ligne « version: STSv1 »"),
+        (
+            "",
+            "{host}: mode {mode} is not enforce, testing or none",
+            "{host} : le mode {mode} n'est ni enforce, ni testing, ni none",
+        ),
+        (
+            "",
+            "{host}: max_age must be one number of seconds up to {most}",
+            "{host} : max_age doit être un seul nombre de secondes, au plus {most}",
+        ),
+        ("", "{host}: mode {mode} without any mx line", "{host} : le mode {mode} sans aucune ligne mx"),
+        ("", "{host}: no address ({answer})", "{host} : pas d'adresse ({answer})"),
+        ("", "{reason}", "{reason}"),
+    ]
+)
+# How a TLS report went (after "report to URI: "): a delivery's report line, an HTTP status, or why not.
+_RPT_SENT = Phrases(
+    [
+        ("", "not posted: {error}", "non envoyé : {error}"),
+        ("", "no address for {host} ({answer})", "pas d'adresse pour {host} ({answer})"),
+        ("", "no answer", "aucune réponse"),
+        ("", "{line}", "{line}"),
     ]
 )
 # The reference client's notes (its "*: " lines), tagged with what happened.
@@ -280,8 +390,86 @@ NOTES = Phrases(
             "TLS {version} established, certificate verified for {name}",
             "TLS {version} établi, certificat vérifié pour {name}",
         ),
+        (
+            "tls-may",
+            "TLS {version} established (opportunistic: certificate not checked)",
+            "TLS {version} établi (opportuniste : certificat non vérifié)",
+        ),
+        # DANE (RFC 7672), MTA-STS (RFC 8461) and TLS-RPT (RFC 8460): the connector's TLS policy.
+        (
+            "dane-required",
+            "DANE: {n} secure TLSA record(s) for {name}: TLS and a match required",
+            "DANE : {n} enregistrement(s) TLSA sécurisé(s) pour {name} : TLS et une correspondance exigés",
+        ),
+        (
+            "dane-lookup",
+            "DANE: TLSA lookup error for {where} ({answer})",
+            "DANE : erreur de recherche TLSA pour {where} ({answer})",
+        ),
+        (
+            "dane-failed",
+            "DANE: the certificate of {name} fails: {result}",
+            "DANE : le certificat de {name} échoue : {result}",
+        ),
+        (
+            "dane-ok",
+            "TLS {version} established, DANE: authenticated by TLSA for {name}",
+            "TLS {version} établi, DANE : authentifié par TLSA pour {name}",
+        ),
+        (
+            "dane-unusable",
+            "TLS {version} established, DANE: TLSA records unusable: encrypted only for {name}",
+            "TLS {version} établi, DANE : enregistrements TLSA inutilisables, chiffrement seul pour {name}",
+        ),
+        (
+            "sts-policy",
+            "MTA-STS: policy {id} for {domain}: mode {mode}, mx {mx}",
+            "MTA-STS : politique {id} pour {domain} en mode {mode}, hôtes MX {mx}",
+        ),
+        (
+            "sts-none",
+            "MTA-STS: no policy for {domain}: {reason} ({result})",
+            "MTA-STS : pas de politique pour {domain} : {reason} ({result})",
+        ),
+        (
+            "sts-mx-mismatch",
+            "MTA-STS: {name} is not an MX host the policy of {domain} names",
+            "MTA-STS : {name} n'est pas un hôte MX que nomme la politique de {domain}",
+        ),
+        (
+            "sts-testing",
+            "MTA-STS (testing): no STARTTLS; reported, delivered without TLS",
+            "MTA-STS (mode testing) : pas de STARTTLS ; signalé, remis sans TLS",
+        ),
+        (
+            "sts-testing",
+            "MTA-STS (testing): {result}; reported, delivered anyway",
+            "MTA-STS (mode testing) : {result} ; signalé, remis malgré tout",
+        ),
+        (
+            "sts-testing-ok",
+            "TLS {version} established, certificate valid for {name} (MTA-STS testing)",
+            "TLS {version} établi, certificat valide pour {name} (MTA-STS en mode testing)",
+        ),
+        (
+            "tlsrpt-none",
+            "TLS-RPT: {domain}: no TLS-RPT record ({answer})",
+            "TLS-RPT : {domain} : pas d'enregistrement TLS-RPT ({answer})",
+        ),
+        (
+            "tlsrpt",
+            "TLS-RPT: {domain}: report to {uri}: {sent}",
+            "TLS-RPT : {domain} : rapport envoyé à {uri} : {sent}",
+        ),
     ],
-    {"how": _HOW, "stage": _STAGES, "stage_to": _STAGES_TO, "why": _VERIFY},
+    {
+        "how": _HOW,
+        "stage": _STAGES,
+        "stage_to": _STAGES_TO,
+        "why": _VERIFY,
+        "reason": _STS_REASONS,
+        "sent": _RPT_SENT,
+    },
 )
 # Where a note says the delivery broke.
 BREAKS = frozenset(
@@ -296,6 +484,9 @@ BREAKS = frozenset(
         "lost",
         "cert-rejected",
         "tls-failed",
+        "dane-lookup",
+        "dane-failed",
+        "sts-mx-mismatch",
     ]
 )
 
@@ -305,7 +496,13 @@ CONTENT = Phrases(
 )
 
 # The resolver's account of an answer (after "DNS: ").
-_DNS_RCODE = Phrases([("", "CLOSED", "connexion fermée (CLOSED)"), ("", "{rcode}", "{rcode}")])
+_DNS_RCODE = Phrases(
+    [
+        ("", "CLOSED", "connexion fermée (CLOSED)"),
+        ("", "{rcode} (secure)", "{rcode} (sécurisée, AD)"),
+        ("", "{rcode}", "{rcode}"),
+    ]
+)
 _DNS_HOW = {
     "over TCP after a truncated UDP answer": "par TCP après une réponse UDP tronquée",
     "over UDP": "par UDP",
@@ -327,6 +524,9 @@ DNS_ANSWERS = Phrases(
     ],
     {"rcode": _DNS_RCODE, "how": _DNS_HOW},
 )
+# The notes that quote an answer translate it as the DNS lines are.
+for _table in (NOTES, _STS_REASONS, _RPT_SENT):
+    _table.slots["answer"] = DNS_ANSWERS
 
 # The fakes' own fault events, as the demo shows them.
 _CUT_WHY = Phrases(
@@ -385,6 +585,10 @@ EFFECTS_FR: dict[tuple[str, str], str] = {
         "cert",
         "missing_intermediate",
     ): "chaîne privée de son autorité intermédiaire, que le serveur n'envoie pas",
+    ("cert", "revoked"): (
+        "certificat révoqué par son autorité, valide à tous autres égards (son numéro de série figure "
+        "sur la liste de révocation, la CRL, de l'autorité)"
+    ),
     ("close_at", "before_greeting"): "ferme avant l'accueil",
     ("close_at", "after_greeting"): "ferme après l'accueil",
     ("close_at", "after_ehlo"): "ferme au lieu de répondre à EHLO (ou HELO)",
@@ -402,6 +606,22 @@ EFFECTS_FR: dict[tuple[str, str], str] = {
     ("dns_faults", "nodata"): "NODATA (le nom existe, sans enregistrement de ce type)",
     ("dns_faults", "truncate"): "réponse UDP tronquée (bit TC) ; la reprise sur TCP suit `tcp`",
     ("dns_faults", "delay"): "répondu après `delay_ms`",
+    ("dns_faults", "bad_signature"): (
+        "zone signée : la signature RRSIG ne se vérifie pas (bogus) : SERVFAIL du résolveur validant, "
+        "les enregistrements avec leur RRSIG cassée à une requête qui pose CD"
+    ),
+    ("dns_faults", "expired_signature"): (
+        "zone signée : la signature RRSIG a expiré hier (bogus) : SERVFAIL, les enregistrements à une "
+        "requête qui pose CD"
+    ),
+    ("dns_faults", "missing_ds"): (
+        "une sous-zone signée dont la zone parente ne publie pas le DS (absence prouvée) : ses réponses "
+        "ne sont pas sécurisées (insecure), jamais AD"
+    ),
+    ("dns_faults", "no_ad"): (
+        "zone signée : signatures valides, mais les réponses ne portent jamais le bit AD (un résolveur "
+        "qui ne valide pas)"
+    ),
     ("dns_faults.tcp", "answer"): "reçoit une réponse",
     ("dns_faults.tcp", "nxdomain"): "reçoit NXDOMAIN",
     ("dns_faults.tcp", "servfail"): "reçoit SERVFAIL",
@@ -530,6 +750,20 @@ SUMMARY: dict[str, Mapping[str, str]] = {
         "tls_optional": "TLS facultatif",
         "host": "{host}\u00a0: {what}",
         "healthy": "sain, STARTTLS, accepte le message",
+        "dnssec": "zones signées (DNSSEC) {zones}",
+        "tlsa": "TLSA {fields} ({usage}), qui correspond",
+        "tlsa_wrong": "TLSA {fields} ({usage}), qui ne correspond à aucune de ses clés",
+        "dane_ee": "DANE-EE\u00a0: son propre certificat",
+        "dane_ta": "DANE-TA\u00a0: l'autorité qui a émis son certificat",
+        "mta_sts": "politique MTA-STS de {domain} en mode {mode}, hôtes MX {mx}",
+        "sts_unreachable": "politique MTA-STS de {domain}\u00a0: son hôte {host} refuse les connexions",
+        "sts_missing": "politique MTA-STS de {domain}\u00a0: {host} répond 404",
+        "sts_malformed": (
+            "politique MTA-STS de {domain}\u00a0: {host} sert un texte qui n'est pas une politique"
+        ),
+        "sts_cert": "hôte de la politique {host}\u00a0: {what}",
+        "tls_rpt": "rapports TLS de {domain} à {rua}",
+        "crl": "la liste de révocation (CRL) {url} contient le certificat de {hosts}",
     },
 }
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
 from .catalogue import Scenario
-from .faults import README_SECTIONS, describe_dns_fault, describe_host
+from .faults import README_SECTIONS, Tlsa, describe_dns_fault, describe_host, key
 from .spec import WorldSpec, normalize_name
 
 
@@ -33,13 +33,26 @@ SUMMARY_WORDS: Final[Mapping[str, str]] = {
     "tls_optional": "TLS optional",
     "host": "{host}: {what}",
     "healthy": "healthy, STARTTLS, accepts the message",
+    "dnssec": "DNSSEC-signed zones {zones}",
+    "tlsa": "TLSA {fields} ({usage}), matching",
+    "tlsa_wrong": "TLSA {fields} ({usage}), matching no key it holds",
+    "dane_ee": "DANE-EE: its own certificate",
+    "dane_ta": "DANE-TA: the CA that issued its certificate",
+    "mta_sts": "MTA-STS policy of {domain}: {mode} mode, MX hosts {mx}",
+    "sts_unreachable": "MTA-STS policy of {domain}: its host {host} refuses connections",
+    "sts_missing": "MTA-STS policy of {domain}: {host} answers 404",
+    "sts_malformed": "MTA-STS policy of {domain}: {host} serves a text that is no policy",
+    "sts_cert": "policy host {host}: {what}",
+    "tls_rpt": "TLS reports of {domain} to {rua}",
+    "crl": "CRL {url} lists the certificate of {hosts}",
 }
 
 
 def wire_summary(
     s: Scenario, words: Mapping[str, str] = SUMMARY_WORDS, say: Callable[[str], str] | None = None
 ) -> str:
-    """What the client meets, in one line: target, DNS faults, then each misbehaving host.
+    """What the client meets, in one line: target, DNSSEC, DNS faults, each misbehaving host (and
+    its TLSA record), then the TLS policy: MTA-STS, TLS-RPT, the CRL of a revoked certificate.
 
     ``words`` are the line's own words and ``say`` translates the fault table's phrases
     (the demo's French); by default both are English."""
@@ -67,14 +80,47 @@ def wire_summary(
         parts.append(words["smart_host"].format(host=target.smart_host))
     if not target.require_tls:
         parts.append(words["tls_optional"])
+    if world.dnssec is not None:
+        parts.append(words["dnssec"].format(zones=", ".join((world.zone, *world.dnssec.zones))))
     parts += [tell(describe_dns_fault(f)) for f in world.dns_faults]
     for h in world.hosts:
         desc = [tell(d) for d in describe_host(h)]
+        if h.tlsa is not None:
+            desc.append(_tlsa(h.tlsa, words))
         if desc:
             parts.append(words["host"].format(host=h.name, what=", ".join(desc)))
         elif s.is_success:
             parts.append(words["host"].format(host=h.name, what=words["healthy"]))
+    parts += _tls_policy(world, words, tell)
     return "; ".join(parts)
+
+
+def _tlsa(t: Tlsa, words: Mapping[str, str]) -> str:
+    usage = words["dane_ee"] if t.usage == 3 else words["dane_ta"]
+    return words["tlsa" if t.matches else "tlsa_wrong"].format(
+        fields=f"{t.usage} {t.selector} {t.matching}", usage=usage
+    )
+
+
+def _tls_policy(world: WorldSpec, words: Mapping[str, str], tell: Callable[[str], str]) -> list[str]:
+    """The MTA-STS policies, TLS-RPT addresses and the CRL of a world, one part each."""
+    parts = []
+    for p in world.mta_sts:
+        if p.fault is None:
+            parts.append(words["mta_sts"].format(domain=p.domain, mode=p.mode, mx=" ".join(p.mx) or "-"))
+        else:
+            parts.append(words[f"sts_{p.fault}"].format(domain=p.domain, host=p.host))
+        if p.cert != "valid":
+            parts.append(words["sts_cert"].format(host=p.host, what=tell(key("cert").effect(p.cert))))
+    for r in world.tls_rpt:
+        parts.append(words["tls_rpt"].format(domain=r.domain, rua=", ".join(r.rua)))
+    if world.crl_host is not None:
+        from .certs import crl_url_for
+
+        revoked = [h.name for h in world.hosts if h.kind == "smtp" and h.smtp.cert == "revoked"]
+        revoked += [p.host for p in world.mta_sts if p.cert == "revoked"]
+        parts.append(words["crl"].format(url=crl_url_for(world.zone), hosts=", ".join(revoked)))
+    return parts
 
 
 def _cell(text: str) -> str:
