@@ -126,14 +126,16 @@ class Records:
     sessions: Sequence[Transcript]
     messages: Sequence[Message]
     dns_queries: Sequence[DnsQuery]
+    web_requests: Sequence[tuple[str, str]] = ()  # (host, path) of each HTTP(S) request the world answered
 
     @classmethod
     def of(cls, world: World) -> Records:
         """The world's records of the client's delivery: what reached the sender domain's own MX
         (the bounce a queue sends back) and the lookups of that domain are not part of it."""
         mx, domain = world.sender_mx, world.spec.sender_domain
+        web = [(name, r.path) for name, server in world.web.items() for r in server.requests]
         if mx is None or domain is None:
-            return cls(world.sessions, world.messages, world.dns_queries)
+            return cls(world.sessions, world.messages, world.dns_queries, web)
 
         def theirs(name: str) -> bool:
             name = name.rstrip(".").lower()
@@ -143,6 +145,7 @@ class Records:
             [t for t in world.sessions if t.host != mx],
             [m for m in world.messages if m.host != mx],
             [q for q in world.dns_queries if not theirs(q.name or "")],
+            [(h, p) for h, p in web if not theirs(h)],
         )
 
 
@@ -176,6 +179,7 @@ def _first_attempt(world: World, records: Records) -> Records:
         [t for t in records.sessions if t.session_id in ids],
         [m for m in records.messages if m.session_id in ids],
         [q for q in records.dns_queries if id(q) in mine],
+        records.web_requests,
     )
 
 
@@ -185,8 +189,13 @@ def judge(scenario: Scenario, records: Records) -> Testimony:
     evidence: list[Evidence] = []
     # The faults a first attempt meets (world time 0): a DNS fault that starts later is not one.
     dns_faults = [f for f in spec.dns_faults if f.active(0.0)]
+    policy = _tls_policy(scenario, records)
     if scenario.is_success:
         evidence.append(_delivered(records))
+        evidence += policy
+    elif policy:
+        evidence.append(_not_delivered(records))
+        evidence += policy
     else:
         evidence.append(_not_delivered(records))
         if dns_faults or _dead_mx_targets(spec):
@@ -195,6 +204,123 @@ def judge(scenario: Scenario, records: Records) -> Testimony:
             for host in _faulty_hosts(spec):
                 evidence += _host(scenario, host, records)
     return Testimony(str(scenario.id), tuple(evidence))
+
+
+# -- TLS policy: DANE and MTA-STS ----------------------------------------------
+
+
+def _tls_policy(scenario: Scenario, records: Records) -> list[Evidence]:
+    """What a client that applies DANE or MTA-STS must have done to meet this scenario's policy."""
+    spec, target = scenario.world, scenario.target
+    if target.smart_host is not None:
+        return []
+    domain = normalize_name(target.mail_domain)
+    mxs = [r.value for r in spec.records if r.type == "MX" and r.name == domain and r.value != "."]
+    dane_hosts = [h for h in spec.hosts if h.tlsa is not None and h.name in mxs]
+    if spec.dnssec is not None and dane_hosts:
+        return _dane(scenario, dane_hosts[0], records)
+    policy = spec.mta_sts_for(domain)
+    if policy is not None:
+        return _mta_sts(scenario, policy.host, domain, records)
+    return []
+
+
+def _asked(records: Records, name: str, qtype: str) -> bool:
+    return any(normalize_name(q.name or "") == name and q.qtype == qtype for q in records.dns_queries)
+
+
+def _dane(scenario: Scenario, host: HostSpec, records: Records) -> list[Evidence]:
+    tlsa = f"_25._tcp.{host.name}"
+    out = []
+    if _asked(records, tlsa, "TLSA"):
+        out.append(Evidence("TLSA lookup", True, True, f"the client asked for the TLSA records of {tlsa}."))
+    else:
+        out.append(
+            Evidence(
+                "TLSA lookup",
+                True,
+                False,
+                f"the client never asked for {tlsa} TLSA: it does not apply DANE, so its "
+                + ("delivery" if scenario.is_success else "report")
+                + " says nothing about this scenario's TLSA records.",
+            )
+        )
+    result = scenario.tls_report.result if scenario.tls_report is not None else None
+    if scenario.is_success or result == "dnssec-invalid":
+        return out  # a bogus TLSA answer: a DANE client connects to no one (Postfix does not)
+    sessions = [t for t in records.sessions if t.host == host.name]
+    if result == "starttls-not-supported":
+        out.append(_session_opened(host, sessions, "the session"))
+        return out
+    hit = [t for t in sessions if _handshake_opened(t, records.messages)]
+    out.append(
+        Evidence("TLS handshake", True, True, f"the client opened the TLS handshake with {host.name}.")
+        if hit
+        else Evidence(
+            "TLS handshake",
+            True,
+            False,
+            f"the client never opened a TLS handshake with {host.name}, so it never saw the certificate "
+            "the TLSA records are checked against.",
+        )
+    )
+    return out
+
+
+def _mta_sts(scenario: Scenario, policy_host: str, domain: str, records: Records) -> list[Evidence]:
+    txt = f"_mta-sts.{domain}"
+    out = []
+    if _asked(records, txt, "TXT"):
+        out.append(Evidence("MTA-STS record", True, True, f"the client asked for {txt} TXT."))
+    else:
+        out.append(
+            Evidence(
+                "MTA-STS record",
+                True,
+                False,
+                f"the client never asked for {txt} TXT: it does not apply MTA-STS, so its "
+                + ("delivery" if scenario.is_success else "report")
+                + " says nothing about this scenario's policy.",
+            )
+        )
+    fetched = any(h == policy_host and p == "/.well-known/mta-sts.txt" for h, p in records.web_requests)
+    asked_host = _asked(records, policy_host, "A") or _asked(records, policy_host, "AAAA")
+    if fetched or asked_host:
+        how = "fetched the policy" if fetched else f"looked up {policy_host} to fetch the policy"
+        out.append(Evidence("policy fetch", False, True, f"the client {how}."))
+    elif out[0].ok:
+        out.append(
+            Evidence(
+                "policy fetch",
+                False,
+                None,
+                f"no request for https://{policy_host}/.well-known/mta-sts.txt reached the world (a "
+                "client may use a policy it cached before).",
+            )
+        )
+    result = scenario.tls_report.result if scenario.tls_report is not None else None
+    mx = [h for h in scenario.world.hosts if h.name != policy_host and h.kind == "smtp"]
+    if scenario.is_success or not mx or result not in ("starttls-not-supported", "certificate-expired"):
+        return out
+    host = mx[0]
+    sessions = [t for t in records.sessions if t.host == host.name]
+    if result == "starttls-not-supported":
+        out.append(_session_opened(host, sessions, "the session"))
+    elif any(_handshake_opened(t, records.messages) for t in sessions):
+        out.append(
+            Evidence("TLS handshake", True, True, f"the client opened the TLS handshake with {host.name}.")
+        )
+    else:
+        out.append(
+            Evidence(
+                "TLS handshake",
+                True,
+                False,
+                f"the client never opened a TLS handshake with {host.name}, so it never saw the "
+                "certificate the policy requires to be valid.",
+            )
+        )
+    return out
 
 
 # -- success and the generic contradiction ------------------------------------

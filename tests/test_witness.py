@@ -303,3 +303,55 @@ def test_gnutls_cli_by_name_passes_the_witness_with_its_one_generic_alert(mail_s
     assert testimony.ok, testimony.lines()
     [session] = mail_scenario.transcript
     assert (session.sni, alert_of(session.tls_error)) == (name, "bad_certificate")
+
+
+# -- TLS policy: a DANE or MTA-STS verdict needs the lookups and the session that policy makes ----
+
+
+@pytest.mark.parametrize("mail_scenario", ["dane-tlsa-mismatch"], indirect=True)
+def test_a_dane_failure_reported_without_a_tlsa_lookup_is_another_reason(mail_scenario):
+    # A client that never applies DANE connects, takes the certificate and gives up for its own reasons.
+    mail_scenario.deliver(timeout=0.5, dane=False, require_tls=True)
+    found = checks(witnessed(mail_scenario))
+    assert found["TLSA lookup"] == (True, False)
+    mail_scenario.world.reset()
+    mail_scenario.deliver(timeout=0.5)  # the reference connector: TLSA looked up, handshake, refusal
+    found = checks(witnessed(mail_scenario))
+    assert found["TLSA lookup"] == (True, True) and found["TLS handshake"] == (True, True)
+
+
+@pytest.mark.parametrize("mail_scenario", ["dane-dnssec-invalid"], indirect=True)
+def test_a_bogus_tlsa_needs_only_the_lookup(mail_scenario):
+    report = mail_scenario.deliver(timeout=0.5)
+    assert report.code == "4.7.324"
+    testimony = witnessed(mail_scenario)
+    assert testimony.ok, testimony.lines()
+    # No session with the MX (the host is not usable); only the TLS report went to the sender's MX.
+    assert [t.host for t in mail_scenario.transcript] == ["mx.fabrikam.test"]
+
+
+@pytest.mark.parametrize(
+    "mail_scenario", ["mta-sts-policy-unreachable", "mta-sts-baseline-enforce"], indirect=True
+)
+def test_a_delivery_by_a_client_that_ignores_mta_sts_proves_nothing(mail_scenario):
+    report = mail_scenario.deliver(timeout=0.5, mta_sts=False)
+    assert report.delivered
+    testimony = witnessed(mail_scenario)
+    assert not testimony.ok and checks(testimony)["MTA-STS record"] == (True, False), testimony.lines()
+    mail_scenario.world.reset()
+    assert mail_scenario.deliver(timeout=0.5).delivered
+    testimony = witnessed(mail_scenario)
+    assert testimony.ok, testimony.lines()
+    assert checks(testimony)["policy fetch"] == (False, True)
+
+
+@pytest.mark.parametrize("mail_scenario", ["mta-sts-cert-invalid"], indirect=True)
+def test_an_mta_sts_certificate_failure_needs_the_handshake(mail_scenario):
+    # Looking up the record and giving up before any session is not meeting the certificate.
+    import dns.resolver
+
+    r = dns.resolver.Resolver(configure=False)
+    r.nameservers, r.port = [mail_scenario.dns_host], mail_scenario.dns_port
+    r.resolve("_mta-sts.contoso.test", "TXT")
+    found = checks(witnessed(mail_scenario))
+    assert found["MTA-STS record"] == (True, True) and found["TLS handshake"] == (True, False)
