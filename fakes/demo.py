@@ -40,6 +40,7 @@ from .markdown import wire_summary as markdown_summary
 if TYPE_CHECKING:
     from .catalogue import Scenario
     from .events import Event
+    from .faults import CertKind
     from .runtime import Runtime
     from .world import World
 
@@ -80,7 +81,9 @@ LABELS: dict[str, dict[str, str]] = {
         "diagram_title_web": (
             "Sequence diagram of {id}: the client, the DNS server, the SMTP server and the policy host"
         ),
-        "dnssec_secure": "signatures verified",
+        "dnssec_line": "DNSSEC {status}: {why}",
+        "dnssec_off": "DNSSEC: {why}",
+        "then": "; ",
         "dnssec_insecure": "no chain of trust to it (no DS)",
         "dnssec_bogus": "signatures that do not verify",
         "dnssec_indeterminate": "nothing validated",
@@ -147,7 +150,9 @@ LABELS: dict[str, dict[str, str]] = {
             "Diagramme de séquence de {id} : le client, le serveur DNS, le serveur SMTP et l'hôte de la "
             "politique"
         ),
-        "dnssec_secure": "signatures vérifiées",
+        "dnssec_line": "DNSSEC {status} : {why}",
+        "dnssec_off": "DNSSEC : {why}",
+        "then": " ; ",
         "dnssec_insecure": "aucune chaîne de confiance jusqu'à elle (pas de DS)",
         "dnssec_bogus": "des signatures qui ne se vérifient pas",
         "dnssec_indeterminate": "rien de validé",
@@ -246,6 +251,14 @@ class Phrases:
     def tag(self, text: str) -> str:
         found = self.match(text)
         return found[0] if found else ""
+
+    def values(self, text: str) -> dict[str, str]:
+        """The slots' values in ``text`` as written (English), by the first sentence it is; {} if none."""
+        for pattern in self._compiled():
+            m = pattern.fullmatch(text)
+            if m is not None:
+                return {k: v for k, v in m.groupdict().items() if v is not None}
+        return {}
 
     def say(self, text: str, lang: str) -> str:
         """``text`` in ``lang`` (as it is in English, or when it is none of the sentences)."""
@@ -468,6 +481,18 @@ NOTES = Phrases(
         "stage_to": _STAGES_TO,
         "why": _VERIFY,
         "reason": _STS_REASONS,
+        "result": _same(
+            "sts-policy-fetch-error",
+            "sts-policy-invalid",
+            "sts-webpki-invalid",
+            "certificate-expired",
+            "certificate-host-mismatch",
+            "certificate-not-trusted",
+            "tlsa-invalid",
+            "dnssec-invalid",
+            "starttls-not-supported",
+            "validation-failure",
+        ),
         "sent": _RPT_SENT,
     },
 )
@@ -804,15 +829,40 @@ MARKS = {
     "tls": "TLS",
     "fault": " ! ",
     "cert": "CRT",
+    "policy": "POL",
+    "warn": " ! ",
+    "web": "WEB",
+    "report": "RPT",
+}
+# The connector's TLS-policy notes, by tag: what kind of line each is.
+_NOTE_KINDS = {
+    "tls-ok": "tls",
+    "tls-may": "tls",
+    "dane-ok": "tls",
+    "dane-unusable": "tls",
+    "sts-testing-ok": "tls",
+    "cert-rejected": "fault",
+    "tls-failed": "fault",
+    "no-starttls": "fault",
+    "dane-lookup": "fault",
+    "dane-failed": "fault",
+    "sts-mx-mismatch": "fault",
+    "dane-required": "policy",
+    "sts-policy": "policy",
+    "sts-none": "warn",
+    "sts-testing": "warn",
+    "tlsrpt": "report",
+    "tlsrpt-none": "warn",
 }
 
 
 @dataclass
 class DemoLine:
-    kind: str  # dns, client, server, note, tls, cert, fault
+    kind: str  # dns, client, server, note, tls, cert, fault, policy, warn, web, report
     text: str  # as shown, in the demo's language
     raw: str = ""  # as the client or the fake wrote it (English), when the demo translated it
     step: str = ""  # what happened, for the sequence diagram: a tag of NOTES, DNS_ANSWERS, SERVER_FAULTS
+    dnssec: str = ""  # a DNS line's DNSSEC outcome as the fake DNS recorded it (secure, bogus...)
 
 
 @dataclass
@@ -869,6 +919,10 @@ LINE_STYLES = {
     "tls": ("yellow",),
     "cert": ("yellow",),
     "fault": ("red", "bold"),
+    "policy": ("green",),
+    "warn": ("yellow", "bold"),
+    "web": ("cyan",),
+    "report": ("green", "bold"),
 }
 
 
@@ -888,11 +942,197 @@ def dialogue_line(line: str, lang: str = "en") -> DemoLine:
     if kind == "dns":
         return DemoLine(kind, DNS_ANSWERS.say(raw, lang), raw, DNS_ANSWERS.tag(raw) or "answer")
     step = NOTES.tag(raw)
-    if step == "tls-ok":
-        kind = "tls"
-    elif step in ("cert-rejected", "tls-failed", "no-starttls"):
-        kind = "fault"
-    return DemoLine(kind, NOTES.say(raw, lang), raw, step)
+    return DemoLine(_NOTE_KINDS.get(step, kind), NOTES.say(raw, lang), raw, step)
+
+
+def _hex(data: bytes) -> str:
+    """A digest as the demo shows it: its first 12 hex digits."""
+    text = data.hex()
+    return text if len(text) <= 12 else text[:12] + "…"
+
+
+class _PolicyView:
+    """What the world recorded of its TLS policy, told beside the connector's dialogue.
+
+    The DNSSEC outcome of each DNS answer (the fake DNS's query log), each
+    TLSA record checked against the certificate the host presents, the
+    MTA-STS policy fetch as the policy host saw it, the TLS reports the world
+    received. Bad or missing records make fewer lines, never an error.
+    """
+
+    def __init__(self, world: World, lang: str) -> None:
+        spec = world.spec
+        self.world = world
+        self.lang = lang
+        self.lab = LABELS[lang]
+        self.active = bool(
+            spec.dnssec is not None or spec.mta_sts or spec.tls_rpt or any(h.tlsa for h in spec.hosts)
+        )
+        self.tlsa: dict[str, list[str]] = {}  # host -> the TLSA values of its last answer
+        self.web_seen: dict[str, tuple[int, int]] = {}  # policy host -> requests, problems shown
+        self.reports_seen = 0
+
+    # -- DNS ---------------------------------------------------------------------
+
+    def dns(self, item: DemoLine) -> None:
+        """Add the DNSSEC outcome of the answer to ``item`` (a DNS line); keep TLSA values."""
+        if not self.active:
+            return
+        query, _, rest = item.raw.partition(": ")
+        qtype, _, name = query.partition(" ")
+        if qtype == "TLSA" and name.startswith("_25._tcp."):
+            values = rest.split(" -> ", 1)[1].split(", ") if " -> " in rest else []
+            self.tlsa[name[len("_25._tcp.") :]] = values
+        try:
+            log = self.world.dns_queries
+        except RuntimeError:
+            return
+        q = next((q for q in reversed(log) if q.qtype == qtype and q.name == name), None)
+        if q is None:
+            return
+        status = self._status(q)
+        if status:
+            item.text += f"  [{status}]"
+            item.dnssec = q.dnssec or ""
+
+    def _status(self, q: Any) -> str:
+        from .faults import DNSSEC_FAULTS
+
+        lab = self.lab
+        asked = "AD" in q.flags or "DO" in q.flags
+        ad = lab["ad_set"] if q.ad else lab["ad_missing"]
+        if q.dnssec is None:  # an unsigned world: say so where the client asked for AD
+            return lab["dnssec_off"].format(why=lab["dnssec_unsigned"] + lab["then"] + ad) if asked else ""
+        if q.fault in DNSSEC_FAULTS:
+            why = lab[f"dnssec_{q.fault}"]
+        else:  # a secure answer needs no gloss
+            why = "" if q.dnssec == "secure" else lab.get(f"dnssec_{q.dnssec}", "")
+        shown = lab["dnssec_line"].format(status=q.dnssec, why=why) if why else f"DNSSEC {q.dnssec}"
+        return shown + (f"{lab['then']}{ad}" if asked else "")
+
+    # -- DANE ----------------------------------------------------------------------
+
+    def tlsa_checks(self, host: str) -> list[DemoLine]:
+        """Each TLSA record of ``host`` against what it is meant to match: the certificate the host
+        presents (DANE-EE) or the CA that issued it (DANE-TA)."""
+        from .dane import TlsaRecord, association
+
+        world, lab = self.world, self.lab
+        try:
+            spec = world.spec.host(host)
+            kind = spec.smtp.cert
+            assert world.ca is not None
+            leaf = world.ca.issue(host, kind, crl_url=world.crl_url if kind == "revoked" else None).leaf_pem
+            ca = world.ca.ca_file.read_bytes()
+        except (KeyError, ValueError, AssertionError, OSError, RuntimeError):
+            return []
+        out = []
+        for text in self.tlsa.get(host, []):
+            try:
+                record = TlsaRecord.parse(text)
+            except ValueError:
+                continue
+            if record.usage not in (2, 3) or not record.usable:
+                continue
+            value = association(leaf if record.usage == 3 else ca, record.selector, record.matching)
+            ok = value == record.data
+            line = lab["tlsa_check"].format(
+                record=f"{record.usage} {record.selector} {record.matching} {_hex(record.data)}",
+                which=lab["tlsa_leaf" if record.usage == 3 else "tlsa_ca"],
+                selected=lab[f"selector_{record.selector}"],
+                digest={1: "SHA-256", 2: "SHA-512"}.get(record.matching, lab["matching_0"]),
+                value=_hex(value),
+                verdict=lab["tlsa_match" if ok else "tlsa_no_match"],
+            )
+            out.append(
+                DemoLine("policy" if ok else "fault", line, step="tlsa-match" if ok else "tlsa-no-match")
+            )
+        return out
+
+    # -- MTA-STS -------------------------------------------------------------------
+
+    def fetch(self, domain: str, reason: str = "") -> list[DemoLine]:
+        """The policy fetch for ``domain`` as the policy host recorded it: the request, the
+        certificate it presented, its answer and the policy it served, or its problem."""
+        from .mtasts import WELL_KNOWN
+
+        world, lab = self.world, self.lab
+        policy = world.spec.mta_sts_for(domain)
+        if policy is None or ": no address (" in reason:
+            return []
+        host = policy.host
+        out = [DemoLine("web", f"HTTPS GET https://{host}{WELL_KNOWN}", step="web-get")]
+        server = world.web.get(host)
+        if server is None:  # nothing listens there
+            return [*out, DemoLine("fault", lab["web_nothing"].format(host=host), step="web-nothing")]
+        seen_requests, seen_problems = self.web_seen.get(host, (0, 0))
+        # The host records a request as it answers, a failed handshake once the client has gone.
+        world.wait_until(
+            lambda: len(server.requests) > seen_requests or len(server.problems) > seen_problems, 1.0
+        )
+        requests, problems = server.requests[seen_requests:], server.problems[seen_problems:]
+        self.web_seen[host] = (seen_requests + len(requests), seen_problems + len(problems))
+        cert = _certificate_line(world, host, policy.cert, self.lang)
+        if cert:
+            out.append(DemoLine("cert", cert, step="web-cert"))
+        for r in requests:
+            status = lab["web_status"].format(status=r.status, tls=r.tls_version or "TCP", sni=r.sni or "-")
+            out.append(DemoLine("web" if r.status < 400 else "fault", status, step="web-status"))
+            route = server.site.route(r.path)
+            body = route.body if route is not None else b""
+            if r.status == 200 and isinstance(body, bytes | bytearray):
+                lines = bytes(body).decode("utf-8", "replace").splitlines()
+                text = " | ".join(ln.strip() for ln in lines if ln.strip())
+                out.append(DemoLine("web", lab["web_served"].format(text=_cut(text, 160)), step="web-policy"))
+        for pr in problems:
+            detail = NOTES.say(pr.detail, self.lang)
+            out.append(DemoLine("fault", lab["web_problem"].format(detail=detail), pr.detail, "web-problem"))
+        return out
+
+    # -- TLS-RPT -------------------------------------------------------------------
+
+    def reports(self) -> list[DemoLine]:
+        """The TLS reports the world received since the last call."""
+        world, lab = self.world, self.lab
+        seen = self.reports_seen
+        world.wait_until(lambda: len(world.tls_reports) > seen, 1.0)
+        got = world.tls_reports
+        self.reports_seen = len(got)
+        colon = " : " if self.lang == "fr" else ": "
+        out = []
+        for t in got[seen:]:
+            results = (colon + ", ".join(f"{k} ×{n}" for k, n in t.results.items())) if t.results else ""
+            text = lab["report_got"].format(
+                to=t.to,
+                via=lab["via_mail" if t.via == "mail" else "via_https"],
+                policy=", ".join(t.policy_types),
+                domain=", ".join(t.domains),
+                ok=t.successes,
+                failed=t.failures,
+                results=results,
+            )
+            out.append(DemoLine("report", text, step="report"))
+        return out
+
+
+def _cut(text: str, most: int) -> str:
+    return text if len(text) <= most else text[: most - 1] + "…"
+
+
+def _certificate_line(world: World, host: str, kind: CertKind, lang: str) -> str:
+    """``certificate presented: subject, issued by ..., names, valid from → to (what it is)``."""
+    lab = LABELS[lang]
+    try:
+        if world.ca is None:
+            return ""
+        info = world.ca.describe(host, kind, crl_url=world.crl_url if kind == "revoked" else None)
+    except (KeyError, ValueError, AttributeError, RuntimeError, OSError):
+        return ""
+    return (
+        f"{lab['certificate']}: {info['subject']}, {lab['issuer']} {info['issuer']}, "
+        f"{info['sans']}, {lab['valid']} {info['not_before'][:10]} → {info['not_after'][:10]}"
+        f" ({cert_effect(kind, lang)})"
+    )
 
 
 class Player:
@@ -968,13 +1208,27 @@ class Player:
         seen_hosts: dict[str, str] = {ip: name for name, ip in world.hosts.items()}
         current = {"host": ""}
 
+        view = _PolicyView(world, lang)
+
         def observe(line: str) -> None:
             item = dialogue_line(line, lang)
             if item.step == "connect":
                 ip = item.raw.split()[-1].rsplit(":", 1)[0]
                 current["host"] = seen_hosts.get(ip, ip)
                 item.text = f"TCP {item.text}" + (f" ({current['host']})" if current["host"] != ip else "")
+            elif item.kind == "dns":
+                view.dns(item)
+            elif item.step in ("dane-ok", "dane-unusable", "dane-failed"):
+                for extra in view.tlsa_checks(NOTES.values(item.raw).get("name", "")):
+                    lines.put(extra)
+            elif item.step in ("sts-policy", "sts-none"):
+                said = NOTES.values(item.raw)
+                for extra in view.fetch(said.get("domain", ""), said.get("reason", "")):
+                    lines.put(extra)
             lines.put(item)
+            if item.step == "tlsrpt":
+                for extra in view.reports():
+                    lines.put(extra)
             if item.kind == "server" and item.text.startswith("220") and "TLS" in item.text:
                 cert = self._certificate(world, current["host"])
                 if cert:
@@ -1098,17 +1352,11 @@ class Player:
     def _certificate(self, world: World, host: str) -> str:
         try:
             spec = world.spec.host(host)
-            if spec.smtp.tls_offer != "current" or world.ca is None:
-                return ""  # the server refuses the handshake before any certificate is sent
-            info = world.ca.describe(host, spec.smtp.cert)
-        except (KeyError, ValueError, AttributeError, RuntimeError):
+        except (KeyError, ValueError, AttributeError):
             return ""
-        lab = self.labels
-        return (
-            f"{lab['certificate']}: {info['subject']}, {lab['issuer']} {info['issuer']}, "
-            f"{info['sans']}, {lab['valid']} {info['not_before'][:10]} → {info['not_after'][:10]}"
-            f" ({cert_effect(spec.smtp.cert, self.lang)})"
-        )
+        if spec.smtp.tls_offer != "current":
+            return ""  # the server refuses the handshake before any certificate is sent
+        return _certificate_line(world, host, spec.smtp.cert, self.lang)
 
 
 def _wrap(text: str) -> str:
@@ -1125,6 +1373,8 @@ def _wrap(text: str) -> str:
 
 _LANES = {"dns": 80, "client": 330, "server": 850}
 _WIDTH = 930
+_WEB_LANE = 1090  # the MTA-STS policy host, right of the SMTP server, when a policy is fetched
+_WEB_WIDTH = 1170
 _TOP = 46  # below the lifelines' heads
 _ROW = 26
 _CHAR = 6.7  # the width of one character of the 11 px monospace labels
@@ -1138,6 +1388,7 @@ _COLOURS = {
     "ok": "#2b8a3e",
     "warn": "#b35c00",
     "note": "#5b6472",
+    "web": "#1c7c54",
 }
 
 
@@ -1163,9 +1414,15 @@ def _dns_rows(line: DemoLine) -> list[_Row]:
         ask.colour, ask.lost, ask.dashed = "err", True, True
         return [ask, _Row("note", "client", "client", line.text, "err", line.text, failing=True)]
     values = rest.split(" -> ", 1)[1] if " -> " in rest else ""
+    values = re.sub(r"\b([0-9a-f]{12})[0-9a-f]{20,}\b", r"\1…", values)  # a TLSA digest, shortened
     rcode = "NODATA" if line.step == "nodata" else (rest.split() or ["?"])[0]
-    answer = rcode + (" (TCP)" if "over TCP" in rest else "") + (f" → {values}" if values else "")
-    bad = rcode != "NOERROR"
+    answer = rcode + (" AD" if " (secure) " in rest else "") + (" (TCP)" if "over TCP" in rest else "")
+    if line.dnssec and line.dnssec != "secure":  # bogus, insecure: where the chain of trust broke
+        answer += f" ({line.dnssec})"
+    answer += f" → {values}" if values else ""
+    # No MTA-STS or TLS-RPT record (a TXT that is not there) is how most domains answer: no failure.
+    optional = query.startswith("TXT ") and rcode in ("NXDOMAIN", "NODATA")
+    bad = (rcode != "NOERROR" and not optional) or line.dnssec == "bogus"
     return [ask, _Row("arrow", "dns", "client", answer, "err" if bad else "dns", line.text, failing=bad)]
 
 
@@ -1175,6 +1432,25 @@ def _short_cert(text: str) -> str:
     subject = rest.split(",", 1)[0]
     what = text[text.rfind(" (") :] if text.endswith(")") else ""
     return f"{head}: {subject}{what}"
+
+
+def _web_rows(line: DemoLine, rows: list[_Row]) -> list[_Row]:
+    """The rows of the policy fetch: the GET to the policy host, its certificate, answer, policy."""
+    text = line.text
+    if line.step == "web-get":
+        return [_Row("arrow", "client", "web", text, "web", text)]
+    if line.step == "web-nothing":  # the GET never arrived
+        if rows and rows[-1].dst == "web":
+            rows[-1].colour, rows[-1].lost, rows[-1].dashed = "err", True, True
+        return [_Row("note", "client", "client", text, "err", text)]
+    if line.step == "web-cert":
+        return [_Row("arrow", "web", "client", _short_cert(text), "tls", text)]
+    if line.step == "web-problem":
+        return [_Row("arrow", "web", "client", text, "err", text, dashed=True)]
+    bad = line.kind == "fault"
+    return [
+        _Row("arrow", "web", "client", text, "err" if bad else "web", text, dashed=line.step == "web-policy")
+    ]
 
 
 def _rows(result: DemoResult) -> list[_Row]:
@@ -1207,8 +1483,19 @@ def _rows(result: DemoResult) -> list[_Row]:
             rows.append(_Row("arrow", "client", "server", line.text, "client", line.text))
         elif line.kind == "dns":
             rows += _dns_rows(line)
+        elif line.step.startswith("web-"):
+            rows += _web_rows(line, rows)
         elif line.kind == "cert":
             rows.append(_Row("arrow", "server", "client", _short_cert(line.text), "tls", line.text))
+        elif line.step in ("tls-may", "dane-ok", "dane-unusable", "sts-testing-ok"):
+            rows.append(_Row("band", "client", "server", line.text, "tls", line.text))
+        elif line.step in ("tlsa-match", "tlsa-no-match"):
+            ok = line.step == "tlsa-match"
+            rows.append(_Row("note", "client", "client", line.text, "ok" if ok else "err", failing=not ok))
+        elif line.kind in ("policy", "report"):
+            rows.append(_Row("note", "client", "client", line.text, "ok" if line.step == "report" else "tls"))
+        elif line.kind == "warn":
+            rows.append(_Row("note", "client", "client", line.text, "warn", line.text))
         elif line.step == "connect":
             rows.append(_Row("arrow", "client", "server", line.text, "tcp", line.text))
         elif line.step == "connected":
@@ -1273,27 +1560,33 @@ def sequence_svg(result: DemoResult, uid: str = "seq") -> str:
     height = _TOP + _ROW * len(rows) + 14
     heads = {"dns": lab["dns"], "client": lab["client"], "server": lab["server"]}
     name = lab["diagram_title"].format(id=result.scenario.id)
+    lanes, svg_width = dict(_LANES), _WIDTH
+    if any("web" in (r.src, r.dst) for r in rows):  # the MTA-STS policy host has a lifeline too
+        lanes["web"], svg_width = _WEB_LANE, _WEB_WIDTH
+        heads["web"] = lab["web"]
+        name = lab["diagram_title_web"].format(id=result.scenario.id)
     out = [
-        f'<svg viewBox="0 0 {_WIDTH} {height}" width="{_WIDTH}" height="{height}" role="img" '
+        f'<svg viewBox="0 0 {svg_width} {height}" width="{svg_width}" height="{height}" role="img" '
         f'aria-labelledby="{esc(uid)}-title" class="seq" font-family="ui-monospace,Menlo,Consolas,monospace" '
         f'font-size="11">',
         f'<title id="{esc(uid)}-title">{esc(name)}</title>',
-        f'<rect x="0" y="0" width="{_WIDTH}" height="{height}" fill="#ffffff"/>',
+        f'<rect x="0" y="0" width="{svg_width}" height="{height}" fill="#ffffff"/>',
     ]
     # The TLS session: from the handshake's end to the connection's end.
     tls_from: int | None = None
     for n, row in enumerate([*rows, None]):
         ends = row is None or (row.shape == "arrow" and row.colour == "tcp" and row.src == "client")
+        ends = ends or (row is not None and row.dst == "dns")  # a lookup: the session is over
         if tls_from is not None and ends:
             y0, y1 = _TOP + _ROW * tls_from, _TOP + _ROW * n
             out.append(
-                f'<rect x="{_LANES["client"]}" y="{y0}" width="{_LANES["server"] - _LANES["client"]}" '
+                f'<rect x="{lanes["client"]}" y="{y0}" width="{lanes["server"] - lanes["client"]}" '
                 f'height="{y1 - y0}" fill="#f6d67a" fill-opacity="0.16"/>'
             )
             tls_from = None
         if row is not None and row.shape == "band":
             tls_from = n
-    for lane, x in _LANES.items():
+    for lane, x in lanes.items():
         out.append(
             f'<line x1="{x}" y1="32" x2="{x}" y2="{height - 6}" stroke="#b9bfcc" stroke-dasharray="4 3"/>'
             f'<rect x="{x - 55}" y="6" width="110" height="26" rx="5" fill="#eef1f7" stroke="#9aa3b5"/>'
@@ -1307,7 +1600,7 @@ def sequence_svg(result: DemoResult, uid: str = "seq") -> str:
         group = '<g class="break">' if row.final else "<g>"
         part = [f"{group}<title>{esc(row.title or row.label)}</title>"]
         if row.shape == "arrow":
-            x1, x2 = _LANES[row.src], _LANES[row.dst]
+            x1, x2 = lanes[row.src], lanes[row.dst]
             sign = 1 if x2 > x1 else -1
             end = x1 + (x2 - x1) * 0.78 if row.lost else x2
             dash = ' stroke-dasharray="6 4"' if row.dashed else ""
@@ -1329,7 +1622,7 @@ def sequence_svg(result: DemoResult, uid: str = "seq") -> str:
             if row.final and not row.lost:
                 part.append(_cross(x2, y, 7))
         elif row.shape == "band":
-            x1, x2 = _LANES["client"], _LANES["server"]
+            x1, x2 = lanes["client"], lanes["server"]
             part.append(
                 f'<rect x="{x1 + 6}" y="{y - 13}" width="{x2 - x1 - 12}" height="18" rx="4" fill="#fff4d6" '
                 f'stroke="{colour}"/>'
@@ -1337,8 +1630,8 @@ def sequence_svg(result: DemoResult, uid: str = "seq") -> str:
                 f"{esc(_fit(row.label, x2 - x1 - 24))}</text>"
             )
         else:  # a note beside its lane, towards the next one
-            x = _LANES[row.src]
-            room = (_LANES["server"] - x) if row.src == "client" else (_LANES["client"] - x)
+            x = lanes[row.src]
+            room = (lanes["server"] - x) if row.src == "client" else (lanes["client"] - x)
             label = _fit(row.label, room - 30)
             width = len(label) * _CHAR + 10
             part.append(
@@ -1372,6 +1665,7 @@ h3{font-size:1rem;margin:.9rem 0 .3rem}
  padding:.8rem;border-radius:.4rem;overflow-x:auto;white-space:pre-wrap}
 .dns{color:#7fd4e8}.client{color:#8fb4ff}.server{color:#e3a3f0}.note{color:#9aa1ad}
 .tls,.cert{color:#f0d27a}.fault{color:#ff7b7b;font-weight:bold}
+.policy,.report{color:#8ce99a}.web{color:#66d9e8}.warn{color:#ffd43b;font-weight:bold}
 details.diagram{margin:.6rem 0}
 details.diagram summary{cursor:pointer;font-weight:bold}
 svg.seq{display:block;max-width:100%;height:auto;margin-top:.4rem;border:1px solid #e3e6ee;
