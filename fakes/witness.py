@@ -232,6 +232,36 @@ def _asked(records: Records, name: str, qtype: str) -> bool:
 def _dane(scenario: Scenario, host: HostSpec, records: Records) -> list[Evidence]:
     tlsa = f"_25._tcp.{host.name}"
     out = []
+    spec = scenario.world
+    insecure = [
+        f.name
+        for f in spec.dns_faults
+        if f.fault == "missing_ds" and (host.name == f.name or host.name.endswith("." + f.name))
+    ]
+    if insecure:
+        # An insecure zone: a DANE client sees no AD on the MX answer and need not ask for TLSA
+        # (Postfix does not); what shows it applies DANE is that it asked for the AD bit.
+        domain = normalize_name(scenario.target.mail_domain)
+        aware = [
+            q
+            for q in records.dns_queries
+            if normalize_name(q.name or "") == domain and q.qtype == "MX" and {"DO", "AD"} & set(q.flags)
+        ]
+        if aware:
+            return [
+                Evidence(
+                    "DNSSEC lookup", True, True, f"the client asked for {domain} MX with DNSSEC (DO or AD)."
+                )
+            ]
+        return [
+            Evidence(
+                "DNSSEC lookup",
+                True,
+                False,
+                f"the client never asked for {domain} MX with DO or AD: it does not apply DNSSEC, so its "
+                "delivery says nothing about an insecure zone's TLSA records.",
+            )
+        ]
     if _asked(records, tlsa, "TLSA"):
         out.append(Evidence("TLSA lookup", True, True, f"the client asked for the TLSA records of {tlsa}."))
     else:
