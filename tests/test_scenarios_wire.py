@@ -7,28 +7,45 @@ the scenario's code stands for, and exactly the event the scenario's TOML
 configures: the point of a cut and whether it is a FIN or a RST, how the
 server ends the connection after a refusal, the alert of a TLS refusal, and
 the certificate error by OpenSSL's own verification code and text.
+
+Delivering to a domain's MX hosts, the probe applies the TLS policies a
+careful sender applies, with clients of its own (``dane_probe``,
+``sts_probe``), never mailfakes' client code: DANE (RFC 7672) when the MX,
+address and TLSA answers validate here from the world's trust anchor, with
+the TLSA records matched against the chain the server sends; else the
+domain's MTA-STS policy (RFC 8461), fetched over HTTPS with the world's CA.
+Its verdict, an RFC 8460 result type, must be the one the scenario's
+``[tls_report]`` names. Its verifying client also checks the leaf against
+the CA's CRL when the world publishes one.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import shutil
 import socket
 import ssl
 import struct
-from dataclasses import dataclass
+import subprocess
+from collections import Counter
+from dataclasses import dataclass, field
 
 import dns.flags
 import dns.message
 import dns.rcode
 import dns.rdatatype
 import pytest
+from dane_probe import BioTLS, Lookup, Tlsa, Validator, authenticate, certificate_chain, load_trust_anchor
 from mailfakes import World
 from mailfakes import catalogue as scenarios
 from mailfakes.spec import DnsFault, HostSpec
 from mailfakes.spec import Reply as ConfiguredReply
 from probe import Closed, RawSMTP, client_context, open_connection, resolve_a, resolve_mx, tcp_end
+from sts_probe import WELL_KNOWN, Fetched, fetch_policy, mx_matches, sts_id, txt_records
 
 CONNECT_TIMEOUT = 0.3
 DNS_TIMEOUT = 0.3
+REPEAT = 3  # each TLS-policy scenario is probed this many times on one world, and what arrives counted
 
 # What a verifying OpenSSL client reports for each kind of bad certificate:
 # the X509_V_ERR_* code (openssl/x509_vfy.h) and the start of its text
@@ -44,6 +61,8 @@ X509_V_ERR: dict[str, tuple[int, str]] = {
     "self_signed": (18, "self-signed certificate"),  # X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT
     # The leaf's issuer is the intermediate the server leaves out.
     "missing_intermediate": (20, "unable to get local issuer certificate"),
+    # On the CA's CRL, which the client loads (VERIFY_CRL_CHECK_LEAF).
+    "revoked": (23, "certificate revoked"),  # X509_V_ERR_CERT_REVOKED
 }
 
 # A server with nothing in common with a current client sends this fatal
@@ -55,42 +74,177 @@ OPENSSL_ALERT_REASON = {
     "protocol_version": "TLSV1_ALERT_PROTOCOL_VERSION",  # 70
 }
 
+# Exchange Online's codes for a host DANE refuses, by RFC 8460 result type (its NDR reference:
+# 4.7.321 starttls-not-supported to 4.7.325 certificate-host-mismatch).
+DANE_CODE = {
+    "starttls-not-supported": "4.7.321",
+    "certificate-expired": "4.7.322",
+    "tlsa-invalid": "4.7.323",
+    "dnssec-invalid": "4.7.324",
+    "certificate-host-mismatch": "4.7.325",
+}
+# An MTA-STS policy in enforce mode refusing a host: 4.4.8 for an MX the policy does not name,
+# 4.4.317 when TLS is required and not offered, 4.7.5 for a certificate that does not verify.
+STS_CODE = {
+    "validation-failure": "4.4.8",
+    "starttls-not-supported": "4.4.317",
+    "certificate-expired": "4.7.5",
+    "certificate-host-mismatch": "4.7.5",
+    "certificate-not-trusted": "4.7.5",
+}
+# A failed ssl verification as an RFC 8460 result type (by X509_V_ERR code); any other: not trusted.
+VERIFY_RESULT = {10: "certificate-expired", 62: "certificate-host-mismatch"}
+EDE_DNSSEC_BOGUS = 6  # RFC 8914 4.7
+
 
 @dataclass
 class Outcome:
-    stage: str  # dns, connect, greeting, ehlo, starttls, tls, cert, closed, reply, delivered
-    detail: str  # rcode, refused/timeout/reset, reply line, verify code, where, ...
+    stage: str  # dns, connect, greeting, ehlo, starttls, tls, cert, closed, reply, delivered, dane, sts
+    detail: str  # rcode, refused/timeout/reset, reply line, verify code, where, result type, ...
     how: str = ""  # closed: fin/rst; after a refusal: fin/rst, or open if QUIT was answered
     host: str = ""
     lines: tuple[str, ...] = ()
     command: str = ""  # the command a reply answered (GREETING, EHLO, MAIL, RCPT, DATA, DATA_END)
-    message: str = ""  # cert: the verify message
+    message: str = ""  # cert: the verify message; dane: why
+    policy: str = ""  # the TLS policy the probe applied: tlsa (DANE), sts (MTA-STS), or '' for none
+    result: str | None = None  # that policy's RFC 8460 result type for the delivery (None: no failure)
+    tls: str = ""  # the TLS version the message went over ('' in clear)
+    verify: int = 0  # sts: the X509_V_ERR code of a certificate refused
 
 
-def candidates(s: scenarios.Scenario, world: World) -> list[tuple[str, str]] | Outcome:
-    """(name, ip) to try in order, or the DNS failure that stops delivery."""
+@dataclass
+class Trace:
+    """What one probe did: its validating resolver (signed worlds), connections, policy requests."""
+
+    validator: Validator | None
+    connections: int = 0  # TCP connections to SMTP hosts that were accepted
+    policy_gets: int = 0  # policy requests sent (the TLS handshake with the policy host succeeded)
+    policy: Fetched | None = None
+
+    @property
+    def lookups(self) -> list[Lookup]:
+        return self.validator.lookups if self.validator is not None else []
+
+
+def new_trace(world: World) -> Trace:
+    anchor = world.trust_anchor_file
+    if anchor is None:
+        return Trace(None)
+    return Trace(Validator(world.dns_host, world.dns_port, load_trust_anchor(anchor), timeout=DNS_TIMEOUT))
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    ip: str
+    secure: bool = False  # the MX answer and this address validated (DNSSEC): DANE applies
+
+
+@dataclass
+class HostPolicy:
+    """How the probe speaks TLS to one host.
+
+    ``kind``: plain (no STARTTLS), verify (TLS required, ssl verifies), dane (TLS required,
+    TLSA authenticates), sts-enforce / sts-testing (ssl verifies; testing delivers anyway),
+    unverified (TLS, no check: testing mode after a certificate failure).
+    """
+
+    kind: str
+    tlsa: list[Tlsa] = field(default_factory=list)
+    report: str = ""  # the policy type a report would name: tlsa, sts, or ''
+    result: str | None = None  # a failure known before the session (no policy, MX not named)
+
+
+def authenticated(lk: Lookup) -> bool:
+    """An answer DANE may rely on: the resolver vouches for it (AD, which an RFC 7672 client that
+    trusts its resolver reads) and it validated here from the trust anchor."""
+    return lk.status == "secure" and lk.ad
+
+
+def candidates(s: scenarios.Scenario, world: World, trace: Trace) -> list[Route] | Outcome:
+    """Routes to try in order, or the DNS failure that stops delivery."""
     t = s.target
     if t.smart_host and t.connect_by_ip:
-        return [(t.smart_host, world.address_of(t.smart_host))]
+        return [Route(t.smart_host, world.address_of(t.smart_host))]
+    v = None if t.smart_host else trace.validator
     names: list[str]
+    mx_secure = False
     if t.smart_host:
         names = [t.smart_host]
+    elif v is not None:
+        mx = v.lookup(t.mail_domain, "MX")
+        if mx.rcode != "NOERROR":
+            return Outcome("dns", mx.rcode)
+        if mx.rrset is None:
+            return Outcome("dns", "NODATA")
+        names = [rd.exchange.to_text().rstrip(".") for rd in sorted(mx.rrset, key=lambda rd: rd.preference)]
+        mx_secure = authenticated(mx)
     else:
-        rcode, mx = resolve_mx(world.dns_host, world.dns_port, t.mail_domain, timeout=DNS_TIMEOUT)
+        rcode, found_mx = resolve_mx(world.dns_host, world.dns_port, t.mail_domain, timeout=DNS_TIMEOUT)
         if rcode != "NOERROR":
             return Outcome("dns", rcode)
-        if not mx:
+        if not found_mx:
             return Outcome("dns", "NODATA")
-        names = [name for _, name in mx]
-    found: list[tuple[str, str]] = []
+        names = [name for _, name in found_mx]
+    found: list[Route] = []
     last = Outcome("dns", "NODATA")
     for name in names:
-        r = resolve_a(world.dns_host, world.dns_port, name, timeout=DNS_TIMEOUT)
-        if r.rcode != "NOERROR" or not r.addresses:
-            last = Outcome("dns", r.rcode if r.rcode != "NOERROR" else "NODATA", host=name)
+        if v is not None:
+            a = v.lookup(name, "A")
+            rcode, addresses, secure = a.rcode, [rd.address for rd in a.rrset or ()], authenticated(a)
+        else:
+            r = resolve_a(world.dns_host, world.dns_port, name, timeout=DNS_TIMEOUT)
+            rcode, addresses, secure = r.rcode, r.addresses, False
+        if rcode != "NOERROR" or not addresses:
+            last = Outcome("dns", rcode if rcode != "NOERROR" else "NODATA", host=name)
             continue
-        found += [(name, ip) for ip in r.addresses]
+        found += [Route(name, ip, mx_secure and secure) for ip in addresses]
     return found or last
+
+
+def discover_sts(world: World, domain: str, trace: Trace) -> Fetched | None:
+    """The domain's MTA-STS policy as fetched now, None when it publishes none (no v=STSv1 TXT)."""
+    _, values = txt_records(world.dns_host, world.dns_port, f"_mta-sts.{domain}", timeout=DNS_TIMEOUT)
+    if sts_id(values) is None:
+        return None
+    host = f"mta-sts.{domain}"
+    r = resolve_a(world.dns_host, world.dns_port, host, timeout=DNS_TIMEOUT)
+    if not r.addresses:
+        return Fetched(None, "sts-policy-fetch-error", f"{host}: no address ({r.rcode})")
+    fetched = fetch_policy(domain, r.addresses[0], world.https_port, str(world.ca_file))
+    trace.policy_gets += fetched.sent
+    trace.policy = fetched
+    return fetched
+
+
+def host_policy(
+    s: scenarios.Scenario, route: Route, sts: Fetched | None, trace: Trace
+) -> HostPolicy | Outcome:
+    """DANE when the route is secure and has secure TLSA records (it takes precedence, RFC 8461 2),
+    else the MTA-STS policy, else what the target asks (a refusal: the host is not to be used)."""
+    t = s.target
+    plain = HostPolicy("verify" if t.require_tls else "plain")
+    if t.smart_host:
+        return plain
+    if route.secure and trace.validator is not None:
+        tlsa = trace.validator.lookup(f"_25._tcp.{route.name}", "TLSA")
+        if tlsa.rcode not in ("NOERROR", "NXDOMAIN") or tlsa.status == "bogus":
+            # RFC 7672 2.1.1: a failed TLSA lookup, never a reason to go on without DANE.
+            return Outcome("dane", "dnssec-invalid", host=route.name, policy="tlsa", result="dnssec-invalid")
+        if authenticated(tlsa) and tlsa.rrset is not None:
+            return HostPolicy("dane", [Tlsa.from_text(v) for v in tlsa.values], report="tlsa")
+    if sts is None:
+        return plain
+    if sts.policy is None:  # RFC 8461 3.3: no usable policy, delivery as without one (and reported)
+        return HostPolicy(plain.kind, report="sts", result=sts.result)
+    if sts.policy.mode == "none":
+        return plain
+    named = any(mx_matches(p, route.name) for p in sts.policy.mx)
+    if not named and sts.policy.mode == "enforce":  # RFC 8461 4.2: not a host to deliver to
+        return Outcome(
+            "sts", "validation-failure", host=route.name, policy="sts", result="validation-failure"
+        )
+    return HostPolicy(f"sts-{sts.policy.mode}", report="sts", result=None if named else "validation-failure")
 
 
 def end_after_refusal(c: RawSMTP) -> str:
@@ -102,19 +256,36 @@ def end_after_refusal(c: RawSMTP) -> str:
     return "open"
 
 
-def current_client(world: World) -> ssl.SSLContext:
-    """A verifying client of today: TLS 1.2 and 1.3 only, the world's CA trusted."""
+def current_client(world: World, *, crl: bool | None = None) -> ssl.SSLContext:
+    """A verifying client of today: TLS 1.2 and 1.3 only, the world's CA trusted, and the leaf
+    checked against the CA's CRL (``crl``; by default when the world publishes one)."""
     ctx = client_context(str(world.ca_file))
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if crl if crl is not None else world.crl_url is not None:
+        ctx.load_verify_locations(cafile=str(world.crl_file))
+        ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     return ctx
 
 
-def smtp_session(s: scenarios.Scenario, c: RawSMTP, world: World, name: str) -> Outcome:
+def unverified_client() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    return ctx
+
+
+def smtp_session(s: scenarios.Scenario, c: RawSMTP, world: World, name: str, policy: HostPolicy) -> Outcome:
     t = s.target
     stage = "greeting"
+    said = {"policy": policy.report, "result": policy.result}
+    tls_version = ""
 
     def refused(stage: str, command: str, line: str) -> Outcome:
         return Outcome(stage, line, how=end_after_refusal(c), host=name, command=command)
+
+    def refuse_host(stage: str, result: str, **more: object) -> Outcome:
+        """The policy refuses the host: QUIT (over TLS if it is up), and the result type."""
+        end_after_refusal(c)
+        return Outcome(stage, result, host=name, policy=policy.report, result=result, **more)  # type: ignore[arg-type]
 
     try:
         greeting = c.reply("before the greeting")
@@ -124,24 +295,60 @@ def smtp_session(s: scenarios.Scenario, c: RawSMTP, world: World, name: str) -> 
         ehlo = c.cmd("EHLO probe.test")
         if ehlo.code != 250:
             return refused("ehlo", "EHLO", ehlo.lines[0])
-        if t.require_tls:
-            if not any(line[4:].upper().startswith("STARTTLS") for line in ehlo.lines):
+        if policy.kind != "plain":
+            offered = any(line[4:].upper().startswith("STARTTLS") for line in ehlo.lines)
+            if not offered and policy.kind == "verify":
                 return Outcome("ehlo", "no STARTTLS", host=name)
-            stage = "starttls"
-            st = c.cmd("STARTTLS")
-            if st.code != 220:
-                return refused("starttls", "STARTTLS", st.lines[0])
-            stage = "tls"
-            try:
-                c.starttls_keep_socket(current_client(world), name)
-            except ssl.SSLCertVerificationError as exc:
-                return Outcome("cert", str(exc.verify_code), host=name, message=exc.verify_message)
-            except ssl.SSLError as exc:
-                return Outcome("tls", exc.reason or str(exc), how=tcp_end(c.sock), host=name)
-            stage = "after_starttls"
-            ehlo = c.cmd("EHLO probe.test")
-            if ehlo.code != 250:
-                return refused("ehlo", "EHLO", ehlo.lines[0])
+            if not offered and policy.kind in ("dane", "sts-enforce"):
+                return refuse_host("dane" if policy.kind == "dane" else "sts", "starttls-not-supported")
+            if not offered:  # sts-testing: delivered in clear, the failure reported
+                said["result"] = said["result"] or "starttls-not-supported"
+            else:
+                stage = "starttls"
+                st = c.cmd("STARTTLS")
+                if st.code != 220:
+                    return refused("starttls", "STARTTLS", st.lines[0])
+                stage = "tls"
+                if policy.kind == "dane":
+                    bio = BioTLS(c.sock, name)
+                    try:
+                        bio.handshake()
+                    except ssl.SSLError as exc:
+                        return Outcome("tls", exc.reason or str(exc), how=tcp_end(c.sock), host=name)
+                    c.sock, c.buf = bio, b""  # type: ignore[assignment]
+                    tls_version = bio.version() or ""
+                    chain = certificate_chain(bio.received)
+                    verdict = authenticate(policy.tlsa, chain, name, dt.datetime.now(dt.UTC))
+                    if verdict.result != "ok":
+                        return refuse_host("dane", verdict.result, message=verdict.why)
+                else:
+                    ctx = unverified_client() if policy.kind == "unverified" else current_client(world)
+                    try:
+                        tls = c.starttls_keep_socket(ctx, name)
+                    except ssl.SSLCertVerificationError as exc:
+                        if policy.kind == "verify":
+                            return Outcome(
+                                "cert", str(exc.verify_code), host=name, message=exc.verify_message
+                            )
+                        result = VERIFY_RESULT.get(exc.verify_code, "certificate-not-trusted")
+                        # sts-testing: the caller delivers on a new connection, without the check
+                        stage_name = "sts" if policy.kind == "sts-enforce" else "retry"
+                        return Outcome(
+                            stage_name,
+                            result,
+                            host=name,
+                            message=exc.verify_message,
+                            policy="sts",
+                            result=result,
+                            verify=exc.verify_code,
+                        )
+                    except ssl.SSLError as exc:
+                        return Outcome("tls", exc.reason or str(exc), how=tcp_end(c.sock), host=name)
+                    tls_version = tls.version() or ""
+                stage = "after_starttls"
+                ehlo = c.cmd("EHLO probe.test")
+                if ehlo.code != 250:
+                    return refused("ehlo", "EHLO", ehlo.lines[0])
         commands = [("mail", f"MAIL FROM:<{t.mail_from}>"), *[("rcpt", f"RCPT TO:<{r}>") for r in t.rcpt_to]]
         for step, line in commands:
             stage = step
@@ -159,27 +366,38 @@ def smtp_session(s: scenarios.Scenario, c: RawSMTP, world: World, name: str) -> 
         if r.code >= 400:
             return refused("reply", "DATA_END", r.lines[0])
         c.cmd("QUIT")
-        return Outcome("delivered", r.lines[0], host=name)
+        return Outcome("delivered", r.lines[0], host=name, tls=tls_version, **said)  # type: ignore[arg-type]
     except Closed as closed:
         return Outcome("closed", stage, how=closed.how, host=name, lines=tuple(c.log))
     finally:
         c.close()
 
 
-def probe(s: scenarios.Scenario, world: World) -> Outcome:
-    found = candidates(s, world)
+def probe(s: scenarios.Scenario, world: World, trace: Trace | None = None) -> Outcome:
+    trace = trace if trace is not None else new_trace(world)
+    found = candidates(s, world, trace)
     if isinstance(found, Outcome):
         return found
+    sts = None if s.target.smart_host else discover_sts(world, s.target.mail_domain, trace)
     last = Outcome("connect", "none")
-    for name, ip in found:  # MX fallback: the next host after a connect failure
-        sock, outcome = open_connection(ip, world.port, timeout=CONNECT_TIMEOUT)
-        if outcome == "reset":  # ECONNRESET at connect: a client reads it as a refusal, never right
-            return Outcome("connect", "reset", host=name)
-        if sock is None:
-            last = Outcome("connect", outcome, host=name)
+    for route in found:
+        policy = host_policy(s, route, sts, trace)
+        if isinstance(policy, Outcome):  # RFC 7672 2.2, RFC 8461 4.2: the next host may do
+            last = policy
             continue
-        sock.settimeout(2)
-        return smtp_session(s, RawSMTP(sock), world, name)
+        while True:
+            sock, outcome = open_connection(route.ip, world.port, timeout=CONNECT_TIMEOUT)
+            if outcome == "reset":  # ECONNRESET at connect: a client reads it as a refusal, never right
+                return Outcome("connect", "reset", host=route.name)
+            if sock is None:
+                last = Outcome("connect", outcome, host=route.name)
+                break
+            trace.connections += 1
+            sock.settimeout(2)
+            o = smtp_session(s, RawSMTP(sock), world, route.name, policy)
+            if o.stage != "retry":
+                return o
+            policy = HostPolicy("unverified", report="sts", result=o.result)  # RFC 8461 5: testing
     return last
 
 
@@ -200,6 +418,10 @@ def code_of(o: Outcome) -> str:
         return "4.4.318"
     if o.stage in ("greeting", "ehlo", "starttls", "tls"):
         return "4.4.317"
+    if o.stage == "dane":
+        return DANE_CODE.get(o.detail, f"no DANE code for {o.detail}")
+    if o.stage == "sts":
+        return STS_CODE.get(o.detail, f"no MTA-STS code for {o.detail}")
     return enhanced(o.detail)
 
 
@@ -239,10 +461,114 @@ PROBE_STAGE_OF_POINT = {
 }
 
 
+# The EDE code (RFC 8914 4) a validating resolver gives an answer whose signature is broken.
+SIGNATURE_EDE = {"bad_signature": 6, "expired_signature": 7}  # DNSSEC Bogus, Signature Expired
+
+
+def signature_fault(s: scenarios.Scenario, name: str, rdtype: str) -> str | None:
+    """The signature fault configured on ``name``/``rdtype``, if any."""
+    for f in s.world.dns_faults:
+        if f.fault in SIGNATURE_EDE and f.name == name and (not f.types or rdtype in f.types):
+            return f.fault
+    return None
+
+
+def configured_dane_result(s: scenarios.Scenario, name: str) -> str | None:
+    """The RFC 8460 result a DANE client must come to for MX host ``name``, from the TOML alone."""
+    if signature_fault(s, f"_25._tcp.{name}", "TLSA"):
+        return "dnssec-invalid"
+    host = s.world.host(name)
+    assert host.tlsa is not None, f"{s.id}: {name} has no TLSA record"
+    if host.smtp.tls == "none":
+        return "starttls-not-supported"
+    if not host.tlsa.matches:
+        return "tlsa-invalid"
+    if host.tlsa.usage == 2:  # DANE-TA keeps the checks of dates and names; DANE-EE drops them
+        return {"expired": "certificate-expired", "wrong_host": "certificate-host-mismatch"}.get(
+            host.smtp.cert
+        )
+    return None
+
+
+def configured_sts_result(s: scenarios.Scenario, name: str) -> str | None:
+    """The RFC 8460 result an MTA-STS client must come to for MX host ``name``, from the TOML alone."""
+    p = s.world.mta_sts_for(s.target.mail_domain)
+    assert p is not None, f"{s.id}: no MTA-STS policy for {s.target.mail_domain}"
+    if p.fault in ("unreachable", "missing"):
+        return "sts-policy-fetch-error"
+    if p.fault == "malformed":
+        return "sts-policy-invalid"
+    if p.cert != "valid":
+        return "sts-webpki-invalid"
+    if p.mode == "none":
+        return None
+    if name not in p.mx and f"*.{name.partition('.')[2]}" not in p.mx:
+        return "validation-failure"
+    host = s.world.host(name)
+    if host.smtp.tls == "none":
+        return "starttls-not-supported"
+    cert_results = {
+        "valid": None,
+        "expired": "certificate-expired",
+        "wrong_host": "certificate-host-mismatch",
+    }
+    return cert_results.get(host.smtp.cert, "certificate-not-trusted")
+
+
+def check_policy_verdict(s: scenarios.Scenario, o: Outcome) -> None:
+    """The probe applied the policy the scenario's [tls_report] names and came to its result type,
+    and that result is the one the world's configuration calls for."""
+    rep = s.tls_report
+    want = (rep.policy, rep.result) if rep is not None else ("", None)
+    assert (o.policy, o.result) == want, (
+        f"{s.id}: the probe's verdict {o.policy}/{o.result}, want {want}: {o}"
+    )
+    if o.policy == "tlsa":
+        assert o.result == configured_dane_result(s, o.host), f"{s.id}: {o}"
+    elif o.policy == "sts":
+        assert o.result == configured_sts_result(s, o.host), f"{s.id}: {o}"
+
+
+def expected_dnssec(s: scenarios.Scenario, name: str, rdtype: str) -> tuple[str, bool]:
+    """(status, AD bit) of a DO answer for ``name``/``rdtype`` by the world's TOML: insecure at and
+    below a sub-zone whose DS is missing (the DS itself denied, securely), the AD bit withheld
+    where ``no_ad`` says, secure everywhere else (signature faults: see signature_fault)."""
+    missing = {f.name for f in s.world.dns_faults if f.fault == "missing_ds"}
+    if rdtype == "DS" and name in missing:
+        return "denied", True
+    if any(name == z or name.endswith("." + z) for z in missing):
+        return "insecure", False
+    for f in s.world.dns_faults:
+        if f.fault == "no_ad" and f.name == name and (not f.types or rdtype in f.types):
+            return "secure", False
+    return "secure", True
+
+
+def check_dnssec_answers(s: scenarios.Scenario, trace: Trace) -> None:
+    """Each answer the probe validated is what the world's configuration calls for, and carries
+    the AD bit exactly when it should; a bogus one is SERVFAIL with its EDE and, asked again with
+    CD, comes without AD and fails here too."""
+    for lk in trace.lookups:
+        fault = signature_fault(s, lk.name, lk.rdtype)
+        where = f"{s.id}: {lk.name} {lk.rdtype}"
+        if fault is None:
+            status, ad = expected_dnssec(s, lk.name, lk.rdtype)
+            assert (lk.status, lk.rcode, lk.ad) == (status, "NOERROR", ad), f"{where}: {lk}"
+        else:
+            assert lk.status == "bogus", f"{where}: {fault} configured, the probe found it {lk.status}: {lk}"
+            assert (lk.rcode, lk.ad, lk.ede) == ("SERVFAIL", False, (SIGNATURE_EDE[fault],)), f"{where}: {lk}"
+            assert (lk.cd_rcode, lk.cd_ad) == ("NOERROR", False), f"{where}: with CD: {lk}"
+
+
 def test_wire_behaviour_matches_the_scenario_code(served):
     s, world = served
-    o = probe(s, world)
+    trace = new_trace(world)
+    o = probe(s, world, trace)
     assert code_of(o) == s.expected_code, f"{s.id}: the wire said {o}"
+    check_policy_verdict(s, o)
+    check_dnssec_answers(s, trace)
+    if s.world.dnssec is not None and not s.target.smart_host:
+        assert trace.lookups, f"{s.id}: a signed world, and the probe validated nothing"
 
     # Exactly the event the scenario configures.
     if o.stage == "dns":
@@ -279,11 +605,26 @@ def test_wire_behaviour_matches_the_scenario_code(served):
         if ca is not None and ca.point == "in_data":
             assert world.wait_until(lambda: all(t.closed for t in world.sessions), 2)
             assert world.messages == []
+    elif o.stage == "dane":
+        assert o.detail == configured_dane_result(s, o.host), f"{s.id}: {o}"
+        if o.detail == "dnssec-invalid":  # RFC 7672 2.1.1: the host is skipped, never connected to
+            assert world.sessions == [], f"{s.id}: a session with a host whose TLSA lookup failed"
+    elif o.stage == "sts":
+        assert o.detail == configured_sts_result(s, o.host), f"{s.id}: {o}"
+        if o.verify:
+            assert o.verify == X509_V_ERR[target_host(s, o).smtp.cert][0], f"{s.id}: {o}"
+        if o.detail == "validation-failure":  # RFC 8461 4.2: not an MX to connect to
+            assert world.sessions == [], f"{s.id}: a session with an MX the policy does not name"
     elif o.stage == "delivered":
         assert world.wait_until(lambda: len(world.messages) == 1, 2)
         msg = world.messages[0]
         assert msg.rcpt_tos == s.target.rcpt_to
         assert msg.tls_version is not None or not s.target.require_tls
+        assert (msg.tls_version or "") == o.tls, (
+            f"{s.id}: the server saw {msg.tls_version}, the probe {o.tls}"
+        )
+        if o.policy == "tlsa" or (o.policy == "sts" and o.result is None):
+            assert o.tls, f"{s.id}: delivered in clear under {o.policy}: {o}"
     else:
         pytest.fail(f"{s.id}: an outcome this test does not know: {o}")
 
@@ -295,6 +636,12 @@ def test_every_configured_wire_event_is_reached_by_the_probe():
     assert {h.smtp.close_at.how for h in hosts if h.smtp.close_at} == {"fin", "rst"}
     assert {h.smtp.tls for h in hosts} >= set(TLS_REFUSAL_ALERT)
     assert {h.smtp.cert for h in hosts} - {"valid"} == set(X509_V_ERR)
+    # Every result type a policy refuses a host for has its code here, and every DNS fault a wire.
+    refused = [s.tls_report for s in CATALOGUE.values() if s.tls_report is not None and s.code != "success"]
+    assert {r.result for r in refused if r.policy == "tlsa"} == set(DANE_CODE)
+    assert {r.result for r in refused if r.policy == "sts"} <= set(STS_CODE)
+    faults = {f.fault for s in CATALOGUE.values() for f in s.world.dns_faults}
+    assert faults <= {*_FAULT_RCODE, "drop", "delay", "truncate", *SIGNATURE_EDE, *INSECURE_FAULTS}
 
 
 def test_the_exact_checks_tell_fin_from_rst():
@@ -317,6 +664,136 @@ def test_ehlo_without_starttls_is_visible_on_the_wire(make_world):
 
 
 # ----------------------------------------------------------------------
+# TLS policies, probed again and again: what arrives is counted
+#
+# Each DANE, MTA-STS and revocation scenario is probed REPEAT times on one
+# world. Every probe must come to the same verdict, and the fakes must have
+# seen exactly what the probes sent: one SMTP session per accepted
+# connection, one message per delivery, one policy request per request sent
+# (with its SNI), and each DNSSEC query once, with its CD bit, given the
+# verdict the probe came to on its own.
+
+TLS_POLICY = [
+    sid
+    for sid, s in CATALOGUE.items()
+    if s.tls_report is not None
+    or s.world.dnssec is not None
+    or s.world.mta_sts
+    or any(h.smtp.cert == "revoked" for h in s.world.hosts)
+]
+
+
+@pytest.mark.parametrize("sid", TLS_POLICY)
+def test_tls_policy_scenarios_give_one_verdict_and_the_fakes_see_each_probe(sid, make_world):
+    s = CATALOGUE[sid]
+    world = make_world(s.world)
+    traces = [new_trace(world) for _ in range(REPEAT)]
+    outcomes = [probe(s, world, t) for t in traces]
+    verdicts = {(o.stage, code_of(o), o.policy, o.result, o.host, o.tls) for o in outcomes}
+    assert len(verdicts) == 1, f"{sid}: {REPEAT} probes, {len(verdicts)} verdicts: {verdicts}"
+    assert code_of(outcomes[0]) == s.expected_code, f"{sid}: {outcomes[0]}"
+
+    delivered = sum(o.stage == "delivered" for o in outcomes)
+    connections = sum(t.connections for t in traces)
+    assert world.wait_until(lambda: len(world.messages) == delivered, 2), f"{sid}: {world.messages}"
+    assert world.wait_until(
+        lambda: len(world.sessions) == connections and all(t.closed for t in world.sessions), 2
+    ), f"{sid}: {connections} connections, {len(world.sessions)} sessions"
+    assert all(m.tls_version == (outcomes[0].tls or None) for m in world.messages)
+
+    if s.world.dnssec is not None:
+        asked = Counter(q for t in traces for q in (t.validator.asked if t.validator else ()))
+        arrived = Counter((q.name, q.qtype, "CD" in q.flags) for q in world.dns_queries if "DO" in q.flags)
+        assert arrived == asked, f"{sid}: the DNS saw {arrived}, the probes sent {asked}"
+        # The fake's own verdict on each query (as a validating resolver) is the probe's.
+        mine = Counter(
+            (lk.name, lk.rdtype, "secure" if lk.status == "denied" else lk.status)
+            for t in traces
+            for lk in t.lookups
+        )
+        theirs = Counter(
+            (q.name, q.qtype, q.dnssec) for q in world.dns_queries if "DO" in q.flags and "CD" not in q.flags
+        )
+        assert mine == theirs, f"{sid}: the probe found {mine}, the fake answered {theirs}"
+
+    for p in s.world.mta_sts:
+        server = world.web.get(p.host)
+        sent = sum(t.policy_gets for t in traces)
+        # A request goes out each time the policy host listens and its certificate verifies.
+        assert sent == (REPEAT if p.fault != "unreachable" and p.cert == "valid" else 0), f"{sid}: {sent}"
+        if server is None:
+            assert p.fault == "unreachable", f"{sid}: no server for {p.host}"
+            continue
+        assert world.wait_until(lambda w=server, n=sent: len(w.requests) == n, 2), f"{sid}: {server.requests}"
+        requests = server.requests
+        assert all((r.sni, r.host, r.path) == (p.host, p.host, WELL_KNOWN) for r in requests), requests
+        seen = [t.policy.status for t in traces if t.policy is not None and t.policy.sent]
+        want = {None: 200, "missing": 404, "malformed": 200}.get(p.fault)
+        assert [r.status for r in requests] == seen == [want] * sent, f"{sid}: {requests}"
+
+
+# ----------------------------------------------------------------------
+# Revocation, as OpenSSL's own client sees it
+
+
+def s_client(world: World, host: str) -> subprocess.CompletedProcess[bytes]:
+    """openssl s_client over STARTTLS, verifying the name, the chain and the leaf against the CRL."""
+    argv = [
+        "openssl",
+        "s_client",
+        "-brief",
+        "-starttls",
+        "smtp",
+        "-connect",
+        f"{world.address_of(host)}:{world.port}",
+        "-servername",
+        host,
+        "-verify_hostname",
+        host,
+        "-CAfile",
+        str(world.ca_file),
+        "-CRL",
+        str(world.crl_file),
+        "-crl_check",
+        "-verify_return_error",
+    ]
+    return subprocess.run(argv, input=b"", capture_output=True, timeout=20, check=False)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_openssl_and_ssl_with_the_crl_refuse_the_revoked_host_and_accept_a_healthy_one(make_world):
+    s = CATALOGUE["tls-cert-revoked"]
+    host = s.target.smart_host
+    revoked = make_world(s.world)
+    healthy = make_world({"zone": "test", "hosts": {host: {}}})  # the control: another world
+    for _ in range(REPEAT):
+        bad, good = s_client(revoked, host), s_client(healthy, host)
+        said = (bad.stdout + bad.stderr).decode(errors="replace")
+        assert bad.returncode != 0 and "verify error:num=23:certificate revoked" in said, said
+        said = (good.stdout + good.stderr).decode(errors="replace")
+        assert good.returncode == 0 and "Verification: OK" in said, said
+        for world, refused in ((revoked, True), (healthy, False)):
+            c = RawSMTP.connect(world.address_of(host), world.port)
+            try:
+                c.reply()
+                c.cmd("EHLO probe.test")
+                assert c.cmd("STARTTLS").code == 220
+                if refused:
+                    with pytest.raises(ssl.SSLCertVerificationError) as err:
+                        c.starttls(current_client(world, crl=True), host)
+                    assert (err.value.verify_code, err.value.verify_message) == (23, "certificate revoked")
+                else:
+                    c.starttls(current_client(world, crl=True), host)
+                    assert c.cmd("EHLO probe.test").code == 250
+            finally:
+                c.close()
+    # Every handshake reached the server: two clients a round, nothing delivered.
+    for world in (revoked, healthy):
+        assert world.wait_until(lambda w=world: len(w.sessions) == 2 * REPEAT, 2), world.sessions
+        assert world.messages == []
+
+
+# ----------------------------------------------------------------------
 # DNS faults, exactly as the wire shows them
 #
 # A stub resolver (the probe above) sees "no answer" for a dropped query and
@@ -334,6 +811,7 @@ class DnsWire:
 
 ANSWER = "answer"  # expected: any real answer (the fault only delays it)
 _FAULT_RCODE = {"nxdomain": "NXDOMAIN", "servfail": "SERVFAIL", "refused": "REFUSED", "nodata": "NODATA"}
+INSECURE_FAULTS = ("missing_ds", "no_ad")
 SENTINEL = "sentinel.invalid"  # outside every world's zone: always answered, REFUSED
 
 
@@ -341,6 +819,10 @@ def expected_dns_wire(fault: DnsFault) -> DnsWire:
     kind = fault.fault
     if kind in _FAULT_RCODE:
         return DnsWire(_FAULT_RCODE[kind], _FAULT_RCODE[kind])
+    if kind in SIGNATURE_EDE:  # a validating resolver's answer to bogus data, with DO or without
+        return DnsWire("SERVFAIL", "SERVFAIL")
+    if kind in INSECURE_FAULTS:  # the data is answered, only its proof is missing
+        return DnsWire(ANSWER, ANSWER)
     if kind == "drop":
         return DnsWire("silent", "silent")
     if kind == "delay":
