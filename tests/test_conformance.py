@@ -54,7 +54,7 @@ def test_reference_client_sends_the_tls_report_its_scenario_names(mail_scenario)
 @pytest.mark.parametrize("mail_scenario", ["dane-tlsa-mismatch"], indirect=True)
 def test_a_client_that_sends_no_tls_report_or_a_wrong_one_fails_the_assertion(mail_scenario):
     mail_scenario.deliver(timeout=0.5, tls_reports=False)
-    with pytest.raises(AssertionError, match="expected a TLS report for contoso.test; none arrived"):
+    with pytest.raises(AssertionError, match=r"expected a TLS report for contoso\.test; none arrived"):
         mail_scenario.assert_tls_reported(timeout=0.2)
     # A report naming another result (an MTA-STS client's view of the same session) is wrong too.
     mail_scenario.deliver(timeout=0.5, tls_reports=True)
