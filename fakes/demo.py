@@ -807,7 +807,7 @@ def cert_effect(kind: str, lang: str = "en") -> str:
     return EFFECTS_FR.get(("cert", kind), key("cert").effect(kind))
 
 
-# The short tour of ``make demo``: one scenario per code, then a delivery.
+# The short tour of ``make demo``: one scenario per code (DANE and MTA-STS among them), then a delivery.
 DEFAULT_TOUR = (
     "dns-nxdomain",
     "tcp-timeout-server-down",
@@ -815,6 +815,8 @@ DEFAULT_TOUR = (
     "tls-starttls-missing",
     "close-mid-data",
     "tls-cert-expired",
+    "dane-tlsa-mismatch",
+    "mta-sts-mx-mismatch",
     "queue-down-refused",
     "baseline-delivered",
 )

@@ -222,6 +222,37 @@ def test_html_report_in_headless_chromium(tmp_path):
         assert ('<g class="break">' in svg.group(1)) == (sid != "baseline-delivered")
 
 
+def test_tls_policy_page_in_headless_chromium(tmp_path):
+    """DANE and MTA-STS in the page Chromium builds: DNSSEC on the DNS arrows, the policy host's
+    lifeline and its HTTPS fetch, the TLS report, where validation broke."""
+    browser = chromium()
+    ids = ["dane-tlsa-mismatch", "mta-sts-mx-mismatch", "mta-sts-policy-cert-invalid"]
+    page = rendered_page(browser, tmp_path, tmp_path / "policy.html", *ids, "--timeout", "0.3")
+    sections = {}
+    for sid in ids:
+        found = re.search(rf'<section id="{sid}" data-scenario="{sid}"[^>]*>(.*?)</section>', page, re.S)
+        assert found, f"no section for {sid} in the rendered page"
+        sections[sid] = found.group(1)
+    dane, mismatch, cert_invalid = sections.values()
+    for sid, body in sections.items():
+        svg = re.search(r'<svg [^>]*role="img"[^>]*>(.*?)</svg>', body, re.S)
+        assert svg, sid
+        diagram = svg.group(1)
+        assert ('<g class="break">' in diagram) == (sid != "mta-sts-policy-cert-invalid"), sid
+        assert (">HTTPS</text>" in diagram) == sid.startswith("mta-sts"), sid
+        if sid.startswith("mta-sts"):
+            assert ">HTTPS GET https://mta-sts.contoso.test/.well-known/mta-sts.txt</text>" in diagram
+        words = flat(html.unescape(re.sub(r"<[^>]+>", " ", body)))
+        assert "rapport TLS reçu à mailto:tls-reports@fabrikam.test (par courrier)" in words, sid
+    assert ">NOERROR AD → 3 1 1 628887af7c01…</text>" in dane
+    assert "[DNSSEC secure ; bit AD présent]" in html.unescape(dane)
+    assert (
+        '<div class="web">WEB  politique servie : version: STSv1 | mode: enforce | mx: mx9.contoso.test'
+        in (html.unescape(mismatch))
+    )
+    assert "hôte de la politique : échec de la négociation TLS" in html.unescape(cert_invalid)
+
+
 def test_queue_timelines_in_headless_chromium(tmp_path):
     """The page of two queue scenarios, as Chromium builds it: the alert, a timeline per scenario."""
     browser = chromium()
@@ -343,6 +374,13 @@ FRENCH_TOUR = [
     "close-mid-data",
     "close-after-final-dot",
     "smtp-rcpt-550-unknown-user",
+    "tls-cert-revoked",
+    "dane-tlsa-mismatch",
+    "dane-host-mismatch",
+    "mta-sts-mx-mismatch",
+    "mta-sts-policy-cert-invalid",
+    "mta-sts-policy-unreachable",
+    "mta-sts-testing-cert-invalid",
     "baseline-delivered",
 ]
 
@@ -424,6 +462,17 @@ def test_the_demo_in_french_writes_no_english_of_its_own():
         "A mail.contoso.test : connexion fermée (CLOSED) par TCP après une réponse UDP tronquée",
         "(certificat expiré, sa validité a pris fin hier)",
         "TLS TLSv1.3 établi, certificat vérifié pour mail.contoso.test",
+        "certificat refusé : certificat révoqué",
+        "[DNSSEC secure ; bit AD présent]",
+        "TLS et une correspondance exigés",
+        "comparé à l'autorité qui l'a émis (clé publique, SHA-256 ",
+        ") : correspond",
+        "DANE : le certificat de mx1.contoso.test échoue : certificate-host-mismatch",
+        "politique servie : version: STSv1 | mode: enforce | mx: mx9.contoso.test | max_age: 86400",
+        "hôte de la politique : échec de la négociation TLS : SSLV3_ALERT_CERTIFICATE_EXPIRED",
+        "mta-sts.contoso.test : aucune requête reçue",
+        "MTA-STS (mode testing) : certificate-expired ; signalé, remis malgré tout",
+        "rapport TLS reçu à mailto:tls-reports@fabrikam.test (par courrier)",
     ]:
         assert phrase in own, phrase
     assert "certificat refusé : certificat expiré (OpenSSL : certificate has expired, 10)" in text
@@ -437,10 +486,11 @@ def test_the_demo_in_french_writes_no_english_of_its_own():
 
 
 def test_the_html_page_in_french_has_no_english_labels():
-    _, results = play(["tcp-refused-firewall", "tls-cert-expired"], "fr")
+    ids = ["tcp-refused-firewall", "tls-cert-expired", "dane-tlsa-mismatch", "mta-sts-policy-cert-invalid"]
+    _, results = play(ids, "fr")
     page = render_html(results, "fr", generated=datetime(2025, 3, 4, 5, 6, tzinfo=UTC))
     text = html_text(page)
-    assert english_in(own_words(text, ["tcp-refused-firewall", "tls-cert-expired"])) == []
+    assert english_in(own_words(text, ids)) == []
     for phrase in [
         "Résumé",
         "version de mailfakes",
@@ -687,3 +737,293 @@ def test_the_demo_plays_a_queue_scenario_as_a_timeline(
         section = text.split(f'data-scenario="{sid}"', 1)[1].split("</section>", 1)[0]
         assert 'class="queue-lines"' in section and section.count("<svg") == 2  # dialogue and queue
     assert 'class="report diff"' not in text
+
+
+# -- TLS policy: DNSSEC, DANE, MTA-STS and TLS-RPT in the dialogue -----------------------------
+
+# The TLSA data dane-tlsa-mismatch publishes: a SHA-256 over bytes no certificate holds.
+MISMATCHED_TLSA = "628887af7c013ad75ae987d37919ead2505420a7e567ec4bbe4129bd6d8ccff4"
+
+
+def without_scenario_texts(text: str, ids: list[str], lang: str) -> str:
+    """``text`` without the scenarios' own title, cause and fix (they quote servers' English)."""
+    words = flat(text)
+    for sid in ids:
+        s = scenarios.get(sid)
+        for part in (s.title[lang], s.cause[lang], s.fix[lang]):
+            words = words.replace(flat(part), "")
+    return words
+
+
+def served_certificate(world, host: str) -> bytes:
+    """The leaf ``host`` presents after STARTTLS, read by smtplib with a context that checks nothing."""
+    import smtplib
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with smtplib.SMTP(world.address_of(host), world.port, timeout=5) as smtp:
+        smtp.starttls(context=context)
+        der = smtp.sock.getpeercert(binary_form=True)
+    assert der
+    return der
+
+
+@pytest.mark.parametrize("lang", ["en", "fr"])
+def test_a_dane_scenario_shows_its_tlsa_record_and_where_it_broke(tmp_path, monkeypatch, lang):
+    import dns.flags
+    import dns.message
+    import dns.query
+    from dane_probe import association
+    from mailfakes.runtime import Runtime
+    from mailfakes.world import World
+
+    # The demo's CA and ours, from one cache: the same certificates (the process's own CA may
+    # come from another cache, made before this test).
+    monkeypatch.setenv("MAILFAKES_CERT_CACHE", str(tmp_path / "certs"))
+    sid = "dane-tlsa-mismatch"
+    text, (result,) = play([sid], lang)
+    # What the world publishes and presents, read by other clients: dnspython and smtplib.
+    s = scenarios.get(sid)
+    with Runtime() as runtime:
+        world = World(s.world, runtime=runtime).start()
+        try:
+            query = dns.message.make_query("_25._tcp.mx1.contoso.test", "TLSA", want_dnssec=True)
+            query.flags |= dns.flags.AD
+            answer = dns.query.udp(query, world.dns_host, port=world.dns_port, timeout=5)
+            assert answer.flags & dns.flags.AD
+            (tlsa,) = [r.to_text() for rrset in answer.answer if rrset.rdtype == 52 for r in rrset]
+            key = association(served_certificate(world, "mx1.contoso.test"), 1, 1).hex()
+        finally:
+            world.stop()
+    assert tlsa == f"3 1 1 {MISMATCHED_TLSA}" and key != MISMATCHED_TLSA
+    facts = {
+        "en": [
+            "The fakes:",
+            "DNSSEC-signed zones test, contoso.test",
+            "mx1.contoso.test: TLSA 3 1 1 (DANE-EE: its own certificate), matching no key it holds",
+            "TLS reports of contoso.test to mailto:tls-reports@fabrikam.test",
+            "DNS  MX contoso.test: NOERROR (secure) over UDP -> 10 mx1.contoso.test  "
+            "[DNSSEC secure; AD bit set]",
+            f"DNS  TLSA _25._tcp.mx1.contoso.test: NOERROR (secure) over UDP -> 3 1 1 {MISMATCHED_TLSA}  "
+            "[DNSSEC secure; AD bit set]",
+            "POL  DANE: 1 secure TLSA record(s) for mx1.contoso.test: TLS and a match required",
+            f" !   TLSA 3 1 1 {MISMATCHED_TLSA[:12]}… against the certificate presented "
+            f"(public key, SHA-256 {key[:12]}…): no match",
+            " !   DANE: the certificate of mx1.contoso.test fails: tlsa-invalid",
+            "RPT  TLS report received at mailto:tls-reports@fabrikam.test (by mail): policy tlsa of "
+            "contoso.test, 0 successful and 1 failed session(s): tlsa-invalid ×1",
+        ],
+        "fr": [
+            "Les faux serveurs:",
+            "zones signées (DNSSEC) test, contoso.test",
+            "mx1.contoso.test : TLSA 3 1 1 (DANE-EE : son propre certificat), qui ne correspond à aucune "
+            "de ses clés",
+            "rapports TLS de contoso.test à mailto:tls-reports@fabrikam.test",
+            "DNS  MX contoso.test : NOERROR (sécurisée, AD) par UDP -> 10 mx1.contoso.test  "
+            "[DNSSEC secure ; bit AD présent]",
+            "DNS  TLSA _25._tcp.mx1.contoso.test : NOERROR (sécurisée, AD) par UDP -> 3 1 1 "
+            f"{MISMATCHED_TLSA}  [DNSSEC secure ; bit AD présent]",
+            "POL  DANE : 1 enregistrement(s) TLSA sécurisé(s) pour mx1.contoso.test : TLS et une "
+            "correspondance exigés",
+            f" !   TLSA 3 1 1 {MISMATCHED_TLSA[:12]}… comparé au certificat présenté "
+            f"(clé publique, SHA-256 {key[:12]}…) : ne correspond pas",
+            " !   DANE : le certificat de mx1.contoso.test échoue : tlsa-invalid",
+            "RPT  rapport TLS reçu à mailto:tls-reports@fabrikam.test (par courrier) : politique tlsa de "
+            "contoso.test, 0 session(s) réussie(s) et 1 en échec : tlsa-invalid ×1",
+        ],
+    }[lang]
+    words = flat(text)
+    for fact in facts:
+        assert flat(fact) in words, fact
+    assert result.reported == "4.7.323"
+    # The diagram breaks at the DANE failure, the TLSA answer carrying its AD bit.
+    svg = ET.fromstring(demo.sequence_svg(result))
+    assert break_titles(svg) == [flat(facts[8]).removeprefix("! ")]
+    assert any(t.startswith("NOERROR AD → 3 1 1 628887af7c01…") for t in texts(svg))
+    if lang == "fr":
+        assert english_in(without_scenario_texts(own_words(text, [sid]), [sid], lang)) == []
+
+
+@pytest.mark.parametrize("lang", ["en", "fr"])
+def test_an_mta_sts_scenario_shows_the_policy_it_fetched_and_where_it_broke(lang):
+    import socket
+    import ssl
+
+    from mailfakes.world import World
+
+    sid = "mta-sts-mx-mismatch"
+    text, (result,) = play([sid], lang)
+    # The policy as a plain TLS client gets it from the world's policy host.
+    world = World(scenarios.get(sid).world).start()
+    try:
+        context = ssl.create_default_context(cafile=str(world.ca_file))
+        host = "mta-sts.contoso.test"
+        with (
+            socket.create_connection((world.address_of(host), world.https_port), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname=host) as tls,
+        ):
+            tls.sendall(
+                f"GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+            )
+            got = b""
+            while chunk := tls.recv(4096):
+                got += chunk
+    finally:
+        world.stop()
+    head, _, body = got.decode().partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 200")
+    policy = " | ".join(line for line in body.split("\r\n") if line)
+    assert policy == "version: STSv1 | mode: enforce | mx: mx9.contoso.test | max_age: 86400"
+    facts = {
+        "en": [
+            "MTA-STS policy of contoso.test: enforce mode, MX hosts mx9.contoso.test",
+            "DNS  TXT _mta-sts.contoso.test: NOERROR over UDP -> v=STSv1; id=20261201T000000",
+            "WEB  HTTPS GET https://mta-sts.contoso.test/.well-known/mta-sts.txt",
+            "CRT  certificate presented: CN=mta-sts.contoso.test",
+            "WEB  answer 200 (TLSv1.",
+            ", SNI mta-sts.contoso.test)",
+            f"WEB  policy served: {policy}",
+            "POL  MTA-STS: policy 20261201T000000 for contoso.test: mode enforce, mx mx9.contoso.test",
+            " !   MTA-STS: mx1.contoso.test is not an MX host the policy of contoso.test names",
+            "RPT  TLS report received at mailto:tls-reports@fabrikam.test (by mail): policy sts of "
+            "contoso.test, 0 successful and 1 failed session(s): validation-failure ×1",
+        ],
+        "fr": [
+            "politique MTA-STS de contoso.test en mode enforce, hôtes MX mx9.contoso.test",
+            "DNS  TXT _mta-sts.contoso.test : NOERROR par UDP -> v=STSv1; id=20261201T000000",
+            "WEB  HTTPS GET https://mta-sts.contoso.test/.well-known/mta-sts.txt",
+            "CRT  certificat présenté: CN=mta-sts.contoso.test",
+            "WEB  réponse 200 (TLSv1.",
+            ", SNI mta-sts.contoso.test)",
+            f"WEB  politique servie : {policy}",
+            "POL  MTA-STS : politique 20261201T000000 pour contoso.test en mode enforce, hôtes MX "
+            "mx9.contoso.test",
+            " !   MTA-STS : mx1.contoso.test n'est pas un hôte MX que nomme la politique de contoso.test",
+            "RPT  rapport TLS reçu à mailto:tls-reports@fabrikam.test (par courrier) : politique sts de "
+            "contoso.test, 0 session(s) réussie(s) et 1 en échec : validation-failure ×1",
+        ],
+    }[lang]
+    words = flat(text)
+    for fact in facts:
+        assert flat(fact) in words, fact
+    assert result.reported == "4.4.8"
+    # The diagram has the policy host's lifeline, the GET to it, and breaks at the MX mismatch.
+    svg = ET.fromstring(demo.sequence_svg(result))
+    assert texts(svg)[:4] == ["DNS", "client", {"en": "server", "fr": "serveur"}[lang], "HTTPS"]
+    assert "HTTPS GET https://mta-sts.contoso.test/.well-known/mta-sts.txt" in texts(svg)
+    assert break_titles(svg) == [flat(facts[8]).removeprefix("! ")]
+    if lang == "fr":
+        assert english_in(without_scenario_texts(own_words(text, [sid]), [sid], lang)) == []
+
+
+def test_a_failed_policy_fetch_and_a_bogus_answer_are_told_as_the_world_saw_them():
+    ids = ["mta-sts-policy-cert-invalid", "mta-sts-policy-unreachable", "dane-dnssec-invalid"]
+    text, results = play(ids, "en")
+    words = flat(text)
+    for fact in [
+        # The policy host presented an expired certificate; the connector refused it, so did its log.
+        "CRT certificate presented: CN=mta-sts.contoso.test,OU=mailfakes expired certificate",
+        "(expired certificate, its validity ended yesterday)",
+        "! policy host: TLS handshake failed: SSLV3_ALERT_CERTIFICATE_EXPIRED",
+        "! MTA-STS: no policy for contoso.test: mta-sts.contoso.test: certificate rejected: certificate has "
+        "expired (sts-webpki-invalid)",
+        "policy sts of contoso.test, 0 successful and 1 failed session(s): sts-webpki-invalid ×1",
+        # Nothing listens at the unreachable one: no request arrived.
+        "! mta-sts.contoso.test: no request arrived",
+        "(sts-policy-fetch-error)",
+        # The bogus TLSA answer: SERVFAIL, the reason from the fake's query log, no AD.
+        "DNS TLSA _25._tcp.mx1.contoso.test: SERVFAIL over UDP [DNSSEC bogus: the RRSIG does not verify; "
+        "no AD bit]",
+        "! DANE: TLSA lookup error for mx1.contoso.test:25 (TLSA _25._tcp.mx1.contoso.test: SERVFAIL over "
+        "UDP)",
+        "policy tlsa of contoso.test, 0 successful and 1 failed session(s): dnssec-invalid ×1",
+        "[DNSSEC: zone not signed; no AD bit]",  # the MX of an unsigned world, asked with AD
+    ]:
+        assert flat(fact) in words, fact
+    cert_invalid, unreachable, bogus = (
+        ET.fromstring(demo.sequence_svg(r, f"p{i}")) for i, r in enumerate(results)
+    )
+    assert breaks(cert_invalid) == [] and breaks(unreachable) == []  # delivered as without MTA-STS
+    assert "SERVFAIL (bogus)" in texts(bogus)
+    assert break_titles(bogus) == [
+        "DANE: TLSA lookup error for mx1.contoso.test:25 (TLSA _25._tcp.mx1.contoso.test: SERVFAIL over UDP)"
+    ]
+    # The GET that nothing answered never arrives: no arrowhead at the policy host's lifeline.
+    get = next(
+        g
+        for g in unreachable.iter("g")
+        if any(
+            t.text == "HTTPS GET https://mta-sts.contoso.test/.well-known/mta-sts.txt" for t in g.iter("text")
+        )
+    )
+    assert get.find("polygon") is None and get.find("path") is not None
+
+
+def break_titles(svg: ET.Element) -> list[str]:
+    """The whole text (the tooltip) of the rows marked as where the delivery broke."""
+    return [g.findtext("title") or "" for g in svg.iter("g") if g.get("class") == "break"]
+
+
+def test_the_summary_words_have_their_french():
+    from mailfakes.markdown import SUMMARY_WORDS
+
+    assert set(demo.SUMMARY["fr"]) == set(SUMMARY_WORDS)
+    for name, en in SUMMARY_WORDS.items():
+        fr = demo.SUMMARY["fr"][name]
+        assert sorted(re.findall(r"\{\w+\}", fr)) == sorted(re.findall(r"\{\w+\}", en)), name
+        assert fr != en, name
+
+
+def test_tls_policy_sentences_written_by_hand():
+    cases = {
+        (demo.DNS_ANSWERS, "MX contoso.test: NOERROR (secure) over UDP -> 10 mx1.contoso.test"): (
+            "MX contoso.test : NOERROR (sécurisée, AD) par UDP -> 10 mx1.contoso.test"
+        ),
+        (demo.NOTES, "certificate rejected: certificate revoked (23)"): (
+            "certificat refusé : certificat révoqué (OpenSSL : certificate revoked, 23)"
+        ),
+        (
+            demo.NOTES,
+            "DANE: TLSA lookup error for mx1.contoso.test:25 (TLSA _25._tcp.mx1.contoso.test: SERVFAIL over UDP)",
+        ): (
+            "DANE : erreur de recherche TLSA pour mx1.contoso.test:25 (TLSA _25._tcp.mx1.contoso.test : "
+            "SERVFAIL par UDP)"
+        ),
+        (demo.NOTES, "TLS TLSv1.3 established, DANE: authenticated by TLSA for mx1.contoso.test"): (
+            "TLS TLSv1.3 établi, DANE : authentifié par TLSA pour mx1.contoso.test"
+        ),
+        (
+            demo.NOTES,
+            "MTA-STS: no policy for contoso.test: cannot connect to mta-sts.contoso.test (127.0.0.4:443): "
+            "[Errno 111] Connection refused (sts-policy-fetch-error)",
+        ): (
+            "MTA-STS : pas de politique pour contoso.test : connexion impossible à mta-sts.contoso.test "
+            "(127.0.0.4:443) : [Errno 111] Connection refused (sts-policy-fetch-error)"
+        ),
+        (
+            demo.NOTES,
+            "MTA-STS: no policy for contoso.test: mta-sts.contoso.test: HTTP 404 Not Found (sts-policy-fetch-error)",
+        ): "MTA-STS : pas de politique pour contoso.test : mta-sts.contoso.test : HTTP 404 Not Found "
+        "(sts-policy-fetch-error)",
+        (demo.NOTES, "MTA-STS (testing): certificate-expired; reported, delivered anyway"): (
+            "MTA-STS (mode testing) : certificate-expired ; signalé, remis malgré tout"
+        ),
+        (
+            demo.NOTES,
+            "TLS-RPT: contoso.test: report to https://rua.contoso.test/tlsrpt: HTTP/1.1 201 Created",
+        ): (
+            "TLS-RPT : contoso.test : rapport envoyé à https://rua.contoso.test/tlsrpt : HTTP/1.1 201 Created"
+        ),
+        (
+            demo.WIRE,
+            "DNS _25._tcp.mx1.contoso.test TLSA → signed zone: the RRSIG expired yesterday (bogus): SERVFAIL, "
+            "the records to a query with CD set",
+        ): (
+            "DNS _25._tcp.mx1.contoso.test TLSA → zone signée : la signature RRSIG a expiré hier (bogus) : "
+            "SERVFAIL, les enregistrements à une requête qui pose CD"
+        ),
+    }
+    for (table, en), fr in cases.items():
+        assert table.say(en, "fr") == fr, en
+        assert table.say(en, "en") == en
