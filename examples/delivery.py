@@ -49,12 +49,19 @@ def deliver(
     smart_host: str,
     port: int = 25,
     cafile: str | None = None,
+    crlfile: str | None = None,
     nameserver: tuple[str, int] | None = None,
     timeout: float = 30.0,
 ) -> tuple[int, bytes]:
-    """Send ``message`` through ``smart_host``; returns the server's final reply."""
+    """Send ``message`` through ``smart_host``; returns the server's final reply.
+
+    ``crlfile``: a CRL (PEM) to check the server's certificate against, as a careful connector does.
+    """
     address = resolve(smart_host, nameserver, timeout)
     context = ssl.create_default_context(cafile=cafile)
+    if crlfile:
+        context.load_verify_locations(cafile=crlfile)
+        context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     with _SMTP(
         address, host=smart_host, port=port, timeout=timeout, local_hostname="app.fabrikam.test"
     ) as smtp:

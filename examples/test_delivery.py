@@ -43,6 +43,7 @@ def test_delivery_reports_the_right_code(mail_scenario):
             smart_host=mail_scenario.smart_host,
             port=mail_scenario.port,
             cafile=mail_scenario.ca_file,
+            crlfile=mail_scenario.crl_file,  # None unless the world revoked a certificate
             nameserver=(mail_scenario.dns_host, mail_scenario.dns_port),
             timeout=0.5,
         )
