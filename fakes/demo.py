@@ -39,6 +39,7 @@ from .markdown import wire_summary as markdown_summary
 
 if TYPE_CHECKING:
     from .catalogue import Scenario
+    from .dns import DnsQuery
     from .events import Event
     from .faults import CertKind
     from .runtime import Runtime
@@ -974,21 +975,30 @@ class _PolicyView:
         self.web_seen: dict[str, tuple[int, int]] = {}  # policy host -> requests, problems shown
         self.reports_seen = 0
 
+    def told(self, tell: Callable[[], list[DemoLine] | None]) -> list[DemoLine]:
+        """What ``tell`` adds to the dialogue; nothing if it fails: the narration runs in the
+        connector's thread, and must never break the delivery it describes."""
+        try:
+            return tell() or []
+        except Exception:  # a record the view did not expect: say less, not fail
+            return []
+
     # -- DNS ---------------------------------------------------------------------
 
-    def dns(self, item: DemoLine) -> None:
-        """Add the DNSSEC outcome of the answer to ``item`` (a DNS line); keep TLSA values."""
-        if not self.active:
-            return
+    def dns(self, item: DemoLine) -> list[DemoLine]:
+        """Add the DNSSEC outcome of the answer to ``item`` (a DNS line); keep TLSA values. No new
+        line: the outcome goes on the answer's own."""
+        if self.active:
+            self._dns(item)
+        return []
+
+    def _dns(self, item: DemoLine) -> None:
         query, _, rest = item.raw.partition(": ")
         qtype, _, name = query.partition(" ")
         if qtype == "TLSA" and name.startswith("_25._tcp."):
             values = rest.split(" -> ", 1)[1].split(", ") if " -> " in rest else []
             self.tlsa[name[len("_25._tcp.") :]] = values
-        try:
-            log = self.world.dns_queries
-        except RuntimeError:
-            return
+        log: list[DnsQuery] = self.world.dns_queries
         q = next((q for q in reversed(log) if q.qtype == qtype and q.name == name), None)
         if q is None:
             return
@@ -997,7 +1007,7 @@ class _PolicyView:
             item.text += f"  [{status}]"
             item.dnssec = q.dnssec or ""
 
-    def _status(self, q: Any) -> str:
+    def _status(self, q: DnsQuery) -> str:
         from .faults import DNSSEC_FAULTS
 
         lab = self.lab
@@ -1219,17 +1229,18 @@ class Player:
                 current["host"] = seen_hosts.get(ip, ip)
                 item.text = f"TCP {item.text}" + (f" ({current['host']})" if current["host"] != ip else "")
             elif item.kind == "dns":
-                view.dns(item)
+                view.told(lambda: view.dns(item))
             elif item.step in ("dane-ok", "dane-unusable", "dane-failed"):
-                for extra in view.tlsa_checks(NOTES.values(item.raw).get("name", "")):
+                name = NOTES.values(item.raw).get("name", "")
+                for extra in view.told(lambda: view.tlsa_checks(name)):
                     lines.put(extra)
             elif item.step in ("sts-policy", "sts-none"):
                 said = NOTES.values(item.raw)
-                for extra in view.fetch(said.get("domain", ""), said.get("reason", "")):
+                for extra in view.told(lambda: view.fetch(said.get("domain", ""), said.get("reason", ""))):
                     lines.put(extra)
             lines.put(item)
             if item.step == "tlsrpt":
-                for extra in view.reports():
+                for extra in view.told(view.reports):
                     lines.put(extra)
             if item.kind == "server" and item.text.startswith("220") and "TLS" in item.text:
                 cert = self._certificate(world, current["host"])
