@@ -3,7 +3,10 @@
 For each scenario: its title and cause, the dialogue live as the reference
 client meets the fault (DNS, TCP, SMTP both ways, TLS and the certificate
 presented, the point where it breaks), the code the client reports in the
-Exchange trace style, and how to fix it. Colour in a terminal, plain text
+Exchange trace style, and how to fix it. In a world with a TLS policy the
+dialogue also tells what the world recorded: the DNSSEC outcome of each
+answer, each TLSA record checked against the certificate presented, the
+MTA-STS policy fetch as the policy host saw it, the TLS reports received. Colour in a terminal, plain text
 elsewhere; ``render_html`` turns the same results into one self-contained
 page to share after a session: a summary, then each scenario with its
 dialogue also drawn as a sequence diagram (inline SVG).
