@@ -229,6 +229,36 @@ def _asked(records: Records, name: str, qtype: str) -> bool:
     return any(normalize_name(q.name or "") == name and q.qtype == qtype for q in records.dns_queries)
 
 
+def _policy_lookup(
+    check: str, scenario: Scenario, records: Records, name: str, qtype: str, policy: str, what: str
+) -> Evidence:
+    """Whether the client looked up the record that says a policy applies (strict)."""
+    if _asked(records, name, qtype):
+        return Evidence(check, True, True, f"the client asked for {name} {qtype}.")
+    return Evidence(
+        check,
+        True,
+        False,
+        f"the client never asked for {name} {qtype}: it does not apply {policy}, so its "
+        + ("delivery" if scenario.is_success else "report")
+        + f" says nothing about this scenario's {what}.",
+    )
+
+
+def _handshake(host: HostSpec, records: Records, checked: str) -> Evidence:
+    """Whether the client opened a TLS handshake with ``host``, where it meets what is ``checked``."""
+    sessions = [t for t in records.sessions if t.host == host.name]
+    if any(_handshake_opened(t, records.messages) for t in sessions):
+        return Evidence("TLS handshake", True, True, f"the client opened the TLS handshake with {host.name}.")
+    return Evidence(
+        "TLS handshake",
+        True,
+        False,
+        f"the client never opened a TLS handshake with {host.name}, so it never saw the certificate "
+        f"{checked}.",
+    )
+
+
 def _dane(scenario: Scenario, host: HostSpec, records: Records) -> list[Evidence]:
     tlsa = f"_25._tcp.{host.name}"
     out = []
@@ -262,57 +292,21 @@ def _dane(scenario: Scenario, host: HostSpec, records: Records) -> list[Evidence
                 "delivery says nothing about an insecure zone's TLSA records.",
             )
         ]
-    if _asked(records, tlsa, "TLSA"):
-        out.append(Evidence("TLSA lookup", True, True, f"the client asked for the TLSA records of {tlsa}."))
-    else:
-        out.append(
-            Evidence(
-                "TLSA lookup",
-                True,
-                False,
-                f"the client never asked for {tlsa} TLSA: it does not apply DANE, so its "
-                + ("delivery" if scenario.is_success else "report")
-                + " says nothing about this scenario's TLSA records.",
-            )
-        )
+    out.append(_policy_lookup("TLSA lookup", scenario, records, tlsa, "TLSA", "DANE", "TLSA records"))
     result = scenario.tls_report.result if scenario.tls_report is not None else None
     if scenario.is_success or result == "dnssec-invalid":
         return out  # a bogus TLSA answer: a DANE client connects to no one (Postfix does not)
-    sessions = [t for t in records.sessions if t.host == host.name]
     if result == "starttls-not-supported":
+        sessions = [t for t in records.sessions if t.host == host.name]
         out.append(_session_opened(host, sessions, "the session"))
         return out
-    hit = [t for t in sessions if _handshake_opened(t, records.messages)]
-    out.append(
-        Evidence("TLS handshake", True, True, f"the client opened the TLS handshake with {host.name}.")
-        if hit
-        else Evidence(
-            "TLS handshake",
-            True,
-            False,
-            f"the client never opened a TLS handshake with {host.name}, so it never saw the certificate "
-            "the TLSA records are checked against.",
-        )
-    )
+    out.append(_handshake(host, records, "the TLSA records are checked against"))
     return out
 
 
 def _mta_sts(scenario: Scenario, policy_host: str, domain: str, records: Records) -> list[Evidence]:
     txt = f"_mta-sts.{domain}"
-    out = []
-    if _asked(records, txt, "TXT"):
-        out.append(Evidence("MTA-STS record", True, True, f"the client asked for {txt} TXT."))
-    else:
-        out.append(
-            Evidence(
-                "MTA-STS record",
-                True,
-                False,
-                f"the client never asked for {txt} TXT: it does not apply MTA-STS, so its "
-                + ("delivery" if scenario.is_success else "report")
-                + " says nothing about this scenario's policy.",
-            )
-        )
+    out = [_policy_lookup("MTA-STS record", scenario, records, txt, "TXT", "MTA-STS", "policy")]
     fetched = any(h == policy_host and p == "/.well-known/mta-sts.txt" for h, p in records.web_requests)
     asked_host = _asked(records, policy_host, "A") or _asked(records, policy_host, "AAAA")
     if fetched or asked_host:
@@ -333,23 +327,11 @@ def _mta_sts(scenario: Scenario, policy_host: str, domain: str, records: Records
     if scenario.is_success or not mx or result not in ("starttls-not-supported", "certificate-expired"):
         return out
     host = mx[0]
-    sessions = [t for t in records.sessions if t.host == host.name]
     if result == "starttls-not-supported":
+        sessions = [t for t in records.sessions if t.host == host.name]
         out.append(_session_opened(host, sessions, "the session"))
-    elif any(_handshake_opened(t, records.messages) for t in sessions):
-        out.append(
-            Evidence("TLS handshake", True, True, f"the client opened the TLS handshake with {host.name}.")
-        )
     else:
-        out.append(
-            Evidence(
-                "TLS handshake",
-                True,
-                False,
-                f"the client never opened a TLS handshake with {host.name}, so it never saw the "
-                "certificate the policy requires to be valid.",
-            )
-        )
+        out.append(_handshake(host, records, "the policy requires to be valid"))
     return out
 
 
