@@ -87,21 +87,16 @@ sendmail -f "$MAILFAKES_MAIL_FROM" -- "$MAILFAKES_RCPT_TO" < "$here/message.eml"
 
 # The first delivery attempt ends in one "status=" line: wait for it (bounded),
 # then print the log up to it.
-i=0
-while [ $i -lt 150 ]; do
-    if grep -q 'status=' "$log" 2>/dev/null; then
-        # What the daemon told Postfix for the domain (its first answer; the
-        # parent domain's, ".test", comes next), from its debug log:
-        # "OK secure match=mx1.contoso.test servername=hostname", or NOTFOUND.
-        answer=$(sed -n "s/.* STS: Wrote: b'[0-9]*:\(.*\),'\$/\1/p" "$daemon_log" | head -n 1)
-        answer=${answer% }
-        echo "postfix-mta-sts: mta-sts-daemon answered ${answer:-nothing} for ${MAILFAKES_RCPT_TO##*@}"
-        sed '/status=/q' "$log"
-        exit 0
-    fi
-    sleep 0.2
-    i=$((i + 1))
-done
+if first_status; then
+    # What the daemon told Postfix for the domain (its first answer; the
+    # parent domain's, ".test", comes next), from its debug log:
+    # "OK secure match=mx1.contoso.test servername=hostname", or NOTFOUND.
+    answer=$(sed -n "s/.* STS: Wrote: b'[0-9]*:\(.*\),'\$/\1/p" "$daemon_log" | head -n 1)
+    answer=${answer% }
+    echo "postfix-mta-sts: mta-sts-daemon answered ${answer:-nothing} for ${MAILFAKES_RCPT_TO##*@}"
+    sed '/status=/q' "$log"
+    exit 0
+fi
 echo "postfix-mta-sts: no delivery attempt logged within 30 s" >&2
 cat "$log" >&2 2>/dev/null || true
 exit 1

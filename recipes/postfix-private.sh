@@ -69,16 +69,37 @@ anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 CONF
+    # A fresh spool's directory tree (owners and modes as Postfix wants them) is made once per
+    # Postfix version by post-install, which takes seconds, and copied for each later instance.
+    template=${XDG_CACHE_HOME:-$HOME/.cache}/mailfakes/postfix-spool-$(postconf -dh mail_version)
+    mkdir -p "${template%/*}"
+    [ -d "$template" ] && cp -a "$template/." "$work/spool/"
     mount --bind "$work/etc" /etc/postfix
     mount --bind "$work/spool" /var/spool/postfix
     mount --bind "$work/lib" /var/lib/postfix
     chown postfix /var/lib/postfix
-    postfix set-permissions >/dev/null 2>&1 || true
-    postfix start >/dev/null 2>&1 || { postfix check; exit 2; }
+    if [ ! -d "$template" ]; then
+        postfix post-install create-missing >/dev/null 2>&1 || true
+        cp -a "$work/spool" "$template.$$" && { mv -T "$template.$$" "$template" 2>/dev/null || rm -rf "$template.$$"; }
+    fi
+    # master -w returns once Postfix runs (what `postfix start` ends with, after its own slow checks).
+    "$(postconf -dh daemon_directory)/master" -w || { postfix check; exit 2; }
 }
 
 private_postfix_cleanup() {
     postfix abort >/dev/null 2>&1 || true
     for d in /var/lib/postfix /var/spool/postfix /etc/postfix; do umount -l "$d" 2>/dev/null || true; done
     rm -rf "$work"
+}
+
+# Wait, at most 30 s, for the first delivery attempt's "status=" line in $log;
+# true when it came. Then `sed '/status=/q' "$log"` prints the log up to it.
+first_status() {
+    _i=0
+    while [ $_i -lt 150 ]; do
+        grep -q 'status=' "$log" 2>/dev/null && return 0
+        sleep 0.2
+        _i=$((_i + 1))
+    done
+    return 1
 }

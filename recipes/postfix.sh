@@ -50,15 +50,10 @@ sendmail -f "$MAILFAKES_MAIL_FROM" -- "$MAILFAKES_RCPT_TO" < "$here/message.eml"
 # The first delivery attempt ends in one "status=" line: wait for it (bounded),
 # then print the log up to it. The postfix reader reads the status text, and the
 # smtp client's certificate verification lines for the certificate's fault.
-i=0
-while [ $i -lt 150 ]; do
-    if grep -q 'status=' "$log" 2>/dev/null; then
-        sed '/status=/q' "$log"
-        exit 0
-    fi
-    sleep 0.2
-    i=$((i + 1))
-done
+if first_status; then
+    sed '/status=/q' "$log"
+    exit 0
+fi
 echo "postfix: no delivery attempt logged within 30 s" >&2
 cat "$log" >&2 2>/dev/null || true
 exit 1
