@@ -443,7 +443,14 @@ class DeliveryClient:
         report.failure = last
         return self._done(report, started)
 
-    def send_tls_reports(self, *, submitter: str = "mailfakes-client.test", hours: float = 24.0) -> list[str]:
+    def send_tls_reports(
+        self,
+        *,
+        submitter: str = "mailfakes-client.test",
+        hours: float = 24.0,
+        start: Any = None,
+        end: Any = None,
+    ) -> list[str]:
         """Send each policy domain's TLS report (RFC 8460) to the addresses of its ``_smtp._tls`` TXT
         record: by mail through the address's MX (without DANE or MTA-STS, as RFC 8460 3 asks) or
         POSTed over HTTPS. Returns one line per report sent or not sent."""
@@ -453,8 +460,10 @@ class DeliveryClient:
 
         from .tlsrpt import MEDIA_GZIP, report_mail
 
-        end = dt.datetime.now(dt.UTC)
-        start = end - dt.timedelta(hours=hours)
+        # The period the report covers: the last ``hours``, or ``start``..``end`` (datetimes) when
+        # given, as a queue run gives the span of world time its attempts took.
+        end = end or dt.datetime.now(dt.UTC)
+        start = start or end - dt.timedelta(hours=hours)
         out: list[str] = []
         for domain in self.reports.domains:
             answer = self.resolver.query(f"_smtp._tls.{domain}", "TXT")

@@ -306,6 +306,9 @@ def run_scenario(
         options["require_tls"] = require_tls
     stop = stop or threading.Event()
     origin = world.now
+    import datetime as dt
+
+    began = dt.datetime.now(dt.UTC)  # world time `origin`, as a report's period starts
 
     def wait_until(at: float) -> bool:
         if stop.is_set():
@@ -360,5 +363,7 @@ def run_scenario(
             https_port=world.https_port or 443,
             reports=book,
         )
-        result.tls_reports = reporter.send_tls_reports()
+        # The report covers the run on the world's clock: from its first attempt to its end.
+        span = dt.timedelta(seconds=max(world.now - origin, 1.0))
+        result.tls_reports = reporter.send_tls_reports(start=began, end=began + span)
     return result

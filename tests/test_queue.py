@@ -555,3 +555,21 @@ def test_a_resolver_s_retransmission_is_the_same_attempt() -> None:
             r.resolve(HOST, "A")
         assert len(w.dns_queries) >= 2
         assert len(w.attempts) == 1
+
+
+def test_a_queue_run_sends_one_tls_report_for_its_whole_period() -> None:
+    """RFC 8460 4.1: one report per period; the queue's attempts are its sessions (27 in 24 h)."""
+    import datetime as dt
+
+    from mailfakes.queue import run_scenario
+
+    s = catalogue.get("dane-cert-expired")
+    with World(s.world, clock="virtual") as w:
+        run = run_scenario(s, w)
+        assert w.wait_until(lambda: len(w.tls_reports) == 1, 5)
+        [report] = w.tls_reports
+    assert run.outcome == "expired" and len(run.attempts) == 27
+    assert report.policy_types == ["tlsa"] and report.results == {"certificate-expired": 27}
+    start, end = (dt.datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (report.start, report.end))
+    assert end - start == dt.timedelta(hours=24)
+    assert len(run.tls_reports) == 1 and "report to mailto:tls-reports@fabrikam.test: 250 " in run.tls_reports[0]
