@@ -13,7 +13,7 @@ import textwrap
 from typing import TYPE_CHECKING, TextIO
 
 from .command import UsageError, get
-from .spec import SpecError, WorldSpec
+from .spec import SpecError, WorldSpec, enhanced_ok
 
 if TYPE_CHECKING:
     from .catalogue import Scenario
@@ -28,10 +28,15 @@ def _code_choices() -> list[str]:
 def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
     from . import catalogue as cat
 
-    try:
-        items = cat.select(code=args.code) if args.code else list(cat.load_catalogue().values())
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    items = cat.headlines()
+    if args.code:
+        if args.code not in cat.CODES and not enhanced_ok(args.code):
+            raise UsageError(
+                f"unknown code {args.code!r}; expected one of "
+                + ", ".join(cat.CODES)
+                + " or an enhanced code"
+            )
+        items = [h for h in items if args.code in (h.code, h.expected_code)]
     if args.code and not items:
         raise UsageError(f"no scenario has code {args.code!r}; codes: {', '.join(_code_choices())}")
     if args.json:
@@ -41,8 +46,8 @@ def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
                 "code": s.expected_code,
                 "class": s.code,
                 "title": s.title[args.lang],
-                "smart_host": s.target.smart_host,
-                "mail_domain": s.target.mail_domain,
+                "smart_host": s.smart_host,
+                "mail_domain": s.mail_domain,
             }
             for s in items
         ]

@@ -77,6 +77,7 @@ __all__ = [
     "EOP_TITLES",
     "LANGUAGES",
     "PROFILES",
+    "Headline",
     "Scenario",
     "ScenarioError",
     "Target",
@@ -84,6 +85,7 @@ __all__ = [
     "clear_cache",
     "from_dict",
     "get",
+    "headlines",
     "load_catalogue",
     "load_file",
     "parse_scenario",
@@ -532,7 +534,7 @@ _REPORT_POLICIES: Final = ("tlsa", "sts", "no-policy-found")
 
 
 def _parse_tls_report(t: Table, world: WorldSpec, target: Target) -> TlsReportExpectation:
-    from .tlsrpt import RESULT_TYPES
+    from .faults import TLS_RESULT_TYPES as RESULT_TYPES
 
     rt = t.table("tls_report")
     rt.done(("policy", "result"))
@@ -838,6 +840,53 @@ def _load_dir(directory: Path, *, own: bool = True, cached: bool = False) -> dic
             )
         seen[s.id] = s
     return {s.id: s for s in sorted(seen.values(), key=_sort_key)}
+
+
+@frozen
+class Headline:
+    """What ``mailfakes list`` shows of a package scenario: read from its file's head, its world
+    left unparsed (``show``, ``serve``, ``check`` and the test suite check every file in full)."""
+
+    id: str
+    code: str
+    expected_code: str
+    title: Mapping[str, str]
+    smart_host: str | None
+    mail_domain: str
+
+
+def headlines() -> list[Headline]:
+    """The package catalogue's headlines, in catalogue order (about 1 ms a file less than a load)."""
+    if _default_catalogue.cache_info().currsize:  # loaded already: the same facts, checked
+        return [
+            Headline(s.id, s.code, s.expected_code, s.title, s.target.smart_host, s.target.mail_domain)
+            for s in _default_catalogue()
+        ]
+    files = _scenario_files(CATALOGUE_DIR)
+    entries = _read_cache()
+    out: list[Headline] = []
+    fresh = False
+    for path in files:
+        data, new = _decode(path, entries)
+        fresh = fresh or new
+        title = data.get("title", {})
+        target = data.get("target", {})
+        code = str(data.get("code", "other"))
+        out.append(
+            Headline(
+                id=str(data.get("id", path.stem)),
+                code=code,
+                expected_code=str(data.get("server_code") or code),
+                title=MappingProxyType(
+                    {lang: str(title.get(lang) or title.get("en", "")) for lang in LANGUAGES}
+                ),
+                smart_host=target.get("smart_host"),
+                mail_domain=str(target.get("mail_domain", "")),
+            )
+        )
+    if fresh or len(entries) != len(files):
+        _write_cache({str(p): entries[str(p)] for p in files})
+    return sorted(out, key=lambda h: (CODES.index(h.code) if h.code in CODES else len(CODES), h.id))
 
 
 @functools.cache

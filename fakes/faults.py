@@ -79,6 +79,20 @@ DNSSEC_FAULTS: Final = ("bad_signature", "expired_signature", "missing_ds", "no_
 TcpFallback = Literal["answer", "nxdomain", "servfail", "refused", "drop", "reset"]
 RecordType = Literal["A", "AAAA", "MX", "CNAME", "TXT", "TLSA"]
 StsMode = Literal["enforce", "testing", "none"]
+# The result types of a TLS report (RFC 8460 4.3, and its IANA registry): what a session met.
+TLS_RESULT_TYPES: Final = (
+    "starttls-not-supported",
+    "certificate-host-mismatch",
+    "certificate-expired",
+    "certificate-not-trusted",
+    "validation-failure",
+    "tlsa-invalid",
+    "dnssec-invalid",
+    "dane-required",
+    "sts-policy-fetch-error",
+    "sts-policy-invalid",
+    "sts-webpki-invalid",
+)
 StsFault = Literal["unreachable", "missing", "malformed"]
 
 

@@ -13,26 +13,12 @@ either form into a :class:`TlsReport`; a world does that with what its
 from __future__ import annotations
 
 import datetime as dt
-import gzip
-import json
-import uuid
 from typing import Any, Final
 
+from .faults import TLS_RESULT_TYPES as RESULT_TYPES
 from .values import frozen
 
-RESULT_TYPES: Final = (
-    "starttls-not-supported",
-    "certificate-host-mismatch",
-    "certificate-expired",
-    "certificate-not-trusted",
-    "validation-failure",
-    "tlsa-invalid",
-    "dnssec-invalid",
-    "dane-required",
-    "sts-policy-fetch-error",
-    "sts-policy-invalid",
-    "sts-webpki-invalid",
-)
+__all__ = ["MEDIA_GZIP", "MEDIA_JSON", "RESULT_TYPES", "ReportBook", "TlsReport", "read_report", "report_mail"]
 MEDIA_GZIP: Final = "application/tlsrpt+gzip"
 MEDIA_JSON: Final = "application/tlsrpt+json"
 
@@ -142,6 +128,8 @@ class ReportBook:
             policy["policy-string"] = list(p.strings)
         if p.mx_hosts:
             policy["mx-host"] = list(p.mx_hosts)
+        import uuid
+
         return {
             "organization-name": self.organization,
             "date-range": {"start-datetime": _iso(start), "end-datetime": _iso(end)},
@@ -168,6 +156,8 @@ def _iso(when: dt.datetime) -> str:
 
 def report_mail(report: dict[str, Any], *, to: str, sender: str, domain: str, submitter: str) -> bytes:
     """The report as mail (RFC 8460 5.3): multipart/report, the JSON gzipped as an attachment."""
+    import gzip
+    import json
     from email.message import EmailMessage
     from email.utils import format_datetime, make_msgid
 
@@ -194,6 +184,9 @@ def report_mail(report: dict[str, Any], *, to: str, sender: str, domain: str, su
 
 
 def _from_json(data: bytes, via: str, to: str, at: float | None) -> TlsReport | None:
+    import gzip
+    import json
+
     if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -590,3 +591,23 @@ def test_load_catalogue_from_directory(tmp_path: Path) -> None:
 def test_package_exports() -> None:
     for name in scenarios.__all__:
         assert hasattr(scenarios, name), name
+
+
+def test_the_headlines_list_reads_agree_with_the_full_load():
+    """`mailfakes list` reads each file's head only; it must say what the checked scenarios say."""
+    import subprocess
+    import sys
+
+    # A fresh process: the headlines come from the files (the full load is not in memory there).
+    code = (
+        "import json; from mailfakes import catalogue as c; "
+        "print(json.dumps([[h.id, h.code, h.expected_code, dict(h.title), h.smart_host, h.mail_domain] "
+        "for h in c.headlines()]))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    read = [tuple(row) for row in json.loads(done.stdout)]
+    full = [
+        (s.id, s.code, s.expected_code, dict(s.title), s.target.smart_host, s.target.mail_domain)
+        for s in scenarios.load_catalogue().values()
+    ]
+    assert read == full
