@@ -18,7 +18,15 @@ from typing import Any, Final
 from .faults import TLS_RESULT_TYPES as RESULT_TYPES
 from .values import frozen
 
-__all__ = ["MEDIA_GZIP", "MEDIA_JSON", "RESULT_TYPES", "ReportBook", "TlsReport", "read_report", "report_mail"]
+__all__ = [
+    "MEDIA_GZIP",
+    "MEDIA_JSON",
+    "RESULT_TYPES",
+    "ReportBook",
+    "TlsReport",
+    "read_report",
+    "report_mail",
+]
 MEDIA_GZIP: Final = "application/tlsrpt+gzip"
 MEDIA_JSON: Final = "application/tlsrpt+json"
 

@@ -604,7 +604,9 @@ def test_the_headlines_list_reads_agree_with_the_full_load():
         "print(json.dumps([[h.id, h.code, h.expected_code, dict(h.title), h.smart_host, h.mail_domain] "
         "for h in c.headlines()]))"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
     read = [tuple(row) for row in json.loads(done.stdout)]
     full = [
         (s.id, s.code, s.expected_code, dict(s.title), s.target.smart_host, s.target.mail_domain)

@@ -53,7 +53,17 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # other clients, the witness of what the fakes saw, the facts a client is given.
     "clients": ("resolver", "tlspolicy", "client", "queue", "readers", "witness", "facts"),
     # The tools built on them: grading, the demo, and one module per command.
-    "tools": ("check", "timeline", "demo", "command", "browse", "serve", "check_cmd", "deliver_cmd", "demo_cmd"),
+    "tools": (
+        "check",
+        "timeline",
+        "demo",
+        "command",
+        "browse",
+        "serve",
+        "check_cmd",
+        "deliver_cmd",
+        "demo_cmd",
+    ),
     # Entry points: the command line, the pytest plugin, the package's surface.
     "entry": ("cli", "__main__", "pytest_plugin", "__init__"),
 }

@@ -26,6 +26,8 @@ from mailfakes.readers import read_postfix
 from prerequisites import require
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+
+
 def tls_policy(s: scenarios.Scenario) -> bool:
     """DANE and MTA-STS scenarios need Postfix set up for them (tests/test_postfix_tls_policy.py);
     revocation is not checked by Postfix's SMTP client at all (it loads no CRL)."""
@@ -111,9 +113,7 @@ CONTROL_ID = "baseline-delivered"
 
 
 def chunk(i: int) -> list[str]:
-    ids = [
-        sid for sid, s in scenarios.load_catalogue().items() if sid != CONTROL_ID and not tls_policy(s)
-    ]
+    ids = [sid for sid, s in scenarios.load_catalogue().items() if sid != CONTROL_ID and not tls_policy(s)]
     return [CONTROL_ID, *ids[i::CHUNKS]]
 
 

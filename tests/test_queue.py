@@ -572,4 +572,6 @@ def test_a_queue_run_sends_one_tls_report_for_its_whole_period() -> None:
     assert report.policy_types == ["tlsa"] and report.results == {"certificate-expired": 27}
     start, end = (dt.datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (report.start, report.end))
     assert end - start == dt.timedelta(hours=24)
-    assert len(run.tls_reports) == 1 and "report to mailto:tls-reports@fabrikam.test: 250 " in run.tls_reports[0]
+    assert (
+        len(run.tls_reports) == 1 and "report to mailto:tls-reports@fabrikam.test: 250 " in run.tls_reports[0]
+    )

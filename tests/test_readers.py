@@ -48,7 +48,6 @@ LOCAL = "client.fabrikam.test"
 NAME = "mail.contoso.test"
 
 
-
 @pytest.fixture
 def world(make_world: Callable[..., World]) -> World:
     return make_world(SPEC)
@@ -751,17 +750,88 @@ _STATUS = "postfix/smtp[9]: 1A2B: to=<user@contoso.test>, relay=mx1.contoso.test
 @pytest.mark.parametrize(
     ("log", "cls", "detail", "eop"),
     [
-        (_TLSA + _STATUS.format("4.7.4", "TLS is required, but was not offered by host mx1.contoso.test[127.3.4.2]"), "dane", "starttls-not-supported", "4.7.321"),
-        (_TLSA + _VERIFY.format("certificate has expired") + _STATUS.format("4.7.5", "Server certificate not verified"), "dane", "certificate-expired", "4.7.322"),
-        (_TLSA + _VERIFY.format("num=65:no matching DANE TLSA records") + _STATUS.format("4.7.5", "Server certificate not verified"), "dane", "tlsa-invalid", "4.7.323"),
-        (_STATUS.format("4.7.5", "TLSA lookup error for mx1.contoso.test:25").replace("relay=mx1.contoso.test[127.3.4.2]:25", "relay=none"), "dane", "dnssec-invalid", "4.7.324"),
-        (_TLSA + _VERIFY.format("num=62:hostname mismatch") + _STATUS.format("4.7.5", "Server certificate not verified"), "dane", "certificate-host-mismatch", "4.7.325"),
-        (_STS + _VERIFY.format("num=62:hostname mismatch") + _STATUS.format("4.7.5", "Server certificate not verified"), "mta_sts", "mx-mismatch", "4.4.8"),
-        (_STS.replace("mx9", "mx1") + _VERIFY.format("certificate has expired") + _STATUS.format("4.7.5", "Server certificate not verified"), "mta_sts", "certificate-expired", "4.7.5"),
-        (_STS.replace("mx9", "mx1") + _STATUS.format("4.7.4", "TLS is required, but was not offered by host mx1.contoso.test[127.3.4.2]"), "mta_sts", "starttls-not-supported", "4.4.317"),
+        (
+            _TLSA
+            + _STATUS.format(
+                "4.7.4", "TLS is required, but was not offered by host mx1.contoso.test[127.3.4.2]"
+            ),
+            "dane",
+            "starttls-not-supported",
+            "4.7.321",
+        ),
+        (
+            _TLSA
+            + _VERIFY.format("certificate has expired")
+            + _STATUS.format("4.7.5", "Server certificate not verified"),
+            "dane",
+            "certificate-expired",
+            "4.7.322",
+        ),
+        (
+            _TLSA
+            + _VERIFY.format("num=65:no matching DANE TLSA records")
+            + _STATUS.format("4.7.5", "Server certificate not verified"),
+            "dane",
+            "tlsa-invalid",
+            "4.7.323",
+        ),
+        (
+            _STATUS.format("4.7.5", "TLSA lookup error for mx1.contoso.test:25").replace(
+                "relay=mx1.contoso.test[127.3.4.2]:25", "relay=none"
+            ),
+            "dane",
+            "dnssec-invalid",
+            "4.7.324",
+        ),
+        (
+            _TLSA
+            + _VERIFY.format("num=62:hostname mismatch")
+            + _STATUS.format("4.7.5", "Server certificate not verified"),
+            "dane",
+            "certificate-host-mismatch",
+            "4.7.325",
+        ),
+        (
+            _STS
+            + _VERIFY.format("num=62:hostname mismatch")
+            + _STATUS.format("4.7.5", "Server certificate not verified"),
+            "mta_sts",
+            "mx-mismatch",
+            "4.4.8",
+        ),
+        (
+            _STS.replace("mx9", "mx1")
+            + _VERIFY.format("certificate has expired")
+            + _STATUS.format("4.7.5", "Server certificate not verified"),
+            "mta_sts",
+            "certificate-expired",
+            "4.7.5",
+        ),
+        (
+            _STS.replace("mx9", "mx1")
+            + _STATUS.format(
+                "4.7.4", "TLS is required, but was not offered by host mx1.contoso.test[127.3.4.2]"
+            ),
+            "mta_sts",
+            "starttls-not-supported",
+            "4.4.317",
+        ),
         # Without DANE or a policy, the same texts are a plain certificate or STARTTLS failure.
-        (_VERIFY.format("certificate has expired") + _STATUS.format("4.7.5", "Server certificate not verified"), "certificate", "expired", "4.7.320"),
-        (_STATUS.format("4.7.4", "TLS is required, but was not offered by host mx1.contoso.test[127.3.4.2]"), "cannot_connect", "no_starttls", "4.4.317"),
+        (
+            _VERIFY.format("certificate has expired")
+            + _STATUS.format("4.7.5", "Server certificate not verified"),
+            "certificate",
+            "expired",
+            "4.7.320",
+        ),
+        (
+            _STATUS.format(
+                "4.7.4", "TLS is required, but was not offered by host mx1.contoso.test[127.3.4.2]"
+            ),
+            "cannot_connect",
+            "no_starttls",
+            "4.4.317",
+        ),
     ],
 )
 def test_postfix_reader_tells_dane_and_mta_sts_failures(log: str, cls: str, detail: str, eop: str) -> None:

@@ -111,7 +111,18 @@ def test_openssl_s_client_gets_protocol_version_from_a_tls_1_1_server(make_world
 
 def s_client(ip: str, port: int, *extra: str) -> str:
     r = subprocess.run(
-        ["openssl", "s_client", "-starttls", "smtp", "-connect", f"{ip}:{port}", "-servername", H, "-msg", *extra],
+        [
+            "openssl",
+            "s_client",
+            "-starttls",
+            "smtp",
+            "-connect",
+            f"{ip}:{port}",
+            "-servername",
+            H,
+            "-msg",
+            *extra,
+        ],
         input=b"",
         capture_output=True,
         timeout=20,
@@ -131,7 +142,16 @@ def test_gnutls_cli_receives_the_alert(make_world, tls, priority, alert):
     require({"gnutls-cli": "gnutls-bin"}, netns=False)
     _world, ip, port = one_host(make_world, tls=tls)
     r = subprocess.run(
-        ["gnutls-cli", "--starttls-proto=smtp", "--port", str(port), "--insecure", "--priority", priority, ip],
+        [
+            "gnutls-cli",
+            "--starttls-proto=smtp",
+            "--port",
+            str(port),
+            "--insecure",
+            "--priority",
+            priority,
+            ip,
+        ],
         input=b"",
         capture_output=True,
         timeout=20,
@@ -146,7 +166,16 @@ def test_a_gnutls_client_that_still_speaks_tls_1_1_gets_a_session(make_world):
     require({"gnutls-cli": "gnutls-bin"}, netns=False)
     world, ip, port = one_host(make_world, tls="starttls_legacy")
     r = subprocess.run(
-        ["gnutls-cli", "--starttls-proto=smtp", "--port", str(port), "--insecure", "--priority", "NORMAL", ip],
+        [
+            "gnutls-cli",
+            "--starttls-proto=smtp",
+            "--port",
+            str(port),
+            "--insecure",
+            "--priority",
+            "NORMAL",
+            ip,
+        ],
         input=b"",
         capture_output=True,
         timeout=20,
@@ -156,7 +185,9 @@ def test_a_gnutls_client_that_still_speaks_tls_1_1_gets_a_session(make_world):
     assert world.wait_until(lambda: any(t.tls_version == "TLSv1.1" for t in world.sessions), 3)
 
 
-@pytest.mark.parametrize(("tls", "reason"), [("starttls_broken", "HANDSHAKE_FAILURE"), ("starttls_legacy", "PROTOCOL_VERSION")])
+@pytest.mark.parametrize(
+    ("tls", "reason"), [("starttls_broken", "HANDSHAKE_FAILURE"), ("starttls_legacy", "PROTOCOL_VERSION")]
+)
 def test_python_ssl_reports_the_alert_not_an_eof(make_world, tls, reason):
     world, ip, port = one_host(make_world, tls=tls)
     s = smtplib.SMTP(ip, port, timeout=3)
@@ -223,7 +254,9 @@ def test_a_second_starttls_inside_tls_is_refused_not_nested(make_world):
 
 
 def test_starttls_refused_with_454_differs_from_starttls_missing(make_world):
-    world = make_world({"hosts": {"a.contoso.test": {"tls": "starttls_refused"}, "b.contoso.test": {"tls": "none"}}})
+    world = make_world(
+        {"hosts": {"a.contoso.test": {"tls": "starttls_refused"}, "b.contoso.test": {"tls": "none"}}}
+    )
     answers = []
     for host in ("a.contoso.test", "b.contoso.test"):
         c = RawSMTP.connect(world.address_of(host), world.port)
@@ -247,7 +280,14 @@ def test_ehlo_advertises_what_a_current_mta_does(make_world):
     _world, ip, port = one_host(make_world)
     _c, lines = ehlo(ip, port)
     assert lines[0] == H
-    assert set(lines[1:]) == {"PIPELINING", "SIZE 33554432", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8", "STARTTLS"}
+    assert set(lines[1:]) == {
+        "PIPELINING",
+        "SIZE 33554432",
+        "8BITMIME",
+        "ENHANCEDSTATUSCODES",
+        "SMTPUTF8",
+        "STARTTLS",
+    }
     assert "AUTH" not in " ".join(lines)
 
 
@@ -413,7 +453,6 @@ def test_blackhole_times_out_even_with_tcp_abort_on_overflow(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["timeout", "timeout", "timeout"]
-
 
 
 def test_garbage_on_the_socket_raises_nothing_inside_the_fakes(make_world):
