@@ -340,13 +340,17 @@ class DeliveryClient:
         from .tlspolicy import SessionPolicy
 
         if self.dane and self.mx_secure and self.address_secure:
+            # MX delivery is SMTP on port 25, so _25._tcp whatever port a test world listens on
+            # (the world publishes its own port's name too, for clients that use that one).
             answer = self.resolver.query(f"_25._tcp.{name}", "TLSA", dnssec=True)
             if answer.rcode not in ("NOERROR", "NXDOMAIN"):
                 log.append(f"*: DANE: TLSA lookup error for {name}:25 ({answer.describe()})")
                 self.reports.policy(domain, "tlsa", mx_host=name)
                 self.reports.failure(domain, "dnssec-invalid", name, reason=answer.describe())
                 return Failure(
-                    "dane", "dnssec-invalid", message=f"dnssec-invalid: TLSA lookup error for {name}:25"
+                    "dane",
+                    "dnssec-invalid",
+                    message=f"dnssec-invalid: TLSA lookup error for {name}:25",
                 )
             records = []
             for v in answer.values("TLSA"):

@@ -445,6 +445,9 @@ _SMTP_KEYS: Final = (
 )
 
 
+_NOT_FROM_THE_CA: Final = ("untrusted_ca", "self_signed", "missing_intermediate")
+
+
 def parse_tlsa(t: Table, name: str) -> Tlsa:
     if t.raw(name) is True:
         return Tlsa()
@@ -472,6 +475,15 @@ def parse_host(name: str, t: Table) -> HostSpec:
         smtp = parse_smtp_plan(t)
         if t.has("tlsa"):
             tlsa = parse_tlsa(t, "tlsa")
+            if tlsa.usage == 2 and tlsa.matches and smtp.cert in _NOT_FROM_THE_CA:
+                # The record names the world's CA; this leaf does not chain to it, so it would
+                # match nothing: say so with matches = false, or use usage 3.
+                raise t.table("tlsa").fail(
+                    "usage",
+                    2,
+                    f"3 (DANE-EE), or matches = false: the {smtp.cert} certificate is not "
+                    "issued by the world's CA, which a DANE-TA record names",
+                )
     else:
         for k in _SMTP_KEYS:
             if t.has(k):

@@ -260,8 +260,6 @@ def _handshake(host: HostSpec, records: Records, checked: str) -> Evidence:
 
 
 def _dane(scenario: Scenario, host: HostSpec, records: Records) -> list[Evidence]:
-    tlsa = f"_25._tcp.{host.name}"
-    out = []
     spec = scenario.world
     insecure = [
         f.name
@@ -269,18 +267,23 @@ def _dane(scenario: Scenario, host: HostSpec, records: Records) -> list[Evidence
         if f.fault == "missing_ds" and (host.name == f.name or host.name.endswith("." + f.name))
     ]
     if insecure:
-        # An insecure zone: a DANE client sees no AD on the MX answer and need not ask for TLSA
-        # (Postfix does not); what shows it applies DANE is that it asked for the AD bit.
+        # An insecure zone: a DANE client that trusts its resolver sees no AD on the MX answer and
+        # need not ask for TLSA (Postfix does not); one that validates finds the DS absent. What
+        # shows it applies DNSSEC is a lookup in the domain with DO or AD set.
         domain = normalize_name(scenario.target.mail_domain)
         aware = [
             q
             for q in records.dns_queries
-            if normalize_name(q.name or "") == domain and q.qtype == "MX" and {"DO", "AD"} & set(q.flags)
+            if (normalize_name(q.name or "") + ".").endswith(domain + ".") and {"DO", "AD"} & set(q.flags)
         ]
         if aware:
+            q = aware[0]
             return [
                 Evidence(
-                    "DNSSEC lookup", True, True, f"the client asked for {domain} MX with DNSSEC (DO or AD)."
+                    "DNSSEC lookup",
+                    True,
+                    True,
+                    f"the client asked for {q.name} {q.qtype} with DNSSEC (DO or AD).",
                 )
             ]
         return [
@@ -288,11 +291,30 @@ def _dane(scenario: Scenario, host: HostSpec, records: Records) -> list[Evidence
                 "DNSSEC lookup",
                 True,
                 False,
-                f"the client never asked for {domain} MX with DO or AD: it does not apply DNSSEC, so its "
+                f"the client asked nothing in {domain} with DO or AD set: it does not apply DNSSEC, so its "
                 "delivery says nothing about an insecure zone's TLSA records.",
             )
         ]
-    out.append(_policy_lookup("TLSA lookup", scenario, records, tlsa, "TLSA", "DANE", "TLSA records"))
+    # RFC 7672 2.2.3: _PORT._tcp for the port the client connects to (25, or the world's own).
+    pattern = re.compile(r"_\d+\._tcp\." + re.escape(host.name))
+    asked = [
+        q
+        for q in records.dns_queries
+        if q.qtype == "TLSA" and pattern.fullmatch(normalize_name(q.name or ""))
+    ]
+    out = [
+        Evidence("TLSA lookup", True, True, f"the client asked for {asked[0].name} TLSA.")
+        if asked
+        else Evidence(
+            "TLSA lookup",
+            True,
+            False,
+            f"the client never asked for the TLSA records of {host.name} (_25._tcp.{host.name}, or the "
+            "world's port): it does not apply DANE, so its "
+            + ("delivery" if scenario.is_success else "report")
+            + " says nothing about this scenario's TLSA records.",
+        )
+    ]
     result = scenario.tls_report.result if scenario.tls_report is not None else None
     if scenario.is_success or result == "dnssec-invalid":
         return out  # a bogus TLSA answer: a DANE client connects to no one (Postfix does not)

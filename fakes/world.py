@@ -651,7 +651,7 @@ class World:
                         "choose another port, or 0 for an ephemeral one"
                     ) from exc
         self.dns = FakeDNS(
-            self.spec,
+            self._dns_spec(),
             host=self.dns_host,
             port=self.requested_dns_port,
             address_of=self.address_of,
@@ -670,6 +670,40 @@ class World:
         self._publish_tls_policy()
         await self._serve()
 
+    def _dns_spec(self) -> WorldSpec:
+        """The spec the DNS serves: the world's, with each fault on ``_25._tcp.HOST`` also on
+        ``_PORT._tcp.HOST`` when the hosts share another port, as the TLSA records are (a DANE
+        client names them by the port it connects to, RFC 7672 2.2.3)."""
+        spec = self.spec
+        if self.port in (0, 25) or not any(f.name.startswith("_25._tcp.") for f in spec.dns_faults):
+            return spec
+        from .spec import DnsFault
+
+        mirrored = tuple(
+            DnsFault(
+                name=f"_{self.port}._tcp.{f.name[len('_25._tcp.') :]}",
+                fault=f.fault,
+                types=f.types,
+                delay_ms=f.delay_ms,
+                tcp=f.tcp,
+                active_from=f.active_from,
+                active_until=f.active_until,
+            )
+            for f in spec.dns_faults
+            if f.name.startswith("_25._tcp.")
+        )
+        return WorldSpec(
+            zone=spec.zone,
+            records=spec.records,
+            hosts=spec.hosts,
+            dns_faults=spec.dns_faults + mirrored,
+            hour=spec.hour,
+            sender_domain=spec.sender_domain,
+            dnssec=spec.dnssec,
+            mta_sts=spec.mta_sts,
+            tls_rpt=spec.tls_rpt,
+        )
+
     def _publish_tls_policy(self) -> None:
         """What the world computes once its CA and DNS exist: the TLSA records of its hosts (from the
         certificates they present), the DNSSEC trust anchor, the CRL."""
@@ -686,7 +720,10 @@ class World:
                 h.name, h.smtp.cert, crl_url=self.crl_url if h.smtp.cert == "revoked" else None
             )
             data = tlsa_data(h.tlsa, issued.leaf_pem, self.ca.ca_file.read_bytes())
-            records.append(Record(name=f"_25._tcp.{h.name}", type="TLSA", value=h.tlsa.text(data)))
+            # RFC 7672 names the record by the port a client connects to: 25 for MX delivery, and
+            # the world's own port as well when its hosts share another one (outside a namespace).
+            for port in dict.fromkeys((25, self.port)):
+                records.append(Record(name=f"_{port}._tcp.{h.name}", type="TLSA", value=h.tlsa.text(data)))
         if records:
             self.dns.add_records(records)
         anchor = self.trust_anchor_file

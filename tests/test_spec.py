@@ -61,3 +61,12 @@ def test_a_good_world_parses_into_frozen_values():
     assert spec.records[0].priority == 5
     with pytest.raises(AttributeError):
         host.kind = "refuse"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("cert", ["untrusted_ca", "self_signed", "missing_intermediate"])
+def test_a_dane_ta_record_for_a_certificate_the_ca_did_not_issue_is_refused(cert):
+    with pytest.raises(SpecError, match=r'hosts\."mx1\.contoso\.test"\.tlsa\.usage: 2 is not valid; expected 3'):
+        parse_world({"hosts": {"mx1.contoso.test": {"cert": cert, "tlsa": {"usage": 2}}}})
+    # Said on purpose, it is a record that matches nothing; DANE-EE pins the leaf itself.
+    parse_world({"hosts": {"mx1.contoso.test": {"cert": cert, "tlsa": {"usage": 2, "matches": False}}}})
+    parse_world({"hosts": {"mx1.contoso.test": {"cert": cert, "tlsa": {"usage": 3}}}})

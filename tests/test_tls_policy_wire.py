@@ -263,3 +263,30 @@ def test_reports_mailed_or_posted_by_another_client_are_read_back():
         assert by_via["https"].results == {"sts-policy-invalid": 3}
         assert by_via["mail"].domains == by_via["https"].domains == ["contoso.test"]
         assert w.bounces == []  # a TLS report is no non-delivery report
+
+
+def test_a_dane_client_that_names_the_port_it_connects_to_finds_the_same_records_and_faults():
+    """RFC 7672 2.2.3 names the TLSA records by the port: outside a namespace the world's SMTP port is
+    not 25, so the records (and a fault on them) are at _25._tcp and at _PORT._tcp alike."""
+    import dns.flags
+    import dns.message
+    import dns.query
+    import dns.rcode
+
+    spec = {
+        "dnssec": {"zones": ["contoso.test"]},
+        "hosts": {"mx1.contoso.test": {"tlsa": True}, "mx2.contoso.test": {"tlsa": True}},
+        "dns_faults": [{"name": "_25._tcp.mx2.contoso.test", "fault": "bad_signature", "types": ["TLSA"]}],
+    }
+    with World(parse_world(spec)) as w:
+        assert w.port != 25
+
+        def ask(name: str) -> dns.message.Message:
+            q = dns.message.make_query(name, "TLSA", want_dnssec=True)
+            return dns.query.udp(q, w.dns_host, port=w.dns_port, timeout=2)
+
+        on_25, on_port = ask("_25._tcp.mx1.contoso.test"), ask(f"_{w.port}._tcp.mx1.contoso.test")
+        assert [rr.to_text() for rr in on_25.answer[0]] == [rr.to_text() for rr in on_port.answer[0]]
+        assert on_25.flags & dns.flags.AD and on_port.flags & dns.flags.AD
+        for name in ("_25._tcp.mx2.contoso.test", f"_{w.port}._tcp.mx2.contoso.test"):
+            assert ask(name).rcode() == dns.rcode.SERVFAIL, name  # bogus at both names
