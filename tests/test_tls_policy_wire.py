@@ -290,3 +290,37 @@ def test_a_dane_client_that_names_the_port_it_connects_to_finds_the_same_records
         assert on_25.flags & dns.flags.AD and on_port.flags & dns.flags.AD
         for name in ("_25._tcp.mx2.contoso.test", f"_{w.port}._tcp.mx2.contoso.test"):
             assert ask(name).rcode() == dns.rcode.SERVFAIL, name  # bogus at both names
+
+
+def test_the_reference_connector_posts_its_report_to_an_https_rua():
+    from mailfakes.client import deliver
+
+    spec = sts_world(mode="testing", host={"cert": "expired"})
+    spec["tls_rpt"] = {"contoso.test": {"rua": ["https://rua.fabrikam.test/v1/report"]}}
+    with World(parse_world(spec)) as w:
+        report = deliver(
+            dns_host=w.dns_host,
+            dns_port=w.dns_port,
+            port=w.port,
+            mail_domain="contoso.test",
+            ca_file=str(w.ca_file),
+            require_tls=False,
+            https_port=w.https_port,
+            tls_reports=True,
+            rcpt_to=["user@contoso.test"],
+        )
+        assert report.delivered  # testing mode: delivered, and reported
+        assert w.wait_until(lambda: len(w.tls_reports) == 1, 5)
+        [posted] = w.web["rua.fabrikam.test"].posts("/v1/report")
+        [tls] = w.tls_reports
+    assert posted.content_type == "application/tlsrpt+gzip" and posted.sni == "rua.fabrikam.test"
+    assert tls.via == "https" and tls.policy_types == ["sts"] and tls.results == {"certificate-expired": 1}
+    # The JSON itself, read here without mailfakes: RFC 8460 4.4's fields.
+    doc = json.loads(gzip.decompress(posted.body))
+    policy = doc["policies"][0]
+    assert policy["policy"]["policy-domain"] == "contoso.test" and policy["policy"]["mx-host"] == [
+        "mx1.contoso.test"
+    ]
+    assert "mode: testing" in policy["policy"]["policy-string"]
+    assert policy["summary"] == {"total-successful-session-count": 0, "total-failure-session-count": 1}
+    assert set(doc) >= {"organization-name", "date-range", "contact-info", "report-id"}
