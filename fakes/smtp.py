@@ -1075,6 +1075,31 @@ class HostServer:
         self.ehlo_memo: dict[tuple[int, bool], tuple[str, ...]] = {}
         # id of a plan -> its server context and when it was asked of the CA (see _context).
         self._contexts: dict[int, tuple[ssl.SSLContext, float]] = {}
+        # A plan set while the world runs (world.host(NAME).set/fail_next/heal), for ``override_left``
+        # more sessions (None: until changed again), then ``override_after`` (the state before it).
+        self.override: SmtpPlan | None = None
+        self.override_left: int | None = None
+        self.override_after: tuple[SmtpPlan | None, int | None] = (None, None)
+        self._plans: list[SmtpPlan] = []  # every plan set, kept: memos above are keyed by id()
+
+    def control(self, plan: SmtpPlan | None, sessions: int | None = None) -> None:
+        """From the next session on, ``plan`` (None: the host's own, as its spec and schedule say);
+        with ``sessions``, only for that many sessions, then back to what held before. On the loop."""
+        if plan is not None:
+            self._plans.append(plan)
+        after = (self.override, self.override_left) if sessions is not None else (None, None)
+        self.override, self.override_left, self.override_after = plan, sessions, after
+
+    def _controlled(self) -> SmtpPlan | None:
+        """The plan a runtime change gives the session being opened, counting it."""
+        plan = self.override
+        if plan is None or self.override_left is None:
+            return plan
+        self.override_left -= 1
+        if self.override_left <= 0:
+            self.override, self.override_left = self.override_after
+            self.override_after = (None, None)
+        return plan
 
     async def start(self, sock: socket.socket) -> None:
         if self.spec.kind == "smtp" and self.spec.smtp.uses_tls:
@@ -1125,12 +1150,17 @@ class HostServer:
     def make_protocol(self) -> asyncio.BaseProtocol:
         spec = self.spec
         earlier = self.recorder.count_session(spec.name)
-        if spec.kind in ("refuse", "blackhole"):
-            faulted = False  # such a host listens only in its healthy time (see world.TimedEndpoint)
+        controlled = self._controlled() if spec.kind not in ("refuse", "blackhole") else None
+        if controlled is not None:  # set while the world runs: an SMTP server with that plan
+            faulted = controlled != self.healthy
+            kind, plan = "smtp", controlled
         else:
-            faulted = spec.schedule is None or spec.schedule.faulted(self.clock.now(), earlier)
-        kind = spec.kind if faulted else "smtp"
-        plan = spec.smtp if faulted else self.healthy
+            if spec.kind in ("refuse", "blackhole"):
+                faulted = False  # such a host listens only in its healthy time (see world.TimedEndpoint)
+            else:
+                faulted = spec.schedule is None or spec.schedule.faulted(self.clock.now(), earlier)
+            kind = spec.kind if faulted else "smtp"
+            plan = spec.smtp if faulted else self.healthy
         t = self.recorder.open_session(spec.name, self.address, "?", faulted)
         self.recorder.note(t, "connect", f"connection accepted ({kind})")
         if kind == "silent":

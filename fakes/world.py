@@ -50,6 +50,7 @@ from .tcp import BlackholeEndpoint, RefuseEndpoint, bind_socket
 from .transcript import Limits, Message, Recorder, Transcript
 
 if TYPE_CHECKING:
+    from .control import HostControl
     from .dsn import Bounce
     from .http import HttpServer
     from .tlsrpt import TlsReport
@@ -233,6 +234,40 @@ class World:
         if found is None:
             raise KeyError(name)
         return found
+
+    def host(self, name: str) -> HostControl:
+        """Change the faults of host ``name`` while the world runs (see :mod:`mailfakes.control`):
+        ``world.host("mx1.contoso.test").fail_next(3, reply="451 4.3.0 Try again later")``."""
+        from .control import HostControl
+
+        if self._state != "running":
+            raise WorldError("the world is not running: start it before changing its faults")
+        return HostControl(self, name)
+
+    def server_of(self, name: str) -> HostServer | None:
+        """The SMTP server of host ``name`` now (a timed refuse/blackhole host's only while it serves)."""
+        return next((s for s in self._all_servers() if s.spec.name == name), None)
+
+    def on_loop(self, fn: Callable[[], None], timeout: float = 5.0) -> None:
+        """Run ``fn`` on the world's loop and wait for it: from the loop itself, at once."""
+        loop = self._loop
+        if loop is None or self._state != "running":
+            raise WorldError("the world is not running")
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is loop:
+            fn()
+            return
+        runtime = self._sync_runtime
+        if runtime is None or not runtime.running:
+            raise WorldError("this world runs on another event loop: change it from that loop")
+
+        async def call() -> None:
+            fn()
+
+        runtime.run(call(), timeout, context=self._route)
 
     @property
     def crl_host(self) -> str | None:
@@ -453,6 +488,7 @@ class World:
             for proto in list(server.live):
                 proto.shutdown()
             server.greylist_seen.clear()
+            server.control(None)  # faults changed at run time end with the test that made them
         if self.dns is not None:  # a client of the last test asks nothing of this one
             self.dns.close_connections()
         self._clear_records()

@@ -47,6 +47,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "smtp",
         "attempts",
         "world",
+        "control",
         "netns",
     ),
     # What stands on the client's side: the reference client, readers of
