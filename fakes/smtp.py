@@ -553,7 +553,9 @@ class FaultySMTP(SMTP):
             "require_starttls": False,
             "timeout": host.idle_timeout,
             "data_size_limit": DATA_SIZE_LIMIT if plan.advertises("SIZE") else None,
-            "enable_SMTPUTF8": plan.advertises("SMTPUTF8"),
+            # Lines are always read as UTF-8: without SMTPUTF8 a UTF-8 address gets the reply a
+            # server gives it (553 5.6.7, see _capability_refusal), not aiosmtpd's "strict ASCII mode".
+            "enable_SMTPUTF8": True,
         }
         cls = type(self)
         setup = _SETUPS[cls] if cls in _SETUPS else _setup_for(cls, handler, kw)
@@ -726,6 +728,10 @@ class FaultySMTP(SMTP):
                 assert act.reply is not None
                 await self.push(act.reply.line())
                 return
+            refusal = self._capability_refusal(point, arg) if point in ("MAIL", "RCPT") and arg else None
+            if refusal is not None:
+                await self.push(refusal)
+                return
             if point == "STARTTLS" and not arg and self.tls_context is not None:
                 timeout = self.host.handshake_timeout
                 loop = asyncio.get_running_loop()
@@ -736,6 +742,29 @@ class FaultySMTP(SMTP):
                 self._close_tls_soon()
         finally:
             self._enter(ANY)  # until the next dispatch, replies are aiosmtpd's own
+
+    def _capability_refusal(self, point: str, arg: str) -> str | None:
+        """The reply a server gives a MAIL or RCPT that uses what its EHLO did not offer (RFC 5321
+        4.1.1.11, RFC 6531 3.4, RFC 6152, RFC 1870), or None. After HELO nothing was offered."""
+        extended = bool(self.session is not None and getattr(self.session, "extended_smtp", False))
+
+        def offered(extension: str) -> bool:
+            return extended and self.plan.advertises(extension)
+
+        address, _, params = arg.partition(">")
+        keywords = {p.split("=", 1)[0].upper() for p in params.split()}
+        if not offered("SMTPUTF8"):
+            if "SMTPUTF8" in keywords:
+                return "555 5.5.4 Unsupported option: SMTPUTF8"
+            if not address.isascii():
+                return "553 5.6.7 Non-ASCII address not permitted: SMTPUTF8 is not offered"
+        elif point == "MAIL" and not address.isascii() and "SMTPUTF8" not in keywords:
+            return "553 5.6.7 Must declare SMTPUTF8 to send a non-ASCII address"
+        if point == "MAIL":
+            for keyword, extension in (("BODY", "8BITMIME"), ("SIZE", "SIZE")):
+                if keyword in keywords and not offered(extension):
+                    return f"555 5.5.4 Unsupported option: {keyword}"
+        return None
 
     async def data_end(self, envelope: Envelope) -> str:
         """The final dot arrived (point DATA_END): keep the message, or not, as the plan says."""

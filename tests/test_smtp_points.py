@@ -482,3 +482,53 @@ def test_a_setup_that_differs_from_aiosmtpds_lets_aiosmtpd_set_sessions_up(make_
     assert not smtp.aiosmtpd_setup_matches()
     assert len(world.messages) == 2
     assert not world.events.errors()
+
+
+# -- what a server that did not offer an extension answers to its use (issue 12, point 3) --------
+
+
+def _replies(make_world, extensions_off, lines, *, helo=False):
+    """A raw client: EHLO (or HELO), then each line with a RSET after it; the server's replies."""
+    import socket as _socket
+
+    w = make_world({"hosts": {"mail.contoso.test": {"tls": "none", "extensions_off": extensions_off}}})
+    with _socket.create_connection((w.address_of("mail.contoso.test"), w.port), timeout=5) as s:
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(b"HELO c.test\r\n" if helo else b"EHLO c.test\r\n")
+        while f.readline()[3:4] != b" ":
+            pass
+        out = []
+        for line in lines:
+            s.sendall(line.encode() + b"\r\nRSET\r\n")
+            out.append(f.readline().decode().rstrip("\r\n"))
+            f.readline()
+    return out
+
+
+UTF8_FROM = "MAIL FROM:<jos\u00e9@fabrikam.test>"
+
+
+def test_without_smtputf8_a_utf8_address_gets_553_and_the_parameter_555(make_world):
+    off = _replies(
+        make_world, ["SMTPUTF8"], [UTF8_FROM, UTF8_FROM + " SMTPUTF8", "MAIL FROM:<a@fabrikam.test>"]
+    )
+    assert off == [
+        "553 5.6.7 Non-ASCII address not permitted: SMTPUTF8 is not offered",
+        "555 5.5.4 Unsupported option: SMTPUTF8",
+        "250 2.1.0 OK",
+    ]
+    # Offered, a UTF-8 address must be declared with the SMTPUTF8 parameter (RFC 6531 3.4).
+    on = _replies(make_world, [], [UTF8_FROM, UTF8_FROM + " SMTPUTF8"])
+    assert on == ["553 5.6.7 Must declare SMTPUTF8 to send a non-ASCII address", "250 2.1.0 OK"]
+
+
+def test_body_and_size_parameters_need_their_extensions(make_world):
+    lines = ["MAIL FROM:<a@fabrikam.test> BODY=8BITMIME", "MAIL FROM:<a@fabrikam.test> SIZE=1000"]
+    assert _replies(make_world, ["8BITMIME", "SIZE"], lines) == [
+        "555 5.5.4 Unsupported option: BODY",
+        "555 5.5.4 Unsupported option: SIZE",
+    ]
+    assert _replies(make_world, [], lines) == ["250 2.1.0 OK", "250 2.1.0 OK"]
+    # After HELO nothing was offered, and replies carry no enhanced code.
+    assert _replies(make_world, [], lines[:1], helo=True) == ["555 Unsupported option: BODY"]
