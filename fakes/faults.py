@@ -183,6 +183,9 @@ class Schedule:
 
 
 GREYLISTED: Final = Reply(450, "Greylisted: please try again later", "4.7.1")
+# RFC 5321 4.5.3.1.8: a server may refuse recipients past its limit with 452, and the client then
+# sends the rest in another transaction (the ones accepted are delivered).
+TOO_MANY_RECIPIENTS: Final = Reply(452, "Too many recipients", "4.5.3")
 
 
 @frozen
@@ -237,6 +240,7 @@ class SmtpPlan:
     delays_ms: Mapping[str, int] = field(default_factory=dict)
     extensions_off: frozenset[str] = frozenset()
     greylist: Greylist | None = None
+    max_recipients: int | None = None  # RCPTs accepted per message; the next get TOO_MANY_RECIPIENTS
 
     @property
     def uses_tls(self) -> bool:
@@ -611,6 +615,14 @@ TABLE: Final[tuple[Key, ...]] = (
     ),
     Key(
         "smtp host",
+        "max_recipients",
+        "a number from 1",
+        "a recipient limit per message: the first N RCPTs of a transaction are accepted, each one after "
+        "gets `452 4.5.3 Too many recipients` (RFC 5321 4.5.3.1.8: the client sends those in another "
+        "transaction); the limit starts again with each MAIL",
+    ),
+    Key(
+        "smtp host",
         "greylist",
         '`{after = D, code, enhanced, text}` (after `"5m"`; reply `450 4.7.1 Greylisted: please try '
         "again later`)",
@@ -896,6 +908,20 @@ def contradictions(plan: SmtpPlan) -> Iterator[Contradiction]:
                 plan.greylist.reply.enhanced,
                 "no enhanced code: ENHANCEDSTATUSCODES is off, so replies carry none",
             )
+    if plan.max_recipients is not None:
+        reason = unreachable("RCPT")
+        if reason:
+            yield (
+                "max_recipients",
+                plan.max_recipients,
+                f"no recipient limit: {reason}, so no RCPT is answered",
+            )
+        elif "RCPT" in plan.replies:
+            yield (
+                "max_recipients",
+                plan.max_recipients,
+                "no recipient limit beside replies.RCPT (it answers every RCPT)",
+            )
     starttls = plan.replies.get("STARTTLS")
     if starttls is not None and not unreachable("STARTTLS"):
         if starttls.code < 400:
@@ -1016,6 +1042,8 @@ def describe_plan(plan: SmtpPlan, *, extensions: bool = True) -> list[str]:
             f"greylisting: {_reply(plan.greylist.reply)} to each new sender/recipient pair, accepted "
             f"{format_duration(plan.greylist.after)} later"
         )
+    if plan.max_recipients is not None:
+        out.append(f"{plan.max_recipients} recipient(s) per message, then {_reply(TOO_MANY_RECIPIENTS)}")
     ca = plan.close_at
     if ca is not None:
         where = key("close_at").effect(ca.point)

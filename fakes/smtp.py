@@ -36,6 +36,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException, login_alwa
 
 from .certs import SERVER_NAME_ATTRIBUTE
 from .clock import Clock, RealClock
+from .faults import TOO_MANY_RECIPIENTS
 from .spec import CloseHow, HostSpec, Reply, SmtpPlan
 from .tcp import ESTABLISH_GRACE, CloseOnAcceptProtocol, Listener, SilentProtocol, cut, peer_of
 from .tlsgate import ClientHello, HandshakeProbe, HelloTap, alert_name, parse_client_hello
@@ -804,6 +805,10 @@ class FaultySMTP(SMTP):
                     f"{waited:g} s ago of world time, accepted after {grey.after:g} s)",
                 )
                 return grey.reply.line()
+        limit = self.plan.max_recipients
+        if limit is not None and len(envelope.rcpt_tos) >= limit:
+            self.t.add("*", f"fault: recipient limit {limit} per message reached ({address} refused)")
+            return TOO_MANY_RECIPIENTS.line()
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
         return "250 OK"

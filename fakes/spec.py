@@ -424,6 +424,7 @@ def parse_smtp_plan(t: Table) -> SmtpPlan:
         delays_ms=delays,
         extensions_off=frozenset(ext.upper() for ext in off),
         greylist=greylist,
+        max_recipients=t.integer("max_recipients", 0, lo=1, hi=100_000) if t.has("max_recipients") else None,
     )
     for where, value, expected in contradictions(plan):
         # Refused as the user wrote it: the file, the key, the value, why it cannot apply.
@@ -441,6 +442,7 @@ _SMTP_KEYS: Final = (
     "delays_ms",
     "extensions_off",
     "greylist",
+    "max_recipients",
     "tlsa",
 )
 

@@ -532,3 +532,28 @@ def test_body_and_size_parameters_need_their_extensions(make_world):
     assert _replies(make_world, [], lines) == ["250 2.1.0 OK", "250 2.1.0 OK"]
     # After HELO nothing was offered, and replies carry no enhanced code.
     assert _replies(make_world, [], lines[:1], helo=True) == ["555 Unsupported option: BODY"]
+
+
+def test_a_recipient_limit_refuses_the_rest_with_452_and_keeps_the_message_for_the_first(make_world):
+    import smtplib
+
+    w = make_world({"hosts": {"mail.contoso.test": {"tls": "none", "max_recipients": 2}}})
+    rcpts = ["a@contoso.test", "b@contoso.test", "c@contoso.test"]
+    with smtplib.SMTP(w.address_of("mail.contoso.test"), w.port, timeout=5) as smtp:
+        refused = smtp.sendmail("s@fabrikam.test", rcpts, b"Subject: x\r\n\r\nhello\r\n")
+        assert refused == {"c@contoso.test": (452, b"4.5.3 Too many recipients")}
+        # The limit counts per transaction: the one refused goes in the next.
+        assert smtp.sendmail("s@fabrikam.test", ["c@contoso.test"], b"Subject: y\r\n\r\nagain\r\n") == {}
+    assert w.wait_until(lambda: len(w.messages) == 2, 5)
+    assert [list(m.rcpt_tos) for m in w.messages] == [rcpts[:2], rcpts[2:]]
+
+
+def test_a_recipient_limit_where_no_rcpt_is_answered_is_refused():
+    from mailfakes.spec import SpecError, parse_world
+
+    with pytest.raises(
+        SpecError, match=r"max_recipients: 2 is not valid; expected no recipient limit beside replies\.RCPT"
+    ):
+        parse_world({"hosts": {"m.test": {"max_recipients": 2, "replies": {"RCPT": {"code": 550}}}}})
+    with pytest.raises(SpecError, match=r"max_recipients: 0 is not valid; expected an integer from 1"):
+        parse_world({"hosts": {"m.test": {"max_recipients": 0}}})
