@@ -457,10 +457,13 @@ CLOSE_POINTS_TABLE: Final = _choices(
 EXTENSIONS_TABLE: Final = _choices(
     {
         "PIPELINING": "no PIPELINING",
-        "SIZE": "no SIZE",
-        "8BITMIME": "no 8BITMIME",
+        "SIZE": "no SIZE (a `SIZE=` parameter to MAIL gets `555 5.5.4`)",
+        "8BITMIME": "no 8BITMIME (a `BODY=` parameter to MAIL gets `555 5.5.4`)",
         "ENHANCEDSTATUSCODES": "no ENHANCEDSTATUSCODES (replies then carry no enhanced code)",
-        "SMTPUTF8": "no SMTPUTF8",
+        "SMTPUTF8": (
+            "no SMTPUTF8 (a UTF-8 address gets `553 5.6.7`, the `SMTPUTF8` parameter `555 5.5.4`; offered, "
+            "an undeclared UTF-8 address gets `553 5.6.7`)"
+        ),
     }
 )
 DNS_FAULTS: Final = _choices(
