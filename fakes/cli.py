@@ -129,9 +129,12 @@ def _serve_parser(sub: _Subparsers, full: bool) -> None:
         help="serve one scenario on loopback until Ctrl-C or SIGTERM",
         description="Start the scenario's world (DNS, SMTP hosts, certificates) on loopback, print how "
         "to reach it, and serve until SIGINT or SIGTERM; then stop cleanly and exit 130 (SIGINT) or "
-        "143 (SIGTERM).",
+        "143 (SIGTERM). With --control PORT, serve the HTTP/JSON control API (openapi/control-api.json) "
+        "that starts, reads, changes and stops worlds; ID is then optional.",
     )
-    pv.add_argument("id", metavar="ID", help="scenario id (see 'mailfakes list')")
+    pv.add_argument(
+        "id", metavar="ID", nargs="?", help="scenario id (see 'mailfakes list'); optional with --control"
+    )
     pv.add_argument(
         "--port", type=_port, default=0, help="SMTP port shared by all hosts (default: ephemeral)"
     )
@@ -169,6 +172,18 @@ def _serve_parser(sub: _Subparsers, full: bool) -> None:
         "--follow",
         action="store_true",
         help="show the live dialogue (DNS, TCP, SMTP both ways, TLS, faults) of any client while serving",
+    )
+    pv.add_argument(
+        "--control",
+        type=_port,
+        metavar="PORT",
+        help="serve the HTTP/JSON control API on this port (0: ephemeral); its URL is printed once ready",
+    )
+    pv.add_argument(
+        "--control-host",
+        metavar="ADDR",
+        default="127.0.0.1",
+        help="loopback address of the control API (default: 127.0.0.1)",
     )
 
 

@@ -56,6 +56,10 @@ def _human_serve(info: dict[str, Any], scenario: Scenario, out: TextIO, *, inter
 
 
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    if getattr(args, "control", None) is not None:
+        return _serve_control(args, out)
+    if args.id is None:  # the parser's own words, as before ID became optional (with --control)
+        raise UsageError("the following arguments are required: ID (see 'mailfakes serve --help')")
     if args.netns and not args.inside_netns:
         if not args.command_argv:
             raise UsageError(
@@ -115,6 +119,80 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
             world.stop()
         if resolver_dir is not None:
             remove(resolver_dir)
+    return 0
+
+
+def _serve_control(args: argparse.Namespace, out: TextIO) -> int:
+    """``serve [ID] --control PORT``: the HTTP/JSON control API, and ID's world on it, until a signal."""
+    from .command import loopback_only
+    from .control_api import ControlServer
+
+    if args.netns or args.command_argv:
+        raise UsageError("--control does not combine with --netns or a command: serve [ID] --control PORT")
+    if args.id is None:
+        given = [
+            flag
+            for flag, value in (
+                ("--port", args.port),
+                ("--dns-port", args.dns_port),
+                ("--dns-host", args.dns_host),
+                ("--subnet", args.subnet),
+                ("--hour", args.hour),
+                ("--follow", args.follow),
+                ("--allow-non-loopback", args.allow_non_loopback),
+            )
+            if value
+        ]
+        if given:
+            raise UsageError(
+                f"{', '.join(given)} set the world of ID: serve ID --control PORT {given[0]} ... "
+                "(worlds started through the API take ephemeral ports and addresses)"
+            )
+    loopback_only("--control-host", args.control_host)
+    scenario = get(args.id) if args.id is not None else None
+    stop: threading.Event = args.stop
+    control = ControlServer(args.control_host, args.control)
+    try:
+        try:
+            control.start()
+        except OSError as exc:
+            raise UsageError(str(exc.strerror or exc)) from None
+        worlds = []
+        if scenario is not None:
+            entry = control.add_world(
+                scenario,
+                port=args.port,
+                subnet=args.subnet,
+                dns_host=args.dns_host,
+                dns_port=args.dns_port,
+                allow_non_loopback=args.allow_non_loopback,
+                hour=args.hour,
+            )
+            worlds.append(entry.facts)
+            if args.follow:
+                from .demo import follower
+
+                entry.world.events.subscribe(follower(sys.stderr if args.json else out))
+        human = sys.stderr if args.json else out
+        human.write(f"mailfakes: control API on {control.url} (routes: openapi/control-api.json)\n")
+        for facts in worlds:
+            human.write(f"  world {facts['id']}:\n")
+            assert scenario is not None
+            _human_serve({k: v for k, v in facts.items() if k != "id"}, scenario, human, interactive=False)
+        human.write("Press Ctrl-C to stop.\n")
+        human.flush()
+        if args.json:
+            out.write(json.dumps({"control": control.url, "worlds": worlds}, ensure_ascii=False) + "\n")
+            out.flush()
+        from .dns import prepare
+
+        prepare()
+        started()
+        while not stop.wait(0.5):
+            pass
+        print("mailfakes: stopping", file=sys.stderr)
+    finally:
+        control.stop()
     return 0
 
 

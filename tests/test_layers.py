@@ -61,6 +61,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "command",
         "browse",
         "serve",
+        "control_api",
         "check_cmd",
         "deliver_cmd",
         "demo_cmd",
