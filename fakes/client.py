@@ -622,28 +622,53 @@ class DeliveryClient:
                 )
             else:
                 self._note_no_tls(policy, name, ip, log)
-            stage = "MAIL"
-            for line in [f"MAIL FROM:<{mail_from}>", *[f"RCPT TO:<{r}>" for r in rcpt_to], "DATA"]:
-                stage = line.split()[0]
-                code, lines = s.cmd(line)
-                report.reply = lines[-1]
-                if code >= 400:
-                    return _server_reply(lines[-1])
-            stage = "the message content"
             body = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
             body = b"\r\n".join(b"." + ln if ln.startswith(b".") else ln for ln in body.split(b"\r\n"))
             if not body.endswith(b"\r\n"):
                 body += b"\r\n"
-            log.append(f"C: <message content, {len(body)} bytes>")
-            try:
-                s.sock.sendall(body + b".\r\n")
-            except (BrokenPipeError, ConnectionResetError):
-                raise _Closed("RST") from None
-            stage = "the final dot"
-            code, lines = s.reply()
-            report.reply = lines[-1]
-            if code >= 400:
-                return _server_reply(lines[-1])
+            pending = list(rcpt_to)
+            while pending:
+                stage = "MAIL"
+                code, lines = s.cmd(f"MAIL FROM:<{mail_from}>")
+                report.reply = lines[-1]
+                if code >= 400:
+                    return _server_reply(lines[-1])
+                accepted: list[str] = []
+                later: list[str] = []
+                for rcpt in pending:
+                    stage = "RCPT"
+                    code, lines = s.cmd(f"RCPT TO:<{rcpt}>")
+                    report.reply = lines[-1]
+                    if code < 400:
+                        accepted.append(rcpt)
+                    elif code == 452 and accepted:
+                        # RFC 5321 4.5.3.1.10: too many recipients for this transaction; the
+                        # accepted ones go now, the others in the next transaction.
+                        later.append(rcpt)
+                    else:
+                        return _server_reply(lines[-1])
+                if later:
+                    log.append(
+                        f"*: {len(later)} recipient(s) refused with 452 after {len(accepted)} accepted: "
+                        "they go in another transaction"
+                    )
+                stage = "DATA"
+                code, lines = s.cmd("DATA")
+                report.reply = lines[-1]
+                if code >= 400:
+                    return _server_reply(lines[-1])
+                stage = "the message content"
+                log.append(f"C: <message content, {len(body)} bytes>")
+                try:
+                    s.sock.sendall(body + b".\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    raise _Closed("RST") from None
+                stage = "the final dot"
+                code, lines = s.reply()
+                report.reply = lines[-1]
+                if code >= 400:
+                    return _server_reply(lines[-1])
+                pending = later
             with contextlib.suppress(_Closed, OSError):
                 s.cmd("QUIT")
             return Failure("delivered", "", first_enhanced_code(lines[-1]) or "2.0.0", lines[-1])

@@ -752,6 +752,11 @@ WIRE = Phrases(
             "liste grise : {reply} à chaque nouvelle paire expéditeur/destinataire, "
             "acceptée {after} plus tard",
         ),
+        (
+            "",
+            "{n} recipient(s) per message, then {reply}",
+            "{n} destinataire(s) par message, puis {reply}",
+        ),
         ("", "DNS {name} → {what}", "DNS {name} → {what}"),
     ],
     {
