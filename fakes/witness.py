@@ -191,7 +191,7 @@ def judge(scenario: Scenario, records: Records) -> Testimony:
     dns_faults = [f for f in spec.dns_faults if f.active(0.0)]
     policy = _tls_policy(scenario, records)
     if scenario.is_success:
-        evidence.append(_delivered(records, scenario.target.rcpt_to))
+        evidence.append(_delivered(records))
         evidence += policy
     elif policy:
         evidence.append(_not_delivered(records))
@@ -360,20 +360,10 @@ def _mta_sts(scenario: Scenario, policy_host: str, domain: str, records: Records
 # -- success and the generic contradiction ------------------------------------
 
 
-def _delivered(records: Records, rcpt_to: Sequence[str] = ()) -> Evidence:
+def _delivered(records: Records) -> Evidence:
     kept = [m for m in records.messages if m.replied]
     if kept:
         where = ", ".join(sorted({m.host for m in kept}))
-        got = {r.lower() for m in kept for r in m.rcpt_tos}
-        missing = [r for r in rcpt_to if r.lower() not in got]
-        if missing:  # a delivery is to every recipient, over as many transactions as it takes
-            return Evidence(
-                "delivered",
-                True,
-                False,
-                f"the fakes accepted {len(kept)} message(s) on {where}, but never for "
-                f"{', '.join(missing)}: the client gave up on recipient(s) it reported delivered.",
-            )
         return Evidence("delivered", True, True, f"the fakes accepted {len(kept)} message(s) on {where}.")
     return Evidence(
         "delivered",
