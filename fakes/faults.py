@@ -241,6 +241,7 @@ class SmtpPlan:
     extensions_off: frozenset[str] = frozenset()
     greylist: Greylist | None = None
     max_recipients: int | None = None  # RCPTs accepted per message; the next get TOO_MANY_RECIPIENTS
+    max_size: int | None = None  # bytes: advertised with SIZE, 552 5.3.4 past it (else the default)
 
     @property
     def uses_tls(self) -> bool:
@@ -626,6 +627,15 @@ TABLE: Final[tuple[Key, ...]] = (
     ),
     Key(
         "smtp host",
+        "max_size",
+        "bytes, from 1",
+        "a message-size limit (RFC 1870): EHLO advertises `SIZE N`; a MAIL whose `SIZE=` is above it "
+        "gets `552 5.3.4` (message size exceeds fixed maximum message size), and so does the final dot "
+        "of content that grew past it (`552 5.3.4 Too much mail data`: the message is not kept). "
+        "Without it the limit is 32 MiB",
+    ),
+    Key(
+        "smtp host",
         "greylist",
         '`{after = D, code, enhanced, text}` (after `"5m"`; reply `450 4.7.1 Greylisted: please try '
         "again later`)",
@@ -911,6 +921,8 @@ def contradictions(plan: SmtpPlan) -> Iterator[Contradiction]:
                 plan.greylist.reply.enhanced,
                 "no enhanced code: ENHANCEDSTATUSCODES is off, so replies carry none",
             )
+    if plan.max_size is not None and not plan.advertises("SIZE"):
+        yield ("max_size", plan.max_size, "no max_size with SIZE in extensions_off (the limit is advertised)")
     if plan.max_recipients is not None:
         reason = unreachable("RCPT")
         if reason:
@@ -1047,6 +1059,8 @@ def describe_plan(plan: SmtpPlan, *, extensions: bool = True) -> list[str]:
         )
     if plan.max_recipients is not None:
         out.append(f"{plan.max_recipients} recipient(s) per message, then {_reply(TOO_MANY_RECIPIENTS)}")
+    if plan.max_size is not None:
+        out.append(f"messages of at most {plan.max_size} bytes (SIZE {plan.max_size}), then `552 5.3.4`")
     ca = plan.close_at
     if ca is not None:
         where = key("close_at").effect(ca.point)

@@ -553,7 +553,7 @@ class FaultySMTP(SMTP):
             "tls_context": tls_context,
             "require_starttls": False,
             "timeout": host.idle_timeout,
-            "data_size_limit": DATA_SIZE_LIMIT if plan.advertises("SIZE") else None,
+            "data_size_limit": (plan.max_size or DATA_SIZE_LIMIT) if plan.advertises("SIZE") else None,
             # Lines are always read as UTF-8: without SMTPUTF8 a UTF-8 address gets the reply a
             # server gives it (553 5.6.7, see _capability_refusal), not aiosmtpd's "strict ASCII mode".
             "enable_SMTPUTF8": True,
@@ -844,7 +844,7 @@ class FaultySMTP(SMTP):
         plan = self.plan
         lines = [self.hostname, "PIPELINING"]
         if plan.advertises("SIZE"):
-            lines.append(f"SIZE {DATA_SIZE_LIMIT}")
+            lines.append(f"SIZE {plan.max_size or DATA_SIZE_LIMIT}")
         lines += ["8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"]
         if starttls:
             lines.append("STARTTLS")

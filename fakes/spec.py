@@ -425,6 +425,7 @@ def parse_smtp_plan(t: Table) -> SmtpPlan:
         extensions_off=frozenset(ext.upper() for ext in off),
         greylist=greylist,
         max_recipients=t.integer("max_recipients", 0, lo=1, hi=100_000) if t.has("max_recipients") else None,
+        max_size=t.integer("max_size", 0, lo=1, hi=2**31 - 1) if t.has("max_size") else None,
     )
     for where, value, expected in contradictions(plan):
         # Refused as the user wrote it: the file, the key, the value, why it cannot apply.
@@ -443,6 +444,7 @@ _SMTP_KEYS: Final = (
     "extensions_off",
     "greylist",
     "max_recipients",
+    "max_size",
     "tlsa",
 )
 

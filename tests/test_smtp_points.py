@@ -557,3 +557,35 @@ def test_a_recipient_limit_where_no_rcpt_is_answered_is_refused():
         parse_world({"hosts": {"m.test": {"max_recipients": 2, "replies": {"RCPT": {"code": 550}}}}})
     with pytest.raises(SpecError, match=r"max_recipients: 0 is not valid; expected an integer from 1"):
         parse_world({"hosts": {"m.test": {"max_recipients": 0}}})
+
+
+def test_a_size_limit_is_advertised_and_refuses_both_a_declared_and_a_grown_message(make_world):
+    import socket as _socket
+
+    w = make_world({"hosts": {"mail.contoso.test": {"tls": "none", "max_size": 1000}}})
+    with _socket.create_connection((w.address_of("mail.contoso.test"), w.port), timeout=5) as s:
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(b"EHLO c.test\r\n")
+        ehlo = []
+        while not ehlo or ehlo[-1][3:4] != b" ":
+            ehlo.append(f.readline())
+        assert b"250-SIZE 1000\r\n" in ehlo
+        s.sendall(b"MAIL FROM:<a@fabrikam.test> SIZE=5000\r\n")
+        assert f.readline().startswith(b"552 5.3.4 ")
+        s.sendall(b"MAIL FROM:<a@fabrikam.test> SIZE=500\r\nRCPT TO:<u@contoso.test>\r\nDATA\r\n")
+        assert [f.readline()[:3] for _ in range(3)] == [b"250", b"250", b"354"]
+        s.sendall(b"Subject: x\r\n\r\n" + (b"y" * 98 + b"\r\n") * 30 + b".\r\n")  # 3 kB: past the limit
+        assert f.readline().startswith(b"552 5.3.4 ")
+        s.sendall(b"NOOP\r\n")
+        assert f.readline().startswith(b"250")  # the session goes on
+    assert w.messages == []  # nothing kept
+
+
+def test_a_size_limit_needs_the_size_extension():
+    from mailfakes.spec import SpecError, parse_world
+
+    with pytest.raises(
+        SpecError, match=r"max_size: 1000 is not valid; expected no max_size with SIZE in extensions_off"
+    ):
+        parse_world({"hosts": {"m.test": {"max_size": 1000, "extensions_off": ["SIZE"]}}})
