@@ -590,6 +590,16 @@ class DeliveryClient:
             report.reply = lines[-1]
             if code == 421:
                 return Failure("cannot_connect", "ehlo_421", first_enhanced_code(lines[-1]), lines[-1])
+            if code in (500, 502):
+                # RFC 5321 4.1.4: a server that does not know EHLO takes HELO, without extensions
+                # (so without STARTTLS: a connector that requires TLS gives up below).
+                log.append(f"*: EHLO refused with {code}: falling back to HELO")
+                stage = "HELO"
+                code, lines = s.cmd(f"HELO {EHLO_NAME}")
+                report.reply = lines[-1]
+                if code == 421:
+                    return Failure("cannot_connect", "ehlo_421", first_enhanced_code(lines[-1]), lines[-1])
+                lines = lines[:1]  # a HELO reply offers nothing
             if code != 250:
                 return _server_reply(lines[-1])
             required = self.require_tls if policy is None else policy.requires_tls

@@ -589,3 +589,37 @@ def test_a_size_limit_needs_the_size_extension():
         SpecError, match=r"max_size: 1000 is not valid; expected no max_size with SIZE in extensions_off"
     ):
         parse_world({"hosts": {"m.test": {"max_size": 1000, "extensions_off": ["SIZE"]}}})
+
+
+def test_the_reference_connector_falls_back_to_helo_when_ehlo_is_refused(make_world):
+    from mailfakes.client import deliver
+
+    w = make_world(
+        {
+            "hosts": {
+                "mail.contoso.test": {
+                    "tls": "none",
+                    "replies": {"EHLO": {"code": 502, "text": "Command not implemented"}},
+                }
+            }
+        }
+    )
+
+    def send(require_tls: bool):
+        return deliver(
+            dns_host=w.dns_host,
+            dns_port=w.dns_port,
+            port=w.port,
+            smart_host="mail.contoso.test",
+            mail_domain="contoso.test",
+            require_tls=require_tls,
+            rcpt_to=["u@contoso.test"],
+        )
+
+    report = send(require_tls=False)
+    assert report.delivered, report.dialogue
+    [session] = w.sessions
+    said = session.client_lines()
+    assert said[:2] == ["EHLO mailfakes-client.test", "HELO mailfakes-client.test"]
+    # Without EHLO there is no STARTTLS: a connector that requires TLS reports it cannot (4.4.317).
+    assert send(require_tls=True).code == "4.4.317"
