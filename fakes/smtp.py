@@ -759,8 +759,12 @@ class FaultySMTP(SMTP):
                 return "555 5.5.4 Unsupported option: SMTPUTF8"
             if not address.isascii():
                 return "553 5.6.7 Non-ASCII address not permitted: SMTPUTF8 is not offered"
-        elif point == "MAIL" and not address.isascii() and "SMTPUTF8" not in keywords:
-            return "553 5.6.7 Must declare SMTPUTF8 to send a non-ASCII address"
+        elif not address.isascii():
+            # RFC 6531 3.4: a UTF-8 address only in a transaction whose MAIL declared SMTPUTF8.
+            in_mail = "SMTPUTF8" in keywords
+            declared = in_mail if point == "MAIL" else getattr(self.envelope, "smtp_utf8", False)
+            if not declared:
+                return "553 5.6.7 Must declare SMTPUTF8 to send a non-ASCII address"
         if point == "MAIL":
             for keyword, extension in (("BODY", "8BITMIME"), ("SIZE", "SIZE")):
                 if keyword in keywords and not offered(extension):

@@ -221,7 +221,8 @@ def _tls_policy(scenario: Scenario, records: Records) -> list[Evidence]:
         return _dane(scenario, dane_hosts[0], records)
     policy = spec.mta_sts_for(domain)
     if policy is not None:
-        return _mta_sts(scenario, policy.host, domain, records)
+        mx_hosts = [h for h in spec.hosts if h.name in mxs and h.kind == "smtp"]
+        return _mta_sts(scenario, policy.host, domain, mx_hosts[0] if mx_hosts else None, records)
     return []
 
 
@@ -230,19 +231,39 @@ def _asked(records: Records, name: str, qtype: str) -> bool:
 
 
 def _policy_lookup(
-    check: str, scenario: Scenario, records: Records, name: str, qtype: str, policy: str, what: str
+    check: str,
+    scenario: Scenario,
+    records: Records,
+    qtype: str,
+    named: Callable[[str], bool],
+    shown: str,
+    policy: str,
+    what: str,
 ) -> Evidence:
-    """Whether the client looked up the record that says a policy applies (strict)."""
-    if _asked(records, name, qtype):
-        return Evidence(check, True, True, f"the client asked for {name} {qtype}.")
+    """Whether the client looked up the record that says a policy applies (strict): a ``qtype``
+    query whose name ``named`` accepts (``shown`` in words)."""
+    asked = [q for q in records.dns_queries if q.qtype == qtype and named(normalize_name(q.name or ""))]
+    if asked:
+        return Evidence(check, True, True, f"the client asked for {asked[0].name} {qtype}.")
     return Evidence(
         check,
         True,
         False,
-        f"the client never asked for {name} {qtype}: it does not apply {policy}, so its "
+        f"the client never asked for {shown} {qtype}: it does not apply {policy}, so its "
         + ("delivery" if scenario.is_success else "report")
         + f" says nothing about this scenario's {what}.",
     )
+
+
+def _policy_session(scenario: Scenario, host: HostSpec, records: Records, checked: str) -> list[Evidence]:
+    """What a failure under a policy needs of the session with ``host``: for STARTTLS missing the
+    session, for a certificate or TLSA fault the handshake (where ``checked`` is met)."""
+    result = scenario.tls_report.result if scenario.tls_report is not None else None
+    if result == "starttls-not-supported":
+        return [_session_opened(host, [t for t in records.sessions if t.host == host.name], "the session")]
+    if result in ("certificate-expired", "certificate-host-mismatch", "tlsa-invalid"):
+        return [_handshake(host, records, checked)]
+    return []
 
 
 def _handshake(host: HostSpec, records: Records, checked: str) -> Evidence:
@@ -296,39 +317,29 @@ def _dane(scenario: Scenario, host: HostSpec, records: Records) -> list[Evidence
             )
         ]
     # RFC 7672 2.2.3: _PORT._tcp for the port the client connects to (25, or the world's own).
-    pattern = re.compile(r"_\d+\._tcp\." + re.escape(host.name))
-    asked = [
-        q
-        for q in records.dns_queries
-        if q.qtype == "TLSA" and pattern.fullmatch(normalize_name(q.name or ""))
-    ]
+    port_name = re.compile(r"_\d+\._tcp\." + re.escape(host.name))
     out = [
-        Evidence("TLSA lookup", True, True, f"the client asked for {asked[0].name} TLSA.")
-        if asked
-        else Evidence(
+        _policy_lookup(
             "TLSA lookup",
-            True,
-            False,
-            f"the client never asked for the TLSA records of {host.name} (_25._tcp.{host.name}, or the "
-            "world's port): it does not apply DANE, so its "
-            + ("delivery" if scenario.is_success else "report")
-            + " says nothing about this scenario's TLSA records.",
+            scenario,
+            records,
+            "TLSA",
+            lambda name: port_name.fullmatch(name) is not None,
+            f"_25._tcp.{host.name} (or its world port's name)",
+            "DANE",
+            "TLSA records",
         )
     ]
-    result = scenario.tls_report.result if scenario.tls_report is not None else None
-    if scenario.is_success or result == "dnssec-invalid":
-        return out  # a bogus TLSA answer: a DANE client connects to no one (Postfix does not)
-    if result == "starttls-not-supported":
-        sessions = [t for t in records.sessions if t.host == host.name]
-        out.append(_session_opened(host, sessions, "the session"))
-        return out
-    out.append(_handshake(host, records, "the TLSA records are checked against"))
-    return out
+    if scenario.is_success:
+        return out  # a bogus TLSA answer (dnssec-invalid): a DANE client connects to no one
+    return out + _policy_session(scenario, host, records, "the TLSA records are checked against")
 
 
-def _mta_sts(scenario: Scenario, policy_host: str, domain: str, records: Records) -> list[Evidence]:
+def _mta_sts(
+    scenario: Scenario, policy_host: str, domain: str, mx: HostSpec | None, records: Records
+) -> list[Evidence]:
     txt = f"_mta-sts.{domain}"
-    out = [_policy_lookup("MTA-STS record", scenario, records, txt, "TXT", "MTA-STS", "policy")]
+    out = [_policy_lookup("MTA-STS record", scenario, records, "TXT", txt.__eq__, txt, "MTA-STS", "policy")]
     fetched = any(h == policy_host and p == "/.well-known/mta-sts.txt" for h, p in records.web_requests)
     asked_host = _asked(records, policy_host, "A") or _asked(records, policy_host, "AAAA")
     if fetched or asked_host:
@@ -344,17 +355,9 @@ def _mta_sts(scenario: Scenario, policy_host: str, domain: str, records: Records
                 "client may use a policy it cached before).",
             )
         )
-    result = scenario.tls_report.result if scenario.tls_report is not None else None
-    mx = [h for h in scenario.world.hosts if h.name != policy_host and h.kind == "smtp"]
-    if scenario.is_success or not mx or result not in ("starttls-not-supported", "certificate-expired"):
+    if scenario.is_success or mx is None:
         return out
-    host = mx[0]
-    if result == "starttls-not-supported":
-        sessions = [t for t in records.sessions if t.host == host.name]
-        out.append(_session_opened(host, sessions, "the session"))
-    else:
-        out.append(_handshake(host, records, "the policy requires to be valid"))
-    return out
+    return out + _policy_session(scenario, mx, records, "the policy requires to be valid")
 
 
 # -- success and the generic contradiction ------------------------------------

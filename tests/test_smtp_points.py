@@ -623,3 +623,20 @@ def test_the_reference_connector_falls_back_to_helo_when_ehlo_is_refused(make_wo
     assert said[:2] == ["EHLO mailfakes-client.test", "HELO mailfakes-client.test"]
     # Without EHLO there is no STARTTLS: a connector that requires TLS reports it cannot (4.4.317).
     assert send(require_tls=True).code == "4.4.317"
+
+
+def test_a_utf8_recipient_needs_a_mail_that_declared_smtputf8(make_world):
+    import socket as _socket
+
+    w = make_world({"hosts": {"mail.contoso.test": {"tls": "none"}}})
+    with _socket.create_connection((w.address_of("mail.contoso.test"), w.port), timeout=5) as s:
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(b"EHLO c.test\r\n")
+        while f.readline()[3:4] != b" ":
+            pass
+        said = []
+        for mail in ("MAIL FROM:<a@fabrikam.test>", "MAIL FROM:<a@fabrikam.test> SMTPUTF8"):
+            s.sendall(f"{mail}\r\nRCPT TO:<\u00fc@contoso.test>\r\nRSET\r\n".encode())
+            said.append([f.readline().decode().rstrip("\r\n") for _ in range(3)][1])
+    assert said == ["553 5.6.7 Must declare SMTPUTF8 to send a non-ASCII address", "250 2.1.5 OK"]
