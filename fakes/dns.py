@@ -589,7 +589,7 @@ class _SignedAnswer:
         self.authority: list[_Set] = []
 
 
-def type_text(code: int) -> str:
+def _type_text(code: int) -> str:
     return str(QTYPE[code])
 
 
@@ -649,7 +649,6 @@ class FakeDNS:
             events.add_source(self._query_events)
         self._spec = spec
         self._zone = _Zone(spec)
-        self._extra: tuple[Record, ...] = ()  # add_records()
         self._keys: dict[Name, ZoneKey] = {}  # one per signed zone, made at first use, kept
         self._signatures: dict[tuple[object, ...], tuple[bytes, float]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -671,7 +670,7 @@ class FakeDNS:
         Records given to :meth:`add_records` are forgotten; zone keys are kept.
         """
         zone = _Zone(spec)
-        self._spec, self._zone, self._extra = spec, zone, ()
+        self._spec, self._zone = spec, zone
 
     @property
     def running(self) -> bool:
@@ -1409,7 +1408,7 @@ class FakeDNS:
         RRset's name for the query's type breaks its signature. For ANY and
         RRSIG queries the RRset's own type is the one judged.
         """
-        judged = type_text(rrset.rtype) if qtype in ("ANY", "RRSIG") else qtype
+        judged = _type_text(rrset.rtype) if qtype in ("ANY", "RRSIG") else qtype
         found = self._zone.fault_for(rrset.judge, judged, self.clock)
         kind = found.fault if found else None
         sig_fault = kind if kind in _SIGNATURE_FAULTS else None
@@ -1532,7 +1531,6 @@ class FakeDNS:
             else r
             for r in extra
         )
-        self._extra = normalized
         self._zone = _Zone(self._spec, normalized)
 
     def trust_anchor(self) -> str:

@@ -761,8 +761,13 @@ def parse_world(data: Mapping[str, Any], where: str = "<world>", path: str = "")
         ("zone", "hosts", "records", "dns_faults", "hour", "sender_domain", "dnssec", "mta_sts", "tls_rpt")
     )
     crl = f"crl.{zone}"
-    if crl in host_names and any(h.kind == "smtp" and h.smtp.cert == "revoked" for h in hosts):
+    revoked = any(h.kind == "smtp" and h.smtp.cert == "revoked" for h in hosts) or any(
+        p.cert == "revoked" for p in policies
+    )  # as WorldSpec.crl_host says
+    if revoked and crl in host_names:
         raise t.fail("hosts", crl, f"no host named {crl}: a revoked certificate's CRL is served there")
+    if revoked and any(u.startswith("https://") and rua_https_host(u) == crl for r in reports for u in r.rua):
+        raise t.fail("tls_rpt", crl, f"a report host other than {crl}: the CRL is served there")
     return WorldSpec(
         zone=zone,
         records=records,

@@ -321,20 +321,17 @@ class World:
             report = read_report(m.content, via="mail", to=mailboxes[to[0].lower()], at=at)
             if report is not None:
                 found.append((at or 0.0, report))
+        from .spec import rua_https_host
+
         for r in self.spec.tls_rpt:
             for u in r.rua:
-                if not u.startswith("https://"):
-                    continue
-                from .spec import rua_https_host
-
-                host = rua_https_host(u)
-                server = self.web.get(host)
-                if server is None:
-                    continue
-                for req in server.posts():
-                    report = read_report(req.body, via="https", to=u, at=None)
+                server = self.web.get(rua_https_host(u)) if u.startswith("https://") else None
+                for req in server.posts() if server is not None else ():
+                    at = self.clock.at(req.time)  # the web hosts stamp requests with time.monotonic
+                    report = read_report(req.body, via="https", to=u, at=at)
                     if report is not None:
-                        found.append((0.0, report))
+                        found.append((at or 0.0, report))
+        found.sort(key=lambda item: item[0])
         return [r for _, r in found]
 
     @property
@@ -906,16 +903,16 @@ class World:
         crl_url = self.crl_url if kind == "revoked" else None
         host = next((h for h in self.spec.hosts if h.name == name), None)
         if host is not None and host.tlsa is not None and host.tlsa.usage == 2 and offer == "current":
-            return self._with_issuer(name, kind)
+            return self._with_issuer(name, kind, crl_url)
         return self.ca.server_context(name, kind, offer=offer, crl_url=crl_url)  # type: ignore[arg-type]
 
-    def _with_issuer(self, name: str, kind: str) -> ssl.SSLContext:
+    def _with_issuer(self, name: str, kind: str, crl_url: str | None) -> ssl.SSLContext:
         """A server context whose chain ends with the issuing CA: a DANE-TA (usage 2) TLSA record
         names that CA, and RFC 7671 5.2.2 has the server send it."""
         assert self.ca is not None
         from .certs import _note_server_name
 
-        issued = self.ca.issue(name, kind)  # type: ignore[arg-type]
+        issued = self.ca.issue(name, kind, crl_url=crl_url)  # type: ignore[arg-type]
         known = self._issuer_contexts.get((name, kind))
         if known is not None and known[0] == issued.cert_file:
             return known[1]

@@ -65,8 +65,22 @@ def test_a_good_world_parses_into_frozen_values():
 
 @pytest.mark.parametrize("cert", ["untrusted_ca", "self_signed", "missing_intermediate"])
 def test_a_dane_ta_record_for_a_certificate_the_ca_did_not_issue_is_refused(cert):
-    with pytest.raises(SpecError, match=r'hosts\."mx1\.contoso\.test"\.tlsa\.usage: 2 is not valid; expected 3'):
+    with pytest.raises(
+        SpecError, match=r'hosts\."mx1\.contoso\.test"\.tlsa\.usage: 2 is not valid; expected 3'
+    ):
         parse_world({"hosts": {"mx1.contoso.test": {"cert": cert, "tlsa": {"usage": 2}}}})
     # Said on purpose, it is a record that matches nothing; DANE-EE pins the leaf itself.
     parse_world({"hosts": {"mx1.contoso.test": {"cert": cert, "tlsa": {"usage": 2, "matches": False}}}})
     parse_world({"hosts": {"mx1.contoso.test": {"cert": cert, "tlsa": {"usage": 3}}}})
+
+
+def test_the_crl_host_name_is_kept_for_the_crl_whoever_revokes():
+    base = {"mx1.contoso.test": {}}
+    policy = {"contoso.test": {"mx": ["mx1.contoso.test"], "cert": "revoked"}}
+    with pytest.raises(SpecError, match=r"hosts: 'crl\.test' is not valid; expected no host named crl\.test"):
+        parse_world({"hosts": {**base, "crl.test": {}}, "mta_sts": policy})
+    rpt = {"contoso.test": {"rua": ["https://crl.test/reports"]}}
+    with pytest.raises(
+        SpecError, match=r"tls_rpt: 'crl\.test' is not valid; expected a report host other than"
+    ):
+        parse_world({"hosts": {"mx1.contoso.test": {"cert": "revoked"}}, "tls_rpt": rpt})

@@ -324,3 +324,16 @@ def test_the_reference_connector_posts_its_report_to_an_https_rua():
     assert "mode: testing" in policy["policy"]["policy-string"]
     assert policy["summary"] == {"total-successful-session-count": 0, "total-failure-session-count": 1}
     assert set(doc) >= {"organization-name", "date-range", "contact-info", "report-id"}
+
+
+def test_a_revoked_dane_ta_host_names_the_distribution_point_its_world_serves():
+    spec = {
+        "zone": "contoso.test",
+        "dnssec": {},
+        "hosts": {"mx1.contoso.test": {"cert": "revoked", "tlsa": {"usage": 2}}},
+    }
+    with World(parse_world(spec)) as w:
+        leaf = x509.load_der_x509_certificate(served_leaf(w, "mx1.contoso.test"))
+        points = leaf.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+        assert points[0].full_name[0].value == "http://crl.contoso.test/mailfakes.crl"
+        assert lookup(w, "crl.contoso.test", "A") == [w.address_of("crl.contoso.test")]
