@@ -135,7 +135,7 @@ def unless_stopped(stop: threading.Event, call: Callable[[], T]) -> T:
 
 
 def loopback_only(what: str, address: str) -> None:
-    from .world import is_loopback
+    from .spec import is_loopback
 
     if not is_loopback(address):
         raise UsageError(

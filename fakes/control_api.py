@@ -122,7 +122,7 @@ class ControlServer:
         max_body: int = MAX_BODY,
         read_timeout: float = READ_TIMEOUT,
     ) -> None:
-        from .world import is_loopback
+        from .spec import is_loopback
 
         if not is_loopback(host):
             raise ValueError(

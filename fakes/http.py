@@ -46,7 +46,6 @@ a world's DNS: it only listens where it is told.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 import ssl
 import time
@@ -54,6 +53,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal, TypeVar, cast
 
 from .certs import SERVER_NAME_ATTRIBUTE
+from .spec import is_loopback
 from .tcp import FIN_DRAIN_LIMIT, Listener, bind_socket, cut, peer_of
 from .values import field, frozen
 
@@ -359,13 +359,6 @@ def parse_head(data: bytes) -> _Head:
     )
 
 
-def _is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
-
-
 class HttpServer:
     """One fake web host: a listener on ``(address, port)`` serving ``site``, plain or TLS.
 
@@ -396,7 +389,7 @@ class HttpServer:
         on_problem: Callable[[HttpProblem], None] | None = None,
         allow_non_loopback: bool = False,
     ) -> None:
-        if not allow_non_loopback and not _is_loopback(address):
+        if not allow_non_loopback and not is_loopback(address):
             raise ValueError(
                 f"address {address!r}: a fake host listens on loopback only (127.0.0.0/8 or ::1)"
             )

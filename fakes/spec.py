@@ -574,7 +574,8 @@ def check_name(t: Table, key: str, name: str, zone: str) -> str:
     return norm
 
 
-def _is_loopback(value: str) -> bool:
+def is_loopback(value: str) -> bool:
+    """Whether ``value`` is an address of 127.0.0.0/8 or ::1 (a name is not)."""
     try:
         return ipaddress.ip_address(value).is_loopback
     except ValueError:
@@ -594,12 +595,12 @@ def parse_record(t: Table, zone: str, host_names: set[str]) -> Record:
     if rtype == "A":
         if normalize_name(value) in host_names:
             value = normalize_name(value)
-        elif not (_is_loopback(value) and ipaddress.ip_address(value).version == 4):
+        elif not (is_loopback(value) and ipaddress.ip_address(value).version == 4):
             raise t.fail(
                 "value", value, "a loopback IPv4 address (127.0.0.0/8) or the name of a host of this world"
             )
     elif rtype == "AAAA":
-        if not (_is_loopback(value) and ipaddress.ip_address(value).version == 6):
+        if not (is_loopback(value) and ipaddress.ip_address(value).version == 6):
             raise t.fail("value", value, "the IPv6 loopback address ::1")
     elif rtype in ("MX", "CNAME"):
         if value.strip() != ".":

@@ -45,7 +45,7 @@ from .runtime import (
     route_context,
 )
 from .smtp import HostServer
-from .spec import MIN_HOUR, HostSpec, WorldSpec, parse_world
+from .spec import MIN_HOUR, HostSpec, WorldSpec, is_loopback, parse_world
 from .tcp import BlackholeEndpoint, RefuseEndpoint, bind_socket
 from .transcript import Limits, Message, Recorder, Transcript
 
@@ -83,13 +83,6 @@ class PortInUse(WorldError):
         except PortInUse:
             world = World(spec).start()   # an ephemeral port
     """
-
-
-def is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
 
 
 _RANDOM = random.SystemRandom()  # not the global generator: tests may seed that one alike in every worker
