@@ -403,6 +403,8 @@ class DeliveryClient:
         message: bytes | None = None,
     ) -> DeliveryReport:
         """Deliver one message; never raises for a delivery failure: the report says it."""
+        if not rcpt_to:
+            raise ValueError("deliver() needs at least one recipient (rcpt_to)")
         started = time.monotonic()
         self.mx_secure = self.address_secure = False
         report = DeliveryReport(Failure("dns"), self.profile, self.port, dialogue=_Dialogue(self.observer))
@@ -519,7 +521,7 @@ class DeliveryClient:
         if not addresses:
             return f"no address for {host} ({found.describe()})"
         context = (
-            ssl.create_default_context(cafile=self.ca_file) if self.ca_file else ssl.create_default_context()
+            ssl.create_default_context(cafile=self.ca_file)
         )
         head = (
             f"POST /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {media}\r\n"
@@ -717,7 +719,8 @@ class DeliveryClient:
         if policy is not None and policy.kind == "sts-testing":
             log.append("*: MTA-STS (testing): no STARTTLS; reported, delivered without TLS")
             self.reports.policy(policy.domain, "sts", policy.strings, name)
-            self.reports.failure(policy.domain, "starttls-not-supported", name, ip)
+            if not policy.failed:  # one session, one failure: an MX not named is reported already
+                self.reports.failure(policy.domain, "starttls-not-supported", name, ip)
 
     def _context(self, policy: SessionPolicy | None) -> ssl.SSLContext:
         if policy is not None and policy.kind in ("dane", "sts-testing", "may"):
@@ -728,7 +731,7 @@ class DeliveryClient:
             context.verify_mode = ssl.CERT_NONE
             return context
         context = (
-            ssl.create_default_context(cafile=self.ca_file) if self.ca_file else ssl.create_default_context()
+            ssl.create_default_context(cafile=self.ca_file)
         )
         if (policy is None or policy.kind == "verify") and self.check_revocation and self.crl_file:
             context.load_verify_locations(cafile=self.crl_file)
@@ -785,7 +788,8 @@ class DeliveryClient:
                     self.reports.success(policy.domain)
             else:
                 s.log.append(f"*: MTA-STS (testing): {problem}; reported, delivered anyway")
-                self.reports.failure(policy.domain, problem, name, ip)
+                if not policy.failed:
+                    self.reports.failure(policy.domain, problem, name, ip)
             return None
         from .dane import authenticate
 

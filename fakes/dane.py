@@ -119,13 +119,6 @@ def names(cert: x509.Certificate) -> list[str]:
     return [n.lower().rstrip(".") for n in san.value.get_values_for_type(x509.DNSName)]
 
 
-def name_matches(pattern: str, host: str) -> bool:
-    if pattern == host:
-        return True
-    # A wildcard stands for exactly one leftmost label (RFC 6125 6.4.3, as RFC 7672 3.2.3 allows).
-    return pattern.startswith("*.") and "." in host and host.split(".", 1)[1] == pattern[2:]
-
-
 def authenticate(
     records: list[TlsaRecord], chain: list[bytes], host: str, *, now: dt.datetime | None = None
 ) -> DaneResult:
@@ -150,8 +143,9 @@ def authenticate(
     when = now or dt.datetime.now(dt.UTC)
     if not leaf.not_valid_before_utc <= when <= leaf.not_valid_after_utc:
         return "certificate-expired"
-    name = host.lower().rstrip(".")
-    if not any(name_matches(n, name) for n in names(leaf)):
+    from .mtasts import mx_matches  # one rule for a wildcard: the leftmost label only (RFC 6125 6.4.3)
+
+    if not any(mx_matches(n, host) for n in names(leaf)):
         return "certificate-host-mismatch"
     return "ok"
 

@@ -116,7 +116,7 @@ def fetch(
 ) -> Policy | FetchError:
     """GET ``https://mta-sts.<domain>/.well-known/mta-sts.txt`` from ``address``:``port``."""
     host = f"mta-sts.{domain}"
-    context = ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+    context = ssl.create_default_context(cafile=ca_file)
     try:
         raw = socket.create_connection((address, port), timeout=timeout)
     except OSError as exc:

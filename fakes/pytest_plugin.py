@@ -786,7 +786,7 @@ class MailScenario:
         want_policy = policy or (expected.policy if expected is not None else "")
         want_result = result if result is not None else (expected.result if expected is not None else None)
         domain = expected.domain if expected is not None else self.mail_domain
-        self.world.wait_until(lambda: bool(self.world.tls_reports), timeout)
+        self.world.wait_until(lambda: any(domain in r.domains for r in self.world.tls_reports), timeout)
         reports = [r for r in self.world.tls_reports if domain in r.domains]
         if not reports:
             self._fail_with_timeline(f"expected a TLS report for {domain}; none arrived")

@@ -18,7 +18,7 @@ RFC 8461 decide how much TLS a sender must insist on:
 from __future__ import annotations
 
 import datetime as dt
-from typing import Final, Literal
+from typing import Literal
 
 from .dane import TlsaRecord
 from .mtasts import Policy
@@ -28,7 +28,6 @@ PolicyKind = Literal["dane", "sts-enforce", "sts-testing", "verify", "may"]
 
 # What a failed PKIX check is, as RFC 8460 names it.
 CertResult = Literal["certificate-expired", "certificate-host-mismatch", "certificate-not-trusted"]
-CERT_RESULTS: Final = ("certificate-expired", "certificate-host-mismatch", "certificate-not-trusted")
 
 
 @frozen
@@ -75,9 +74,10 @@ def pkix_problem(chain: list[bytes], host: str, ca_file: str | None) -> CertResu
     now = dt.datetime.now(dt.UTC)
     if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
         return "certificate-expired"
-    from .dane import name_matches, names
+    from .dane import names
+    from .mtasts import mx_matches
 
-    if not any(name_matches(n, host.lower().rstrip(".")) for n in names(leaf)):
+    if not any(mx_matches(n, host) for n in names(leaf)):
         return "certificate-host-mismatch"
     if ca_file is None:
         return "certificate-not-trusted"

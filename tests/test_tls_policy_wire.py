@@ -337,3 +337,19 @@ def test_a_revoked_dane_ta_host_names_the_distribution_point_its_world_serves():
         points = leaf.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
         assert points[0].full_name[0].value == "http://crl.contoso.test/mailfakes.crl"
         assert lookup(w, "crl.contoso.test", "A") == [w.address_of("crl.contoso.test")]
+
+
+def test_one_session_under_a_testing_policy_is_one_failure_in_the_report():
+    """An MX the policy does not name, which then offers no STARTTLS: one session, one failure."""
+    from mailfakes.client import deliver
+
+    with World(parse_world(sts_world(mode="testing", mx=["mx9.contoso.test"], host={"tls": "none"}))) as w:
+        report = deliver(
+            dns_host=w.dns_host, dns_port=w.dns_port, port=w.port, mail_domain="contoso.test",
+            ca_file=str(w.ca_file), require_tls=False, https_port=w.https_port, tls_reports=True,
+            rcpt_to=["user@contoso.test"],
+        )  # fmt: skip
+        assert report.delivered
+        assert w.wait_until(lambda: len(w.tls_reports) == 2, 5)  # one by mail, one posted
+        reports = w.tls_reports
+    assert [(r.results, r.successes, r.failures) for r in reports] == [({"validation-failure": 1}, 0, 1)] * 2
