@@ -55,7 +55,9 @@ postfix_dane_cleanup() {
     [ "$mounted" = 0 ] || umount /etc/resolv.conf 2>/dev/null || true
     private_postfix_cleanup
 }
-trap postfix_dane_cleanup EXIT INT TERM
+trap postfix_dane_cleanup EXIT
+trap 'exit 130' INT # the EXIT trap then cleans up, once
+trap 'exit 143' TERM
 mount --bind "$resolv" /etc/resolv.conf
 mounted=1
 

@@ -69,7 +69,9 @@ postfix_mta_sts_cleanup() {
     cat "$daemon_log" >&2 2>/dev/null || true
     private_postfix_cleanup
 }
-trap postfix_mta_sts_cleanup EXIT INT TERM
+trap postfix_mta_sts_cleanup EXIT
+trap 'exit 130' INT # the EXIT trap then cleans up, once
+trap 'exit 143' TERM
 SSL_CERT_FILE=$MAILFAKES_CA_FILE SSL_CERT_DIR=/nonexistent \
     "$daemon" -c "$work/mta-sts-daemon.yml" -v debug -l "$daemon_log" --disable-uvloop </dev/null &
 daemon_pid=$!

@@ -1,5 +1,5 @@
 # A private Postfix instance inside the mailfakes network namespace, shared by
-# recipes/postfix.sh and recipes/postfix-queue.sh (sourced, not run):
+# recipes/postfix.sh, postfix-queue.sh, postfix-dane.sh and postfix-mta-sts.sh (sourced, not run):
 #   private_postfix NAME SETTINGS   refuse to run outside `mailfakes check --netns`,
 #                                   then write main.cf (the shared base plus
 #                                   SETTINGS: the route, the queue's knobs) and
@@ -20,7 +20,9 @@ private_postfix() {
     fi
     work=$(mktemp -d "/tmp/mailfakes-$name-XXXXXX")
     log=$work/maillog
-    trap private_postfix_cleanup EXIT INT TERM
+    trap private_postfix_cleanup EXIT
+    trap 'exit 130' INT # the EXIT trap then cleans up, once
+    trap 'exit 143' TERM
     mkdir -p "$work/etc" "$work/spool" "$work/lib"
     cp -a /etc/postfix/. "$work/etc/"
     timeout=$(printf '%.0f' "${MAILFAKES_TIMEOUT:-2}")
