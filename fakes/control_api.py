@@ -23,8 +23,10 @@ import threading
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast, get_args
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from .events import EventKind
 
 if TYPE_CHECKING:
     from .catalogue import Scenario
@@ -38,34 +40,9 @@ CALL_TIMEOUT: Final = 10.0  # seconds a world's start, reset or change may take
 _DRAIN_LIMIT: Final = 16 << 20  # what is read (and dropped) of a refused body, so the client reads the answer
 _WORLD_KEYS: Final = ("scenario", "scenario_toml", "clock", "hour")
 
-# Every route: method, path template. The OpenAPI document has exactly these.
-ROUTES: Final = (
-    ("GET", "/scenarios"),
-    ("GET", "/scenarios/{id}"),
-    ("GET", "/worlds"),
-    ("POST", "/worlds"),
-    ("GET", "/worlds/{id}"),
-    ("DELETE", "/worlds/{id}"),
-    ("GET", "/worlds/{id}/sessions"),
-    ("GET", "/worlds/{id}/messages"),
-    ("GET", "/worlds/{id}/bounces"),
-    ("GET", "/worlds/{id}/dns"),
-    ("GET", "/worlds/{id}/events"),
-    ("GET", "/worlds/{id}/tls-reports"),
-    ("POST", "/worlds/{id}/reset"),
-    ("POST", "/worlds/{id}/advance"),
-    ("POST", "/worlds/{id}/hosts/{name}/fail-next"),
-    ("PUT", "/worlds/{id}/hosts/{name}/faults"),
-    ("POST", "/worlds/{id}/hosts/{name}/heal"),
-    ("POST", "/worlds/{id}/hosts/{name}/restore"),
-)
-
 
 def _pattern(template: str) -> re.Pattern[str]:
     return re.compile("^" + re.sub(r"\\{(\w+)\\}", r"(?P<\1>[^/]+)", re.escape(template)) + "$")
-
-
-_COMPILED: Final = [(method, template, _pattern(template)) for method, template in ROUTES]
 
 
 class ApiError(Exception):
@@ -162,7 +139,11 @@ class ControlServer:
             return self
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         httpd = _HttpServer((self.host, self.requested_port), family, self)
-        self._runtime = Runtime(thread_name="mailfakes-control").start()
+        try:
+            self._runtime = Runtime(thread_name="mailfakes-control").start()
+        except BaseException:
+            httpd.server_close()  # nothing left listening when the runtime cannot start
+            raise
         self._httpd = httpd
         self._thread = threading.Thread(
             target=httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="mailfakes-control-http"
@@ -582,13 +563,14 @@ def _dns(srv: ControlServer, path: dict[str, str], query: Any, body: bytes | Non
     return 200, out, {}
 
 
-_KINDS: Final = ("dns", "connect", "close", "smtp_in", "smtp_out", "tls", "fault", "message", "error")
+_KINDS: Final = get_args(EventKind)
 
 
 def _events(srv: ControlServer, path: dict[str, str], query: Any, body: bytes | None) -> Any:
     kind = _one(query, "kind", ("kind",))
     if kind is not None and kind not in _KINDS:
         raise ApiError(400, f"kind {kind!r}: expected one of {', '.join(_KINDS)}", "query.kind")
+    wanted = cast("EventKind | None", kind)
     w = srv.entry(path["id"]).world
     out = [
         {
@@ -598,7 +580,7 @@ def _events(srv: ControlServer, path: dict[str, str], query: Any, body: bytes | 
             "at": _world_time(w, e.time),
             "data": json_safe(e.data),
         }
-        for e in w.events.events(kind)  # type: ignore[arg-type]
+        for e in w.events.events(wanted)
     ]
     return 200, out, {}
 
@@ -752,6 +734,9 @@ _HANDLERS: Final[dict[tuple[str, str], Handler]] = {
     ("POST", "/worlds/{id}/hosts/{name}/heal"): _heal,
     ("POST", "/worlds/{id}/hosts/{name}/restore"): _restore,
 }
+# Every route: method, path template. The OpenAPI document has exactly these.
+ROUTES: Final = tuple(_HANDLERS)
+_COMPILED: Final = [(method, template, _pattern(template)) for method, template in ROUTES]
 
 
 # -- the HTTP side --------------------------------------------------------------

@@ -54,6 +54,7 @@ IDENT = "ESMTP mailfakes"
 TLS_CLOSE_GRACE = 0.2  # seconds a TLS close waits for the client's close_notify
 LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
 DATA_SIZE_LIMIT = 33554432  # what SIZE advertises (aiosmtpd's default)
+MAX_PLANS_KEPT = 64  # plans set at run time (world.host().set...) whose memos a host keeps
 STARTTLS_REFUSED = Reply(454, "TLS not available due to temporary reason", "4.7.0")
 # Postfix's answer when TLS is off; Exim says "500 5.5.2 unrecognized command".
 STARTTLS_UNKNOWN = Reply(502, "Error: command not implemented", "5.5.1")
@@ -1127,6 +1128,17 @@ class HostServer:
             self._plans.append(plan)
         after = (self.override, self.override_left) if sessions is not None else (None, None)
         self.override, self.override_left, self.override_after = plan, sessions, after
+        # The memos of plans set long ago go, and the plans with them: a host changed in a loop
+        # (a control API client) keeps a bounded record. A plan still in use is kept.
+        while len(self._plans) > MAX_PLANS_KEPT:
+            old = self._plans.pop(0)
+            if old is self.override or old is self.override_after[0]:
+                self._plans.append(old)
+                continue
+            for memo in (self._decisions, self._contexts):
+                memo.pop(id(old), None)
+            for key in [k for k in self.ehlo_memo if k[0] == id(old)]:
+                del self.ehlo_memo[key]
 
     def _controlled(self) -> SmtpPlan | None:
         """The plan a runtime change gives the session being opened, counting it."""

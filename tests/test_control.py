@@ -129,3 +129,16 @@ def test_a_certificate_changed_at_run_time_is_the_one_presented():
         assert err.value.verify_code == 10
         w.host(HOST).heal()
         starttls()  # a valid certificate again
+
+
+def test_a_host_changed_in_a_loop_keeps_a_bounded_record():
+    from mailfakes.smtp import MAX_PLANS_KEPT
+
+    with World(parse_world(SPEC)) as w:
+        control = w.host(HOST)
+        for i in range(MAX_PLANS_KEPT * 3):
+            control.set(tls="none", replies={"MAIL": f"451 4.3.0 Change {i}"})
+        assert mail_reply(w) == (451, f"4.3.0 Change {MAX_PLANS_KEPT * 3 - 1}")  # the last one holds
+        server = w.server_of(HOST)
+        assert server is not None and len(server._plans) <= MAX_PLANS_KEPT
+        assert len(server._decisions) <= MAX_PLANS_KEPT + 2  # and the memos of those, the host's own
