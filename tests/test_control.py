@@ -38,7 +38,9 @@ def test_fail_next_fails_exactly_the_next_sessions_then_the_host_is_healthy_agai
 
 
 def test_set_lasts_until_heal_and_restore_brings_the_scenario_back():
-    spec = {"hosts": {HOST: {"tls": "none", "replies": {"MAIL": {"code": 452, "text": "Insufficient storage"}}}}}
+    spec = {
+        "hosts": {HOST: {"tls": "none", "replies": {"MAIL": {"code": 452, "text": "Insufficient storage"}}}}
+    }
     with World(parse_world(spec)) as w:
         control = w.host(HOST)
         assert mail_reply(w)[0] == 452  # the scenario's own fault

@@ -22,7 +22,6 @@ the CA's CRL when the world publishes one.
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 import socket
 import ssl
 import struct
@@ -40,6 +39,7 @@ from mailfakes import World
 from mailfakes import catalogue as scenarios
 from mailfakes.spec import DnsFault, HostSpec
 from mailfakes.spec import Reply as ConfiguredReply
+from prerequisites import require
 from probe import Closed, RawSMTP, client_context, open_connection, resolve_a, resolve_mx, tcp_end
 from sts_probe import WELL_KNOWN, Fetched, fetch_policy, mx_matches, sts_id, txt_records
 
@@ -774,8 +774,8 @@ def s_client(world: World, host: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(argv, input=b"", capture_output=True, timeout=20, check=False)
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 def test_openssl_and_ssl_with_the_crl_refuse_the_revoked_host_and_accept_a_healthy_one(make_world):
+    require({"openssl": "openssl"}, netns=False)  # CI installs it: it must run there
     s = CATALOGUE["tls-cert-revoked"]
     host = s.target.smart_host
     revoked = make_world(s.world)
