@@ -10,11 +10,9 @@ bounded socket timeout.
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,6 +30,7 @@ import pytest
 from mailfakes.dns import FakeDNS
 from mailfakes.spec import Record, WorldSpec, parse_world
 from prerequisites import require
+from test_dns import LoopThread  # an asyncio loop in a thread, as the DNS tests use
 
 T = TypeVar("T")
 HOST = "127.0.0.1"
@@ -60,21 +59,6 @@ def world(
     if signed:
         data["dnssec"] = {"zones": list(zones)}
     return parse_world(data)
-
-
-class LoopThread:
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 5.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
 
 
 @pytest.fixture(scope="module")
