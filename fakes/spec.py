@@ -169,6 +169,12 @@ class WorldSpec:
         return tuple(dict.fromkeys(names))
 
     @property
+    def tls_policy(self) -> bool:
+        """Whether the world tests a TLS policy beyond a CA's check: DNSSEC (and DANE), MTA-STS, or a
+        revoked certificate (which only a client that loads the CRL sees)."""
+        return self.dnssec is not None or bool(self.mta_sts) or self.crl_host is not None
+
+    @property
     def crl_host(self) -> str | None:
         """``crl.<zone>``, the CRL distribution point, when a certificate of the world is revoked."""
         revoked = any(h.kind == "smtp" and h.smtp.cert == "revoked" for h in self.hosts)

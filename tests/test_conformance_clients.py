@@ -55,8 +55,7 @@ def _tls_policy(s: scenarios.Scenario) -> bool:
     """DANE, MTA-STS and revocation are a delivery client's TLS policy, which these application
     clients (a smart host, PKIX checks, no CRL) do not have: the reference connector, Postfix and
     the raw clients of tests/test_tls_policy_wire.py and tests/test_dnssec.py cover them."""
-    w = s.world
-    return w.dnssec is not None or bool(w.mta_sts) or any(h.smtp.cert == "revoked" for h in w.hosts)
+    return s.world.tls_policy
 
 
 CATALOGUE = {sid: s for sid, s in scenarios.load_catalogue().items() if not _tls_policy(s)}

@@ -31,8 +31,7 @@ RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 def tls_policy(s: scenarios.Scenario) -> bool:
     """DANE and MTA-STS scenarios need Postfix set up for them (tests/test_postfix_tls_policy.py);
     revocation is not checked by Postfix's SMTP client at all (it loads no CRL)."""
-    w = s.world
-    return w.dnssec is not None or bool(w.mta_sts) or any(h.smtp.cert == "revoked" for h in w.hosts)
+    return s.world.tls_policy
 
 
 MX_SCENARIOS = sorted(

@@ -687,14 +687,7 @@ def test_ehlo_without_starttls_is_visible_on_the_wire(make_world):
 # (with its SNI), and each DNSSEC query once, with its CD bit, given the
 # verdict the probe came to on its own.
 
-TLS_POLICY = [
-    sid
-    for sid, s in CATALOGUE.items()
-    if s.tls_report is not None
-    or s.world.dnssec is not None
-    or s.world.mta_sts
-    or any(h.smtp.cert == "revoked" for h in s.world.hosts)
-]
+TLS_POLICY = [sid for sid, s in CATALOGUE.items() if s.tls_report is not None or s.world.tls_policy]
 
 
 @pytest.mark.parametrize("sid", TLS_POLICY)
