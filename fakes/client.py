@@ -520,9 +520,7 @@ class DeliveryClient:
         addresses = found.values("A") if found.ok else []
         if not addresses:
             return f"no address for {host} ({found.describe()})"
-        context = (
-            ssl.create_default_context(cafile=self.ca_file)
-        )
+        context = ssl.create_default_context(cafile=self.ca_file)
         head = (
             f"POST /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {media}\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
@@ -730,9 +728,7 @@ class DeliveryClient:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
             return context
-        context = (
-            ssl.create_default_context(cafile=self.ca_file)
-        )
+        context = ssl.create_default_context(cafile=self.ca_file)
         if (policy is None or policy.kind == "verify") and self.check_revocation and self.crl_file:
             context.load_verify_locations(cafile=self.crl_file)
             context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
