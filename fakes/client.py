@@ -114,7 +114,8 @@ class DeliveryReport:
         if self.server:
             tags += f" [LastAttemptedServerName={self.server}]"
         if self.ip:
-            tags += f" [LastAttemptedIP={self.ip}:{self.port}]"
+            where = f"[{self.ip}]" if ":" in self.ip else self.ip
+            tags += f" [LastAttemptedIP={where}:{self.port}]"
         return head + tags
 
     __str__ = line
@@ -287,10 +288,26 @@ class DeliveryClient:
         return Failure("dns", detail, message=f"DNS {answer.describe()}")
 
     def _addresses(self, name: str, *, exchange: bool = False) -> list[str] | Failure:
-        answer = self.resolver.query(name, "A", dnssec=exchange and self.dane)
-        self.address_secure = answer.ad
-        addresses = answer.values("A") if answer.ok else []
-        return addresses or self._dns_failure(answer, exchange=exchange)
+        """The host's addresses, IPv6 first (RFC 6724's order for ::1; RFC 8305 starts with IPv6).
+
+        Both A and AAAA are asked, and a family that answers is used even when the other fails
+        (a SERVFAIL for AAAA, say), as Postfix's dns_lookup_rv merges what each type gave. With
+        neither: a temporary error of either (SERVFAIL, timeout) is the failure, else the A one.
+        """
+        dnssec = exchange and self.dane
+        a = self.resolver.query(name, "A", dnssec=dnssec)
+        if a.rcode == "NXDOMAIN":  # the name does not exist: no AAAA either (RFC 8020)
+            self.address_secure = a.ad
+            return self._dns_failure(a, exchange=exchange)
+        aaaa = self.resolver.query(name, "AAAA", dnssec=dnssec)
+        found = [(answer, answer.values(answer.qtype)) for answer in (aaaa, a) if answer.ok]
+        addresses = [ip for _, ips in found for ip in ips]
+        if addresses:
+            self.address_secure = all(answer.ad for answer, ips in found if ips)
+            return addresses
+        self.address_secure = a.ad
+        soft = next((x for x in (a, aaaa) if x.rcode not in ("NOERROR", "NXDOMAIN")), a)
+        return self._dns_failure(soft, exchange=exchange)
 
     # -- TLS policy (MX delivery): DANE, MTA-STS ------------------------------------
 
@@ -542,8 +559,8 @@ class DeliveryClient:
         return report
 
     def _connect(self, ip: str, log: list[str]) -> socket.socket | Failure:
-        log.append(f"*: connecting to {ip}:{self.port}")
-        where = f"{ip}:{self.port}"
+        where = f"[{ip}]:{self.port}" if ":" in ip else f"{ip}:{self.port}"
+        log.append(f"*: connecting to {where}")
         try:
             sock = socket.create_connection((ip, self.port), timeout=self.timeout)
         except ConnectionRefusedError:

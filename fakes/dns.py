@@ -445,6 +445,9 @@ class _Zone:
             if h.a_record:
                 name = normalize_name(h.name)
                 self._add(_name_of(name), _Entry("A", name, 0, 300, True))
+            if h.ipv6 != "none":  # its IPv6 address, as the world bound it (address6_of)
+                name = normalize_name(h.name)
+                self._add(_name_of(name), _Entry("AAAA", name, 0, 300, True))
         for web in spec.web_hosts:  # HTTPS hosts of the world (MTA-STS, TLS-RPT): an A record each
             name = normalize_name(web)
             self._add(_name_of(name), _Entry("A", name, 0, 300, True))
@@ -629,6 +632,7 @@ class FakeDNS:
         host: str = "127.0.0.1",
         port: int = 0,
         address_of: Callable[[str], str] | None = None,
+        address6_of: Callable[[str], str] | None = None,
         events: EventLog | None = None,
         allow_non_loopback: bool = False,
         tcp_idle_timeout: float = TCP_IDLE_TIMEOUT,
@@ -640,6 +644,7 @@ class FakeDNS:
         self.tcp_idle_timeout = tcp_idle_timeout
         self.port = port
         self.address_of = address_of
+        self.address6_of = address6_of  # the same for the AAAA record of each host with ipv6 set
         self.events = events
         self.allow_non_loopback = allow_non_loopback
         # The newest queries are kept; ``dropped_queries`` counts the others.
@@ -1185,10 +1190,11 @@ class FakeDNS:
 
     def _rr(self, label: Any, e: _Entry) -> tuple[RR, str]:
         if e.rtype == "A":
-            addr = self._address(e.value) if e.host_ref else e.value
+            addr = self._address(e.value, 4) if e.host_ref else e.value
             return RR(label, QTYPE.A, rdata=A(addr), ttl=e.ttl), f"A {addr}"
         if e.rtype == "AAAA":
-            return RR(label, QTYPE.AAAA, rdata=AAAA(e.value), ttl=e.ttl), f"AAAA {e.value}"
+            addr = self._address(e.value, 6) if e.host_ref else e.value
+            return RR(label, QTYPE.AAAA, rdata=AAAA(addr), ttl=e.ttl), f"AAAA {addr}"
         if e.rtype == "MX":
             target = "." if e.value == "." else e.value + "."
             rr = RR(label, QTYPE.MX, rdata=MX(target, e.priority), ttl=e.ttl)
@@ -1203,19 +1209,22 @@ class FakeDNS:
             return RR(label, QTYPE.TLSA, rdata=rdata, ttl=e.ttl), f"TLSA {e.value}"
         raise _WorldError(f"record type {e.rtype!r} is not supported")
 
-    def _address(self, host_name: str) -> str:
-        if self.address_of is None:
-            raise _WorldError(f"A record for host {host_name!r} but FakeDNS has no address_of")
+    def _address(self, host_name: str, version: int) -> str:
+        lookup = self.address_of if version == 4 else self.address6_of
+        what = "address_of" if version == 4 else "address6_of"
+        if lookup is None:
+            rtype = "A" if version == 4 else "AAAA"
+            raise _WorldError(f"{rtype} record for host {host_name!r} but FakeDNS has no {what}")
         try:
-            addr = self.address_of(host_name)
+            addr = lookup(host_name)
         except Exception as exc:
-            raise _WorldError(f"address_of({host_name!r}) failed: {exc!r}") from exc
+            raise _WorldError(f"{what}({host_name!r}) failed: {exc!r}") from exc
         try:
-            ok = ipaddress.ip_address(addr).version == 4
+            ok = ipaddress.ip_address(addr).version == version
         except ValueError:
             ok = False
         if not ok:
-            raise _WorldError(f"address_of({host_name!r}) gave {addr!r}, not an IPv4 address")
+            raise _WorldError(f"{what}({host_name!r}) gave {addr!r}, not an IPv{version} address")
         return addr
 
     # ------------------------------------------------------------------

@@ -30,6 +30,7 @@ from .values import field, frozen
 
 HostKind = Literal["smtp", "refuse", "blackhole", "silent", "close_on_accept"]
 CloseHow = Literal["fin", "rst"]
+Ipv6 = Literal["none", "dual", "only", "refused"]
 TlsMode = Literal[
     "starttls",
     "none",
@@ -300,6 +301,7 @@ class HostSpec:
     name: str
     kind: HostKind = "smtp"
     a_record: bool = True
+    ipv6: Ipv6 = "none"
     close: CloseHow = "fin"
     smtp: SmtpPlan = field(default_factory=SmtpPlan)
     schedule: Schedule | None = None
@@ -407,6 +409,17 @@ KINDS: Final = _choices(
         "blackhole": "SYN never answered (connect times out)",
         "silent": "accepts the connection, never sends a greeting",
         "close_on_accept": "accepts, then closes at once",
+    }
+)
+IPV6_TABLE: Final = _choices(
+    {
+        "none": "IPv4 only: an A record, no AAAA",
+        "dual": "A and AAAA records; the server answers on both addresses",
+        "only": "an AAAA record and no A record; the server answers on its IPv6 address only",
+        "refused": (
+            "A and AAAA records; nothing listens on the IPv6 address (a SYN there gets RST) while the "
+            "IPv4 address serves: a client must fall back to the A address"
+        ),
     }
 )
 CLOSE_HOWS_TABLE: Final = _choices(
@@ -576,6 +589,17 @@ TABLE: Final[tuple[Key, ...]] = (
         "smtp",
     ),
     Key("host", "a_record", "`true` (default) / `false`", "publish the host's address in DNS"),
+    Key(
+        "host",
+        "ipv6",
+        "one of the values (default `none`)",
+        "an IPv6 address for an `smtp` host, published as its AAAA record. Inside `--netns` each such "
+        "host has its own address on the namespace's loopback (in `fd6d:6169:6c66::/48`, mirroring its "
+        "127.A.B.N address); outside a namespace only `::1` exists, so one host per world may take it "
+        "(on the world's port) and a world with more is refused",
+        IPV6_TABLE,
+        "none",
+    ),
     Key(
         "host",
         "close",
@@ -1090,7 +1114,9 @@ def describe_host(h: HostSpec) -> list[str]:
     lasting = []
     if h.kind == "smtp" and h.smtp.extensions_off:
         lasting.append("EHLO without " + ", ".join(sorted(h.smtp.extensions_off)))
-    if not h.a_record:
+    if h.ipv6 != "none":
+        lasting.append(f"IPv6: {key('ipv6').effect(h.ipv6)}")
+    elif not h.a_record:
         lasting.append("no A record")
     if h.schedule is not None and limited:
         limited.append(describe_schedule(h.schedule))

@@ -39,6 +39,16 @@ RESOLV_CONF = Path("/etc/resolv.conf")
 NSSWITCH_CONF = Path("/etc/nsswitch.conf")
 PRIVATE_TMP = Path("/dev/shm")  # a tmpfs of our own is mounted here, inside only
 
+# The ULA prefix (RFC 4193) whose addresses the harness puts on lo inside its own namespaces, one
+# per IPv6 host: fd6d:6169:6c66 spells "mailf". Outside such a namespace they are refused.
+IPV6_PREFIX = "fd6d:6169:6c66::/48"
+_IPV6_DISABLE = Path("/proc/sys/net/ipv6/conf")
+_NETLINK_ROUTE = 0
+_RTM_NEWADDR = 20
+_NLMSG_ERROR = 2
+_NLM_F_REQUEST, _NLM_F_ACK, _NLM_F_EXCL, _NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
+_IFA_ADDRESS, _IFA_LOCAL, _IFA_FLAGS = 1, 2, 8
+_IFA_F_NODAD = 0x02
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
@@ -209,6 +219,72 @@ def in_private_namespace() -> bool:
     return refusal() is None
 
 
+def _in_prefix(value: str) -> bool:
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return ip.version == 6 and ip in ipaddress.ip_network(IPV6_PREFIX)
+
+
+def is_namespace_address(value: str) -> bool:
+    """Whether ``value`` is an address of :data:`IPV6_PREFIX` and this process runs inside a
+    namespace like the one ``reexec_inside`` makes: only there do those addresses exist, on lo."""
+    return _in_prefix(value) and in_private_namespace()
+
+
+def ipv6_address_for(ipv4: str) -> str:
+    """The IPv6 address a host at 127.A.B.N gets inside the namespace: PREFIX:AABB::N (hex)."""
+    a, b, n = (int(x) for x in ipv4.split(".")[1:])
+    return f"{IPV6_PREFIX.split('::')[0]}:{a:02x}{b:02x}::{n:x}"
+
+
+def enable_ipv6() -> None:
+    """Make sure IPv6 is on for lo in this namespace (its sysctls are the namespace's own)."""
+    _check_inside("refusing to change IPv6 settings outside a mailfakes network namespace")
+    for device in ("all", "lo"):
+        flag = _IPV6_DISABLE / device / "disable_ipv6"
+        if flag.exists() and flag.read_text().strip() != "0":
+            flag.write_text("0\n")
+
+
+def add_ipv6_address(address: str) -> None:
+    """Put ``address`` (of :data:`IPV6_PREFIX`) on lo, over netlink (no iproute2 needed).
+
+    Refused (NetnsError) before anything is sent unless this process runs inside a namespace
+    like the one ``reexec_inside`` makes and the address is of the prefix. An address already
+    there is fine: another world of this namespace may have put it there.
+    """
+    _check_inside(f"refusing to add the address {address} outside a mailfakes network namespace")
+    if not _in_prefix(address):
+        raise NetnsError(f"refusing to add {address!r} to lo: only addresses of {IPV6_PREFIX} are the harness's")
+    index = socket.if_nametoindex("lo")
+    packed = socket.inet_pton(socket.AF_INET6, address)
+
+    def attribute(kind: int, data: bytes) -> bytes:
+        body = struct.pack("HH", 4 + len(data), kind) + data
+        return body + b"\0" * (-len(body) % 4)
+
+    payload = struct.pack("BBBBI", socket.AF_INET6, 128, _IFA_F_NODAD, 0, index)
+    payload += attribute(_IFA_LOCAL, packed) + attribute(_IFA_ADDRESS, packed)
+    payload += attribute(_IFA_FLAGS, struct.pack("I", _IFA_F_NODAD))
+    flags = _NLM_F_REQUEST | _NLM_F_ACK | _NLM_F_CREATE | _NLM_F_EXCL
+    message = struct.pack("IHHII", 16 + len(payload), _RTM_NEWADDR, flags, 1, 0) + payload
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_ROUTE) as nl:
+        nl.settimeout(2.0)
+        nl.bind((0, 0))
+        nl.send(message)
+        reply = nl.recv(65536)
+    kind = struct.unpack("H", reply[4:6])[0]
+    if kind != _NLMSG_ERROR:
+        raise NetnsError(f"cannot add {address} to lo: unexpected netlink reply type {kind}")
+    code = -struct.unpack("i", reply[16:20])[0]
+    if code not in (0, errno.EEXIST):
+        raise NetnsError(f"cannot add {address} to lo: {os.strerror(code)}")
+
+
 def _check_inside(what: str) -> None:
     why = refusal()
     if why is not None:
@@ -324,5 +400,6 @@ def enter() -> Path:
     """
     _check_inside("--inside-netns is for mailfakes itself, use --netns")
     loopback_up()
+    enable_ipv6()
     private_tmp()
     return private_resolver()

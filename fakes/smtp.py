@@ -1106,6 +1106,7 @@ class HostServer:
         self.live: set[Any] = set()  # protocols with an open connection; each has shutdown()
         self.draining: set[Any] = set()  # connections ended with FIN, still read (tcp.Drainer)
         self.listener: Listener | None = None
+        self.also: list[Listener] = []  # a dual-stack host's IPv6 listener
         self.stopping = False
         self.stop_reason = "stop"
         self.healthy = spec.smtp.healthy()  # what a session gets once a schedule's faults are spent
@@ -1156,6 +1157,11 @@ class HostServer:
             self._context(self.spec.smtp)  # certificates are part of "ready"
         self.listener = Listener(sock, self.make_protocol, backlog=LISTEN_BACKLOG)
 
+    def also_listen(self, sock: socket.socket, address: str) -> None:
+        """Serve the same host on a second address (a dual-stack host's IPv6 one): one schedule,
+        one greylist, one set of runtime changes; each session records the address it came in on."""
+        self.also.append(Listener(sock, functools.partial(self.make_protocol, address), backlog=LISTEN_BACKLOG))
+
     async def stop(self, ended_by: str = "stop") -> None:
         """Stop accepting, end every connection, and return once their sockets are closed.
 
@@ -1164,6 +1170,9 @@ class HostServer:
         self.stopping = True
         self.stop_reason = ended_by
         listener, self.listener = self.listener, None
+        also, self.also = self.also, []
+        for extra in also:
+            await extra.stop_accepting()
         if listener is not None:
             await listener.stop_accepting()  # every connection accepted has its protocol now
         # No protocol can join the live set from here: the listener is closed
@@ -1174,6 +1183,8 @@ class HostServer:
             drainer.shutdown()
         if listener is not None:
             await listener.wait_closed()
+        for extra in also:
+            await extra.wait_closed()
 
     def greylist_wait(self, sender: str, rcpt: str) -> float:
         """World seconds since the first RCPT of this sender/recipient pair (0 for the first one)."""
@@ -1197,7 +1208,7 @@ class HostServer:
         self._contexts[id(plan)] = (ctx, now)
         return ctx
 
-    def make_protocol(self) -> asyncio.BaseProtocol:
+    def make_protocol(self, address: str | None = None) -> asyncio.BaseProtocol:
         spec = self.spec
         earlier = self.recorder.count_session(spec.name)
         controlled = self._controlled() if spec.kind not in ("refuse", "blackhole") else None
@@ -1211,7 +1222,7 @@ class HostServer:
                 faulted = spec.schedule is None or spec.schedule.faulted(self.clock.now(), earlier)
             kind = spec.kind if faulted else "smtp"
             plan = spec.smtp if faulted else self.healthy
-        t = self.recorder.open_session(spec.name, self.address, "?", faulted)
+        t = self.recorder.open_session(spec.name, address or self.address, "?", faulted)
         self.recorder.note(t, "connect", f"connection accepted ({kind})")
         if kind == "silent":
             t.add("*", "fault: the server accepts and never speaks")

@@ -476,7 +476,16 @@ def parse_tlsa(t: Table, name: str) -> Tlsa:
 
 def parse_host(name: str, t: Table) -> HostSpec:
     kind = t.choice("kind", values("kind"), "smtp")
-    a_record = t.boolean("a_record", True)
+    ipv6 = t.choice("ipv6", values("ipv6"), "none")
+    if ipv6 != "none" and kind != "smtp":
+        # The v6 address of a refuse or blackhole host would be a second copy of the fault; a
+        # host whose v6 address alone refuses is ipv6 = "refused" on an smtp host.
+        raise t.fail("ipv6", ipv6, f"no ipv6 on a host of kind {kind} (only on kind = smtp)")
+    if ipv6 == "only" and t.has("a_record") and t.data["a_record"] is not False:
+        raise t.fail("a_record", t.data["a_record"], "false or left out with ipv6 = only (no A record)")
+    a_record = t.boolean("a_record", ipv6 != "only")
+    if ipv6 in ("dual", "refused") and not a_record:
+        raise t.fail("a_record", False, f"true with ipv6 = {ipv6} (an A record and an AAAA record)")
     close = t.choice("close", values("close"), "fin")
     if t.has("close") and kind != "close_on_accept":
         raise t.fail("close", t.data["close"], "no close unless kind = close_on_accept")
@@ -530,11 +539,12 @@ def parse_host(name: str, t: Table) -> HostSpec:
                 "delays, greylist): later sessions would be the same",
             )
         schedule = Schedule(fail_first=n, fail_for=fail_for, healthy_for=healthy_for)
-    t.done(("kind", "a_record", "close", "schedule", *_SMTP_KEYS))
+    t.done(("kind", "a_record", "ipv6", "close", "schedule", *_SMTP_KEYS))
     return HostSpec(
         name=name,
         kind=kind,  # type: ignore[arg-type]
         a_record=a_record,
+        ipv6=ipv6,  # type: ignore[arg-type]
         close=close,  # type: ignore[arg-type]
         smtp=smtp,
         schedule=schedule,
@@ -581,11 +591,19 @@ def check_name(t: Table, key: str, name: str, zone: str) -> str:
 
 
 def is_loopback(value: str) -> bool:
-    """Whether ``value`` is an address of 127.0.0.0/8 or ::1 (a name is not)."""
+    """Whether ``value`` is an address of 127.0.0.0/8 or ::1 (a name is not), or one of the IPv6
+    addresses the harness gives hosts inside its own network namespace, when this process runs in
+    such a namespace (:func:`mailfakes.netns.in_private_namespace`); anywhere else those are
+    addresses like any other, which traffic could leave the machine for."""
     try:
-        return ipaddress.ip_address(value).is_loopback
+        ip = ipaddress.ip_address(value)
     except ValueError:
         return False
+    if ip.is_loopback:
+        return True
+    from .netns import is_namespace_address
+
+    return is_namespace_address(value)
 
 
 def parse_record(t: Table, zone: str, host_names: set[str]) -> Record:

@@ -171,6 +171,16 @@ class World:
                     "machine (127.0.0.0/8 or ::1); pass allow_non_loopback=True only inside a "
                     "network namespace you made yourself"
                 )
+        v6_hosts = [h.name for h in self.spec.hosts if h.ipv6 != "none"]
+        from .netns import in_private_namespace
+
+        self.ipv6_own = bool(v6_hosts) and in_private_namespace()  # each v6 host its own address
+        if len(v6_hosts) > 1 and not self.ipv6_own:
+            raise WorldError(
+                f"this world has {len(v6_hosts)} IPv6 hosts ({', '.join(v6_hosts)}), and outside a "
+                "mailfakes network namespace only ::1 exists, for one of them: run it with --netns "
+                "(mailfakes serve/check --netns), where each gets its own address"
+            )
         self.requested_port = port
         self.requested_https_port = https_port
         self.requested_http_port = http_port
@@ -195,6 +205,7 @@ class World:
         self.dns_host = ""
         self.dns_port = 0
         self.hosts: dict[str, str] = {}
+        self.hosts6: dict[str, str] = {}  # the IPv6 address of each host with one (its AAAA record)
         self.ca: CertAuthority | None = None
         self.dns: FakeDNS | None = None
         self._servers: list[HostServer] = []
@@ -203,6 +214,7 @@ class World:
         self._timers: list[asyncio.TimerHandle] = []
         self._reserved: list[socket.socket] = []
         self._pending: list[tuple[HostServer, socket.socket]] = []
+        self._pending6: list[tuple[HostServer, socket.socket]] = []  # a dual host's IPv6 listener
         self._runtime = runtime
         self._sync_runtime: Runtime | None = None  # the runtime a sync start() used
         self._restore_handler: tuple[asyncio.AbstractEventLoop, Any, Any] | None = None
@@ -224,6 +236,13 @@ class World:
         """The loopback address of a host of this world (by DNS name), SMTP or web."""
         key = name.rstrip(".").lower()
         found = self.hosts.get(key) or self.web_hosts.get(key)
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    def address6_of(self, name: str) -> str:
+        """The IPv6 address of a host with ``ipv6`` set (``::1`` outside a namespace)."""
+        found = self.hosts6.get(name.rstrip(".").lower())
         if found is None:
             raise KeyError(name)
         return found
@@ -681,6 +700,7 @@ class World:
             host=self.dns_host,
             port=self.requested_dns_port,
             address_of=self.address_of,
+            address6_of=self.address6_of,
             events=self.events,
             allow_non_loopback=self.allow_non_loopback,
             max_queries=self.limits.dns_queries,
@@ -823,7 +843,9 @@ class World:
         """Open the host listeners (the sockets are bound already)."""
         for server, sock in self._pending:
             await server.start(sock)
-        self._pending = []
+        for server, sock in self._pending6:
+            server.also_listen(sock, self.hosts6[server.spec.name])
+        self._pending, self._pending6 = [], []
         for web, sock in self._web_socks:
             await web.start(sock)
         self._web_socks = []
@@ -851,7 +873,8 @@ class World:
         self.dns_host = self.requested_dns_host or f"{subnet}.1"
         port = self.requested_port
         self.hosts = {}
-        self._pending = []
+        self.hosts6 = {}
+        self._pending, self._pending6 = [], []
         for i, host in enumerate(self.spec.hosts):
             address = f"{subnet}.{i + 2}"
             sock = bind_socket(address, port)
@@ -859,7 +882,21 @@ class World:
             port = sock.getsockname()[1]
             self.hosts[host.name] = address
             timed = host.schedule is not None and host.schedule.timed
-            if host.kind in ("refuse", "blackhole") and timed:
+            if host.ipv6 != "none":
+                sock6 = self._bind6(host, address, port)
+                if host.ipv6 == "refused":  # bound, never listening: a SYN there gets RST
+                    self._endpoints.append(RefuseEndpoint(sock6))
+                    v6 = []
+                else:
+                    v6 = [sock6]
+                if host.ipv6 == "only":  # the IPv4 address stays reserved, and refuses
+                    self._endpoints.append(RefuseEndpoint(sock))
+                    sock, v6 = v6[0], []
+                server = self._new_server(host, self.hosts6[host.name] if host.ipv6 == "only" else address)
+                self._servers.append(server)
+                self._pending.append((server, sock))
+                self._pending6 += [(server, s6) for s6 in v6]
+            elif host.kind in ("refuse", "blackhole") and timed:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # see bind_socket(reuse=)
                 self._timed.append(TimedEndpoint(host, sock, self._new_server))
             elif host.kind == "refuse":
@@ -879,6 +916,21 @@ class World:
         self.web_hosts, self.web, self._web_socks = {}, {}, []
         if self.spec.web_hosts:
             self._web_servers(subnet, len(self.spec.hosts) + 2)
+
+    def _bind6(self, host: HostSpec, address: str, port: int) -> socket.socket:
+        """Bind ``host``'s IPv6 address on the world's port: its own inside the namespace (put on
+        lo first), ``::1`` outside (World() refused a second IPv6 host there)."""
+        if self.ipv6_own:
+            from .netns import add_ipv6_address, ipv6_address_for
+
+            v6 = ipv6_address_for(address)
+            add_ipv6_address(v6)
+        else:
+            v6 = "::1"
+        sock = bind_socket(v6, port, family=socket.AF_INET6)
+        self._reserved.append(sock)
+        self.hosts6[host.name] = v6
+        return sock
 
     def _new_server(self, host: HostSpec, address: str) -> HostServer:
         return HostServer(
@@ -930,6 +982,7 @@ class World:
         for sock in self._reserved:
             sock.close()
         self._endpoints, self._reserved, self._servers, self._pending = [], [], [], []
+        self._pending6 = []
 
     async def _astop(self) -> None:
         if self._state == "stopped":
