@@ -229,10 +229,39 @@ def _in_prefix(value: str) -> bool:
     return ip.version == 6 and ip in ipaddress.ip_network(IPV6_PREFIX)
 
 
+def _only_lo() -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        return all(
+            name == "lo" or (name in _FALLBACK_TUNNELS and not _interface_is_up(s, name))
+            for _, name in socket.if_nameindex()
+        )
+
+
+def _nested_pid_namespace() -> bool:
+    """Whether this process lives in a PID namespace below the initial one (its NSpid has levels)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return False
+    line = next((ln for ln in status.splitlines() if ln.startswith("NSpid:")), "")
+    return len(line.split()) > 2
+
+
+def in_harness_namespace() -> bool:
+    """Whether this process is mailfakes's namespace's PID 1 (:func:`in_private_namespace`) or a
+    process started inside such a namespace (a client that ``check --netns`` runs, ``send``
+    among them): a PID namespace below the initial one, and a network namespace that holds
+    nothing but lo, so no packet of it can leave the machine."""
+    if in_private_namespace():
+        return True
+    return _nested_pid_namespace() and _only_lo()
+
+
 def is_namespace_address(value: str) -> bool:
     """Whether ``value`` is an address of :data:`IPV6_PREFIX` and this process runs inside a
-    namespace like the one ``reexec_inside`` makes: only there do those addresses exist, on lo."""
-    return _in_prefix(value) and in_private_namespace()
+    namespace like the one ``reexec_inside`` makes (:func:`in_harness_namespace`): only there do
+    those addresses exist, on lo; anywhere else they could route off the machine."""
+    return _in_prefix(value) and in_harness_namespace()
 
 
 def ipv6_address_for(ipv4: str) -> str:

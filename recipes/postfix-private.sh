@@ -34,7 +34,7 @@ mydomain = fabrikam.test
 myorigin = fabrikam.test
 mydestination =
 inet_interfaces = loopback-only
-inet_protocols = ipv4
+inet_protocols = all
 master_service_disable = inet
 $settings
 smtp_tls_CAfile = $MAILFAKES_CA_FILE

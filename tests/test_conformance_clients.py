@@ -122,13 +122,25 @@ def routes(world: World, target: scenarios.Target) -> Iterator[tuple[str, str] |
     resolver = make_resolver(world)
     names = [target.smart_host] if target.smart_host else mail_hosts(resolver, target.mail_domain)
     for name in names:
-        try:
-            answer = resolver.resolve(name, "A")
-        except dns.exception.DNSException as exc:
-            yield exc
+        # AAAA then A, as getaddrinfo sorts ::1 before 127/8 (RFC 6724); a family that answers is
+        # used when the other fails (Postfix merges the types it asks for, glibc returns the A
+        # records when AAAA gets SERVFAIL). Without any address, the A lookup's error stands.
+        found: list[str] = []
+        error: BaseException | None = None
+        for rtype in ("A", "AAAA"):
+            try:
+                found = [r.address for r in resolver.resolve(name, rtype)] + found
+            except dns.resolver.NXDOMAIN as exc:
+                error = error or exc
+                break  # the name does not exist: no other type either
+            except dns.exception.DNSException as exc:
+                error = error or exc
+        if not found:
+            assert error is not None
+            yield error
             continue
-        for record in answer:
-            yield name, record.address
+        for address in found:
+            yield name, address
 
 
 def message(target: scenarios.Target) -> EmailMessage:
@@ -244,7 +256,7 @@ async def deliver_aiosmtplib_sock(world: World, target: scenarios.Target, contex
             last = route
             continue
         name, address = route
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         try:
             await asyncio.wait_for(loop.sock_connect(sock, (address, world.port)), CONNECT_TIMEOUT)
