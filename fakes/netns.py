@@ -288,7 +288,9 @@ def add_ipv6_address(address: str) -> None:
     """
     _check_inside(f"refusing to add the address {address} outside a mailfakes network namespace")
     if not _in_prefix(address):
-        raise NetnsError(f"refusing to add {address!r} to lo: only addresses of {IPV6_PREFIX} are the harness's")
+        raise NetnsError(
+            f"refusing to add {address!r} to lo: only addresses of {IPV6_PREFIX} are the harness's"
+        )
     index = socket.if_nametoindex("lo")
     packed = socket.inet_pton(socket.AF_INET6, address)
 

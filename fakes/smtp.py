@@ -1160,7 +1160,9 @@ class HostServer:
     def also_listen(self, sock: socket.socket, address: str) -> None:
         """Serve the same host on a second address (a dual-stack host's IPv6 one): one schedule,
         one greylist, one set of runtime changes; each session records the address it came in on."""
-        self.also.append(Listener(sock, functools.partial(self.make_protocol, address), backlog=LISTEN_BACKLOG))
+        self.also.append(
+            Listener(sock, functools.partial(self.make_protocol, address), backlog=LISTEN_BACKLOG)
+        )
 
     async def stop(self, ended_by: str = "stop") -> None:
         """Stop accepting, end every connection, and return once their sockets are closed.

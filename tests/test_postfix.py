@@ -86,7 +86,12 @@ def check(
 
 
 def test_the_mx_scenarios_are_the_three_without_a_smart_host():
-    assert MX_SCENARIOS == ["baseline-mx-fallback", "dns-mx-no-address", "tcp-refused-decommissioned"]
+    assert MX_SCENARIOS == [
+        "baseline-mx-fallback",
+        "dns-mx-no-address",
+        "ipv6-mx-aaaa-only-delivered",
+        "tcp-refused-decommissioned",
+    ]
 
 
 @pytest.mark.slow
