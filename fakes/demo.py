@@ -737,6 +737,24 @@ WIRE = Phrases(
         ("", "{point} delayed {ms} ms", "{point} : réponse retardée de {ms} ms"),
         ("", "{point} not delayed", "{point} : réponse non retardée"),
         ("", "no A record", "pas d'enregistrement A"),
+        (
+            "",
+            "IPv6: an AAAA record and no A record; the server answers on its IPv6 address only",
+            "IPv6 : un enregistrement AAAA et aucun enregistrement A ; le serveur ne répond que sur son "
+            "adresse IPv6",
+        ),
+        (
+            "",
+            "IPv6: A and AAAA records; the server answers on both addresses",
+            "IPv6 : enregistrements A et AAAA ; le serveur répond sur ses deux adresses",
+        ),
+        (
+            "",
+            "IPv6: A and AAAA records; nothing listens on the IPv6 address (a SYN there gets RST) while "
+            "the IPv4 address serves: a client must fall back to the A address",
+            "IPv6 : enregistrements A et AAAA ; rien n'écoute sur l'adresse IPv6 (un SYN y reçoit un RST) "
+            "tandis que l'adresse IPv4 sert : le client doit se replier sur l'adresse A",
+        ),
         ("", "for its first 1 session(s) only", "pour sa première session seulement"),
         ("", "for its first {n} session(s) only", "pour ses {n} premières sessions seulement"),
         ("", "for the first {span} only, then healthy", "seulement pendant {span}, puis sain"),
