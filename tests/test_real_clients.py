@@ -115,3 +115,43 @@ def test_the_namespace_leaves_the_host_resolver_alone():
     lines = result.stdout.split()
     assert lines[0] == "1" and lines[1].startswith("127.") and lines[2] == "mail.contoso.test"
     assert Path("/etc/resolv.conf").read_bytes() == before
+
+
+def test_curl_meets_the_refused_ipv6_address_and_falls_back_to_ipv4(tmp_path):
+    need("curl")
+    report = tmp_path / "report.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mailfakes",
+            "check",
+            "ipv6-aaaa-refused-a-works",
+            "ipv6-mx-aaaa-only-delivered",
+            "--no-control",
+            "--netns",
+            "--reader",
+            "curl",
+            "--timeout",
+            "1",
+            "--json",
+            str(report),
+            "--",
+            "sh",
+            "-c",
+            "curl -sv --ssl-reqd --cacert {ca_file} smtp://mail.contoso.test:{port} --mail-from {mail_from} "
+            "--mail-rcpt {rcpt_to} -T - --crlf < " + str(RECIPES / "message.eml") + "; "
+            "getent ahostsv6 mx6.contoso.test",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    import json
+
+    out = json.loads(report.read_text())["results"][0]["stdout"] + result.stderr
+    text = json.loads(report.read_text())["results"][0]["stderr"] + out
+    # Inside the namespace the host has its own address of the harness's prefix; curl tries it,
+    # is refused (RST), and delivers over the A address.
+    assert "connect to fd6d:6169:6c66:" in text and "Connection refused" in text, text[-3000:]
+    assert "Connected to mail.contoso.test (127." in text, text[-3000:]
