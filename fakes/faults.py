@@ -1137,7 +1137,7 @@ def dns_contradictions(faults: tuple[DnsFault, ...]) -> Iterator[tuple[int, str,
 
 
 def _reply(r: Reply) -> str:
-    text = f"`{r.line()}`"
+    text = f"`{limit_line(r, 'HOST', 'CLIENT')}`"
     if r.close:
         text += f" then closes ({r.close.upper()})"
     return text
