@@ -95,6 +95,7 @@ TLS_RESULT_TYPES: Final = (
     "sts-webpki-invalid",
 )
 StsFault = Literal["unreachable", "missing", "malformed"]
+RateUnit = Literal["messages", "connections"]
 
 
 @frozen
@@ -189,6 +190,45 @@ GREYLISTED: Final = Reply(450, "Greylisted: please try again later", "4.7.1")
 TOO_MANY_RECIPIENTS: Final = Reply(452, "Too many recipients", "4.5.3")
 
 
+# What real servers say when a client goes over a limit (Postfix's smtpd.c): the connection count
+# and the connection rate at the greeting, then close (RFC 5321 3.8); the message rate to MAIL.
+# ``{host}`` is the server's name, ``{client}`` the client's address, filled in per session.
+TOO_MANY_CONNECTIONS: Final = Reply(421, "{host} Error: too many connections from {client}", "4.7.0")
+TOO_MUCH_MAIL: Final = Reply(450, "Error: too much mail from {client}", "4.7.1")
+
+
+@frozen
+class RateLimit:
+    """A sliding window on the world's clock: at most ``max`` messages (accepted MAIL commands) or
+    connections (sessions greeted with 220) in any ``window`` world seconds, counted per host
+    for the whole run (``world.reset()`` empties it). The one over gets ``reply``: a connection
+    at the greeting, then the close; a message in reply to its MAIL (a 421 closes, another 4xx
+    keeps the session). ``used``: events already in the window when the world starts, from
+    other senders (the limit is counted per client address, and senders share addresses), which
+    leave it ``window`` seconds later. Example::
+
+        RateLimit("messages", 2, 60.0).reply.code     # 450, Postfix's "too much mail"
+    """
+
+    per: RateUnit
+    max: int
+    window: float
+    reply: Reply | None = None
+    used: int = 0
+
+    @property
+    def refusal(self) -> Reply:
+        """The reply to the one over the limit (Postfix's, unless the scenario wrote its own)."""
+        if self.reply is not None:
+            return self.reply
+        return TOO_MANY_CONNECTIONS if self.per == "connections" else TOO_MUCH_MAIL
+
+
+def limit_line(r: Reply, host: str, client: str) -> str:
+    """``r``'s line with ``{host}`` and ``{client}`` filled in."""
+    return r.line().replace("{host}", host).replace("{client}", client)
+
+
 @frozen
 class Greylist:
     """Greylisting: the first RCPT of each sender/recipient pair gets ``reply`` (a 4xx), and so does
@@ -243,6 +283,8 @@ class SmtpPlan:
     greylist: Greylist | None = None
     max_recipients: int | None = None  # RCPTs accepted per message; the next get TOO_MANY_RECIPIENTS
     max_size: int | None = None  # bytes: advertised with SIZE, 552 5.3.4 past it (else the default)
+    rate_limit: RateLimit | None = None  # messages or connections per sliding window of world time
+    max_sessions: int | None = None  # connections at once; the one above gets TOO_MANY_CONNECTIONS
 
     @property
     def uses_tls(self) -> bool:
@@ -660,6 +702,29 @@ TABLE: Final[tuple[Key, ...]] = (
     ),
     Key(
         "smtp host",
+        "rate_limit",
+        '`{per = "messages"|"connections", max = N, window = D, used = 0, code, enhanced, text}`',
+        "a rate limit: a sliding window of `window` (world time, see `hour`) holding at most `max` "
+        "events, counted per host for the whole run (`world.reset()` empties it). `connections`: a "
+        "connection that would be one too many gets the greeting `421 4.7.0 HOST Error: too many "
+        "connections from CLIENT` and the close (Postfix's anvil; the code must be 421: RFC 5321 3.8); "
+        "only connections greeted with 220 count. `messages`: a MAIL that would be one too many gets "
+        "`450 4.7.1 Error: too much mail from CLIENT` (Postfix's message rate limit) and the session "
+        "goes on; with `code = 421` the server closes after it. Only accepted MAILs count. `used`: "
+        "events already in the window at the start (other senders behind the same address), gone "
+        "`window` later. `{host}` and `{client}` in `text` are the server's name and the client's "
+        "address. Exactly `max` pass in any window, whatever the concurrency",
+    ),
+    Key(
+        "smtp host",
+        "max_sessions",
+        "a number from 1",
+        "a concurrency limit: at most N sessions open at once; the connection above gets `421 4.7.0 "
+        "HOST Error: too many connections from CLIENT` (Postfix's `smtpd_client_connection_count_limit`) "
+        "as its greeting and is closed; once a session ends, the next connection is served",
+    ),
+    Key(
+        "smtp host",
         "greylist",
         '`{after = D, code, enhanced, text}` (after `"5m"`; reply `450 4.7.1 Greylisted: please try '
         "again later`)",
@@ -961,6 +1026,7 @@ def contradictions(plan: SmtpPlan) -> Iterator[Contradiction]:
                 plan.max_recipients,
                 "no recipient limit beside replies.RCPT (it answers every RCPT)",
             )
+    yield from _limit_contradictions(plan, unreachable)
     starttls = plan.replies.get("STARTTLS")
     if starttls is not None and not unreachable("STARTTLS"):
         if starttls.code < 400:
@@ -1004,6 +1070,65 @@ def contradictions(plan: SmtpPlan) -> Iterator[Contradiction]:
         yield ("extensions_off", sorted(plan.extensions_off), f"no extensions: {why}, before any EHLO reply")
 
 
+def _limit_contradictions(
+    plan: SmtpPlan, unreachable: Callable[[str], str | None]
+) -> Iterator[Contradiction]:
+    """What keeps a connection or message limit from ever applying as written."""
+    rl, g = plan.rate_limit, plan.greeting
+    greets = (
+        g is None
+        and plan.tls != "implicit_broken"
+        and not (plan.close_at is not None and plan.close_at.point == "before_greeting")
+    )
+    if plan.max_sessions is not None and not greets:
+        yield (
+            "max_sessions",
+            plan.max_sessions,
+            "no concurrency limit beside a greeting fault (it answers every connection)",
+        )
+    if rl is None:
+        return
+    shown = f'{{per = "{rl.per}", max = {rl.max}}}'
+    if rl.per == "connections":
+        if not greets:
+            yield (
+                "rate_limit",
+                shown,
+                "no connection rate limit beside a greeting fault (it answers every connection)",
+            )
+        elif rl.refusal.code != 421:
+            yield (
+                "rate_limit.code",
+                rl.refusal.code,
+                "421 for a connection over the limit: the server closes after it (RFC 5321 3.8)",
+            )
+    else:
+        reason = unreachable("MAIL")
+        if reason:
+            yield ("rate_limit", shown, f"no message rate limit: {reason}, so no MAIL is answered")
+        elif "MAIL" in plan.replies:
+            yield ("rate_limit", shown, "no message rate limit beside replies.MAIL (it answers every MAIL)")
+        elif not 400 <= rl.refusal.code < 500:
+            yield (
+                "rate_limit.code",
+                rl.refusal.code,
+                "a 4xx code (a rate limit defers: the client retries later)",
+            )
+    if rl.used > rl.max:
+        yield ("rate_limit.used", rl.used, f"a number from 0 to max ({rl.max})")
+    if (
+        rl.reply is not None
+        and rl.reply.enhanced
+        and not plan.advertises("ENHANCEDSTATUSCODES")
+        and rl.per == "messages"
+    ):
+        yield (
+            "rate_limit.enhanced",
+            rl.reply.enhanced,
+            "no enhanced code: ENHANCEDSTATUSCODES is off, so replies carry none",
+        )
+
+
 def _overlap(a: DnsFault, b: DnsFault) -> bool:
     """Whether two DNS faults' windows of world time meet."""
     a_end = float("inf") if a.active_until is None else a.active_until
@@ -1036,7 +1161,7 @@ def dns_contradictions(faults: tuple[DnsFault, ...]) -> Iterator[tuple[int, str,
 
 
 def _reply(r: Reply) -> str:
-    text = f"`{r.line()}`"
+    text = f"`{limit_line(r, 'HOST', 'CLIENT')}`"
     if r.close:
         text += f" then closes ({r.close.upper()})"
     return text
@@ -1085,6 +1210,17 @@ def describe_plan(plan: SmtpPlan, *, extensions: bool = True) -> list[str]:
         out.append(f"{plan.max_recipients} recipient(s) per message, then {_reply(TOO_MANY_RECIPIENTS)}")
     if plan.max_size is not None:
         out.append(f"messages of at most {plan.max_size} bytes (SIZE {plan.max_size}), then `552 5.3.4`")
+    if plan.max_sessions is not None:
+        out.append(
+            f"at most {plan.max_sessions} session(s) at once, the connection above gets "
+            f"{_reply(TOO_MANY_CONNECTIONS)} then closes"
+        )
+    rl = plan.rate_limit
+    if rl is not None:
+        over = _reply(rl.refusal) + (" then closes" if rl.refusal.code == 421 else "")
+        where = "greeting" if rl.per == "connections" else "MAIL"
+        used = f" ({rl.used} already used at the start)" if rl.used else ""
+        out.append(f"at most {rl.max} {rl.per} per {format_duration(rl.window)}{used}, then {where} → {over}")
     ca = plan.close_at
     if ca is not None:
         where = key("close_at").effect(ca.point)

@@ -21,6 +21,7 @@ picks each connection's plan (its schedule).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import re
@@ -28,6 +29,7 @@ import socket
 import ssl
 import time
 import types
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
@@ -35,8 +37,8 @@ from typing import Any, Final, Literal, cast
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException, login_always_fail
 
 from .certs import SERVER_NAME_ATTRIBUTE
-from .clock import Clock, RealClock
-from .faults import TOO_MANY_RECIPIENTS
+from .clock import Clock, RealClock, format_duration
+from .faults import TOO_MANY_CONNECTIONS, TOO_MANY_RECIPIENTS, RateLimit, limit_line
 from .spec import CloseHow, HostSpec, Reply, SmtpPlan
 from .tcp import ESTABLISH_GRACE, CloseOnAcceptProtocol, Listener, SilentProtocol, cut, peer_of
 from .tlsgate import ClientHello, HandshakeProbe, HelloTap, alert_name, parse_client_hello
@@ -404,6 +406,11 @@ class _Handler:
         self.session.tls_established()
         return True
 
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        return self.session.mail(envelope, address, options)
+
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
@@ -545,6 +552,7 @@ class FaultySMTP(SMTP):
         *,
         tls_context: ssl.SSLContext | None,
         raw_transport: asyncio.BaseTransport | None = None,
+        refused: Reply | None = None,
     ) -> None:
         handler = _Handler(self)
         loop = asyncio.get_running_loop()
@@ -587,6 +595,7 @@ class FaultySMTP(SMTP):
         self._lost = False
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._cut_timer: asyncio.TimerHandle | None = None
+        self._refused = refused  # a connection over a limit: this greeting, then the close
 
     # -- where the session is --------------------------------------------
 
@@ -611,6 +620,15 @@ class FaultySMTP(SMTP):
                 cast(asyncio.WriteTransport, transport).set_write_buffer_limits(0)
             self.host.live.add(self)
             self.t.peer = peer_of(self._raw)
+            if self._refused is not None:
+                # The greeting goes once aiosmtpd's task runs, after this returns.
+                line = limit_line(self._refused, self.host.spec.name, self.client)
+                self._act = Action(reply=Reply(int(line[:3]), line[4:]), close="fin")
+
+    @property
+    def client(self) -> str:
+        """The client's address, as a server names it in its replies."""
+        return self.t.peer.rpartition(":")[0] or "?"
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._lost:
@@ -797,6 +815,24 @@ class FaultySMTP(SMTP):
             self._cut(act.cut, act.why)
             await self._park()
         return f"250 2.0.0 Ok: queued as MF{self.t.session_id:06d}"  # push() swaps in an override
+
+    def mail(self, envelope: Envelope, address: str, options: list[str]) -> str:
+        """A MAIL aiosmtpd found well formed: accepted, unless the message rate limit is reached."""
+        rl = self.plan.rate_limit
+        if rl is not None and rl.per == "messages" and not self.host.admit(rl):
+            r = rl.refusal
+            self.t.add(
+                "*",
+                f"fault: message rate limit reached ({rl.max} per {format_duration(rl.window)} of world "
+                f"time), MAIL refused with {r.code}",
+            )
+            self.host.recorder.emit(self.t, "fault", self.host.spec.name, f"message rate limit: {r.code}")
+            if r.code == 421:
+                self._act = dataclasses.replace(self._act, close="fin")
+            return limit_line(r, self.host.spec.name, self.client)
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     def rcpt(self, envelope: Envelope, address: str, options: list[str]) -> str:
         """A RCPT aiosmtpd found well formed: accepted, unless greylisting defers it."""
@@ -1004,8 +1040,16 @@ class ImplicitTLSGate(asyncio.Protocol):
     whose alert is sent before the FIN.
     """
 
-    def __init__(self, host: HostServer, plan: SmtpPlan, transcript: Transcript, context: ssl.SSLContext):
+    def __init__(
+        self,
+        host: HostServer,
+        plan: SmtpPlan,
+        transcript: Transcript,
+        context: ssl.SSLContext,
+        refused: Reply | None = None,
+    ):
         self.host = host
+        self.refused = refused
         self.plan = plan
         self.t = transcript
         self.context = context
@@ -1061,7 +1105,9 @@ class ImplicitTLSGate(asyncio.Protocol):
             self.host.forget(self, None)
             return
         self.host.live.discard(self)  # the SMTP session owns the connection now
-        smtp = FaultySMTP(self.host, self.plan, self.t, tls_context=None, raw_transport=raw)
+        smtp = FaultySMTP(
+            self.host, self.plan, self.t, tls_context=None, raw_transport=raw, refused=self.refused
+        )
         tls.set_protocol(smtp)
         smtp.connection_made(tls)
         self.host.tls_done(self.t, tls, self.plan)
@@ -1121,12 +1167,41 @@ class HostServer:
         self.override_left: int | None = None
         self.override_after: tuple[SmtpPlan | None, int | None] = (None, None)
         self._plans: list[SmtpPlan] = []  # every plan set, kept: memos above are keyed by id()
+        # Rate limits: the world times of the events in each window (oldest first), per unit.
+        self.windows: dict[str, deque[float]] = {"messages": deque(), "connections": deque()}
+        self.admitted: set[int] = set()  # the sessions (ids) served now: what max_sessions counts
+        self.reset_limits()
+
+    def reset_limits(self) -> None:
+        """Empty the rate windows, but for the events a scenario says were there at the start."""
+        for q in self.windows.values():
+            q.clear()
+        self.admitted.clear()
+        rl = self.spec.smtp.rate_limit
+        if rl is not None and rl.used:
+            self.windows[rl.per].extend([0.0] * rl.used)
+
+    def admit(self, limit: RateLimit) -> bool:
+        """Count one event in ``limit``'s window, if it has room (on the loop: nothing interleaves)."""
+        now = self.clock.now()
+        q = self.windows[limit.per]
+        while q and now - q[0] >= limit.window:
+            q.popleft()
+        if len(q) >= limit.max:
+            return False
+        q.append(now)
+        return True
 
     def control(self, plan: SmtpPlan | None, sessions: int | None = None) -> None:
         """From the next session on, ``plan`` (None: the host's own, as its spec and schedule say);
         with ``sessions``, only for that many sessions, then back to what held before. On the loop."""
         if plan is not None:
             self._plans.append(plan)
+            rl = plan.rate_limit
+            if rl is not None and rl.used:
+                # Events of other senders, from now: the window holds at least that many.
+                q, now = self.windows[rl.per], self.clock.now()
+                q.extend([now] * max(0, rl.used - len(q)))
         after = (self.override, self.override_left) if sessions is not None else (None, None)
         self.override, self.override_left, self.override_after = plan, sessions, after
         # The memos of plans set long ago go, and the plans with them: a host changed in a loop
@@ -1237,10 +1312,29 @@ class HostServer:
             t.add("*", f"fault: connection cut with {how.upper()} {_cut_reason(GREETING, 0)}")
             t.ended_by = f"server-{how}"
             return CloseOnAcceptProtocol(self, t, how)
+        refused = self._over_limit(plan, t)
         if plan.implicit_tls:
-            return ImplicitTLSGate(self, plan, t, self._context(plan))
+            return ImplicitTLSGate(self, plan, t, self._context(plan), refused)
         ctx = self._context(plan) if plan.tls.startswith("starttls") else None
-        return FaultySMTP(self, plan, t, tls_context=ctx)
+        return FaultySMTP(self, plan, t, tls_context=ctx, refused=refused)
+
+    def _over_limit(self, plan: SmtpPlan, t: Transcript) -> Reply | None:
+        """The greeting of a connection over a limit (None: it is served, and counted)."""
+        if plan.max_sessions is not None and len(self.admitted) >= plan.max_sessions:
+            t.add("*", f"fault: {len(self.admitted)} session(s) open, at most {plan.max_sessions}: refused")
+            self.recorder.emit(t, "fault", self.spec.name, "concurrency limit: connection refused")
+            return TOO_MANY_CONNECTIONS
+        rl = plan.rate_limit
+        if rl is not None and rl.per == "connections" and not self.admit(rl):
+            t.add(
+                "*",
+                f"fault: connection rate limit reached ({rl.max} per {format_duration(rl.window)} of "
+                "world time): refused",
+            )
+            self.recorder.emit(t, "fault", self.spec.name, "connection rate limit: connection refused")
+            return rl.refusal
+        self.admitted.add(t.session_id)
+        return None
 
     # -- shared bookkeeping -------------------------------------------------
 
@@ -1248,6 +1342,7 @@ class HostServer:
         """A connection ended: drop it from the live set and record the end once."""
         self.live.discard(proto)
         t: Transcript = proto.t  # type: ignore[attr-defined]
+        self.admitted.discard(t.session_id)
         if t.closed:
             return
         t.closed = True

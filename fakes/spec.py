@@ -20,6 +20,8 @@ from .clock import DURATION_RULE, HOUR, parse_duration
 from .faults import (
     DNSSEC_FAULTS,
     GREYLISTED,
+    TOO_MANY_CONNECTIONS,
+    TOO_MUCH_MAIL,
     CertKind,
     CloseAt,
     CloseHow,
@@ -33,6 +35,8 @@ from .faults import (
     HostKind,
     HostSpec,
     MtaSts,
+    RateLimit,
+    RateUnit,
     RecordType,
     Reply,
     Schedule,
@@ -368,6 +372,29 @@ def parse_reply(t: Table) -> Reply:
     return Reply(code=code, text=text, enhanced=enhanced, close=close)  # type: ignore[arg-type]
 
 
+def parse_rate_limit(t: Table) -> RateLimit:
+    per = t.choice("per", get_args(RateUnit))
+    most = t.integer("max", -1, lo=1, hi=1_000_000)
+    if most < 0:
+        raise t.fail("max", None, "a number of events from 1 (required)")
+    window = t.duration("window", None, positive=True)
+    if window is None:
+        raise t.fail("window", None, DURATION_RULE + " (required)")
+    used = t.integer("used", 0, lo=0, hi=1_000_000)
+    reply = None
+    if any(t.has(k) for k in ("code", "enhanced", "text")):
+        default = TOO_MANY_CONNECTIONS if per == "connections" else TOO_MUCH_MAIL
+        fields = {k: t.raw(k) for k in ("code", "enhanced", "text") if t.has(k)}
+        fields.setdefault("code", default.code)
+        if isinstance(fields["code"], int) and 400 <= fields["code"] < 500:
+            # Policy class 4.7: 4.7.0 with a 421 (as Postfix's), else the default's own.
+            fields.setdefault("enhanced", "4.7.0" if fields["code"] == 421 else default.enhanced)
+        fields.setdefault("text", default.text)
+        reply = parse_reply(Table(fields, t.where, t.path))
+    t.done(("per", "max", "window", "used", "code", "enhanced", "text"))
+    return RateLimit(per=per, max=most, window=window, reply=reply, used=used)  # type: ignore[arg-type]
+
+
 def parse_smtp_plan(t: Table) -> SmtpPlan:
     tls = t.choice("tls", values("tls"), "starttls")
     cert = t.choice("cert", values("cert"), "valid")
@@ -432,6 +459,8 @@ def parse_smtp_plan(t: Table) -> SmtpPlan:
         greylist=greylist,
         max_recipients=t.integer("max_recipients", 0, lo=1, hi=100_000) if t.has("max_recipients") else None,
         max_size=t.integer("max_size", 0, lo=1, hi=2**31 - 1) if t.has("max_size") else None,
+        rate_limit=parse_rate_limit(t.table("rate_limit")) if t.has("rate_limit") else None,
+        max_sessions=t.integer("max_sessions", 0, lo=1, hi=100_000) if t.has("max_sessions") else None,
     )
     for where, value, expected in contradictions(plan):
         # Refused as the user wrote it: the file, the key, the value, why it cannot apply.
@@ -451,6 +480,8 @@ _SMTP_KEYS: Final = (
     "greylist",
     "max_recipients",
     "max_size",
+    "rate_limit",
+    "max_sessions",
     "tlsa",
 )
 

@@ -497,6 +497,7 @@ class World:
             for proto in list(server.live):
                 proto.shutdown()
             server.greylist_seen.clear()
+            server.reset_limits()
             server.control(None)  # faults changed at run time end with the test that made them
         if self.dns is not None:  # a client of the last test asks nothing of this one
             self.dns.close_connections()

@@ -453,7 +453,7 @@ def test_a_session_has_the_attributes_aiosmtpd_would_give_it():
             assert all(m.method.__self__ is o and m.is_builtin for m in mine.values())
             assert [m.method.__func__ for m in mine.values()] == [m.method.__func__ for m in value.values()]
         elif key == "_handle_hooks":
-            assert sorted(mine) == sorted(value) == ["DATA", "RCPT", "STARTTLS", "exception"]
+            assert sorted(mine) == sorted(value) == ["DATA", "MAIL", "RCPT", "STARTTLS", "exception"]
         elif key in ("_client_connected_cb",):
             assert mine.__self__ is o and value.__self__ is t
         elif isinstance(value, (str, int, float, type(None))) or key in ("tls_context", "loop", "_loop"):
