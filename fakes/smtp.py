@@ -938,6 +938,8 @@ class FaultySMTP(SMTP):
                     left_waiting(
                         self.t, point, since, f"holding its reply ({int(act.delay * 1000)} ms delay)"
                     )
+                    if self._raw is not None:  # the FIN only cancelled the wait: close the socket too
+                        asyncio.get_running_loop().call_soon(cut, self._raw, "fin", self.host)
                 raise
         if act.reply is not None:
             if len(lines) > 1:
