@@ -736,6 +736,22 @@ WIRE = Phrases(
         ("", "every other reply delayed {ms} ms", "toute autre réponse retardée de {ms} ms"),
         ("", "{point} delayed {ms} ms", "{point} : réponse retardée de {ms} ms"),
         ("", "{point} not delayed", "{point} : réponse non retardée"),
+        (
+            "",
+            "replies trickle at {bps} bytes per second",
+            "réponses envoyées au compte-gouttes, {bps} octets par seconde",
+        ),
+        (
+            "",
+            "stops reading after {n} bytes of content (or at a shorter message's dot) and never answers",
+            "cesse de lire après {n} octets du message (ou au point final d'un message plus court) "
+            "et ne répond jamais",
+        ),
+        (
+            "",
+            "stops reading at the first byte of content and never answers",
+            "cesse de lire dès le premier octet du message et ne répond jamais",
+        ),
         ("", "no A record", "pas d'enregistrement A"),
         (
             "",

@@ -184,6 +184,21 @@ class Schedule:
         return tuple(out)
 
 
+@frozen
+class StallInData:
+    """A server that stops reading in the middle of a message and never answers.
+
+    Once ``after_bytes`` bytes of content came (or at the final dot of a
+    shorter message, which is then read but neither kept nor answered), the
+    server stops reading the socket: the client's writes block once the
+    socket buffers are full, and no reply ever comes. The session ends when
+    the client leaves, the server's own idle timer (two minutes) runs out, or
+    the world stops.
+    """
+
+    after_bytes: int = 0
+
+
 GREYLISTED: Final = Reply(450, "Greylisted: please try again later", "4.7.1")
 # RFC 5321 4.5.3.1.8: a server may refuse recipients past its limit with 452, and the client then
 # sends the rest in another transaction (the ones accepted are delivered).
@@ -285,6 +300,8 @@ class SmtpPlan:
     max_size: int | None = None  # bytes: advertised with SIZE, 552 5.3.4 past it (else the default)
     rate_limit: RateLimit | None = None  # messages or connections per sliding window of world time
     max_sessions: int | None = None  # connections at once; the one above gets TOO_MANY_CONNECTIONS
+    trickle_bps: int | None = None  # every reply goes out at this many bytes per second
+    stall_in_data: StallInData | None = None  # stop reading in the middle of the message content
 
     @property
     def uses_tls(self) -> bool:
@@ -780,7 +797,31 @@ TABLE: Final[tuple[Key, ...]] = (
         "delays_ms.POINT",
         "milliseconds; points `GREETING`, any command, `DATA_END`, `*`",
         "wait before that reply; a point's own delay replaces `delay_ms` there (`*` is `delay_ms` itself: "
-        "give one or the other)",
+        "give one or the other). The wait ends early when the client leaves (its close is recorded as "
+        "`left during a delay`) or the world stops; the server's own idle timer (two minutes) closes a "
+        "session that waits longer without a word from the client",
+    ),
+    Key(
+        "smtp host",
+        "trickle_bps",
+        "bytes per second, from 1 to 100000",
+        "every reply (the greeting, each line of a multi-line reply, inside TLS too) goes out that many "
+        "bytes per second, one write per byte (a few bytes per write above 1000 per second), after any "
+        "delay. A client that reads each reply line to its end waits and goes on; one that takes what "
+        "one read returns for the whole reply breaks. RFC 5321 4.5.3.2 times a reply as a whole, many "
+        "clients time each read: a reply that takes longer than a client's timeout in all, each byte "
+        "well within it, separates the two",
+    ),
+    Key(
+        "smtp host",
+        "stall_in_data",
+        "`{after_bytes = N}` (N from 0)",
+        "the server stops reading once N bytes of message content came (or at the final dot of a "
+        "shorter message, which is then neither kept nor answered) and never answers: the client's "
+        "writes block once the socket buffers are full (a message larger than them, a few MB on "
+        "loopback, meets the stall while writing; a smaller one meets it waiting for the reply to its "
+        "final dot). The session ends when the client leaves, the server's idle timer (two minutes) "
+        "runs out, or the world stops",
     ),
     Key(
         "DNS fault",
@@ -1010,6 +1051,24 @@ def contradictions(plan: SmtpPlan) -> Iterator[Contradiction]:
                 plan.greylist.reply.enhanced,
                 "no enhanced code: ENHANCEDSTATUSCODES is off, so replies carry none",
             )
+    if plan.stall_in_data is not None:
+        shown_stall = f"{{after_bytes = {plan.stall_in_data.after_bytes}}}"
+        reason = unreachable("DATA_END")
+        if reason:
+            yield ("stall_in_data", shown_stall, f"no stall: {reason}, so no message content comes")
+        elif ca is not None and ca.point in ("in_data", "after_final_dot"):
+            yield (
+                "stall_in_data",
+                shown_stall,
+                f"no stall beside close_at = {ca.point} (one of the two ends DATA)",
+            )
+        elif "DATA_END" in plan.replies or "DATA_END" in plan.delays_ms:
+            what = "replies.DATA_END" if "DATA_END" in plan.replies else "delays_ms.DATA_END"
+            yield (
+                "stall_in_data",
+                shown_stall,
+                f"no stall beside {what}: a stalled server never answers the dot",
+            )
     if plan.max_size is not None and not plan.advertises("SIZE"):
         yield ("max_size", plan.max_size, "no max_size with SIZE in extensions_off (the limit is advertised)")
     if plan.max_recipients is not None:
@@ -1227,6 +1286,15 @@ def describe_plan(plan: SmtpPlan, *, extensions: bool = True) -> list[str]:
         if ca.point == "in_data" and ca.after_bytes:
             where = f"closes after {ca.after_bytes} bytes of content (or at a shorter message's dot)"
         out.append(f"{where} ({ca.how.upper()})")
+    if plan.stall_in_data is not None:
+        n = plan.stall_in_data.after_bytes
+        out.append(
+            f"stops reading after {n} bytes of content (or at a shorter message's dot) and never answers"
+            if n
+            else "stops reading at the first byte of content and never answers"
+        )
+    if plan.trickle_bps is not None:
+        out.append(f"replies trickle at {plan.trickle_bps} bytes per second")
     others = len(plan.delays_ms) > 1
     for point, ms in plan.delays_ms.items():
         if point == "*":

@@ -39,6 +39,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException, login_alwa
 from .certs import SERVER_NAME_ATTRIBUTE
 from .clock import Clock, RealClock, format_duration
 from .faults import TOO_MANY_CONNECTIONS, TOO_MANY_RECIPIENTS, RateLimit, limit_line
+from .slow import Stall, left_waiting, trickle
 from .spec import CloseHow, HostSpec, Reply, SmtpPlan
 from .tcp import ESTABLISH_GRACE, CloseOnAcceptProtocol, Listener, SilentProtocol, cut, peer_of
 from .tlsgate import ClientHello, HandshakeProbe, HelloTap, alert_name, parse_client_hello
@@ -329,7 +330,7 @@ class Inbound:
         if self.state == Inbound.CONTENT:
             rest = self._content(data)
             if rest is None:
-                return not self.session.severed
+                return not (self.session.severed or self.session.stalled)
             data = rest
         if data:
             self._lines(data)
@@ -596,6 +597,11 @@ class FaultySMTP(SMTP):
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._cut_timer: asyncio.TimerHandle | None = None
         self._refused = refused  # a connection over a limit: this greeting, then the close
+        # A slow server (mailfakes.slow): the stall in DATA once it began, and when;
+        # a message kept before its delayed reply, marked replied once that reply is out.
+        self._stall: Stall | None = None
+        self._stall_since = 0.0
+        self._unanswered: Message | None = None
 
     # -- where the session is --------------------------------------------
 
@@ -637,6 +643,8 @@ class FaultySMTP(SMTP):
         for timer in (self._handshake_timer, self._cut_timer):
             if timer is not None:
                 timer.cancel()
+        if self._stall is not None:
+            self._stall.cancel()
         self.host.forget(self, error)
         super().connection_lost(error)
 
@@ -650,8 +658,28 @@ class FaultySMTP(SMTP):
             cut(self._raw, "fin", self.host)
         self.connection_lost(None)
 
+    @property
+    def stalled(self) -> bool:
+        """The server stopped reading in the middle of the message (``stall_in_data``)."""
+        return self._stall is not None
+
+    def _timeout_cb(self) -> None:
+        # aiosmtpd's idle timer: the server gives up on a client that said nothing for too long.
+        self.t.add("*", f"the server's idle timer ({self.host.idle_timeout:g} s) ran out: it closes")
+        self.t.ended_by = "timeout"
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
+
+    def _stall_gone(self) -> None:
+        """The client of a stalled session has left: close the socket it left behind."""
+        left_waiting(self.t, CONTENT, self._stall_since, "not reading (stalled in DATA)")
+        if self._raw is not None:
+            cut(self._raw, "fin", self.host)
+
     def data_received(self, data: bytes) -> None:
         self._spoke = True
+        if self._stall is not None:
+            self._stall.hold(data)  # read before the pause took hold: left unread, as the rest
+            return
         if self.severed:
             if self._cut_timer is not None:  # the client spoke: its side is established
                 self._cut_timer.cancel()
@@ -674,6 +702,15 @@ class FaultySMTP(SMTP):
             whole = " (the whole message)" if complete else " so far"
             t.add("C", f"<message content, {size} bytes{whole}>")
             self._cut(act.cut, act.why)
+            return False
+        stall = self.plan.stall_in_data
+        if stall is not None and self._raw is not None and (complete or size >= stall.after_bytes):
+            whole = " (the whole message)" if complete else " so far"
+            t.add("C", f"<message content, {size} bytes{whole}>")
+            t.add("*", f"fault: the server stops reading after {size} bytes of content and never answers")
+            self.host.recorder.emit(t, "fault", self.host.spec.name, f"stalled after {size} bytes of content")
+            self._stall_since = time.monotonic()
+            self._stall = Stall(self._raw, self._stall_gone)
             return False
         if complete:
             t.add("C", f"<message content, {size} bytes>")
@@ -806,11 +843,14 @@ class FaultySMTP(SMTP):
                     rcpt_tos=tuple(envelope.rcpt_tos),
                     content=content,
                     tls_version=self.t.tls_version,
-                    replied=act.cut is None,
+                    # A delayed reply: replied once it is out (the client may leave before).
+                    replied=act.cut is None and not act.delay,
                 ),
             )
             if kept:
                 self.host.recorder.note(self.t, "message", f"message kept ({len(content)} bytes)")
+                if act.delay and act.cut is None:
+                    self._unanswered = self.host.recorder.messages[-1]
         if act.cut is not None:
             self._cut(act.cut, act.why)
             await self._park()
@@ -913,7 +953,10 @@ class FaultySMTP(SMTP):
             # The common case, on the path of most replies: one line, aiosmtpd's own.
             line = text if point in _AS_WRITTEN else _styled(text, point, self._enhanced)
             self.host.recorder.line(self.t, "S", self.host.spec.name, line)
-            await super().push(line)
+            if self.plan.trickle_bps is None:
+                await super().push(line)
+            else:
+                await self._trickled(line)
             if act.close is not None or point in _FOLLOWED:
                 await self._replied(point, act, own)
             return
@@ -923,7 +966,17 @@ class FaultySMTP(SMTP):
             self.t.add("*", act.note)
         if act.delay:
             self.t.add("*", f"fault: reply delayed by {int(act.delay * 1000)} ms")
-            await asyncio.sleep(act.delay)
+            since = time.monotonic()
+            try:
+                await asyncio.sleep(act.delay)
+            except asyncio.CancelledError:
+                if self.t.ended_by in (None, "client"):  # not the world's stop, not the idle timer
+                    left_waiting(
+                        self.t, point, since, f"holding its reply ({int(act.delay * 1000)} ms delay)"
+                    )
+                    if self._raw is not None:  # the FIN only cancelled the wait: close the socket too
+                        asyncio.get_running_loop().call_soon(cut, self._raw, "fin", self.host)
+                raise
         if act.reply is not None:
             if len(lines) > 1:
                 # A 250 to EHLO keeps the extensions: the text goes on the first line.
@@ -938,8 +991,25 @@ class FaultySMTP(SMTP):
         recorder, name = self.host.recorder, self.host.spec.name
         for line in lines:
             recorder.line(self.t, "S", name, line)
-        await super().push(lines[0] if len(lines) == 1 else "\r\n".join(lines))
+        out = lines[0] if len(lines) == 1 else "\r\n".join(lines)
+        if self.plan.trickle_bps is None:
+            await super().push(out)
+        else:
+            await self._trickled(out)
         await self._replied(point, act, own)
+
+    async def _trickled(self, text: str) -> None:
+        """A reply at ``trickle_bps`` bytes per second (see :func:`mailfakes.slow.trickle`)."""
+        bps = self.plan.trickle_bps
+        assert bps is not None
+        writer = self._writer
+
+        def closing() -> bool:
+            return self.transport is None or self.transport.is_closing()
+
+        await trickle(writer.write, text.encode("utf-8") + b"\r\n", bps, closing)
+        if not closing():
+            await writer.drain()
 
     async def _replied(self, point: str, act: Action, own: str) -> None:
         """A reply went out at ``point`` (``own``: aiosmtpd's words for it): where the session goes next."""
@@ -950,6 +1020,9 @@ class FaultySMTP(SMTP):
                 self._enter(DATA_END)  # aiosmtpd's next reply answers the message
         elif point == DATA_END:
             self._inbound.content_over()
+            if self._unanswered is not None:
+                self.host.recorder.answered(self._unanswered)
+                self._unanswered = None
         elif point == "STARTTLS" and self._starting_tls:
             self._starting_tls = False
             if own.startswith("220"):

@@ -41,6 +41,7 @@ from .faults import (
     Reply,
     Schedule,
     SmtpPlan,
+    StallInData,
     StsFault,
     StsMode,
     TcpFallback,
@@ -71,6 +72,7 @@ __all__ = [
     "Reply",
     "Schedule",
     "SmtpPlan",
+    "StallInData",
     "StsFault",
     "StsMode",
     "TcpFallback",
@@ -461,11 +463,20 @@ def parse_smtp_plan(t: Table) -> SmtpPlan:
         max_size=t.integer("max_size", 0, lo=1, hi=2**31 - 1) if t.has("max_size") else None,
         rate_limit=parse_rate_limit(t.table("rate_limit")) if t.has("rate_limit") else None,
         max_sessions=t.integer("max_sessions", 0, lo=1, hi=100_000) if t.has("max_sessions") else None,
+        trickle_bps=t.integer("trickle_bps", 0, lo=1, hi=100_000) if t.has("trickle_bps") else None,
+        stall_in_data=_parse_stall(t) if t.has("stall_in_data") else None,
     )
     for where, value, expected in contradictions(plan):
         # Refused as the user wrote it: the file, the key, the value, why it cannot apply.
         raise SpecError(t.where, f"{t.path}.{where}" if t.path else where, value, expected)
     return plan
+
+
+def _parse_stall(t: Table) -> StallInData:
+    st = t.table("stall_in_data")
+    after_bytes = st.integer("after_bytes", 0, lo=0, hi=10**9)
+    st.done(("after_bytes",))
+    return StallInData(after_bytes=after_bytes)
 
 
 _SMTP_KEYS: Final = (
@@ -482,6 +493,8 @@ _SMTP_KEYS: Final = (
     "max_size",
     "rate_limit",
     "max_sessions",
+    "trickle_bps",
+    "stall_in_data",
     "tlsa",
 )
 

@@ -122,6 +122,8 @@ class Transcript:
         "tls_error",
         "tls_from",
         "tls_version",
+        "waited_at",
+        "waited_for",
     )
 
     def __init__(
@@ -152,6 +154,10 @@ class Transcript:
         # and whether its final dot did.
         self.content_bytes: int | None = None
         self.content_complete = False
+        # A slow server (see mailfakes.slow): the point where the server was holding its reply (or had
+        # stopped reading) when the client left, and how long the client had waited there (seconds).
+        self.waited_at: str | None = None
+        self.waited_for: float | None = None
         # True: the client rejected the certificate with an alert (it verified);
         # False: it completed the handshake on a bad certificate (it did not);
         # None: cannot be told (the certificate was valid, or no TLS happened).
@@ -458,6 +464,21 @@ class Recorder:
         event = Event(kind, host, text, at, {"session": t.session_id})
         self.events.publish(event)
         return event
+
+    def answered(self, message: Message) -> None:
+        """The reply to ``message``'s final dot went out after all (a delayed reply): mark it replied."""
+        for i, m in enumerate(self.messages):
+            if m is message:
+                self.messages[i] = Message(
+                    host=m.host,
+                    session_id=m.session_id,
+                    mail_from=m.mail_from,
+                    rcpt_tos=m.rcpt_tos,
+                    content=m.content,
+                    tls_version=m.tls_version,
+                    replied=True,
+                )
+                return
 
     def keep_message(self, t: Transcript, message: Message) -> bool:
         """Keep a message ``t`` accepted; False (not kept) when ``t`` is stale."""
