@@ -20,6 +20,7 @@ from .clock import DURATION_RULE, HOUR, parse_duration
 from .faults import (
     DNSSEC_FAULTS,
     GREYLISTED,
+    Auth,
     CertKind,
     CloseAt,
     CloseHow,
@@ -432,6 +433,7 @@ def parse_smtp_plan(t: Table) -> SmtpPlan:
         greylist=greylist,
         max_recipients=t.integer("max_recipients", 0, lo=1, hi=100_000) if t.has("max_recipients") else None,
         max_size=t.integer("max_size", 0, lo=1, hi=2**31 - 1) if t.has("max_size") else None,
+        auth=_auth(t),
     )
     for where, value, expected in contradictions(plan):
         # Refused as the user wrote it: the file, the key, the value, why it cannot apply.
@@ -439,7 +441,16 @@ def parse_smtp_plan(t: Table) -> SmtpPlan:
     return plan
 
 
+def _auth(t: Table) -> Auth | None:
+    if not t.has("auth"):
+        return None
+    from .auth import parse_auth  # the auth module reads its own table (it imports this one)
+
+    return parse_auth(t.table("auth"))
+
+
 _SMTP_KEYS: Final = (
+    "auth",
     "tls",
     "cert",
     "greeting",
