@@ -564,7 +564,9 @@ AUTH_FAULTS_TABLE: Final = _choices(
             "`535 5.7.8 Authentication credentials invalid` whatever the client sends (the account is "
             "locked or its password was changed on the server)"
         ),
-        "temporary": "`454 4.7.0 Temporary authentication failure` (the server cannot reach its account store)",
+        "temporary": (
+            "`454 4.7.0 Temporary authentication failure` (the server cannot reach its account store)"
+        ),
     }
 )
 
@@ -1075,7 +1077,8 @@ def contradictions(plan: SmtpPlan) -> Iterator[Contradiction]:
             yield (
                 "auth.send_as",
                 list(auth.send_as),
-                f"no send_as with fault = {auth.fault}: no client ever authenticates, so no sender is checked",
+                f"no send_as with fault = {auth.fault}: no client ever authenticates, so no sender is "
+                "checked",
             )
         elif auth.fault == "not_offered" and auth.before_tls:
             yield ("auth.before_tls", True, 'no before_tls with fault = "not_offered": AUTH is never offered')

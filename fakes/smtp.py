@@ -792,7 +792,7 @@ class FaultySMTP(SMTP):
 
     async def _auth_readline(self) -> bytes:
         try:
-            line: bytes = await self._reader.readline()  # type: ignore[attr-defined]
+            line: bytes = await self._reader.readline()
         except (ValueError, asyncio.LimitOverrunError):
             await self.push("500 5.5.6 Authentication Exchange line is too long")  # RFC 4954 6
             return b""
