@@ -43,7 +43,7 @@ def test_inside_tls_plain_and_login_and_the_errors_of_rfc_4954() -> None:
             c._host = HOST  # the name the certificate is checked against
             c.connect(w.address_of(HOST), w.port)
             c.starttls(context=w.client_context())
-            code, ehlo = c.ehlo()
+            _code, ehlo = c.ehlo()
             assert b"AUTH PLAIN LOGIN" in ehlo.splitlines()
             assert c.docmd("MAIL", "FROM:<alerts@fabrikam.test>") == (530, b"5.7.0 Authentication required")
             wrong = base64.b64encode(b"\0alerts@fabrikam.test\0nope").decode()
