@@ -60,3 +60,23 @@ def test_inside_tls_plain_and_login_and_the_errors_of_rfc_4954() -> None:
             assert c.sendmail("alerts@fabrikam.test", ["user@contoso.test"], "Subject: x\r\n\r\nhi\r\n") == {}
             c.quit()
         assert len(w.messages) == 3
+
+
+def test_a_bad_auth_key_is_a_spec_error_naming_the_key() -> None:
+    import pytest
+    from mailfakes.spec import SpecError, parse_world
+
+    def auth(table: dict[str, object], **host: object) -> dict[str, object]:
+        return {"hosts": {HOST: {"auth": table, **host}}}
+
+    cases = [
+        (auth({"password": "x"}), f'hosts."{HOST}".auth.user'),
+        (auth({"user": "u", "password": "p", "mechanisms": ["CRAM-MD5"]}), f'hosts."{HOST}".auth.mechanisms'),
+        (auth({"user": "u", "password": "p", "fault": "nope"}), f'hosts."{HOST}".auth.fault'),
+        (auth({"user": "u", "password": "p", "colour": 1}), f'hosts."{HOST}".auth.colour'),
+        (auth({"user": "u", "password": "p"}, tls="none"), f'hosts."{HOST}".auth.before_tls'),
+    ]
+    for world, key in cases:
+        with pytest.raises(SpecError) as err:
+            parse_world(world)
+        assert err.value.key == key
