@@ -147,7 +147,15 @@ _TOP_KEYS: Final = (
 )
 _QUEUE_KEYS: Final = ("outcome", "last_error", "attempts", "duplicates")
 _OUTCOMES: Final = ("delivered", "bounced", "expired")
-_TARGET_KEYS: Final = ("smart_host", "connect_by_ip", "mail_domain", "require_tls", "mail_from", "rcpt_to")
+_TARGET_KEYS: Final = (
+    "smart_host",
+    "connect_by_ip",
+    "mail_domain",
+    "require_tls",
+    "mail_from",
+    "rcpt_to",
+    "credentials",
+)
 _EXPLAIN_KEYS: Final = ("cause", "fix")
 _ID_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 # Compiled (by re, once) only for a file that is not TOML: not at import.
@@ -200,6 +208,9 @@ class Target:
     require_tls: bool
     mail_from: str
     rcpt_to: tuple[str, ...]
+    # Whether the client is given the smart host's account (its auth key): false for a client
+    # configured without credentials (auth-required).
+    credentials: bool = True
 
 
 @frozen
@@ -478,6 +489,16 @@ def _parse_target(t: Table, world: WorldSpec) -> Target:
     else:
         rcpts = [f"user@{mail_domain}"]
     rcpt_to = tuple(_address(tt, f"rcpt_to[{i}]", r) for i, r in enumerate(rcpts))
+    credentials = tt.boolean("credentials", True)
+    if tt.has("credentials"):
+        host = next((h for h in world.hosts if h.name == smart_host), None)
+        if host is None or host.kind != "smtp" or host.smtp.auth is None:
+            raise _fail(
+                tt,
+                "credentials",
+                credentials,
+                "no credentials key unless the smart host has an auth table (it names that account)",
+            )
     return Target(
         smart_host=smart_host,
         mail_domain=mail_domain,
@@ -485,6 +506,7 @@ def _parse_target(t: Table, world: WorldSpec) -> Target:
         require_tls=require_tls,
         mail_from=mail_from,
         rcpt_to=rcpt_to,
+        credentials=credentials,
     )
 
 

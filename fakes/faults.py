@@ -96,6 +96,8 @@ TLS_RESULT_TYPES: Final = (
 )
 StsFault = Literal["unreachable", "missing", "malformed"]
 RateUnit = Literal["messages", "connections"]
+AuthMechanism = Literal["PLAIN", "LOGIN"]
+AuthFault = Literal["not_offered", "bad_credentials", "temporary"]
 
 
 @frozen
@@ -253,6 +255,40 @@ class Greylist:
     reply: Reply = GREYLISTED
 
 
+# RFC 4954 6: what a submission server answers a MAIL from a client that did not authenticate.
+AUTH_REQUIRED: Final = Reply(530, "Authentication required", "5.7.0")
+
+
+@frozen
+class Auth:
+    """SMTP authentication on a host (RFC 4954): what it offers, the one account it knows, its faults.
+
+    ``mechanisms``: offered in the EHLO reply (``AUTH PLAIN LOGIN``); ``before_tls``: offered
+    before STARTTLS too (by default only inside TLS, as every real submission server does);
+    ``required``: the reply to a MAIL from a client that did not authenticate (None: such mail is
+    taken); ``fault``: ``not_offered``, ``bad_credentials`` (535 5.7.8 whatever the client sends),
+    ``temporary`` (454 4.7.0); ``send_as``: the sender addresses the account may use (empty: any),
+    others are refused at the final dot as Exchange Online does (550 5.7.60). Example::
+
+        Auth(user="alerts@fabrikam.test", password="s3cret").offered(tls_active=True)   # True
+    """
+
+    user: str
+    password: str
+    mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")
+    before_tls: bool = False
+    required: Reply | None = AUTH_REQUIRED
+    fault: AuthFault | None = None
+    send_as: tuple[str, ...] = ()
+
+    def offered(self, *, tls_active: bool) -> bool:
+        """Whether the EHLO reply lists AUTH (and AUTH is taken) in a session in this TLS state."""
+        return self.fault != "not_offered" and (tls_active or self.before_tls)
+
+    def may_send_as(self, sender: str) -> bool:
+        return not self.send_as or sender.lower() in (a.lower() for a in self.send_as)
+
+
 @frozen
 class DnsFault:
     """A fault on the answers for one name (and optionally some types only)."""
@@ -302,6 +338,7 @@ class SmtpPlan:
     max_sessions: int | None = None  # connections at once; the one above gets TOO_MANY_CONNECTIONS
     trickle_bps: int | None = None  # every reply goes out at this many bytes per second
     stall_in_data: StallInData | None = None  # stop reading in the middle of the message content
+    auth: Auth | None = None  # SMTP AUTH (RFC 4954): see mailfakes.auth
 
     @property
     def uses_tls(self) -> bool:
@@ -321,8 +358,11 @@ class SmtpPlan:
 
     def healthy(self) -> SmtpPlan:
         """The baseline a scheduled host falls back to once its faults are spent."""
+        auth = self.auth
+        if auth is not None and auth.fault is not None:
+            auth = Auth(auth.user, auth.password, auth.mechanisms, auth.before_tls, auth.required)
         return SmtpPlan(
-            tls="implicit" if self.implicit_tls else "starttls", extensions_off=self.extensions_off
+            tls="implicit" if self.implicit_tls else "starttls", extensions_off=self.extensions_off, auth=auth
         )
 
     def delay_for(self, point: str) -> float:
@@ -586,6 +626,22 @@ RECORD_TYPES_TABLE: Final = _choices(
     }
 )
 
+AUTH_FAULTS_TABLE: Final = _choices(
+    {
+        "not_offered": (
+            "no AUTH in the EHLO reply, and `503 5.5.1 Error: authentication not enabled` to an AUTH sent "
+            "anyway (MAIL still needs authentication when `required`)"
+        ),
+        "bad_credentials": (
+            "`535 5.7.8 Authentication credentials invalid` whatever the client sends (the account is "
+            "locked or its password was changed on the server)"
+        ),
+        "temporary": (
+            "`454 4.7.0 Temporary authentication failure` (the server cannot reach its account store)"
+        ),
+    }
+)
+
 COMMANDS_DOC: Final = "EHLO HELO MAIL RCPT DATA DATA_END STARTTLS RSET QUIT NOOP"
 
 TABLE: Final[tuple[Key, ...]] = (
@@ -748,6 +804,34 @@ TABLE: Final[tuple[Key, ...]] = (
         "greylisting: the first RCPT of each sender/recipient pair gets the 4xx reply, and so does every "
         "retry of that pair until `after` (world time) has passed since that first RCPT; then the pair is "
         "accepted. Kept per host while the world runs, reset by `world.reset()`",
+    ),
+    Key(
+        "smtp host",
+        "auth",
+        '`{user, password, mechanisms = ["PLAIN", "LOGIN"], before_tls = false, required = true, fault, '
+        "send_as = [ADDRESS, ...]}`",
+        "SMTP authentication (RFC 4954), one account: the EHLO reply lists `AUTH PLAIN LOGIN` inside "
+        'TLS only (after STARTTLS, or from the first byte with `tls = "implicit"`) unless `before_tls`; '
+        "before that an AUTH gets `503 5.5.1 Error: authentication not enabled`, as from Postfix with "
+        "`smtpd_tls_auth_only`. PLAIN (RFC 4616, with or without an initial response) and LOGIN "
+        "(`334 VXNlcm5hbWU6`, `334 UGFzc3dvcmQ6`); the right credentials get `235 2.7.0 Authentication "
+        "successful`, wrong ones `535 5.7.8 Authentication credentials invalid`; AUTH before EHLO, a second "
+        "AUTH, or AUTH inside a transaction `503 5.5.1`; a bad base64 response `501 5.5.2`; `*` "
+        "`501 5.7.0 Authentication aborted`; an unknown mechanism `504 5.5.4`. `required` (default "
+        "`true`: `530 5.7.0 Authentication required`, RFC 4954 6; or a reply `{code, enhanced, text}`, e.g. "
+        "Exchange Online's `530 5.7.57`; `false`: mail is taken without AUTH) answers a MAIL of a client "
+        "that did not authenticate; before STARTTLS, on a host that offers AUTH only inside TLS, that "
+        "MAIL gets `530 5.7.0 Must issue a STARTTLS command first` (Postfix). `send_as`: the senders the "
+        "account may use; another is refused at the final dot with `550 5.7.60 SMTP; Client does not "
+        "have permissions to send as this sender` (Exchange Online). Inside `--netns` a world with AUTH "
+        "listens on 587 (465 for implicit TLS)",
+    ),
+    Key(
+        "smtp host",
+        "auth.fault",
+        "one of the values",
+        "an authentication fault",
+        AUTH_FAULTS_TABLE,
     ),
     Key("smtp host", "tls", "one of the values", "how the host offers TLS", TLS, "starttls"),
     Key(
@@ -1127,6 +1211,26 @@ def contradictions(plan: SmtpPlan) -> Iterator[Contradiction]:
             )
     if plan.extensions_off and last < 1:
         yield ("extensions_off", sorted(plan.extensions_off), f"no extensions: {why}, before any EHLO reply")
+    auth = plan.auth
+    if auth is not None:
+        if last < 1:
+            yield ("auth", auth.user, f"no authentication: {why}, before any EHLO reply")
+        elif auth.fault != "not_offered" and not auth.before_tls and plan.tls in _NO_CERT_SHOWN:
+            yield (
+                "auth.before_tls",
+                False,
+                f'before_tls = true, or fault = "not_offered": with tls = {plan.tls} no TLS session ever '
+                "begins, so AUTH (offered inside TLS only) would never be offered",
+            )
+        elif auth.send_as and auth.fault is not None:
+            yield (
+                "auth.send_as",
+                list(auth.send_as),
+                f"no send_as with fault = {auth.fault}: no client ever authenticates, so no sender is "
+                "checked",
+            )
+        elif auth.fault == "not_offered" and auth.before_tls:
+            yield ("auth.before_tls", True, 'no before_tls with fault = "not_offered": AUTH is never offered')
 
 
 def _limit_contradictions(
@@ -1265,6 +1369,8 @@ def describe_plan(plan: SmtpPlan, *, extensions: bool = True) -> list[str]:
             f"greylisting: {_reply(plan.greylist.reply)} to each new sender/recipient pair, accepted "
             f"{format_duration(plan.greylist.after)} later"
         )
+    if plan.auth is not None:
+        out.append(describe_auth(plan.auth))
     if plan.max_recipients is not None:
         out.append(f"{plan.max_recipients} recipient(s) per message, then {_reply(TOO_MANY_RECIPIENTS)}")
     if plan.max_size is not None:
@@ -1304,6 +1410,24 @@ def describe_plan(plan: SmtpPlan, *, extensions: bool = True) -> list[str]:
                 f"{_SHORT_COMMANDS.get(point, point)} delayed {ms} ms" if ms else f"{point} not delayed"
             )
     return out
+
+
+def describe_auth(a: Auth) -> str:
+    """One phrase: what authentication a host asks for, and its fault."""
+    if a.fault == "not_offered":
+        what = "AUTH not offered"
+    else:
+        where = "before and inside TLS" if a.before_tls else "inside TLS only"
+        what = f"AUTH {' '.join(a.mechanisms)} offered {where}, account {a.user}"
+    if a.required is not None:
+        what += f"; MAIL without AUTH → `{a.required.line()}`"
+    else:
+        what += "; mail taken without AUTH too"
+    if a.fault is not None and a.fault != "not_offered":
+        what += f"; AUTH → {key('auth.fault').effect(a.fault)}"
+    if a.send_as:
+        what += f"; may send as {', '.join(a.send_as)} only (others `550 5.7.60` at the final dot)"
+    return what
 
 
 def describe_host(h: HostSpec) -> list[str]:

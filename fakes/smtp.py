@@ -36,6 +36,7 @@ from typing import Any, Final, Literal, cast
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException, login_always_fail
 
+from . import auth as smtp_auth
 from .certs import SERVER_NAME_ATTRIBUTE
 from .clock import Clock, RealClock, format_duration
 from .faults import TOO_MANY_CONNECTIONS, TOO_MANY_RECIPIENTS, RateLimit, limit_line
@@ -602,6 +603,9 @@ class FaultySMTP(SMTP):
         self._stall: Stall | None = None
         self._stall_since = 0.0
         self._unanswered: Message | None = None
+        # SMTP AUTH (mailfakes.auth): the session's account state; client lines that carry secrets.
+        self._auth = smtp_auth.AuthSession(plan.auth) if plan.auth is not None else None
+        self._secret_lines = 0
 
     # -- where the session is --------------------------------------------
 
@@ -689,8 +693,19 @@ class FaultySMTP(SMTP):
             super().data_received(data)
 
     def heard(self, line: str) -> None:
-        """A line from the client, for the transcript."""
+        """A line from the client, for the transcript (credentials masked: see mailfakes.auth)."""
+        if self._secret_lines or line[:5].upper() == "AUTH ":
+            line = self._masked(line)
         self.host.recorder.line(self.t, "C", self.host.spec.name, line)
+
+    def _masked(self, line: str) -> str:
+        if self._secret_lines:
+            self._secret_lines -= 1
+            return "*" if line.strip() == "*" else f"<AUTH response, {len(line.strip())} characters>"
+        parts = line.split()
+        if len(parts) >= 3:
+            return f"{parts[0]} {parts[1]} <initial response, {len(parts[2])} characters>"
+        return line
 
     def at_content(self, size: int, complete: bool) -> bool:
         """Message content came (``size`` bytes so far; ``complete``: its final dot too).
@@ -786,6 +801,10 @@ class FaultySMTP(SMTP):
                 await self.push(act.reply.line())
                 return
             refusal = self._capability_refusal(point, arg) if point in ("MAIL", "RCPT") and arg else None
+            if refusal is None and point == "MAIL" and self._auth is not None and self._greeted():
+                refusal = self._auth.mail_refusal(
+                    tls_active=self._tls == "active", tls_possible=self._tls == "offered"
+                )
             if refusal is not None:
                 await self.push(refusal)
                 return
@@ -799,6 +818,42 @@ class FaultySMTP(SMTP):
                 self._close_tls_soon()
         finally:
             self._enter(ANY)  # until the next dispatch, replies are aiosmtpd's own
+
+    def _greeted(self) -> bool:
+        return self.session is not None and bool(getattr(self.session, "host_name", None))
+
+    @functools.wraps(SMTP.smtp_AUTH)  # keeps aiosmtpd's @syntax data for HELP
+    async def smtp_AUTH(self, arg: str | None) -> None:
+        """AUTH (RFC 4954): the host's account decides (mailfakes.auth); without one, Postfix's refusal."""
+        await self.command("AUTH", arg, FaultySMTP._auth_command)
+
+    async def _auth_command(self, arg: str | None) -> None:
+        if self._auth is None:
+            await self.push(smtp_auth.NO_HELO if not self._greeted() else smtp_auth.NOT_ENABLED)
+            return
+        await self._auth.command(
+            arg,
+            helo=self._greeted(),
+            tls_active=self._tls == "active",
+            in_transaction=self.envelope is not None and self.envelope.mail_from is not None,
+            push=self._auth_push,
+            readline=self._auth_readline,
+        )
+
+    async def _auth_push(self, line: str) -> None:
+        if line.startswith("334"):
+            self._secret_lines = 1  # the client's next line answers the challenge
+        await self.push(line)
+
+    async def _auth_readline(self) -> bytes:
+        try:
+            line: bytes = await self._reader.readline()
+        except (ValueError, asyncio.LimitOverrunError):
+            await self.push("500 5.5.6 Authentication Exchange line is too long")  # RFC 4954 6
+            return b""
+        except ConnectionError:
+            return b""
+        return line
 
     def _capability_refusal(self, point: str, arg: str) -> str | None:
         """The reply a server gives a MAIL or RCPT that uses what its EHLO did not offer (RFC 5321
@@ -832,6 +887,11 @@ class FaultySMTP(SMTP):
         if self.severed:
             await self._park()
         act = self._act if self._point == DATA_END else self._enter(DATA_END)
+        if act.cut is None and act.reply is None and self._auth is not None:
+            denied = self._auth.data_refusal(envelope.mail_from or "")
+            if denied is not None:
+                self.t.add("*", f"fault: the account {self._auth.user} may not send as {envelope.mail_from}")
+                return denied
         if act.reply is None or act.reply.code < 400:
             content = envelope.original_content or b""
             kept = self.host.recorder.keep_message(
@@ -902,6 +962,8 @@ class FaultySMTP(SMTP):
         self._tls = "active"
         self._enhanced = False  # RFC 3207 4.2: the client starts over with EHLO
         self._inbound.restart()
+        if self._auth is not None:
+            self._auth.reset()
         self.host.tls_done(self.t, self.transport, self.plan)
         act = self._enter(TLS_UP)
         if act.cut is not None:
@@ -914,19 +976,22 @@ class FaultySMTP(SMTP):
         plan = self.plan
         self._enhanced = plan.advertises("ENHANCEDSTATUSCODES")
         starttls = any(o[4:].upper() == "STARTTLS" for o in offered)
+        auth = plan.auth is not None and plan.auth.offered(tls_active=self._tls == "active")
         memo = self.host.ehlo_memo
-        key = (id(plan), starttls)
+        key = (id(plan), starttls, auth)
         made = memo.get(key)
         if made is None:
-            made = memo[key] = self._ehlo_lines(starttls)
+            made = memo[key] = self._ehlo_lines(starttls, auth)
         return list(made)
 
-    def _ehlo_lines(self, starttls: bool) -> tuple[str, ...]:
+    def _ehlo_lines(self, starttls: bool, auth: bool = False) -> tuple[str, ...]:
         plan = self.plan
         lines = [self.hostname, "PIPELINING"]
         if plan.advertises("SIZE"):
             lines.append(f"SIZE {plan.max_size or DATA_SIZE_LIMIT}")
         lines += ["8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"]
+        if auth and plan.auth is not None:
+            lines.append("AUTH " + " ".join(plan.auth.mechanisms))
         if starttls:
             lines.append("STARTTLS")
         lines = [ln for ln in lines if ln.split(" ")[0] not in plan.extensions_off]
@@ -1231,7 +1296,7 @@ class HostServer:
         self.healthy = spec.smtp.healthy()  # what a session gets once a schedule's faults are spent
         self._decisions: dict[int, Decisions] = {}
         # (id of a plan, STARTTLS offered) -> the EHLO reply's lines (see FaultySMTP.ehlo_lines).
-        self.ehlo_memo: dict[tuple[int, bool], tuple[str, ...]] = {}
+        self.ehlo_memo: dict[tuple[int, bool, bool], tuple[str, ...]] = {}
         # id of a plan -> its server context and when it was asked of the CA (see _context).
         self._contexts: dict[int, tuple[ssl.SSLContext, float]] = {}
         # A plan set while the world runs (world.host(NAME).set/fail_next/heal), for ``override_left``

@@ -22,6 +22,7 @@ from .faults import (
     GREYLISTED,
     TOO_MANY_CONNECTIONS,
     TOO_MUCH_MAIL,
+    Auth,
     CertKind,
     CloseAt,
     CloseHow,
@@ -465,6 +466,7 @@ def parse_smtp_plan(t: Table) -> SmtpPlan:
         max_sessions=t.integer("max_sessions", 0, lo=1, hi=100_000) if t.has("max_sessions") else None,
         trickle_bps=t.integer("trickle_bps", 0, lo=1, hi=100_000) if t.has("trickle_bps") else None,
         stall_in_data=_parse_stall(t) if t.has("stall_in_data") else None,
+        auth=_auth(t),
     )
     for where, value, expected in contradictions(plan):
         # Refused as the user wrote it: the file, the key, the value, why it cannot apply.
@@ -479,7 +481,16 @@ def _parse_stall(t: Table) -> StallInData:
     return StallInData(after_bytes=after_bytes)
 
 
+def _auth(t: Table) -> Auth | None:
+    if not t.has("auth"):
+        return None
+    from .auth import parse_auth  # the auth module reads its own table (it imports this one)
+
+    return parse_auth(t.table("auth"))
+
+
 _SMTP_KEYS: Final = (
+    "auth",
     "tls",
     "cert",
     "greeting",
