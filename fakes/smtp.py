@@ -21,6 +21,7 @@ picks each connection's plan (its schedule).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -68,6 +69,9 @@ SESSION_REFUSED = Reply(503, "Error: bad sequence of commands")
 CONTEXT_REFRESH = 60.0  # seconds a host reuses a server context before asking the CA again
 # A client line longer than this is recorded cut short (aiosmtpd refuses it too).
 LINE_RECORD_LIMIT = 4096
+# A host without PIPELINING answers a client that sends before its reply is out, and hangs up, as
+# Postfix does with smtpd_forbid_unauth_pipelining (the default from 3.9: smtpd.c).
+OUT_OF_STEP = Reply(554, "Error: SMTP protocol synchronization", "5.5.0")
 
 # -- the points of a session ------------------------------------------------
 
@@ -325,6 +329,8 @@ class Inbound:
 
     def feed(self, data: bytes) -> bool:
         """Take bytes from the wire; False when they cut the session (aiosmtpd must not see them)."""
+        if self.state != Inbound.CONTENT and self.session.early(data):
+            return False
         if self.state == Inbound.HELD:
             self.held += data
             return True
@@ -332,9 +338,11 @@ class Inbound:
             rest = self._content(data)
             if rest is None:
                 return not (self.session.severed or self.session.stalled)
+            if self.session.early(rest):  # the next command, with the final dot's reply not out yet
+                return False
             data = rest
         if data:
-            self._lines(data)
+            return self._lines(data)
         return True
 
     def data_answered(self, content: bool) -> None:
@@ -347,7 +355,7 @@ class Inbound:
         else:
             self.state, rest = Inbound.LINES, held
         if rest:
-            self._lines(rest)
+            self._lines(rest)  # an early sender was refused when these bytes came
 
     def content_over(self) -> None:
         """aiosmtpd answered the message: whatever comes next is commands."""
@@ -358,7 +366,10 @@ class Inbound:
         """TLS is up: the plaintext before it is forgotten (RFC 3207 4.2), as aiosmtpd forgets it."""
         self.state, self.buf, self.held, self.skipping = Inbound.LINES, b"", b"", False
 
-    def _lines(self, data: bytes) -> None:
+    def _lines(self, data: bytes) -> bool:
+        """Record the command lines in ``data``; False when one came before the last one's reply
+        on a host without PIPELINING (the session is cut)."""
+        session = self.session
         buf = self.buf + data if self.buf else data
         start = 0
         while (end := buf.find(b"\n", start)) >= 0:
@@ -366,10 +377,12 @@ class Inbound:
             if self.skipping:
                 self.skipping = False
                 continue
-            self.session.heard(line.rstrip(b"\r").decode("utf-8", "replace"))
+            session.heard(line.rstrip(b"\r").decode("utf-8", "replace"))
+            if session.early(buf[start:]):
+                return False
             if reads_as_bare_data(line):
                 self.state, self.held, self.buf = Inbound.HELD, buf[start:], b""
-                return
+                return True
         rest = buf[start:] if start else buf
         if self.skipping:
             rest = b""
@@ -377,6 +390,7 @@ class Inbound:
             self.session.heard(rest[:80].decode("utf-8", "replace") + "... (line too long)")
             self.skipping, rest = True, b""
         self.buf = rest
+        return True
 
     def _content(self, data: bytes) -> bytes | None:
         """Count message bytes; at the final dot, return what follows it (None: still content, or cut)."""
@@ -590,6 +604,8 @@ class FaultySMTP(SMTP):
         self._reply: list[str] = []  # the lines of a multi-line reply before its last
         self._inbound = Inbound(self)
         self._enhanced = False  # ENHANCEDSTATUSCODES advertised in this EHLO session
+        self._awaiting = False  # a command (or a final dot) came and its reply is not out yet
+        self._lockstep = not plan.advertises("PIPELINING")  # RFC 2920: then the client must wait
         self._spoke = False  # the client sent bytes: its connect() has surely returned
         self.severed = False  # a cut or close was decided: nothing more is kept or answered
         self._starting_tls = False
@@ -693,7 +709,9 @@ class FaultySMTP(SMTP):
             super().data_received(data)
 
     def heard(self, line: str) -> None:
-        """A line from the client, for the transcript (credentials masked: see mailfakes.auth)."""
+        """A command line from the client, for the transcript (credentials masked: see mailfakes.auth):
+        its reply is awaited."""
+        self._awaiting = True
         if self._secret_lines or line[:5].upper() == "AUTH ":
             line = self._masked(line)
         self.host.recorder.line(self.t, "C", self.host.spec.name, line)
@@ -706,6 +724,28 @@ class FaultySMTP(SMTP):
         if len(parts) >= 3:
             return f"{parts[0]} {parts[1]} <initial response, {len(parts[2])} characters>"
         return line
+
+    def early(self, data: bytes) -> bool:
+        """Whether ``data`` came before the reply the client waits for, on a host without PIPELINING
+        (RFC 2920 3.1: a client that was not offered it sends one command and waits for its reply);
+        then the session is refused with 554 5.5.0 and closed, and nothing more of it is read."""
+        if not (data and self._awaiting and self._lockstep) or self.severed:
+            return False
+        self.severed = True
+        shown = data[:40].decode("utf-8", "replace").replace("\r", "").replace("\n", " | ")
+        self.t.out_of_step = shown.strip()
+        why = f"client sent {shown.strip()!r} before the reply to its last command (PIPELINING is off)"
+        self.t.add("*", f"fault: {why}")
+        self.host.recorder.emit(self.t, "fault", self.host.spec.name, why)
+        asyncio.get_running_loop().create_task(self._refuse_out_of_step())
+        return True
+
+    async def _refuse_out_of_step(self) -> None:
+        line = OUT_OF_STEP.line()
+        self.host.recorder.line(self.t, "S", self.host.spec.name, line)
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await super().push(line)
+        self._close("fin")
 
     def at_content(self, size: int, complete: bool) -> bool:
         """Message content came (``size`` bytes so far; ``complete``: its final dot too).
@@ -729,6 +769,7 @@ class FaultySMTP(SMTP):
             return False
         if complete:
             t.add("C", f"<message content, {size} bytes>")
+            self._awaiting = True  # the reply to the final dot
         return True
 
     # -- cuts and closes ---------------------------------------------------
@@ -1006,6 +1047,8 @@ class FaultySMTP(SMTP):
         last wait for it, so the whole reply goes out at once, as from a real
         MTA, and a delay holds all of it.
         """
+        if self.t.out_of_step is not None:
+            return  # refused for pipelining: the 554 is the session's last reply
         text = status if isinstance(status, str) else status.decode("utf-8", "replace")
         if text[3:4] == "-":
             self._reply.append(text)
@@ -1018,6 +1061,7 @@ class FaultySMTP(SMTP):
             # The common case, on the path of most replies: one line, aiosmtpd's own.
             line = text if point in _AS_WRITTEN else _styled(text, point, self._enhanced)
             self.host.recorder.line(self.t, "S", self.host.spec.name, line)
+            self._awaiting = False
             if self.plan.trickle_bps is None:
                 await super().push(line)
             else:
@@ -1056,6 +1100,7 @@ class FaultySMTP(SMTP):
         recorder, name = self.host.recorder, self.host.spec.name
         for line in lines:
             recorder.line(self.t, "S", name, line)
+        self._awaiting = False
         out = lines[0] if len(lines) == 1 else "\r\n".join(lines)
         if self.plan.trickle_bps is None:
             await super().push(out)

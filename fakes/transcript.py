@@ -114,6 +114,7 @@ class Transcript:
         "lines_dropped",
         "max_lines",
         "opened",
+        "out_of_step",
         "peer",
         "retired",
         "session_id",
@@ -158,6 +159,9 @@ class Transcript:
         # stopped reading) when the client left, and how long the client had waited there (seconds).
         self.waited_at: str | None = None
         self.waited_for: float | None = None
+        # On a host without PIPELINING: the start of what the client sent before the reply it had
+        # to wait for (the session was refused with 554 5.5.0); None: it kept in step.
+        self.out_of_step: str | None = None
         # True: the client rejected the certificate with an alert (it verified);
         # False: it completed the handshake on a bad certificate (it did not);
         # None: cannot be told (the certificate was valid, or no TLS happened).
