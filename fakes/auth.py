@@ -14,12 +14,11 @@ import binascii
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
-from .faults import AUTH_REQUIRED, Auth, values
+from .faults import Auth
 
 if TYPE_CHECKING:
-    from .spec import HostSpec, Table, WorldSpec
+    from .spec import HostSpec, WorldSpec
 
-MECHANISMS: Final = ("PLAIN", "LOGIN")
 SUBMISSION_PORT: Final = 587  # RFC 6409: submission with STARTTLS
 SUBMISSIONS_PORT: Final = 465  # RFC 8314: submission over implicit TLS
 
@@ -43,53 +42,6 @@ PASSWORD_CHALLENGE: Final = "334 UGFzc3dvcmQ6"  # base64 of "Password:"
 
 Push = Callable[[str], Awaitable[None]]
 ReadLine = Callable[[], Awaitable[bytes]]
-
-
-def parse_auth(t: Table) -> Auth:
-    """The ``auth`` table of a host, checked key by key (SpecError naming the key otherwise)."""
-    from .spec import Table as SpecTable
-    from .spec import parse_reply
-
-    user = t.string("user", required=True)
-    password = t.string("password", required=True)
-    for name, value in (("user", user), ("password", password)):
-        if not all(" " < ch <= "~" for ch in value) or len(value) > 256:
-            raise t.fail(name, value, "printable ASCII without spaces, at most 256 characters")
-    mechanisms = tuple(m.upper() for m in t.string_list("mechanisms")) or MECHANISMS
-    for m in mechanisms:
-        if m not in MECHANISMS:
-            raise t.fail("mechanisms", m, "mechanism names among " + ", ".join(MECHANISMS))
-    if len(set(mechanisms)) != len(mechanisms):
-        raise t.fail("mechanisms", list(mechanisms), "each mechanism once")
-    before_tls = t.boolean("before_tls", False)
-    required = AUTH_REQUIRED
-    raw = t.raw("required") if t.has("required") else True
-    if raw is False:
-        required_reply = None
-    elif raw is True:
-        required_reply = required
-    elif isinstance(raw, dict):
-        reply = parse_reply(SpecTable(raw, t.where, t.key("required")))
-        if not 400 <= reply.code < 600 or reply.close is not None:
-            raise t.table("required").fail("code", reply.code, "a 4xx or 5xx code (it refuses the MAIL)")
-        required_reply = reply
-    else:
-        raise t.fail("required", raw, "true, false, or a reply {code, enhanced, text}")
-    fault = t.choice("fault", values("auth.fault")) if t.has("fault") else None
-    send_as = tuple(t.string_list("send_as"))
-    for address in send_as:
-        if address.count("@") != 1 or not all(" " < ch <= "~" for ch in address):
-            raise t.fail("send_as", address, "addresses like alerts@fabrikam.test")
-    t.done(("user", "password", "mechanisms", "before_tls", "required", "fault", "send_as"))
-    return Auth(
-        user=user,
-        password=password,
-        mechanisms=mechanisms,
-        before_tls=before_tls,
-        required=required_reply,
-        fault=fault or None,  # type: ignore[arg-type]
-        send_as=send_as,
-    )
 
 
 def submission_port(spec: WorldSpec, smart_host: str | None = None) -> int | None:

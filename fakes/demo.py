@@ -1475,8 +1475,11 @@ def _dns_rows(line: DemoLine) -> list[_Row]:
     if line.dnssec and line.dnssec != "secure":  # bogus, insecure: where the chain of trust broke
         answer += f" ({line.dnssec})"
     answer += f" → {values}" if values else ""
-    # No MTA-STS or TLS-RPT record (a TXT that is not there) is how most domains answer: no failure.
-    optional = query.startswith("TXT ") and rcode in ("NXDOMAIN", "NODATA")
+    # No MTA-STS or TLS-RPT record (a TXT that is not there) is how most domains answer, and a host
+    # without IPv6 has no AAAA: no failure.
+    optional = (query.startswith("TXT ") and rcode in ("NXDOMAIN", "NODATA")) or (
+        query.startswith("AAAA ") and rcode == "NODATA"
+    )
     bad = (rcode != "NOERROR" and not optional) or line.dnssec == "bogus"
     return [ask, _Row("arrow", "dns", "client", answer, "err" if bad else "dns", line.text, failing=bad)]
 

@@ -18,6 +18,7 @@ from typing import Any, Final, get_args
 
 from .clock import DURATION_RULE, HOUR, parse_duration
 from .faults import (
+    AUTH_REQUIRED,
     DNSSEC_FAULTS,
     GREYLISTED,
     TOO_MANY_CONNECTIONS,
@@ -484,9 +485,7 @@ def _parse_stall(t: Table) -> StallInData:
 def _auth(t: Table) -> Auth | None:
     if not t.has("auth"):
         return None
-    from .auth import parse_auth  # the auth module reads its own table (it imports this one)
-
-    return parse_auth(t.table("auth"))
+    return _parse_auth(t.table("auth"))
 
 
 _SMTP_KEYS: Final = (
@@ -967,3 +966,50 @@ def parse_tls_rpt(
                 raise dt.fail("rua", u, '"mailto:ADDRESS" or "https://HOST/PATH" (RFC 8460 3)')
         out.append(TlsRpt(domain=domain, rua=tuple(rua)))
     return tuple(out)
+
+
+AUTH_MECHANISMS: Final = ("PLAIN", "LOGIN")
+
+
+def _parse_auth(t: Table) -> Auth:
+    """The ``auth`` table of a host, checked key by key (SpecError naming the key otherwise)."""
+    user = t.string("user", required=True)
+    password = t.string("password", required=True)
+    for name, value in (("user", user), ("password", password)):
+        if not all(" " < ch <= "~" for ch in value) or len(value) > 256:
+            raise t.fail(name, value, "printable ASCII without spaces, at most 256 characters")
+    mechanisms = tuple(m.upper() for m in t.string_list("mechanisms")) or AUTH_MECHANISMS
+    for m in mechanisms:
+        if m not in AUTH_MECHANISMS:
+            raise t.fail("mechanisms", m, "mechanism names among " + ", ".join(AUTH_MECHANISMS))
+    if len(set(mechanisms)) != len(mechanisms):
+        raise t.fail("mechanisms", list(mechanisms), "each mechanism once")
+    before_tls = t.boolean("before_tls", False)
+    required = AUTH_REQUIRED
+    raw = t.raw("required") if t.has("required") else True
+    if raw is False:
+        required_reply = None
+    elif raw is True:
+        required_reply = required
+    elif isinstance(raw, dict):
+        reply = parse_reply(Table(raw, t.where, t.key("required")))
+        if not 400 <= reply.code < 600 or reply.close is not None:
+            raise t.table("required").fail("code", reply.code, "a 4xx or 5xx code (it refuses the MAIL)")
+        required_reply = reply
+    else:
+        raise t.fail("required", raw, "true, false, or a reply {code, enhanced, text}")
+    fault = t.choice("fault", values("auth.fault")) if t.has("fault") else None
+    send_as = tuple(t.string_list("send_as"))
+    for address in send_as:
+        if address.count("@") != 1 or not all(" " < ch <= "~" for ch in address):
+            raise t.fail("send_as", address, "addresses like alerts@fabrikam.test")
+    t.done(("user", "password", "mechanisms", "before_tls", "required", "fault", "send_as"))
+    return Auth(
+        user=user,
+        password=password,
+        mechanisms=mechanisms,
+        before_tls=before_tls,
+        required=required_reply,
+        fault=fault or None,  # type: ignore[arg-type]
+        send_as=send_as,
+    )

@@ -128,7 +128,8 @@ class RawSMTP:
 
 def open_connection(ip: str, port: int, timeout: float = 0.5) -> tuple[socket.socket | None, str]:
     """A TCP connect: (socket, 'connected'), or (None, 'refused' | 'timeout' | 'reset')."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         sock.connect((ip, port))
@@ -171,18 +172,19 @@ class Resolution:
     addresses: list[str] = field(default_factory=list)
 
 
-def resolve_a(server: str, port: int, name: str, timeout: float = 0.5) -> Resolution:
-    """Resolve A like a stub resolver: UDP, then TCP if truncated."""
+def resolve_a(server: str, port: int, name: str, timeout: float = 0.5, rdtype: str = "A") -> Resolution:
+    """Resolve A (or AAAA) like a stub resolver: UDP, then TCP if truncated."""
     try:
-        resp = dns_query(server, port, name, "A", timeout=timeout)
+        resp = dns_query(server, port, name, rdtype, timeout=timeout)
         if resp.flags & dns.flags.TC:
-            resp = dns_query(server, port, name, "A", tcp=True, timeout=timeout)
+            resp = dns_query(server, port, name, rdtype, tcp=True, timeout=timeout)
     except (dns.exception.Timeout, TimeoutError):
         return Resolution("TIMEOUT")
     except (EOFError, ConnectionError):
         return Resolution("TIMEOUT")
     rcode = dns.rcode.to_text(resp.rcode())
-    addrs = [rd.address for rrset in resp.answer if rrset.rdtype == dns.rdatatype.A for rd in rrset]
+    wanted = dns.rdatatype.from_text(rdtype)
+    addrs = [rd.address for rrset in resp.answer if rrset.rdtype == wanted for rd in rrset]
     return Resolution(rcode, addrs)
 
 

@@ -24,6 +24,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "clock",
         "faults",
         "spec",
+        "auth",
+        "netns",
         "codes",
         "classify",
         "events",
@@ -44,11 +46,11 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "tcp",
         "http",
         "tlsgate",
+        "slow",
         "smtp",
         "attempts",
         "world",
         "control",
-        "netns",
     ),
     # What stands on the client's side: the reference client, readers of
     # other clients, the witness of what the fakes saw, the facts a client is given.

@@ -194,6 +194,8 @@ def candidates(s: scenarios.Scenario, world: World, trace: Trace) -> list[Route]
             rcode, addresses, secure = a.rcode, [rd.address for rd in a.rrset or ()], authenticated(a)
         else:
             r = resolve_a(world.dns_host, world.dns_port, name, timeout=DNS_TIMEOUT)
+            if r.rcode == "NOERROR" and not r.addresses:  # no IPv4: its IPv6 address, if it has one
+                r = resolve_a(world.dns_host, world.dns_port, name, timeout=DNS_TIMEOUT, rdtype="AAAA")
             rcode, addresses, secure = r.rcode, r.addresses, False
         if rcode != "NOERROR" or not addresses:
             last = Outcome("dns", rcode if rcode != "NOERROR" else "NODATA", host=name)
