@@ -10,6 +10,7 @@ fails: CI installs them, so these tests must run there.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -147,10 +148,8 @@ def test_curl_meets_the_refused_ipv6_address_and_falls_back_to_ipv4(tmp_path):
         text=True,
         timeout=120,
     )
-    import json
-
-    out = json.loads(report.read_text())["results"][0]["stdout"] + result.stderr
-    text = json.loads(report.read_text())["results"][0]["stderr"] + out
+    run = json.loads(report.read_text())["results"][0]
+    text = run["stderr"] + run["stdout"] + result.stderr
     # Inside the namespace the host has its own address of the harness's prefix; curl tries it,
     # is refused (RST), and delivers over the A address.
     assert "connect to fd6d:6169:6c66:" in text and "Connection refused" in text, text[-3000:]
