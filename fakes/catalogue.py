@@ -536,6 +536,12 @@ def _replied_codes(world: WorldSpec) -> list[str]:
         if h.smtp.greylist is not None:
             replies.append(h.smtp.greylist.reply)
         codes += [r.enhanced for r in replies if r is not None and r.enhanced and r.enhanced not in codes]
+        a = h.smtp.auth
+        if a is not None:  # its authentication's replies (mailfakes.auth)
+            own = [a.required.enhanced if a.required is not None else None]
+            own.append({"bad_credentials": "5.7.8", "temporary": "4.7.0"}.get(a.fault or ""))
+            own.append("5.7.60" if a.send_as else None)
+            codes += [c for c in own if c and c not in codes]
     return codes
 
 

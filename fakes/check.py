@@ -50,6 +50,8 @@ PLACEHOLDERS = (
     "crl_file",
     "trust_anchor_file",
     "https_port",
+    "auth_user",
+    "auth_password",
 )
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 OUTPUT_KEPT = 4000  # characters of stdout/stderr kept per scenario in reports

@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, TextIO
 
-from .command import UsageError, check_writable, enter_netns, reexec, remove, select
+from .command import UsageError, check_writable, enter_netns, reexec, remove, select, smtp_port
 
 if TYPE_CHECKING:
     from .catalogue import Scenario
@@ -63,7 +63,7 @@ def _check(args: argparse.Namespace, chosen: list[Scenario], read: Read, out: Te
                 world = World(
                     s.world,
                     runtime=runtime,
-                    port=args.port if args.port or not args.inside_netns else 25,
+                    port=smtp_port(args, s),
                     dns_host="127.0.0.1" if args.inside_netns else None,
                     dns_port=53 if args.inside_netns else 0,
                     hour=args.hour,

@@ -271,7 +271,10 @@ def _check_parser(sub: _Subparsers, full: bool) -> None:
 
         pc.add_argument(INSIDE_FLAG, action="store_true", help=argparse.SUPPRESS)
     pc.add_argument(
-        "--port", type=_port, default=0, help="SMTP port (default: 25 with --netns, else ephemeral)"
+        "--port",
+        type=_port,
+        default=0,
+        help="SMTP port (default: 25 with --netns, 587 for a smart host with auth; else ephemeral)",
     )
     pc.add_argument(
         "--timeout", type=_seconds, default=2.0, help="the {timeout} given to the client (default: 2 s)"
@@ -378,6 +381,16 @@ def _send_parser(sub: _Subparsers, full: bool) -> None:
         "--tls-report",
         action="store_true",
         help="then send the TLS report (RFC 8460) of each policy domain to its _smtp._tls addresses",
+    )
+    pe.add_argument(
+        "--auth-user",
+        metavar="USER",
+        help="authenticate (AUTH PLAIN, or LOGIN) as USER when the host offers AUTH (RFC 4954)",
+    )
+    pe.add_argument(
+        "--auth-password",
+        metavar="PASSWORD",
+        help="the password of --auth-user (default: $MAILFAKES_AUTH_PASSWORD, kept off the command line)",
     )
     pe.add_argument("--json", action="store_true", help="print the report as JSON")
     pe.add_argument("-v", "--verbose", action="store_true", help="show the dialogue on stderr")

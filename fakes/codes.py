@@ -150,7 +150,12 @@ def code_for(failure: Failure, profile: str = "eop") -> str:
         raise ValueError(f"unknown profile {profile!r}; expected one of " + ", ".join(PROFILES))
     cls = failure.cls
     if cls in ("server_reply", "delivered"):
-        return failure.server_code or ("2.0.0" if cls == "delivered" else "4.0.0")
+        code = failure.server_code or ("2.0.0" if cls == "delivered" else "4.0.0")
+        if profile == "postfix" and failure.detail == "auth" and failure.message.startswith("535"):
+            # Postfix defers a 535 to AUTH instead of bouncing (smtp_sasl_auth_soft_bounce = yes, the
+            # default), and its dsn= then starts with 4: "4.7.8".
+            return "4" + code[1:]
+        return code
     if cls in ("dane", "mta_sts"):
         if profile in ("eop", "eop-observed"):
             return (DANE_CODES if cls == "dane" else MTA_STS_CODES).get(failure.detail, "4.7.5")

@@ -98,6 +98,17 @@ def get(scenario_id: str) -> Scenario:
         raise UsageError(str(msg)) from None
 
 
+def smtp_port(args: argparse.Namespace, scenario: Scenario) -> int:
+    """The port a served world's SMTP hosts listen on: ``--port``, else a free one (0), and inside
+    ``--netns`` the one real clients use: 25, or 587 (465 for implicit TLS) when the smart host
+    asks for authentication, as a submission server does (RFC 6409, RFC 8314)."""
+    if args.port or not args.inside_netns:
+        return int(args.port or 0)
+    from .auth import submission_port
+
+    return submission_port(scenario.world, scenario.target.smart_host) or 25
+
+
 def check_writable(path: str) -> None:
     """A report file's directory must exist and be writable before any world starts."""
     import os

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
@@ -176,6 +177,15 @@ def cmd_send(args: argparse.Namespace, out: TextIO) -> int:
                 f"{option} {address!r} is not valid: expected an address like user@contoso.test: "
                 f"{LOCAL_PART_RULE}, '@', then a DNS name"
             )
+    password = args.auth_password
+    if args.auth_user is not None and password is None:
+        password = os.environ.get("MAILFAKES_AUTH_PASSWORD")
+        if password is None:
+            raise UsageError(
+                "--auth-user needs --auth-password (or MAILFAKES_AUTH_PASSWORD in the environment)"
+            )
+    if args.auth_password is not None and args.auth_user is None:
+        raise UsageError("--auth-password needs --auth-user")
     client = DeliveryClient(
         dns_host=args.dns_host,
         dns_port=args.dns_port,
@@ -188,6 +198,8 @@ def cmd_send(args: argparse.Namespace, out: TextIO) -> int:
         mta_sts=not args.no_mta_sts,
         crl_file=args.crl_file,
         https_port=args.https_port,
+        auth_user=args.auth_user,
+        auth_password=password if args.auth_user is not None else None,
     )
 
     def loopback_answers(answer: Answer) -> None:

@@ -11,13 +11,27 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .auth import account_of
 from .values import frozen
 
 if TYPE_CHECKING:
     from .catalogue import Scenario, Target
+    from .faults import Auth
     from .world import World
 
 PROFILES_SHOWN = ("eop", "eop-observed", "rfc3463", "postfix")
+
+
+def account(target: Target, world: World) -> Auth | None:
+    """The smart host's account (its ``auth`` key) when the client is given it, else None.
+
+    None for MX delivery (no smart host), a smart host without ``auth``, or a target that says
+    ``credentials = false`` (a client configured without an account).
+    """
+    if not target.smart_host or not target.credentials:
+        return None
+    host = next((h for h in world.spec.hosts if h.name == target.smart_host), None)
+    return account_of(host)
 
 
 def smart_host_address(target: Target, world: World) -> str | None:
@@ -59,6 +73,10 @@ class ClientFacts:
     trust_anchor_file: str | None = None  # DNSSEC: the DS and DNSKEY of the signed world's zone
     https_port: int | None = None  # where MTA-STS policy hosts (and HTTPS report receivers) listen
     http_port: int | None = None  # where the CRL distribution point listens
+    # The smart host's account (RFC 4954), when the client is given one; None otherwise.
+    auth_user: str | None = None
+    auth_password: str | None = None
+    auth_mechanisms: tuple[str, ...] = ()  # what the smart host offers (PLAIN, LOGIN)
 
     @classmethod
     def of(cls, scenario: Scenario, world: World) -> ClientFacts:
@@ -71,6 +89,7 @@ class ClientFacts:
             ip = world.address_of(t.smart_host)
         else:
             ip = next(iter(world.hosts.values()), "")
+        acct = account(t, world)
         return cls(
             scenario=scenario.id,
             code=scenario.expected_code,
@@ -101,6 +120,9 @@ class ClientFacts:
             trust_anchor_file=str(anchor) if (anchor := world.trust_anchor_file) is not None else None,
             https_port=world.https_port or None,
             http_port=world.http_port or None,
+            auth_user=acct.user if acct is not None else None,
+            auth_password=acct.password if acct is not None else None,
+            auth_mechanisms=acct.mechanisms if acct is not None else (),
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -127,6 +149,8 @@ class ClientFacts:
             "trust_anchor_file": self.trust_anchor_file,
             "https_port": self.https_port,
             "http_port": self.http_port,
+            "auth_user": self.auth_user,
+            "auth_password": self.auth_password,
         }
 
     def placeholders(self, timeout: float) -> dict[str, str]:
@@ -145,4 +169,6 @@ class ClientFacts:
             "crl_file": self.crl_file or "",
             "trust_anchor_file": self.trust_anchor_file or "",
             "https_port": str(self.https_port or ""),
+            "auth_user": self.auth_user or "",
+            "auth_password": self.auth_password or "",
         }

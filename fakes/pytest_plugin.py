@@ -613,6 +613,16 @@ class MailScenario:
         """Where MTA-STS policy hosts and HTTPS report receivers listen (443 in a namespace)."""
         return self.facts.https_port
 
+    @property
+    def auth_user(self) -> str | None:
+        """The smart host's account (its ``auth`` key) when the client is given one, else None."""
+        return self.facts.auth_user
+
+    @property
+    def auth_password(self) -> str | None:
+        """That account's password, else None."""
+        return self.facts.auth_password
+
     def address_of(self, name: str) -> str:
         return self.world.address_of(name)
 

@@ -14,7 +14,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .command import UsageError, enter_netns, get, reexec, remove, started
+from .command import UsageError, enter_netns, get, reexec, remove, smtp_port, started
 from .facts import ClientFacts
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     try:
         world = World(
             scenario.world,
-            port=args.port if args.port or not args.inside_netns else 25,
+            port=smtp_port(args, scenario),
             subnet=args.subnet,
             dns_host="127.0.0.1" if args.inside_netns else args.dns_host,
             dns_port=53 if args.inside_netns else args.dns_port,

@@ -464,7 +464,13 @@ def _dns(spec: WorldSpec, dns_faults: list[DnsFault], records: Records) -> list[
 
 def _faulty_hosts(spec: WorldSpec) -> list[HostSpec]:
     # A host is healthy when its plan is the baseline its schedule would fall back to.
-    return [h for h in spec.hosts if h.kind != "smtp" or h.smtp != h.smtp.healthy() or h.schedule is not None]
+    # A host that asks for authentication counts too: its refusals (530 to an unauthenticated
+    # MAIL, 550 5.7.60 to a sender the account may not use) are its plan, not a fault of it.
+    return [
+        h
+        for h in spec.hosts
+        if h.kind != "smtp" or h.smtp != h.smtp.healthy() or h.schedule is not None or h.smtp.auth is not None
+    ]
 
 
 def _host(scenario: Scenario, host: HostSpec, records: Records) -> list[Evidence]:
@@ -476,7 +482,7 @@ def _host(scenario: Scenario, host: HostSpec, records: Records) -> list[Evidence
     plan = host.smtp
     if plan.cert != "valid":
         return _certificate(host, sessions)
-    step = _first_step(plan)
+    step = _first_step(plan, credentials=scenario.target.credentials)
     if step is None:
         return [_session_opened(host, sessions, "the session")]
     what, reached = step
@@ -535,9 +541,30 @@ def _tls_done(t: Transcript, messages: Sequence[Message]) -> bool:
     return t.tls_version is not None
 
 
-def _first_step(plan: SmtpPlan) -> tuple[str, Reached] | None:
-    """The first point of the dialogue where the plan fails the client, and how to see it was reached."""
-    steps: list[tuple[int, str, Reached]] = []
+def _ehlo_inside_tls(t: Transcript, messages: Sequence[Message]) -> bool:
+    return any(line.split(" ", 1)[0].upper() in ("EHLO", "HELO") for line in _lines_after_tls(t))
+
+
+def _first_step(plan: SmtpPlan, *, credentials: bool = True) -> tuple[str, Reached] | None:
+    """The first point of the dialogue where the plan fails the client, and how to see it was reached.
+
+    ``credentials``: whether the client was given the host's account (its ``auth`` key)."""
+    steps: list[tuple[float, str, Reached]] = []
+    a = plan.auth
+    if a is not None:
+        # Where authentication fails the client: the EHLO that leaves AUTH out, the AUTH command,
+        # the MAIL of a client without an account, the final dot of a sender the account may not use.
+        if a.fault == "not_offered":
+            if plan.tls == "none":
+                steps.append((2, "sent EHLO (and so saw no AUTH offered)", _sent("EHLO", "HELO")))
+            else:
+                steps.append((5, "sent EHLO inside TLS (and so saw no AUTH offered)", _ehlo_inside_tls))
+        elif credentials and a.fault is not None:
+            steps.append((5.5, "sent AUTH (and was refused)", _sent("AUTH")))
+        elif not credentials and a.required is not None:
+            steps.append((6, "sent MAIL FROM without an account (and was refused)", _sent("MAIL")))
+        elif credentials and a.send_as:
+            steps.append((9, "sent the whole message and its final dot", _content_ended))
     if plan.greeting is not None and plan.greeting.code >= 400:
         steps.append((0, "opened a session (and got the greeting)", _opened))
     if plan.tls == "none":
