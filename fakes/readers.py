@@ -20,6 +20,7 @@ import ast
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from .classify import (
     CERT_DETAILS,
@@ -55,6 +56,18 @@ def _reply_failure(code: int, line: str, stage: str = "") -> Failure:
         detail = "greeting_421" if stage in ("", "greeting") else "ehlo_421"
         return Failure("cannot_connect", detail, enhanced, line)
     return Failure("server_reply", "", enhanced or f"{str(code)[0]}.0.0", line)
+
+
+def _auth_failure(code: int, line: str) -> Failure:
+    """A refused AUTH (RFC 4954): the server's own code, as the reference client reports it."""
+    failure = _reply_failure(code, line)
+    return Failure(failure.cls, "auth", failure.server_code, failure.message)
+
+
+# RFC 4954 6: the code of "authentication required", reported by a client that holds an account
+# but stops because the server offers no AUTH (msmtp, swaks), where one that goes on without it
+# (curl, Postfix) gets the server's 530 5.7.0 to MAIL: both fail for the same reason.
+AUTH_NOT_OFFERED: Final = "5.7.0"
 
 
 def _cert_detail(text: str) -> str:
@@ -114,6 +127,11 @@ def read_curl(status: int, out: str, err: str) -> Failure | None:
         if reply is not None and reply[0] != 421:
             return Failure("cannot_connect", "starttls_refused", first_enhanced_code(reply[1]), reply[1])
         return Failure("cannot_connect", "no_starttls", message="curl: STARTTLS required but not offered")
+    if status == 67:  # CURLE_LOGIN_DENIED: the server refused AUTH (535, 454, ...)
+        reply = _last_reply(text)
+        if reply is not None:
+            return _auth_failure(reply[0], reply[1])
+        return None
     reply = _last_reply(text)
     if reply is not None and status in (8, 9, 55, 56):
         return _reply_failure(reply[0], reply[1], "greeting" if "< 421" in err.split("> EHLO")[0] else "ehlo")
@@ -181,6 +199,12 @@ def read_swaks(status: int, out: str, err: str) -> Failure | None:
         if reply is not None:
             return Failure("cannot_connect", "starttls_refused", first_enhanced_code(reply[1]), reply[1])
         return Failure("cannot_connect", "tls_handshake", message="swaks: TLS startup failed")
+    if status == 28:  # --auth: "Host did not advertise authentication", or every AUTH refused
+        if "did not advertise authentication" in low:
+            return Failure("server_reply", "auth_not_offered", AUTH_NOT_OFFERED, "swaks: no AUTH offered")
+        if reply is not None:
+            return _auth_failure(reply[0], reply[1])
+        return None
     if status in (21, 23) and reply is not None:
         return _reply_failure(reply[0], reply[1], "greeting" if status == 21 else "ehlo")
     if status in (24, 25, 26, 27) and reply is not None:
@@ -225,6 +249,11 @@ def read_msmtp(status: int, out: str, err: str) -> Failure | None:
         return Failure("certificate", _cert_detail(said), message="msmtp: certificate rejected")
     if "does not support tls" in said or ("starttls" in said and "not support" in said):
         return Failure("cannot_connect", "no_starttls", message="msmtp: STARTTLS not offered")
+    if "does not support authentication" in said:  # --auth=on and no AUTH in the EHLO reply
+        return Failure("server_reply", "auth_not_offered", AUTH_NOT_OFFERED, "msmtp: no AUTH offered")
+    if "authentication failed" in said and errors:  # "authentication failed (method PLAIN)"
+        line = errors[-1]
+        return _auth_failure(int(line[:3]) if line[:3].isdigit() else 0, line)
     if errors:
         line = errors[-1]
         code = int(line[:3]) if line[:3].isdigit() else 0

@@ -9,7 +9,15 @@
 # --crlfile: a world with a revoked certificate hands its CA's CRL (curl then checks the leaf).
 set --
 [ -n "$MAILFAKES_CRL_FILE" ] && set -- --crlfile "$MAILFAKES_CRL_FILE"
-exec curl -sv --ssl-reqd --crlf \
+# The smart host's account, when the scenario gives the client one: curl logs in with the mechanism
+# the server offers (PLAIN, else LOGIN). The credentials go through a config file on stdin (-K -),
+# not the command line.
+auth=
+if [ -n "${MAILFAKES_AUTH_USER:-}" ]; then
+    set -- "$@" -K -
+    auth="user = \"$MAILFAKES_AUTH_USER:$MAILFAKES_AUTH_PASSWORD\""
+fi
+printf '%s\n' "$auth" | exec curl -sv --ssl-reqd --crlf \
   --cacert "$MAILFAKES_CA_FILE" --tlsv1.2 "$@" \
   --connect-timeout "$MAILFAKES_TIMEOUT" --max-time 30 \
   --mail-from "$MAILFAKES_MAIL_FROM" --mail-rcpt "$MAILFAKES_RCPT_TO" \

@@ -7,9 +7,16 @@
 # --tls-crl-file: a world with a revoked certificate hands its CA's CRL.
 set --
 [ -n "$MAILFAKES_CRL_FILE" ] && set -- --tls-crl-file="$MAILFAKES_CRL_FILE"
+# The smart host's account, when the scenario gives the client one: --auth=on (msmtp picks the
+# mechanism), the password read from the environment by --passwordeval, not on the command line.
+if [ -n "${MAILFAKES_AUTH_USER:-}" ]; then
+    set -- "$@" --auth=on --user="$MAILFAKES_AUTH_USER" --passwordeval='printf %s "$MAILFAKES_AUTH_PASSWORD"'
+else
+    set -- "$@" --auth=off
+fi
 exec msmtp --debug "$@" \
   --host="$MAILFAKES_SMART_HOST" --port="$MAILFAKES_PORT" \
   --tls=on --tls-starttls=on --tls-trust-file="$MAILFAKES_CA_FILE" \
   --tls-priorities="NORMAL:-VERS-TLS1.1:-VERS-TLS1.0" \
-  --auth=off --domain=client.fabrikam.test --timeout="$MAILFAKES_TIMEOUT" \
+  --domain=client.fabrikam.test --timeout="$MAILFAKES_TIMEOUT" \
   --from="$MAILFAKES_MAIL_FROM" -- "$MAILFAKES_RCPT_TO" < "$(dirname "$0")/message.eml"

@@ -49,6 +49,21 @@ maillog_file_prefixes = /tmp
 alias_maps =
 alias_database =
 CONF
+    # The smart host's account, when the scenario gives the client one: SASL (Cyrus, with the
+    # PLAIN and LOGIN plug-ins of libsasl2-modules), from a texthash map in the private directory,
+    # so no postmap and no password on a command line; plaintext mechanisms inside TLS only.
+    if [ -n "${MAILFAKES_AUTH_USER:-}" ]; then
+        umask 077
+        printf '%s %s:%s\n' "[${MAILFAKES_SMART_HOST}]:${MAILFAKES_PORT}" \
+            "$MAILFAKES_AUTH_USER" "$MAILFAKES_AUTH_PASSWORD" > "$work/etc/sasl_passwd"
+        umask 022
+        cat >> "$work/etc/main.cf" <<CONF
+smtp_sasl_auth_enable = yes
+smtp_sasl_password_maps = texthash:$work/etc/sasl_passwd
+smtp_sasl_security_options = noanonymous, noplaintext
+smtp_sasl_tls_security_options = noanonymous
+CONF
+    fi
     cat > "$work/etc/master.cf" <<'CONF'
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
