@@ -769,6 +769,13 @@ def _postfix_failure(dsn: str, reason: str, before: str) -> Failure | None:
     said_match = _PF_SAID.match(reason)
     if said_match:
         return _postfix_reply(dsn, said_match.group(1))
+    # smtp_sasl_glue.c: the server refused AUTH (a 535 deferred: smtp_sasl_auth_soft_bounce).
+    sasl = re.match(r"^SASL authentication failed; server \S+ said: ([245]\d\d\b.*)$", reason)
+    if sasl:
+        # The server's own code, as the other clients report it; under the postfix profile a 535
+        # becomes the dsn Postfix logs (4.7.8, see mailfakes.codes.code_for).
+        reply = sasl.group(1)
+        return Failure("server_reply", "auth", first_enhanced_code(reply) or dsn, reply)
     # smtp_proto.c, smtp_start_tls() and smtp_helo().
     if re.match(r"^TLS is required, but was not offered by host \S+$", reason):
         return Failure("cannot_connect", "no_starttls", dsn, reason)
