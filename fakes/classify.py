@@ -170,6 +170,14 @@ def reply_failure(code: int, text: str) -> Failure | None:
     return Failure("server_reply", "reply", enhanced, message)
 
 
+def auth_refused(failure: Failure | None) -> Failure | None:
+    """A reply to AUTH (RFC 4954: 535 5.7.8, 454 4.7.0, ...): the server's code, marked as one to
+    AUTH (Postfix defers a 535 there: see mailfakes.codes.code_for)."""
+    if failure is None or failure.cls != "server_reply":
+        return failure
+    return Failure("server_reply", "auth", failure.server_code, failure.message)
+
+
 def with_detail(failure: Failure | None, detail: str) -> Failure | None:
     if failure is None or failure.cls != "cannot_connect":
         return failure
@@ -188,6 +196,8 @@ def _from_smtp(exc: BaseException) -> Failure | None:
             return with_detail(failure, "greeting_421")
         if isinstance(exc, smtplib.SMTPHeloError):
             return with_detail(failure, "ehlo_421")
+        if isinstance(exc, smtplib.SMTPAuthenticationError):
+            return auth_refused(failure)
         if type(exc) is smtplib.SMTPResponseException and failure is not None:
             # Raised bare only by starttls() in a delivery: STARTTLS refused.
             return Failure("cannot_connect", "starttls_refused", failure.server_code, failure.message)
@@ -244,6 +254,8 @@ def _from_aiosmtplib(exc: BaseException) -> Failure | None:
             return with_detail(failure, "greeting_421")
         if _isa(exc, m, "SMTPHeloError"):
             return with_detail(failure, "ehlo_421")
+        if _isa(exc, m, "SMTPAuthenticationError"):
+            return auth_refused(failure)
         if type(exc) is _type(m, "SMTPResponseException") and failure is not None:
             # Bare in a delivery: the reply to STARTTLS (also RSET/NOOP/QUIT, rarely fatal).
             return Failure("cannot_connect", "starttls_refused", failure.server_code, failure.message)

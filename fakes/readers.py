@@ -28,6 +28,7 @@ from .classify import (
     ERRNO_IN_TEXT,
     GAI_DETAILS,
     STARTTLS_MISSING,
+    auth_refused,
     reply_failure,
     with_detail,
 )
@@ -508,6 +509,8 @@ def _py_smtplib(r: _Raised) -> Failure | None:
             return with_detail(failure, "greeting_421")
         if r.name == "SMTPHeloError":
             return with_detail(failure, "ehlo_421")
+        if r.name == "SMTPAuthenticationError":
+            return auth_refused(failure)
         if r.name == "SMTPResponseException" and failure is not None:
             # Raised bare only by starttls() in a delivery: STARTTLS refused.
             return Failure("cannot_connect", "starttls_refused", failure.server_code, failure.message)
@@ -539,6 +542,8 @@ def _py_aiosmtplib(r: _Raised) -> Failure | None:
             return with_detail(failure, "greeting_421")
         if r.name == "SMTPHeloError":
             return with_detail(failure, "ehlo_421")
+        if r.name == "SMTPAuthenticationError":
+            return auth_refused(failure)
         if r.name == "SMTPResponseException" and failure is not None:
             return Failure("cannot_connect", "starttls_refused", failure.server_code, failure.message)
         return failure

@@ -41,6 +41,7 @@ import pytest
 from mailfakes import World
 from mailfakes import catalogue as scenarios
 from mailfakes.codes import find_code
+from mailfakes.facts import account
 
 # Short where the failure is the wait (a dropped DNS query, a SYN never answered);
 # generous for replies, which a healthy fake sends at once.
@@ -189,6 +190,9 @@ def deliver_smtplib(world: World, target: scenarios.Target, context: ssl.SSLCont
                 raise smtplib.SMTPHeloError(code, reply)
             smtp.starttls(context=context)  # raises SMTPNotSupportedError when not offered
             smtp.ehlo()
+            acct = account(target, world)
+            if acct is not None and smtp.has_extn("auth"):  # not offered: go on, as Postfix does
+                smtp.login(acct.user, acct.password)  # raises SMTPAuthenticationError when refused
             msg = message(target)
             refused = smtp.send_message(msg)
             # 452 to some recipients (a limit per message): they go in another transaction,
@@ -203,7 +207,13 @@ def deliver_smtplib(world: World, target: scenarios.Target, context: ssl.SSLCont
     raise last
 
 
-async def _aio_session(smtp: aiosmtplib.SMTP, target: scenarios.Target) -> str:
+async def _aio_session(smtp: aiosmtplib.SMTP, world: World, target: scenarios.Target) -> str:
+    acct = account(target, world)
+    if acct is not None:
+        if not smtp.esmtp_extensions:
+            await smtp.ehlo()  # the EHLO inside TLS, whose extensions say whether AUTH is offered
+        if smtp.supports_extension("auth"):  # not offered: go on, as Postfix does
+            await smtp.login(acct.user, acct.password)  # raises SMTPAuthenticationError when refused
     msg = message(target)
     refused, reply = await smtp.send_message(msg)
     while refused and all(r.code == 452 for r in refused.values()):  # the rest in a new transaction
@@ -241,7 +251,7 @@ async def deliver_aiosmtplib(world: World, target: scenarios.Target, context: ss
             continue
         try:
             await smtp.starttls(server_hostname=name)  # raises SMTPException when not offered
-            return await _aio_session(smtp, target)
+            return await _aio_session(smtp, world, target)
         finally:
             smtp.close()
     assert last is not None
@@ -274,7 +284,7 @@ async def deliver_aiosmtplib_sock(world: World, target: scenarios.Target, contex
         )
         try:
             await smtp.connect()
-            return await _aio_session(smtp, target)
+            return await _aio_session(smtp, world, target)
         finally:
             smtp.close()
     assert last is not None
