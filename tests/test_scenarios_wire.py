@@ -21,6 +21,7 @@ the CA's CRL when the world publishes one.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import socket
 import ssl
@@ -275,6 +276,26 @@ def unverified_client() -> ssl.SSLContext:
     return ctx
 
 
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode("ascii")
+
+
+def smart_host_account(s: scenarios.Scenario, name: str) -> tuple[str, str] | None:
+    """The account the client is given: the smart host's auth table, unless credentials = false."""
+    if not s.target.credentials or name != s.target.smart_host:
+        return None
+    host = next(h for h in s.world.hosts if h.name == name)
+    a = host.smtp.auth if host.kind == "smtp" else None
+    return (a.user, a.password) if a is not None else None
+
+
+# What a host with an auth table answers, by its fault (RFC 4954 6, as Postfix's smtpd words it).
+AUTH_REFUSALS = {
+    "bad_credentials": "535 5.7.8 Authentication credentials invalid",
+    "temporary": "454 4.7.0 Temporary authentication failure",
+}
+
+
 def smtp_session(s: scenarios.Scenario, c: RawSMTP, world: World, name: str, policy: HostPolicy) -> Outcome:
     t = s.target
     stage = "greeting"
@@ -351,6 +372,21 @@ def smtp_session(s: scenarios.Scenario, c: RawSMTP, world: World, name: str, pol
                 ehlo = c.cmd("EHLO probe.test")
                 if ehlo.code != 250:
                     return refused("ehlo", "EHLO", ehlo.lines[0])
+        account = smart_host_account(s, name)
+        offered_auth = [ln[4:].split()[1:] for ln in ehlo.lines[1:] if ln[4:].upper().startswith("AUTH ")]
+        if account is not None and offered_auth:  # not offered: go on without, as Postfix does
+            stage = "auth"
+            user, password = account
+            mechanisms = [m.upper() for m in offered_auth[0]]
+            if "PLAIN" in mechanisms:  # RFC 4616, with the initial response (RFC 4954 4)
+                r = c.cmd("AUTH PLAIN " + b64(f"\0{user}\0{password}"))
+            else:
+                r = c.cmd("AUTH LOGIN")
+                for value in (user, password):
+                    if r.code == 334:
+                        r = c.cmd(b64(value))
+            if r.code != 235:
+                return refused("reply", "AUTH", r.lines[0])
         pending = list(t.rcpt_to)
         while pending:  # one transaction, or more where the server takes a few recipients at a time
             stage = "mail"
@@ -595,6 +631,18 @@ def test_wire_behaviour_matches_the_scenario_code(served):
         reply = plan.greeting if o.command == "GREETING" else plan.replies.get(o.command)
         if reply is not None:
             assert o.detail == reply.line(), f"{s.id}: {o.command} answered {o.detail!r}"
+        a = plan.auth
+        if o.command == "AUTH":
+            assert a is not None and a.fault is not None, f"{s.id}: AUTH refused with no fault: {o}"
+            assert o.detail == AUTH_REFUSALS[a.fault], f"{s.id}: AUTH answered {o.detail!r}"
+        elif o.command == "MAIL" and reply is None and a is not None:
+            # Refused for want of authentication: the probe had no account, or AUTH was not offered.
+            assert smart_host_account(s, o.host) is None or a.fault == "not_offered", f"{s.id}: {o}"
+            assert a.required is not None and o.detail == a.required.line(), f"{s.id}: MAIL got {o.detail!r}"
+        elif o.command == "DATA_END" and reply is None and a is not None:
+            assert a.send_as and s.target.mail_from not in a.send_as, f"{s.id}: {o}"
+            text = "550 5.7.60 SMTP; Client does not have permissions to send as this sender"
+            assert o.detail == text, f"{s.id}: the final dot got {o.detail!r}"
         assert o.how == configured_end(reply), f"{s.id}: after {o.detail!r} the server's end was {o.how}"
     elif o.stage == "ehlo":
         assert o.detail == "no STARTTLS" and target_host(s, o).smtp.tls == "none", f"{s.id}: {o}"
