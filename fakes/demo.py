@@ -584,6 +584,17 @@ SERVER_FAULTS = Phrases(
 
 # The fault table's effects (faults.TABLE, in English), in French: (key, value) -> French.
 EFFECTS_FR: dict[tuple[str, str], str] = {
+    ("auth.fault", "not_offered"): (
+        "pas d'AUTH dans la réponse à EHLO, et `503 5.5.1 Error: authentication not enabled` à un AUTH "
+        "envoyé malgré tout (MAIL exige toujours l'authentification si `required`)"
+    ),
+    ("auth.fault", "bad_credentials"): (
+        "`535 5.7.8 Authentication credentials invalid` quoi que le client envoie (le compte est "
+        "verrouillé ou son mot de passe a été changé sur le serveur)"
+    ),
+    ("auth.fault", "temporary"): (
+        "`454 4.7.0 Temporary authentication failure` (le serveur ne joint pas sa base de comptes)"
+    ),
     ("kind", "smtp"): "un serveur SMTP (aiosmtpd), sain sauf si ses clés SMTP disent autre chose",
     ("kind", "refuse"): "RST au SYN (connexion refusée)",
     ("kind", "blackhole"): "SYN jamais répondu (la connexion expire)",
@@ -725,9 +736,44 @@ _DNS_WHAT = Phrases(
 )
 _DNS_WHAT.slots["what"] = _DNS_WHAT
 # The phrases of faults.describe_host and faults.describe_dns_fault.
+# faults.describe_auth: what a host's authentication offers, then its parts joined by "; ".
+_AUTH_OFFER = Phrases(
+    [
+        ("", "AUTH not offered", "AUTH non proposé"),
+        (
+            "",
+            "AUTH {mechanisms} offered inside TLS only, account {user}",
+            "AUTH {mechanisms} proposé sous TLS seulement, compte {user}",
+        ),
+        (
+            "",
+            "AUTH {mechanisms} offered before and inside TLS, account {user}",
+            "AUTH {mechanisms} proposé avant et sous TLS, compte {user}",
+        ),
+    ]
+)
+_AUTH_PART = Phrases(
+    [
+        ("", "MAIL without AUTH → `{line}`", "MAIL sans AUTH → `{line}`"),
+        ("", "mail taken without AUTH too", "courrier accepté sans AUTH aussi"),
+        ("", "AUTH → {effect}", "AUTH → {effect}"),
+        (
+            "",
+            "may send as {senders} only (others `550 5.7.60` at the final dot)",
+            "ne peut envoyer qu'en tant que {senders} (les autres reçoivent `550 5.7.60` au point final)",
+        ),
+    ],
+    {"effect": {key("auth.fault").effect(v): fr for (k, v), fr in EFFECTS_FR.items() if k == "auth.fault"}},
+)
+_AUTH_REST = Phrases(
+    [("", "{part}; {rest}", "{part} ; {rest}"), ("", "{part}", "{part}")], {"part": _AUTH_PART}
+)
+_AUTH_REST.slots["rest"] = _AUTH_REST
+
 WIRE = Phrases(
     [
         *_effects("kind", "tls", "cert"),
+        ("", "{auth_offer}; {auth_rest}", "{auth_offer} ; {auth_rest}"),
         ("", "{closing} ({how})", "{closing} ({how})"),
         ("", "greeting {reply}", "accueil {reply}"),
         ("", "{command} → {reply}", "{command} → {reply}"),
@@ -798,6 +844,8 @@ WIRE = Phrases(
         "how": _HOW,
         "reply": _REPLY,
         "command": _COMMANDS,
+        "auth_offer": _AUTH_OFFER,
+        "auth_rest": _AUTH_REST,
         "point": _POINTS,
         "what": _DNS_WHAT,
         "span": _DURATION,
