@@ -1,0 +1,149 @@
+"""The smart host's account, handed to clients and used by the reference client, seen on the wire.
+
+The facts (``serve --json``, ``check``'s placeholders and ``MAILFAKES_*`` variables, the plugin)
+carry the account only when the target gives it to the client; the reference client logs in with
+it and never shows it; the auth scenarios' refusals are proven from a raw client, three times each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import subprocess
+import sys
+
+from mailfakes import World
+from mailfakes import catalogue as scenarios
+from mailfakes.check import environment
+from mailfakes.client import deliver_scenario
+from mailfakes.command import smtp_port
+from mailfakes.facts import ClientFacts
+from probe import RawSMTP, client_context
+
+USER, PASSWORD = "alerts@fabrikam.test", "Relay-Passw0rd"  # the account of the auth-* scenarios
+HOST = "smtp.contoso.test"
+
+
+def _served(make_world, sid: str) -> tuple[scenarios.Scenario, World]:
+    s = scenarios.get(sid)
+    return s, make_world(s.world)
+
+
+def test_the_facts_carry_the_account_only_when_the_client_is_given_it(make_world) -> None:
+    cases = [
+        ("auth-bad-credentials", USER, PASSWORD),
+        ("auth-required-no-credentials", None, None),  # credentials = false
+        ("baseline-delivered", None, None),  # no auth table
+    ]
+    for sid, user, password in cases:
+        s, world = _served(make_world, sid)
+        facts = ClientFacts.of(s, world)
+        assert (facts.auth_user, facts.auth_password) == (user, password), sid
+        info = facts.as_json()
+        assert (info["auth_user"], info["auth_password"]) == (user, password), sid
+        assert {"scenario", "port", "ca_file", "http_port"} <= set(info), sid  # the old keys stay
+        values = facts.placeholders(2.0)
+        assert (values["auth_user"], values["auth_password"]) == (user or "", password or ""), sid
+        env = environment(values, s, s.expected_code)
+        assert (env["MAILFAKES_AUTH_USER"], env["MAILFAKES_AUTH_PASSWORD"]) == (user or "", password or "")
+
+
+def test_serve_json_gives_the_account() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mailfakes", "serve", "auth-login-only-delivered", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        info = json.loads(proc.stdout.readline())
+        assert (info["auth_user"], info["auth_password"]) == (USER, PASSWORD)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+
+
+def test_inside_netns_an_auth_world_listens_on_the_submission_port() -> None:
+    def args(port: int, inside: bool) -> argparse.Namespace:
+        return argparse.Namespace(port=port, inside_netns=inside)
+
+    auth, plain = scenarios.get("auth-bad-credentials"), scenarios.get("baseline-delivered")
+    assert smtp_port(args(0, True), auth) == 587  # RFC 6409
+    assert smtp_port(args(0, True), plain) == 25
+    assert smtp_port(args(2525, True), auth) == 2525  # --port wins
+    assert smtp_port(args(0, False), auth) == 0  # outside: a free port
+
+
+def test_the_reference_client_logs_in_and_shows_no_credential(make_world) -> None:
+    secrets = [PASSWORD, base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()).decode()]
+    secrets.append(base64.b64encode(PASSWORD.encode()).decode())
+    for sid in ("auth-after-starttls-delivered", "auth-login-only-delivered"):
+        s, world = _served(make_world, sid)
+        for _ in range(3):
+            report = deliver_scenario(s, world)
+            assert report.delivered, f"{sid}: {report.line()}"
+            said = "\n".join(report.dialogue)
+            assert "235 2.7.0" in said and f"authenticated as {USER}" in said
+            seen = said + "\n".join(t.text() for t in world.sessions)
+            assert not any(secret in seen for secret in secrets), sid
+        assert len(world.messages) == 3
+
+
+def test_the_reference_client_reports_the_servers_refusal(make_world) -> None:
+    expected = {
+        "auth-bad-credentials": "535 5.7.8 Authentication credentials invalid",
+        "auth-temporary-failure": "454 4.7.0 Temporary authentication failure",
+        "auth-not-offered": "530 5.7.0 Authentication required",
+        "auth-required-no-credentials": "530 5.7.0 Authentication required",
+        "auth-exchange-not-authenticated": "530 5.7.57 Client not authenticated to send mail",
+        "auth-send-as-denied": "550 5.7.60 SMTP; Client does not have permissions to send as this sender",
+    }
+    for sid, line in expected.items():
+        s, world = _served(make_world, sid)
+        report = deliver_scenario(s, world)
+        assert report.reply == line, f"{sid}: {report.line()}"
+        assert report.code == s.expected_code and world.messages == [], sid
+    s, world = _served(make_world, "auth-bad-credentials")
+    assert deliver_scenario(s, world, profile="postfix").code == "4.7.8"  # smtp_sasl_auth_soft_bounce
+
+
+def _tls_session(world: World) -> tuple[RawSMTP, list[str]]:
+    c = RawSMTP.connect(world.address_of(HOST), world.port)
+    assert c.reply().code == 220
+    assert c.cmd("EHLO raw.test").code == 250
+    assert c.cmd("STARTTLS").code == 220
+    c.starttls(client_context(str(world.ca_file)), HOST)
+    ehlo = c.cmd("EHLO raw.test")
+    assert ehlo.code == 250
+    return c, ehlo.lines
+
+
+def test_raw_client_not_offered_exchange_and_send_as(make_world) -> None:
+    plain = base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()).decode()
+    _, not_offered = _served(make_world, "auth-not-offered")
+    _, exchange = _served(make_world, "auth-exchange-not-authenticated")
+    _, send_as = _served(make_world, "auth-send-as-denied")
+    for _ in range(3):
+        c, lines = _tls_session(not_offered)
+        assert not any("AUTH" in line for line in lines)
+        assert c.cmd("AUTH PLAIN " + plain).lines == ["503 5.5.1 Error: authentication not enabled"]
+        assert c.cmd(f"MAIL FROM:<{USER}>").lines == ["530 5.7.0 Authentication required"]
+        c.close()
+
+        c, lines = _tls_session(exchange)
+        assert "250-AUTH PLAIN LOGIN" in lines or "250 AUTH PLAIN LOGIN" in lines
+        assert c.cmd(f"MAIL FROM:<{USER}>").lines == ["530 5.7.57 Client not authenticated to send mail"]
+        c.close()
+
+        c, _ = _tls_session(send_as)
+        assert c.cmd("AUTH PLAIN " + plain).lines == ["235 2.7.0 Authentication successful"]
+        assert c.cmd("MAIL FROM:<ceo@fabrikam.test>").code == 250
+        assert c.cmd("RCPT TO:<user@contoso.test>").code == 250
+        assert c.cmd("DATA").code == 354
+        c.send("Subject: x\r\n\r\nhi\r\n.")
+        denied = "550 5.7.60 SMTP; Client does not have permissions to send as this sender"
+        assert c.reply().lines == [denied]
+        c.close()
+    assert not_offered.messages == exchange.messages == []
