@@ -147,3 +147,26 @@ def test_raw_client_not_offered_exchange_and_send_as(make_world) -> None:
         assert c.reply().lines == [denied]
         c.close()
     assert not_offered.messages == exchange.messages == []
+
+
+def test_the_witness_wants_the_step_where_authentication_fails(make_world) -> None:
+    from mailfakes.witness import observe
+
+    # A client that stops after the EHLO inside TLS has not met the refusal of AUTH, of MAIL
+    # without an account, or of the sender; in auth-not-offered that EHLO is the faulty step.
+    for sid, reached in (
+        ("auth-bad-credentials", False),
+        ("auth-temporary-failure", False),
+        ("auth-required-no-credentials", False),
+        ("auth-send-as-denied", False),
+        ("auth-not-offered", True),
+    ):
+        s, world = _served(make_world, sid)
+        c, _ = _tls_session(world)
+        c.cmd("QUIT")
+        c.close()
+        testimony = observe(s, world)
+        assert testimony.ok is reached, f"{sid}: {testimony.reason()}"
+        s, world = _served(make_world, sid)
+        assert deliver_scenario(s, world).code == s.expected_code
+        assert observe(s, world).ok, f"{sid}: {observe(s, world).reason()}"
