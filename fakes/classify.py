@@ -73,6 +73,14 @@ ERRNO_CLASSES: Final[dict[int, tuple[FailureClass, str]]] = {
     errno.EPIPE: ("closed", "closed"),
 }
 
+# smtplib's SMTPNotSupportedError and aiosmtplib's SMTPException from login() when the EHLO reply
+# has no AUTH: "SMTP AUTH extension not supported by server." (smtplib), "The SMTP AUTH extension is
+# not supported by this server." (aiosmtplib)
+AUTH_MISSING: Final = re.compile(r"\bAUTH extension (?:is )?not supported", re.I)
+# RFC 4954 6: the code of "authentication required", reported by a client that holds an account
+# but stops because the server offers no AUTH (msmtp, swaks, smtplib's login()), where one that
+# goes on without it (curl, Postfix) gets the server's 530 5.7.0 to MAIL: both fail for one reason.
+AUTH_NOT_OFFERED: Final = "5.7.0"
 STARTTLS_MISSING: Final = re.compile(r"starttls\b.*\bnot supported|not supported\b.*\bstarttls", re.I)
 ERRNO_IN_TEXT: Final = re.compile(r"\[Errno (\d+)\]")
 
@@ -206,6 +214,8 @@ def _from_smtp(exc: BaseException) -> Failure | None:
         return _disconnected(exc)
     if isinstance(exc, smtplib.SMTPException) and STARTTLS_MISSING.search(str(exc)):
         return Failure("cannot_connect", "no_starttls", None, _describe(exc))
+    if isinstance(exc, smtplib.SMTPException) and AUTH_MISSING.search(str(exc)):
+        return Failure("server_reply", "auth_not_offered", AUTH_NOT_OFFERED, _describe(exc))
     return _from_aiosmtplib(exc)
 
 
@@ -273,6 +283,8 @@ def _from_aiosmtplib(exc: BaseException) -> Failure | None:
         return None  # a wrapper: the error it was raised from decides (else _fallback)
     if STARTTLS_MISSING.search(str(exc)):
         return Failure("cannot_connect", "no_starttls", None, _describe(exc))
+    if AUTH_MISSING.search(str(exc)):
+        return Failure("server_reply", "auth_not_offered", AUTH_NOT_OFFERED, _describe(exc))
     return None
 
 

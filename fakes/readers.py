@@ -20,9 +20,10 @@ import ast
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
 
 from .classify import (
+    AUTH_MISSING,
+    AUTH_NOT_OFFERED,
     CERT_DETAILS,
     ERRNO_CLASSES,
     ERRNO_IN_TEXT,
@@ -63,12 +64,6 @@ def _auth_failure(code: int, line: str) -> Failure:
     """A refused AUTH (RFC 4954): the server's own code, as the reference client reports it."""
     failure = _reply_failure(code, line)
     return Failure(failure.cls, "auth", failure.server_code, failure.message)
-
-
-# RFC 4954 6: the code of "authentication required", reported by a client that holds an account
-# but stops because the server offers no AUTH (msmtp, swaks), where one that goes on without it
-# (curl, Postfix) gets the server's 530 5.7.0 to MAIL: both fail for the same reason.
-AUTH_NOT_OFFERED: Final = "5.7.0"
 
 
 def _cert_detail(text: str) -> str:
@@ -519,6 +514,8 @@ def _py_smtplib(r: _Raised) -> Failure | None:
         return _py_disconnected(r)
     if STARTTLS_MISSING.search(r.message):
         return Failure("cannot_connect", "no_starttls", None, _describe(r))
+    if AUTH_MISSING.search(r.message):
+        return Failure("server_reply", "auth_not_offered", AUTH_NOT_OFFERED, _describe(r))
     return None
 
 
@@ -561,6 +558,8 @@ def _py_aiosmtplib(r: _Raised) -> Failure | None:
         return None  # a wrapper: the error it was raised from decides (else the fallback)
     if STARTTLS_MISSING.search(r.message):
         return Failure("cannot_connect", "no_starttls", None, _describe(r))
+    if AUTH_MISSING.search(r.message):
+        return Failure("server_reply", "auth_not_offered", AUTH_NOT_OFFERED, _describe(r))
     return None
 
 

@@ -170,3 +170,50 @@ def test_the_witness_wants_the_step_where_authentication_fails(make_world) -> No
         s, world = _served(make_world, sid)
         assert deliver_scenario(s, world).code == s.expected_code
         assert observe(s, world).ok, f"{sid}: {observe(s, world).reason()}"
+
+
+def test_smtplib_and_aiosmtplib_login_refused_or_not_offered_classify_to_the_servers_code(make_world) -> None:
+    import asyncio
+    import smtplib
+    import traceback
+
+    import aiosmtplib
+    from mailfakes.classify import classify
+    from mailfakes.codes import code_for
+    from mailfakes.readers import read_python
+
+    def with_smtplib(world: World) -> BaseException:
+        c = smtplib.SMTP(timeout=5)
+        c._host = HOST  # the name the certificate is checked against
+        c.connect(world.address_of(HOST), world.port)
+        c.starttls(context=world.client_context())
+        try:
+            c.login(USER, PASSWORD)
+        except smtplib.SMTPException as exc:
+            return exc
+        finally:
+            c.close()
+        raise AssertionError("login() did not fail")
+
+    async def with_aiosmtplib(world: World) -> BaseException:
+        c = aiosmtplib.SMTP(hostname=world.address_of(HOST), port=world.port, start_tls=False, timeout=5)
+        await c.connect()
+        await c.starttls(server_hostname=HOST, tls_context=world.client_context())
+        try:
+            await c.login(USER, PASSWORD)
+        except aiosmtplib.SMTPException as exc:
+            return exc
+        finally:
+            c.close()
+        raise AssertionError("login() did not fail")
+
+    cases = {"auth-bad-credentials": "5.7.8", "auth-temporary-failure": "4.7.0", "auth-not-offered": "5.7.0"}
+    for sid, code in cases.items():
+        s, world = _served(make_world, sid)
+        for exc in (with_smtplib(world), asyncio.run(with_aiosmtplib(world))):
+            failure = classify(exc)
+            assert failure is not None and code_for(failure) == code, f"{sid}: {exc!r} -> {failure}"
+            printed = "".join(traceback.format_exception(exc))
+            assert read_python(1, "", printed) == failure, f"{sid}: {printed}"
+    postfix = code_for(classify(with_smtplib(_served(make_world, "auth-bad-credentials")[1])), "postfix")
+    assert postfix == "4.7.8"
