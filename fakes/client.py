@@ -848,8 +848,12 @@ def _values(answer: Answer) -> str:
 
 def _server_reply(line: str) -> Failure:
     code = first_enhanced_code(line)
-    if code is None:
+    if code is None or code[0] != line[:1]:
+        # RFC 3463 3.1: without an enhanced code (no ENHANCEDSTATUSCODES), x.0.0 from the first digit.
         code = f"{line[:1] if line[:1] in '245' else '4'}.0.0"
+    if line.startswith("421"):
+        # RFC 5321 3.8: a 421 closes the session whatever command it answers (as classify() says).
+        return Failure("cannot_connect", "reply_421", code, line)
     return Failure("server_reply", "", code, line)
 
 
