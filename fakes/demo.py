@@ -791,6 +791,38 @@ WIRE = Phrases(
             "{n} recipient(s) per message, then {reply}",
             "{n} destinataire(s) par message, puis {reply}",
         ),
+        (
+            "",
+            "messages of at most {n} bytes (SIZE {size}), then `552 5.3.4`",
+            "messages d'au plus {n} octets (SIZE {size}), puis `552 5.3.4`",
+        ),
+        (
+            "",
+            "at most {n} session(s) at once, the connection above gets {reply} then closes",
+            "au plus {n} session(s) à la fois, la connexion de trop reçoit {reply} puis la fermeture",
+        ),
+        (
+            "",
+            "at most {n} {per} per {window} ({used} already used at the start), then {where} → {reply} "
+            "then closes",
+            "au plus {n} {per} par {window} ({used} déjà utilisés au départ), puis {where} → {reply} et la "
+            "fermeture",
+        ),
+        (
+            "",
+            "at most {n} {per} per {window} ({used} already used at the start), then {where} → {reply}",
+            "au plus {n} {per} par {window} ({used} déjà utilisés au départ), puis {where} → {reply}",
+        ),
+        (
+            "",
+            "at most {n} {per} per {window}, then {where} → {reply} then closes",
+            "au plus {n} {per} par {window}, puis {where} → {reply} et la fermeture",
+        ),
+        (
+            "",
+            "at most {n} {per} per {window}, then {where} → {reply}",
+            "au plus {n} {per} par {window}, puis {where} → {reply}",
+        ),
         ("", "DNS {name} → {what}", "DNS {name} → {what}"),
     ],
     {
@@ -803,6 +835,9 @@ WIRE = Phrases(
         "span": _DURATION,
         "start": _DURATION,
         "after": _DURATION,
+        "window": _DURATION,
+        "per": {"messages": "messages", "connections": "connexions"},
+        "where": {"greeting": "l'accueil", "MAIL": "MAIL"},
     },
 )
 # The one-line account of a world (markdown.wire_summary's parts), in both languages.

@@ -185,6 +185,8 @@ def deliver_smtplib(world: World, target: scenarios.Target, context: ssl.SSLCont
             continue
         with smtp:
             code, reply = smtp.ehlo()
+            if code in (500, 502):  # RFC 5321 4.1.4: a server that does not know EHLO takes HELO
+                code, reply = smtp.helo()
             if code != 250:
                 raise smtplib.SMTPHeloError(code, reply)
             smtp.starttls(context=context)  # raises SMTPNotSupportedError when not offered
