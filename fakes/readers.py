@@ -20,6 +20,7 @@ import ast
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from .classify import (
     CERT_DETAILS,
@@ -83,6 +84,9 @@ def _cert_detail(text: str) -> str:
 _CURL_CONNECT_FAILED = re.compile(r"(?:connect to .* failed|Failed to connect to .*?): (.+)$", re.M)
 
 
+_CURL_EHLO_REFUSED: Final = re.compile(r"^> EHLO .*\n(?:.*\n)*?< 50[02] ", re.M)
+
+
 def read_curl(status: int, out: str, err: str) -> Failure | None:
     """curl run as ``curl -sv --ssl-reqd --crlf ... smtp://HOST:PORT`` (see ``recipes/curl.sh``).
 
@@ -115,6 +119,10 @@ def read_curl(status: int, out: str, err: str) -> Failure | None:
             return Failure("cannot_connect", "starttls_refused", first_enhanced_code(reply[1]), reply[1])
         return Failure("cannot_connect", "no_starttls", message="curl: STARTTLS required but not offered")
     reply = _last_reply(text)
+    if status == 9 and reply is not None and reply[0] in (500, 502) and _CURL_EHLO_REFUSED.search(text):
+        # lib/smtp.c: under --ssl-reqd curl does not fall back to HELO (a session without
+        # STARTTLS): "Remote access denied" is the TLS it cannot have (curl(1) --ssl-reqd).
+        return Failure("cannot_connect", "no_starttls", message="curl: EHLO refused, TLS required")
     if reply is not None and status in (8, 9, 55, 56):
         return _reply_failure(reply[0], reply[1], "greeting" if "< 421" in err.split("> EHLO")[0] else "ehlo")
     if status in (8, 52, 55, 56):
