@@ -749,6 +749,9 @@ def _postfix_failure(dsn: str, reason: str, before: str) -> Failure | None:
     if said_match:
         return _postfix_reply(dsn, said_match.group(1))
     # smtp_proto.c, smtp_start_tls() and smtp_helo().
+    if re.match(r"^message size \d+ exceeds size limit \d+ of server \S+$", reason):
+        # The server's EHLO advertised SIZE below the message: Postfix does not send it (5.3.4).
+        return Failure("server_reply", "size_limit", dsn, reason)
     if re.match(r"^TLS is required, but was not offered by host \S+$", reason):
         return Failure("cannot_connect", "no_starttls", dsn, reason)
     starttls = re.match(r"^TLS is required, but host \S+ refused to start TLS: (.+)$", reason)
