@@ -557,6 +557,8 @@ def _limit_replies(plan: Any) -> list[Any]:
         out.append(plan.rate_limit.refusal)
     if plan.max_sessions is not None:
         out.append(TOO_MANY_CONNECTIONS)
+    if not plan.advertises("SMTPUTF8"):  # a UTF-8 address to a host without SMTPUTF8 (RFC 6531 3.6)
+        out.append(Reply(553, "Must declare SMTPUTF8 to send a non-ASCII address", "5.6.7"))
     return out
 
 

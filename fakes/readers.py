@@ -749,6 +749,9 @@ def _postfix_failure(dsn: str, reason: str, before: str) -> Failure | None:
     if said_match:
         return _postfix_reply(dsn, said_match.group(1))
     # smtp_proto.c, smtp_start_tls() and smtp_helo().
+    if re.match(r"^SMTPUTF8 is required, but was not offered by host \S+$", reason):
+        # smtp_proto.c: a UTF-8 address (RFC 6531) and no SMTPUTF8 in the EHLO reply (5.6.7).
+        return Failure("server_reply", "no_smtputf8", dsn, reason)
     if re.match(r"^message size \d+ exceeds size limit \d+ of server \S+$", reason):
         # The server's EHLO advertised SIZE below the message: Postfix does not send it (5.3.4).
         return Failure("server_reply", "size_limit", dsn, reason)

@@ -194,10 +194,10 @@ def judge(scenario: Scenario, records: Records) -> Testimony:
         evidence.append(_delivered(records))
         evidence += policy
     elif policy:
-        evidence.append(_not_delivered(records))
+        evidence.append(_not_delivered(records, scenario.target.rcpt_to))
         evidence += policy
     else:
-        evidence.append(_not_delivered(records))
+        evidence.append(_not_delivered(records, scenario.target.rcpt_to))
         if dns_faults or _dead_mx_targets(spec):
             evidence += _dns(spec, dns_faults, records)
         else:
@@ -414,8 +414,13 @@ def _delivered(records: Records) -> Evidence:
     )
 
 
-def _not_delivered(records: Records) -> Evidence:
-    kept = [m for m in records.messages if m.replied]
+def _not_delivered(records: Records, rcpt_to: Sequence[str] = ()) -> Evidence:
+    # Only the scenario's message counts: a client's own bounce to the sender, relayed through
+    # the same smart host (Postfix without a sender domain in the world), is not a delivery.
+    wanted = {r.lower() for r in rcpt_to}
+    kept = [
+        m for m in records.messages if m.replied and (not wanted or wanted & {r.lower() for r in m.rcpt_tos})
+    ]
     if kept:
         return Evidence(
             "not delivered",
@@ -593,6 +598,9 @@ def _first_step(plan: SmtpPlan) -> tuple[str, Reached] | None:
         steps.append((2, "sent EHLO (and so saw the SIZE limit)", _sent("EHLO")))
     if plan.max_recipients is not None:
         steps.append((7, "sent RCPT TO (and met the recipient limit)", _sent("RCPT")))
+    if not plan.advertises("SMTPUTF8"):
+        # A correct client gives up after the EHLO reply for a UTF-8 address; a wrong one gets 553 5.6.7.
+        steps.append((2, "sent EHLO (and so saw no SMTPUTF8 offered)", _sent("EHLO")))
     if plan.tls == "starttls_refused":
         steps.append((3, "sent STARTTLS", _sent("STARTTLS")))
     if plan.tls_offer != "current":  # a server that refuses the handshake
