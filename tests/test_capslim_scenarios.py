@@ -209,3 +209,51 @@ def test_ehlo_gets_502_and_the_helo_session_offers_nothing(make_world, attempt):
     assert starttls.code == 502
     c.cmd("QUIT")
     c.close()
+
+
+# -- caps-no-smtputf8 ------------------------------------------------------------------------
+
+
+def test_a_utf8_recipient_without_smtputf8_gets_553_from_the_wire(make_world):
+    _, w = serve(make_world, "caps-no-smtputf8")
+    for _ in range(3):
+        c, ehlo = session(w)
+        assert not any("SMTPUTF8" in ln for ln in ehlo)
+        assert c.cmd(MAIL).code == 250
+        refused = c.cmd("RCPT TO:<j\u00fcrgen@contoso.test>")
+        assert refused.code == 553 and refused.lines[0].startswith("553 5.6.7")
+        c.cmd("QUIT")
+        c.close()
+    assert not w.messages
+
+
+def _deliver_to(w, rcpt: str):
+    from mailfakes.client import deliver
+
+    return deliver(
+        dns_host=w.dns_host,
+        dns_port=w.dns_port,
+        port=w.port,
+        smart_host=H,
+        mail_domain="contoso.test",
+        ca_file=str(w.ca_file),
+        rcpt_to=[rcpt],
+    )
+
+
+def test_the_reference_connector_gives_up_before_mail_without_smtputf8(make_world):
+    s, w = serve(make_world, "caps-no-smtputf8")
+    report = _deliver_to(w, "j\u00fcrgen@contoso.test")
+    assert report.code == "5.6.7" and not report.delivered
+    [t] = w.sessions
+    assert not any(line.startswith("MAIL") for line in t.client_lines())
+    assert observe(s, w).ok
+
+
+def test_the_reference_connector_declares_smtputf8_when_offered(make_world):
+    _, w = serve(make_world, "baseline-delivered")
+    report = _deliver_to(w, "j\u00fcrgen@contoso.test")
+    assert report.delivered, report.dialogue
+    [t] = w.sessions
+    assert "MAIL FROM:<sender@fabrikam.test> SMTPUTF8" in t.client_lines()
+    assert [m.rcpt_tos for m in w.messages] == [("j\u00fcrgen@contoso.test",)]
