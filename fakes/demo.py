@@ -584,6 +584,16 @@ SERVER_FAULTS = Phrases(
 
 # The fault table's effects (faults.TABLE, in English), in French: (key, value) -> French.
 EFFECTS_FR: dict[tuple[str, str], str] = {
+    ("extensions_off", "PIPELINING"): "pas de PIPELINING",
+    ("extensions_off", "SIZE"): "pas de SIZE (un paramètre `SIZE=` de MAIL reçoit `555 5.5.4`)",
+    ("extensions_off", "8BITMIME"): "pas de 8BITMIME (un paramètre `BODY=` de MAIL reçoit `555 5.5.4`)",
+    ("extensions_off", "ENHANCEDSTATUSCODES"): (
+        "pas d'ENHANCEDSTATUSCODES (les réponses ne portent alors aucun code étendu)"
+    ),
+    ("extensions_off", "SMTPUTF8"): (
+        "pas de SMTPUTF8 (une adresse UTF-8 reçoit `553 5.6.7`, le paramètre `SMTPUTF8` `555 5.5.4` ; "
+        "proposé, une adresse UTF-8 non déclarée reçoit `553 5.6.7`)"
+    ),
     ("kind", "smtp"): "un serveur SMTP (aiosmtpd), sain sauf si ses clés SMTP disent autre chose",
     ("kind", "refuse"): "RST au SYN (connexion refusée)",
     ("kind", "blackhole"): "SYN jamais répondu (la connexion expire)",
