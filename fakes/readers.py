@@ -20,7 +20,6 @@ import ast
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
 
 from .classify import (
     CERT_DETAILS,
@@ -84,7 +83,14 @@ def _cert_detail(text: str) -> str:
 _CURL_CONNECT_FAILED = re.compile(r"(?:connect to .* failed|Failed to connect to .*?): (.+)$", re.M)
 
 
-_CURL_EHLO_REFUSED: Final = re.compile(r"^> EHLO .*\n(?:.*\n)*?< 50[02] ", re.M)
+def _curl_ehlo_refused(text: str) -> bool:
+    """Whether the reply to curl's EHLO (the first ``< `` line after ``> EHLO``) was 500 or 502."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("> EHLO "):
+            reply = next((ln for ln in lines[i + 1 :] if ln.startswith("< ")), "")
+            return reply.startswith(("< 500", "< 502"))
+    return False
 
 
 def read_curl(status: int, out: str, err: str) -> Failure | None:
@@ -119,7 +125,7 @@ def read_curl(status: int, out: str, err: str) -> Failure | None:
             return Failure("cannot_connect", "starttls_refused", first_enhanced_code(reply[1]), reply[1])
         return Failure("cannot_connect", "no_starttls", message="curl: STARTTLS required but not offered")
     reply = _last_reply(text)
-    if status == 9 and reply is not None and reply[0] in (500, 502) and _CURL_EHLO_REFUSED.search(text):
+    if status == 9 and reply is not None and reply[0] in (500, 502) and _curl_ehlo_refused(text):
         # lib/smtp.c: under --ssl-reqd curl does not fall back to HELO (a session without
         # STARTTLS): "Remote access denied" is the TLS it cannot have (curl(1) --ssl-reqd).
         return Failure("cannot_connect", "no_starttls", message="curl: EHLO refused, TLS required")

@@ -151,7 +151,9 @@ def test_the_full_message_window_answers_the_first_mail_with_421_and_closes(make
         c, _ = session(w)
         c.send(MAIL)
         lines, how = rest(c)
-        assert len(lines) == 1 and lines[0].startswith("421 4.7.0 mail.contoso.test Error: too much mail from 127.")
+        assert len(lines) == 1 and lines[0].startswith(
+            "421 4.7.0 mail.contoso.test Error: too much mail from 127."
+        )
         assert how == "fin"
     assert not w.messages
     assert len(w.sessions) == 3
@@ -257,3 +259,56 @@ def test_the_reference_connector_declares_smtputf8_when_offered(make_world):
     [t] = w.sessions
     assert "MAIL FROM:<sender@fabrikam.test> SMTPUTF8" in t.client_lines()
     assert [m.rcpt_tos for m in w.messages] == [("j\u00fcrgen@contoso.test",)]
+
+
+# -- the readers: what the real clients print for these scenarios -------------------------------
+
+PF = "Dec 02 13:26:23 relay postfix/smtp[34]: 6DC5120C3B4: to=<{rcpt}>, relay=mail.contoso.test[127.1.2.3]:25, "
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "detail"),
+    [
+        (
+            "dsn=5.3.4, status=bounced (message size 338 exceeds size limit 100 of server "
+            "mail.contoso.test[127.1.2.3])",
+            "5.3.4",
+            "size_limit",
+        ),
+        (
+            "dsn=5.6.7, status=bounced (SMTPUTF8 is required, but was not offered by host "
+            "mail.contoso.test[127.1.2.3])",
+            "5.6.7",
+            "no_smtputf8",
+        ),
+        (
+            "dsn=4.7.0, status=deferred (host mail.contoso.test[127.1.2.3] said: 421 4.7.0 mail.contoso.test "
+            "Error: too much mail from 127.0.0.1 (in reply to MAIL FROM command))",
+            "4.7.0",
+            "reply_421",
+        ),
+        (
+            "dsn=5.0.0, status=bounced (host mail.contoso.test[127.1.2.3] said: 550 User unknown (in reply "
+            "to RCPT TO command))",
+            "5.0.0",
+            "reply",
+        ),
+    ],
+)
+def test_the_postfix_reader_reads_postfix_s_own_words_for_these_faults(status, code, detail):
+    from mailfakes.readers import read_postfix
+
+    failure = read_postfix(0, PF.format(rcpt="user@contoso.test") + status + "\n", "")
+    assert failure is not None and (failure.server_code, failure.detail) == (code, detail)
+
+
+def test_the_curl_reader_reads_an_ehlo_refused_under_ssl_reqd_as_starttls_missing():
+    from mailfakes.readers import read_curl
+
+    trace = "< 220 mail.contoso.test ESMTP mailfakes\n> EHLO client\n< 502 Command not implemented\n"
+    failure = read_curl(9, "", trace + "* Remote access denied: 502\n")
+    assert failure is not None and (failure.cls, failure.detail) == ("cannot_connect", "no_starttls")
+    # A 502 to a later command is the server's reply, not a missing STARTTLS.
+    later = trace.replace("> EHLO client\n< 502 Command not implemented\n", "> EHLO client\n< 250 ok\n")
+    failure = read_curl(9, "", later + "> MAIL FROM:<a@b.test>\n< 502 Command not implemented\n")
+    assert failure is not None and failure.cls == "server_reply"
