@@ -4,7 +4,10 @@
 # swaks 20201014 does not check the certificate's host name: it cannot see
 # tls-cert-wrong-host.
 # TLS 1.2 at least, as RFC 8996 requires: Debian's TLS libraries still accept 1.0/1.1.
+# MAILFAKES_REQUIRE_TLS=0 (a scenario whose target does not require TLS): --tls-optional.
+tls=--tls
+[ "${MAILFAKES_REQUIRE_TLS:-1}" = 0 ] && tls=--tls-optional
 exec swaks --server "$MAILFAKES_SMART_HOST:$MAILFAKES_PORT" \
-  --tls --tls-verify --tls-ca-path "$MAILFAKES_CA_FILE" --tls-protocol tlsv1_2,tlsv1_3 \
+  "$tls" --tls-verify --tls-ca-path "$MAILFAKES_CA_FILE" --tls-protocol tlsv1_2,tlsv1_3 \
   --from "$MAILFAKES_MAIL_FROM" --to "$MAILFAKES_RCPT_TO" \
   --helo client.fabrikam.test --timeout "$MAILFAKES_TIMEOUT"

@@ -443,7 +443,7 @@ def code_of(o: Outcome) -> str:
     if o.stage == "reply" and o.detail.startswith("421"):
         return "4.4.317"  # RFC 5321 3.8: a 421 to any command closes the session (classify agrees)
     found = enhanced(o.detail)
-    if not found and o.detail[:1] in ("4", "5"):
+    if not found and o.detail[:1] in ("2", "4", "5"):
         return f"{o.detail[0]}.0.0"  # no enhanced code in the reply: RFC 3463 3.1's x.0.0
     return found
 
