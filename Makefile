@@ -9,7 +9,7 @@ DEMO_ARGS ?=
 PORT   ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint demo serve bench bench-start bench-plugin bench-catalogue bench-dns bench-memory bench-throughput clean readme-table
+.PHONY: venv test lint demo serve bench bench-start bench-plugin bench-catalogue bench-dns bench-memory bench-throughput bench-rate-limit clean readme-table
 
 venv: $(STAMP)
 
@@ -39,7 +39,7 @@ BENCH_ARGS ?=
 # Start-up figures (issue 2), the plugin against smtpdfix and a bare aiosmtpd
 # Controller, and the whole catalogue through the reference client (issue 3).
 # bench-plugin installs smtpdfix into .bench/site the first time (needs PyPI).
-bench: bench-start bench-plugin bench-catalogue bench-dns bench-memory bench-throughput
+bench: bench-start bench-plugin bench-catalogue bench-dns bench-memory bench-throughput bench-rate-limit
 
 bench-start: $(STAMP)
 	$(BIN)/python benchmarks/bench_start.py --commands $(BENCH_ARGS)
@@ -60,6 +60,10 @@ bench-memory: $(STAMP)
 # Messages per second under 50 concurrent clients, beside bare aiosmtpd (--profile: where the time goes).
 bench-throughput: $(STAMP)
 	$(BIN)/python benchmarks/bench_throughput.py $(BENCH_ARGS)
+
+# 50 concurrent clients against limits-rate-421, per connections and per messages: exact 421 counts.
+bench-rate-limit: $(STAMP)
+	$(BIN)/python benchmarks/bench_rate_limit.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .bench .pytest_cache .mypy_cache .ruff_cache *.egg-info

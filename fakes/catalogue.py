@@ -535,6 +535,7 @@ def _replied_codes(world: WorldSpec) -> list[str]:
         replies = [h.smtp.greeting, *h.smtp.replies.values()]
         if h.smtp.greylist is not None:
             replies.append(h.smtp.greylist.reply)
+        replies += _limit_replies(h.smtp)
         codes += [r.enhanced for r in replies if r is not None and r.enhanced and r.enhanced not in codes]
         a = h.smtp.auth
         if a is not None:  # its authentication's replies (mailfakes.auth)
@@ -542,7 +543,29 @@ def _replied_codes(world: WorldSpec) -> list[str]:
             own.append({"bad_credentials": "5.7.8", "temporary": "4.7.0"}.get(a.fault or ""))
             own.append("5.7.60" if a.send_as else None)
             codes += [c for c in own if c and c not in codes]
+        if not h.smtp.advertises("ENHANCEDSTATUSCODES"):
+            # No enhanced code goes out: a client makes up x.0.0 from the reply's first digit (RFC 3463 3.1).
+            made_up = [f"{r.code // 100}.0.0" for r in replies if r is not None and 400 <= r.code < 600]
+            codes += [c for c in dict.fromkeys(made_up) if c not in codes]
     return codes
+
+
+def _limit_replies(plan: Any) -> list[Any]:
+    """The replies a host's limits send: over the size, the recipient, the rate and the session limits."""
+    from .faults import TOO_MANY_CONNECTIONS, TOO_MANY_RECIPIENTS, Reply
+
+    out: list[Any] = []
+    if plan.max_size is not None:
+        out.append(Reply(552, "Message size exceeds fixed maximum message size", "5.3.4"))
+    if plan.max_recipients is not None:
+        out.append(TOO_MANY_RECIPIENTS)
+    if plan.rate_limit is not None:
+        out.append(plan.rate_limit.refusal)
+    if plan.max_sessions is not None:
+        out.append(TOO_MANY_CONNECTIONS)
+    if not plan.advertises("SMTPUTF8"):  # a UTF-8 address to a host without SMTPUTF8 (RFC 6531 3.6)
+        out.append(Reply(553, "Must declare SMTPUTF8 to send a non-ASCII address", "5.6.7"))
+    return out
 
 
 def _codes_by_profile(t: Table, profiles: Sequence[str]) -> dict[str, str]:

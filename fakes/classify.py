@@ -81,6 +81,11 @@ AUTH_MISSING: Final = re.compile(r"\bAUTH extension (?:is )?not supported", re.I
 # but stops because the server offers no AUTH (msmtp, swaks, smtplib's login()), where one that
 # goes on without it (curl, Postfix) gets the server's 530 5.7.0 to MAIL: both fail for one reason.
 AUTH_NOT_OFFERED: Final = "5.7.0"
+
+# smtplib's send_message ("... require internationalized email support, but the server does not
+# advertise the required SMTPUTF8 capability") and aiosmtplib's ("... SMTPUTF8 is not supported by
+# this server"): a UTF-8 address and no SMTPUTF8 (RFC 6531 3.2), given up before MAIL.
+SMTPUTF8_MISSING: Final = re.compile(r"\bSMTPUTF8\b.*\b(?:capability|not supported)\b", re.I)
 STARTTLS_MISSING: Final = re.compile(r"starttls\b.*\bnot supported|not supported\b.*\bstarttls", re.I)
 ERRNO_IN_TEXT: Final = re.compile(r"\[Errno (\d+)\]")
 
@@ -212,6 +217,8 @@ def _from_smtp(exc: BaseException) -> Failure | None:
         return failure
     if isinstance(exc, smtplib.SMTPServerDisconnected):
         return _disconnected(exc)
+    if isinstance(exc, smtplib.SMTPException) and SMTPUTF8_MISSING.search(str(exc)):
+        return Failure("server_reply", "no_smtputf8", "5.6.7", _describe(exc))
     if isinstance(exc, smtplib.SMTPException) and STARTTLS_MISSING.search(str(exc)):
         return Failure("cannot_connect", "no_starttls", None, _describe(exc))
     if isinstance(exc, smtplib.SMTPException) and AUTH_MISSING.search(str(exc)):
@@ -281,6 +288,8 @@ def _from_aiosmtplib(exc: BaseException) -> Failure | None:
         return _disconnected(exc)
     if _isa(exc, m, "SMTPConnectError"):
         return None  # a wrapper: the error it was raised from decides (else _fallback)
+    if SMTPUTF8_MISSING.search(str(exc)):
+        return Failure("server_reply", "no_smtputf8", "5.6.7", _describe(exc))
     if STARTTLS_MISSING.search(str(exc)):
         return Failure("cannot_connect", "no_starttls", None, _describe(exc))
     if AUTH_MISSING.search(str(exc)):

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from email.policy import SMTPUTF8
 from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING, Any, Final
 
@@ -53,6 +54,7 @@ _CLASS_TEXT = {
     "timeout": "Connection timed out",
     "refused": "Connection refused",
     "cannot_connect": "Cannot connect to remote server",
+    "server_reply": "Delivery not attempted",
     "closed": "Connection was closed abruptly",
     "certificate": "Certificate validation failed",
     "dane": "DANE validation failed",
@@ -232,6 +234,8 @@ def build_message(mail_from: str, rcpt_to: list[str] | tuple[str, ...]) -> bytes
     msg["Date"] = formatdate(localtime=False)
     msg["Message-ID"] = make_msgid(domain="mailfakes.test")
     msg.set_content("This message was sent by the mailfakes reference client.\n" * 4)
+    if not all(a.isascii() for a in (mail_from, *rcpt_to)):
+        return msg.as_bytes(policy=SMTPUTF8)  # UTF-8 headers (RFC 6532), sent under SMTPUTF8
     return msg.as_bytes()
 
 
@@ -629,8 +633,9 @@ class DeliveryClient:
                 lines = lines[:1]  # a HELO reply offers nothing
             if code != 250:
                 return _server_reply(lines[-1])
+            offered = _extensions(lines)
             required = self.require_tls if policy is None else policy.requires_tls
-            offered = lines  # the extensions of the last EHLO reply
+            ehlo = lines  # the last EHLO reply (its AUTH line names the mechanisms)
             if any(line[4:].upper().startswith("STARTTLS") for line in lines):
                 stage = "STARTTLS"
                 code, lines = s.cmd("STARTTLS")
@@ -651,7 +656,8 @@ class DeliveryClient:
                     report.reply = lines[-1]
                     if code != 250:
                         return _server_reply(lines[-1])
-                    offered = lines
+                    offered = _extensions(lines)
+                    ehlo = lines
             elif required:
                 log.append("*: STARTTLS is not in the EHLO reply, and TLS is required: giving up")
                 return self._no_tls(policy, name, ip, "") or Failure(
@@ -663,17 +669,25 @@ class DeliveryClient:
                 self._note_no_tls(policy, name, ip, log)
             if self.auth_user is not None and self.auth_password is not None:
                 stage = "AUTH"
-                refused = self._authenticate(s, offered, report)
+                refused = self._authenticate(s, ehlo, report)
                 if refused is not None:
                     return refused
             body = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
             body = b"\r\n".join(b"." + ln if ln.startswith(b".") else ln for ln in body.split(b"\r\n"))
             if not body.endswith(b"\r\n"):
                 body += b"\r\n"
+            utf8 = "" if all(a.isascii() for a in (mail_from, *rcpt_to)) else " SMTPUTF8"
+            if utf8 and "SMTPUTF8" not in offered:
+                # RFC 6531 3.2: a UTF-8 address needs SMTPUTF8; without it the client gives up
+                # before MAIL (Postfix: 5.6.7 "SMTPUTF8 is required, but was not offered").
+                log.append("*: an address needs SMTPUTF8, which the server did not offer: giving up")
+                report.reply = ""  # no server reply refused it: the client did
+                why = "SMTPUTF8 is required, but was not offered by host"
+                return Failure("server_reply", "no_smtputf8", "5.6.7", why)
             pending = list(rcpt_to)
             while pending:
                 stage = "MAIL"
-                code, lines = s.cmd(f"MAIL FROM:<{mail_from}>")
+                code, lines = s.cmd(f"MAIL FROM:<{mail_from}>{utf8}")
                 report.reply = lines[-1]
                 if code >= 400:
                     return _server_reply(lines[-1])
@@ -913,10 +927,19 @@ def _auth_mechanisms(lines: list[str]) -> list[str] | None:
     return None
 
 
+def _extensions(lines: list[str]) -> set[str]:
+    """The extension keywords of an EHLO reply (its first line is the greeting)."""
+    return {line[4:].split(" ", 1)[0].upper() for line in lines[1:] if line[4:]}
+
+
 def _server_reply(line: str) -> Failure:
     code = first_enhanced_code(line)
-    if code is None:
+    if code is None or code[0] != line[:1]:
+        # RFC 3463 3.1: without an enhanced code (no ENHANCEDSTATUSCODES), x.0.0 from the first digit.
         code = f"{line[:1] if line[:1] in '245' else '4'}.0.0"
+    if line.startswith("421"):
+        # RFC 5321 3.8: a 421 closes the session whatever command it answers (as classify() says).
+        return Failure("cannot_connect", "reply_421", code, line)
     return Failure("server_reply", "", code, line)
 
 

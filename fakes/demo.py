@@ -595,6 +595,16 @@ EFFECTS_FR: dict[tuple[str, str], str] = {
     ("auth.fault", "temporary"): (
         "`454 4.7.0 Temporary authentication failure` (le serveur ne joint pas sa base de comptes)"
     ),
+    ("extensions_off", "PIPELINING"): "pas de PIPELINING",
+    ("extensions_off", "SIZE"): "pas de SIZE (un paramètre `SIZE=` de MAIL reçoit `555 5.5.4`)",
+    ("extensions_off", "8BITMIME"): "pas de 8BITMIME (un paramètre `BODY=` de MAIL reçoit `555 5.5.4`)",
+    ("extensions_off", "ENHANCEDSTATUSCODES"): (
+        "pas d'ENHANCEDSTATUSCODES (les réponses ne portent alors aucun code étendu)"
+    ),
+    ("extensions_off", "SMTPUTF8"): (
+        "pas de SMTPUTF8 (une adresse UTF-8 reçoit `553 5.6.7`, le paramètre `SMTPUTF8` `555 5.5.4` ; "
+        "proposé, une adresse UTF-8 non déclarée reçoit `553 5.6.7`)"
+    ),
     ("kind", "smtp"): "un serveur SMTP (aiosmtpd), sain sauf si ses clés SMTP disent autre chose",
     ("kind", "refuse"): "RST au SYN (connexion refusée)",
     ("kind", "blackhole"): "SYN jamais répondu (la connexion expire)",
@@ -837,6 +847,38 @@ WIRE = Phrases(
             "{n} recipient(s) per message, then {reply}",
             "{n} destinataire(s) par message, puis {reply}",
         ),
+        (
+            "",
+            "messages of at most {n} bytes (SIZE {size}), then `552 5.3.4`",
+            "messages d'au plus {n} octets (SIZE {size}), puis `552 5.3.4`",
+        ),
+        (
+            "",
+            "at most {n} session(s) at once, the connection above gets {reply} then closes",
+            "au plus {n} session(s) à la fois, la connexion de trop reçoit {reply} puis la fermeture",
+        ),
+        (
+            "",
+            "at most {n} {per} per {window} ({used} already used at the start), then {where} → {reply} "
+            "then closes",
+            "au plus {n} {per} par {window} ({used} déjà utilisés au départ), puis {where} → {reply} et la "
+            "fermeture",
+        ),
+        (
+            "",
+            "at most {n} {per} per {window} ({used} already used at the start), then {where} → {reply}",
+            "au plus {n} {per} par {window} ({used} déjà utilisés au départ), puis {where} → {reply}",
+        ),
+        (
+            "",
+            "at most {n} {per} per {window}, then {where} → {reply} then closes",
+            "au plus {n} {per} par {window}, puis {where} → {reply} et la fermeture",
+        ),
+        (
+            "",
+            "at most {n} {per} per {window}, then {where} → {reply}",
+            "au plus {n} {per} par {window}, puis {where} → {reply}",
+        ),
         ("", "DNS {name} → {what}", "DNS {name} → {what}"),
     ],
     {
@@ -851,6 +893,9 @@ WIRE = Phrases(
         "span": _DURATION,
         "start": _DURATION,
         "after": _DURATION,
+        "window": _DURATION,
+        "per": {"messages": "messages", "connections": "connexions"},
+        "where": {"greeting": "l'accueil", "MAIL": "MAIL"},
     },
 )
 # The one-line account of a world (markdown.wire_summary's parts), in both languages.

@@ -92,6 +92,16 @@ def _cert_detail(text: str) -> str:
 _CURL_CONNECT_FAILED = re.compile(r"(?:connect to .* failed|Failed to connect to .*?): (.+)$", re.M)
 
 
+def _curl_ehlo_refused(text: str) -> bool:
+    """Whether the reply to curl's EHLO (the first ``< `` line after ``> EHLO``) was 500 or 502."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("> EHLO "):
+            reply = next((ln for ln in lines[i + 1 :] if ln.startswith("< ")), "")
+            return reply.startswith(("< 500", "< 502"))
+    return False
+
+
 def read_curl(status: int, out: str, err: str) -> Failure | None:
     """curl run as ``curl -sv --ssl-reqd --crlf ... smtp://HOST:PORT`` (see ``recipes/curl.sh``).
 
@@ -129,6 +139,10 @@ def read_curl(status: int, out: str, err: str) -> Failure | None:
             return _auth_failure(reply[0], reply[1])
         return None
     reply = _last_reply(text)
+    if status == 9 and reply is not None and reply[0] in (500, 502) and _curl_ehlo_refused(text):
+        # lib/smtp.c: under --ssl-reqd curl does not fall back to HELO (a session without
+        # STARTTLS): "Remote access denied" is the TLS it cannot have (curl(1) --ssl-reqd).
+        return Failure("cannot_connect", "no_starttls", message="curl: EHLO refused, TLS required")
     if reply is not None and status in (8, 9, 55, 56):
         return _reply_failure(reply[0], reply[1], "greeting" if "< 421" in err.split("> EHLO")[0] else "ehlo")
     if status in (8, 52, 55, 56):
@@ -781,6 +795,12 @@ def _postfix_failure(dsn: str, reason: str, before: str) -> Failure | None:
         reply = sasl.group(1)
         return Failure("server_reply", "auth", first_enhanced_code(reply) or dsn, reply)
     # smtp_proto.c, smtp_start_tls() and smtp_helo().
+    if re.match(r"^SMTPUTF8 is required, but was not offered by host \S+$", reason):
+        # smtp_proto.c: a UTF-8 address (RFC 6531) and no SMTPUTF8 in the EHLO reply (5.6.7).
+        return Failure("server_reply", "no_smtputf8", dsn, reason)
+    if re.match(r"^message size \d+ exceeds size limit \d+ of server \S+$", reason):
+        # The server's EHLO advertised SIZE below the message: Postfix does not send it (5.3.4).
+        return Failure("server_reply", "size_limit", dsn, reason)
     if re.match(r"^TLS is required, but was not offered by host \S+$", reason):
         return Failure("cannot_connect", "no_starttls", dsn, reason)
     starttls = re.match(r"^TLS is required, but host \S+ refused to start TLS: (.+)$", reason)

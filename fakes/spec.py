@@ -608,13 +608,15 @@ def parse_host(name: str, t: Table) -> HostSpec:
 
 # A label of a host name (RFC 1123), plus '_' for service names like _mta-sts.
 _LABEL: Final = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
-_LOCAL_PART: Final = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9_+-]*(?:\.[A-Za-z0-9_+-]+)*")
+# \w: letters and digits of any script too, for a UTF-8 local part (RFC 6531); never a shell character.
+_LOCAL_PART: Final = re.compile(r"[\w+][\w+-]*(?:\.[\w+-]+)*")
 NAME_RULE: Final = (
     "a DNS name like mail.contoso.test: labels of letters, digits, '-' and '_', "
     "1 to 63 characters each, none starting or ending with '-'"
 )
 LOCAL_PART_RULE: Final = (
-    "a local part like user or first.last (letters, digits, '.', '-', '_', '+'), not starting with '-'"
+    "a local part like user or first.last (letters, digits, '.', '-', '_', '+'; letters of any script for "
+    "SMTPUTF8), not starting with '-'"
 )
 
 

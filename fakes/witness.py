@@ -194,16 +194,54 @@ def judge(scenario: Scenario, records: Records) -> Testimony:
         evidence.append(_delivered(records))
         evidence += policy
     elif policy:
-        evidence.append(_not_delivered(records))
+        evidence.append(_not_delivered(records, scenario.target.rcpt_to))
         evidence += policy
     else:
-        evidence.append(_not_delivered(records))
+        evidence.append(_not_delivered(records, scenario.target.rcpt_to))
         if dns_faults or _dead_mx_targets(spec):
             evidence += _dns(spec, dns_faults, records)
         else:
             for host in _faulty_hosts(spec):
                 evidence += _host(scenario, host, records)
+    evidence += _lock_step(records)
+    if scenario.is_success and any(h.kind == "smtp" and h.smtp.max_recipients for h in spec.hosts):
+        evidence.append(_every_recipient_once(scenario, records))
     return Testimony(str(scenario.id), tuple(evidence))
+
+
+def _lock_step(records: Records) -> list[Evidence]:
+    """A client that pipelined where the server did not offer PIPELINING (RFC 2920) is wrong,
+    whatever it reported: the fakes refused that session with 554 5.5.0."""
+    wrong = [t for t in records.sessions if t.out_of_step is not None]
+    if not wrong:
+        return []
+    t = wrong[0]
+    return [
+        Evidence(
+            "lock-step",
+            True,
+            False,
+            f"the client sent {t.out_of_step!r} before the previous reply on {t.host} (session "
+            f"#{t.session_id}), and PIPELINING was not offered: it was refused with 554 5.5.0.",
+        )
+    ]
+
+
+def _every_recipient_once(scenario: Scenario, records: Records) -> Evidence:
+    """Under a recipient limit (452 after N), each recipient is delivered once: the ones refused
+    with 452 go in another transaction (RFC 5321 4.5.3.1.10), none twice, none dropped."""
+    got = [r.lower() for m in records.messages if m.replied for r in m.rcpt_tos]
+    wanted = [r.lower() for r in scenario.target.rcpt_to]
+    missing = [r for r in wanted if r not in got]
+    twice = sorted({r for r in got if got.count(r) > 1})
+    if not missing and not twice:
+        return Evidence(
+            "every recipient once", True, True, f"the fakes took each of {len(wanted)} recipient(s) once."
+        )
+    said = (f"never delivered to {', '.join(missing)}" if missing else "") + (
+        ("; " if missing and twice else "") + (f"delivered twice to {', '.join(twice)}" if twice else "")
+    )
+    return Evidence("every recipient once", True, False, f"under the recipient limit the client {said}.")
 
 
 # -- TLS policy: DANE and MTA-STS ----------------------------------------------
@@ -376,8 +414,13 @@ def _delivered(records: Records) -> Evidence:
     )
 
 
-def _not_delivered(records: Records) -> Evidence:
-    kept = [m for m in records.messages if m.replied]
+def _not_delivered(records: Records, rcpt_to: Sequence[str] = ()) -> Evidence:
+    # Only the scenario's message counts: a client's own bounce to the sender, relayed through
+    # the same smart host (Postfix without a sender domain in the world), is not a delivery.
+    wanted = {r.lower() for r in rcpt_to}
+    kept = [
+        m for m in records.messages if m.replied and (not wanted or wanted & {r.lower() for r in m.rcpt_tos})
+    ]
     if kept:
         return Evidence(
             "not delivered",
@@ -571,6 +614,20 @@ def _first_step(plan: SmtpPlan, *, credentials: bool = True) -> tuple[str, Reach
         steps.append((2, "sent EHLO (and so saw no STARTTLS offered)", _sent("EHLO", "HELO")))
     if plan.greylist is not None:
         steps.append((7, "sent RCPT TO (and was greylisted)", _sent("RCPT")))
+    rl = plan.rate_limit
+    if rl is not None and rl.used >= rl.max:  # the window is full from the start
+        if rl.per == "connections":
+            steps.append((0, "opened a session (and met the connection rate limit)", _opened))
+        else:
+            steps.append((6, "sent MAIL FROM (and met the message rate limit)", _sent("MAIL")))
+    if plan.max_size is not None:
+        # SIZE is in the EHLO reply: Postfix stops there (its own 5.3.4), others send MAIL or DATA.
+        steps.append((2, "sent EHLO (and so saw the SIZE limit)", _sent("EHLO")))
+    if plan.max_recipients is not None:
+        steps.append((7, "sent RCPT TO (and met the recipient limit)", _sent("RCPT")))
+    if not plan.advertises("SMTPUTF8"):
+        # A correct client gives up after the EHLO reply for a UTF-8 address; a wrong one gets 553 5.6.7.
+        steps.append((2, "sent EHLO (and so saw no SMTPUTF8 offered)", _sent("EHLO")))
     if plan.tls == "starttls_refused":
         steps.append((3, "sent STARTTLS", _sent("STARTTLS")))
     if plan.tls_offer != "current":  # a server that refuses the handshake

@@ -7,6 +7,7 @@
 # no value of the scenario can pass for one.
 # TLS 1.2 at least, as RFC 8996 requires: Debian's TLS libraries still accept 1.0/1.1.
 # --crlfile: a world with a revoked certificate hands its CA's CRL (curl then checks the leaf).
+# MAILFAKES_REQUIRE_TLS=0 (a scenario whose target does not require TLS): --ssl, TLS when offered.
 set --
 [ -n "$MAILFAKES_CRL_FILE" ] && set -- --crlfile "$MAILFAKES_CRL_FILE"
 # The smart host's account, when the scenario gives the client one: curl logs in with the mechanism
@@ -17,7 +18,9 @@ if [ -n "${MAILFAKES_AUTH_USER:-}" ]; then
     set -- "$@" -K -
     auth="user = \"$MAILFAKES_AUTH_USER:$MAILFAKES_AUTH_PASSWORD\""
 fi
-printf '%s\n' "$auth" | exec curl -sv --ssl-reqd --crlf \
+tls=--ssl-reqd
+[ "${MAILFAKES_REQUIRE_TLS:-1}" = 0 ] && tls=--ssl
+printf '%s\n' "$auth" | exec curl -sv "$tls" --crlf \
   --cacert "$MAILFAKES_CA_FILE" --tlsv1.2 "$@" \
   --connect-timeout "$MAILFAKES_TIMEOUT" --max-time 30 \
   --mail-from "$MAILFAKES_MAIL_FROM" --mail-rcpt "$MAILFAKES_RCPT_TO" \

@@ -27,8 +27,11 @@ relay)
         echo "postfix: scenario ${MAILFAKES_SCENARIO:-?} names no smart host (the client must look up MX records): use the mx route" >&2
         exit 2
     }
+    # MAILFAKES_REQUIRE_TLS=0 (the target does not require TLS): "may", TLS when offered.
+    level=secure
+    [ "${MAILFAKES_REQUIRE_TLS:-1}" = 0 ] && level=may
     routing="relayhost = [$MAILFAKES_SMART_HOST]:$MAILFAKES_PORT
-smtp_tls_security_level = secure
+smtp_tls_security_level = $level
 smtp_tls_secure_cert_match = nexthop" ;;
 mx)
     [ -z "${MAILFAKES_SMART_HOST:-}" ] || {

@@ -57,7 +57,8 @@ class RawSMTP:
     def _ended(self) -> str:
         # CPython's ssl reports a reset under TLS as an EOF, as it does a FIN
         # without close_notify: the kernel's TCP state tells them apart.
-        return end_by_state(self.sock) if isinstance(self.sock, ssl.SSLSocket) else "fin"
+        # The close_notify may come a moment before the FIN: wait (bounded) for the TCP end.
+        return tcp_end(self.sock) if isinstance(self.sock, ssl.SSLSocket) else "fin"
 
     def _recv(self, where: str) -> bytes:
         try:

@@ -40,7 +40,7 @@ import dns.resolver
 import pytest
 from mailfakes import World
 from mailfakes import catalogue as scenarios
-from mailfakes.codes import find_code
+from mailfakes.codes import find_code, first_enhanced_code
 from mailfakes.facts import account
 
 # Short where the failure is the wait (a dropped DNS query, a SYN never answered);
@@ -186,10 +186,13 @@ def deliver_smtplib(world: World, target: scenarios.Target, context: ssl.SSLCont
             continue
         with smtp:
             code, reply = smtp.ehlo()
+            if code in (500, 502):  # RFC 5321 4.1.4: a server that does not know EHLO takes HELO
+                code, reply = smtp.helo()
             if code != 250:
                 raise smtplib.SMTPHeloError(code, reply)
-            smtp.starttls(context=context)  # raises SMTPNotSupportedError when not offered
-            smtp.ehlo()
+            if target.require_tls or smtp.has_extn("starttls"):
+                smtp.starttls(context=context)  # raises SMTPNotSupportedError when not offered
+                smtp.ehlo()
             acct = account(target, world)
             if acct is not None and smtp.has_extn("auth"):  # not offered: go on, as Postfix does
                 smtp.login(acct.user, acct.password)  # raises SMTPAuthenticationError when refused
@@ -202,9 +205,17 @@ def deliver_smtplib(world: World, target: scenarios.Target, context: ssl.SSLCont
             if refused:
                 raise smtplib.SMTPRecipientsRefused(refused)
             code, reply = smtp.final_reply or (250, b"2.0.0")
-            return f"{code} {reply.decode()}"
+            return success_line(code, reply.decode())
     assert last is not None
     raise last
+
+
+def success_line(code: int, text: str) -> str:
+    """The final reply as the user's report: a reply without an enhanced code (a HELO session, no
+    ENHANCEDSTATUSCODES) stands for x.0.0 of its first digit (RFC 3463 3.1)."""
+    if first_enhanced_code(text) is None:
+        text = f"{code // 100}.0.0 {text}"
+    return f"{code} {text}"
 
 
 async def _aio_session(smtp: aiosmtplib.SMTP, world: World, target: scenarios.Target) -> str:
@@ -226,7 +237,7 @@ async def _aio_session(smtp: aiosmtplib.SMTP, world: World, target: scenarios.Ta
         await smtp.quit()
     except aiosmtplib.SMTPException:
         smtp.close()
-    return f"250 {reply}"
+    return success_line(250, str(reply))
 
 
 async def deliver_aiosmtplib(world: World, target: scenarios.Target, context: ssl.SSLContext) -> str:
@@ -250,7 +261,8 @@ async def deliver_aiosmtplib(world: World, target: scenarios.Target, context: ss
             last = exc  # no session with this host: try the next one
             continue
         try:
-            await smtp.starttls(server_hostname=name)  # raises SMTPException when not offered
+            if target.require_tls or smtp.supports_extension("starttls"):
+                await smtp.starttls(server_hostname=name)  # raises SMTPException when not offered
             return await _aio_session(smtp, world, target)
         finally:
             smtp.close()
@@ -279,7 +291,7 @@ async def deliver_aiosmtplib_sock(world: World, target: scenarios.Target, contex
             sock=sock,
             local_hostname=LOCAL_NAME,
             timeout=READ_TIMEOUT,
-            start_tls=True,
+            start_tls=True if target.require_tls else None,  # None: STARTTLS when offered
             tls_context=context,
         )
         try:
@@ -345,7 +357,9 @@ def test_client_failure_classifies_to_the_scenario_code(client: str, sid: str, m
             lambda: sum(len(m.rcpt_tos) for m in world.messages) == len(s.target.rcpt_to), 2
         )
         assert sorted(r for m in world.messages for r in m.rcpt_tos) == sorted(s.target.rcpt_to)
-        assert all(m.tls_version is not None for m in world.messages)
+        # Under TLS, unless the target lets it go in clear and the host offers no STARTTLS.
+        clear_ok = not s.target.require_tls and all(h.smtp.tls == "none" for h in s.world.hosts)
+        assert clear_ok or all(m.tls_version is not None for m in world.messages)
 
 
 def test_every_exception_named_in_the_tables_is_a_real_pair() -> None:

@@ -581,7 +581,16 @@ def test_every_fault_description_of_the_catalogue_has_its_french():
 def test_every_value_of_the_described_keys_has_its_french():
     from mailfakes.faults import key
 
-    for name in ("kind", "tls", "cert", "close_at", "dns_faults", "dns_faults.tcp", "auth.fault"):
+    for name in (
+        "kind",
+        "tls",
+        "cert",
+        "close_at",
+        "dns_faults",
+        "dns_faults.tcp",
+        "auth.fault",
+        "extensions_off",
+    ):
         for value in key(name).values:
             assert (name, value) in demo.EFFECTS_FR, (name, value)
 

@@ -7,7 +7,7 @@ when the scenario names one, and otherwise looks up the MX hosts of the
 recipient's domain itself (recipes/postfix-mx.sh forces that route). The
 postfix reader classifies the status text; it keeps Postfix's dsn.
 
-Postfix can express every scenario of the catalogue: no exemption. Slow (a
+Postfix expresses every scenario of the catalogue but one (ONE_SHOT below). Slow (a
 Postfix start per scenario), run by CI.
 """
 
@@ -110,6 +110,21 @@ def test_postfix_looks_up_the_mx_hosts_itself(tmp_path):
     assert "connect to mail2.contoso.test[" in out["tcp-refused-decommissioned"]
 
 
+# Scenarios the one-shot recipe (one recipient, the first attempt's status line) cannot show.
+ONE_SHOT: dict[str, str] = {
+    "limits-recipients-452-delivered": (
+        "Postfix sends the recipients taken before the 452 and defers the others to a later delivery "
+        "attempt of its queue (observed with three recipients: user1 and user2 status=sent, user3 "
+        "dsn=4.5.3 status=deferred), so one attempt shows no full delivery; the recipe also sends "
+        "the one recipient MAILFAKES_RCPT_TO"
+    ),
+}
+
+
+def _one_attempt(sid: str, s: scenarios.Scenario) -> bool:
+    return sid != CONTROL_ID and not tls_policy(s) and sid not in ONE_SHOT
+
+
 # The catalogue in CHUNKS runs of check (a Postfix start per scenario, a few seconds each), so
 # that pytest-xdist spreads them over its workers; each holds the healthy baseline, the control.
 CHUNKS = 3
@@ -117,15 +132,16 @@ CONTROL_ID = "baseline-delivered"
 
 
 def chunk(i: int) -> list[str]:
-    ids = [sid for sid, s in scenarios.load_catalogue().items() if sid != CONTROL_ID and not tls_policy(s)]
+    ids = [sid for sid, s in scenarios.load_catalogue().items() if _one_attempt(sid, s)]
     return [CONTROL_ID, *ids[i::CHUNKS]]
 
 
 def test_the_chunks_cover_the_catalogue_once():
     runs = [chunk(i) for i in range(CHUNKS)]
     assert sorted(sid for run in runs for sid in run if sid != CONTROL_ID) == sorted(
-        sid for sid, s in scenarios.load_catalogue().items() if sid != CONTROL_ID and not tls_policy(s)
+        sid for sid, s in scenarios.load_catalogue().items() if _one_attempt(sid, s)
     )
+    assert set(ONE_SHOT) <= set(scenarios.load_catalogue())
     assert all(run[0] == CONTROL_ID and run.count(CONTROL_ID) == 1 for run in runs)
 
 

@@ -46,6 +46,21 @@ CANNOT = {
         "tls-cert-revoked": "swaks(1) 20201014 has no option to load a CRL, so it cannot see a revocation",
     },
 }
+# The recipes send the one recipient MAILFAKES_RCPT_TO: a limit of recipients per message is
+# never met, and the scenario's grading (each of its three recipients delivered once) cannot pass.
+ONE_RECIPIENT = "limits-recipients-452-delivered"
+CANNOT["curl"][ONE_RECIPIENT] = (
+    "curl(1) --mail-rcpt-allowfails: curl aborts the conversation when one RCPT TO fails (with the "
+    "option it drops that recipient), it never sends one again in another transaction; the recipe "
+    "sends one recipient"
+)
+CANNOT["swaks"][ONE_RECIPIENT] = (
+    "swaks(1) sends one transaction; the recipe's --to names the one recipient MAILFAKES_RCPT_TO"
+)
+CANNOT["msmtp"][ONE_RECIPIENT] = (
+    "msmtp(1) sends one mail to the recipients on its command line in one transaction; the recipe "
+    "names the one recipient MAILFAKES_RCPT_TO"
+)
 PACKAGES = {"curl": "curl", "swaks": "swaks", "msmtp": "msmtp"}
 
 
