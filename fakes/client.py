@@ -937,6 +937,8 @@ def deliver_scenario(scenario: Any, world: Any, **options: Any) -> DeliveryRepor
     t = scenario.target
     ip = smart_host_address(t, world)
     options.setdefault("require_tls", t.require_tls)
+    if t.timeout is not None:
+        options.setdefault("timeout", t.timeout)
     if world.crl_host is not None:
         options.setdefault("crl_file", str(world.crl_file))
     if world.https_port:

@@ -59,6 +59,7 @@ class ClientFacts:
     trust_anchor_file: str | None = None  # DNSSEC: the DS and DNSKEY of the signed world's zone
     https_port: int | None = None  # where MTA-STS policy hosts (and HTTPS report receivers) listen
     http_port: int | None = None  # where the CRL distribution point listens
+    timeout: float | None = None  # the client's timeout the scenario declares ([target] timeout), or None
 
     @classmethod
     def of(cls, scenario: Scenario, world: World) -> ClientFacts:
@@ -101,6 +102,7 @@ class ClientFacts:
             trust_anchor_file=str(anchor) if (anchor := world.trust_anchor_file) is not None else None,
             https_port=world.https_port or None,
             http_port=world.http_port or None,
+            timeout=t.timeout,
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -127,10 +129,16 @@ class ClientFacts:
             "trust_anchor_file": self.trust_anchor_file,
             "https_port": self.https_port,
             "http_port": self.http_port,
+            "timeout": self.timeout,
         }
 
     def placeholders(self, timeout: float) -> dict[str, str]:
-        """The values of ``check``'s ``{name}`` placeholders (and ``MAILFAKES_*`` variables)."""
+        """The values of ``check``'s ``{name}`` placeholders (and ``MAILFAKES_*`` variables).
+
+        ``{timeout}`` is the scenario's own timeout when it declares one, else ``timeout``.
+        """
+        if self.timeout is not None:
+            timeout = self.timeout
         return {
             "smart_host": self.smart_host or "",
             "mail_domain": self.mail_domain,

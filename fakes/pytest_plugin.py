@@ -804,10 +804,16 @@ class MailScenario:
         self._fail_with_timeline("the TLS report is wrong: " + "; ".join(dict.fromkeys(problems)))
 
     def deliver(self, **options: Any) -> DeliveryReport:
-        """Run the reference delivery client against this scenario."""
+        """Run the reference delivery client against this scenario.
+
+        A scenario that declares its client's timeout (``[target] timeout``: a slow server) is
+        run with it, over any ``timeout`` given here: its verdict depends on it.
+        """
         from .client import deliver_scenario
 
         options.setdefault("profile", self.profile)
+        if self.scenario.target.timeout is not None:
+            options["timeout"] = self.scenario.target.timeout
         return deliver_scenario(self.scenario, self.world, **options)
 
     def assert_reported(self, report: object, *, profile: str | None = None) -> None:

@@ -339,6 +339,19 @@ def test_wrong_type_in_target(tmp_path: Path) -> None:
     fails(path, "target.require_tls", "'yes'", "true or false")
 
 
+@pytest.mark.parametrize("value", ["0", "0.1", "31", '"2s"', "true"])
+def test_a_bad_target_timeout_is_refused_naming_the_key(tmp_path: Path, value: str) -> None:
+    path = write(
+        tmp_path, edit('mail_domain = "contoso.test"', f'mail_domain = "contoso.test"\ntimeout = {value}')
+    )
+    fails(path, "target.timeout", "seconds from 0.5 to 30")
+
+
+def test_a_target_timeout_is_read_as_seconds(tmp_path: Path) -> None:
+    path = write(tmp_path, edit('mail_domain = "contoso.test"', 'mail_domain = "contoso.test"\ntimeout = 2'))
+    assert scenarios.load_file(path).target.timeout == 2.0
+
+
 def test_non_loopback_address_rejected(tmp_path: Path) -> None:
     record = '\n[[world.records]]\nname = "mail.contoso.test"\ntype = "A"\nvalue = "8.8.8.8"\n'
     fails(write(tmp_path, BASE + record), "world.records[0].value", "'8.8.8.8'", "loopback")
