@@ -812,8 +812,6 @@ class MailScenario:
         from .client import deliver_scenario
 
         options.setdefault("profile", self.profile)
-        if self.scenario.target.timeout is not None:
-            options["timeout"] = self.scenario.target.timeout
         return deliver_scenario(self.scenario, self.world, **options)
 
     def assert_reported(self, report: object, *, profile: str | None = None) -> None:

@@ -102,7 +102,6 @@ def test_smtplib_greeting_timeout_is_a_disconnect_that_says_timed_out(make_world
     assert isinstance(exc, smtplib.SMTPServerDisconnected) and "timed out" in str(exc)
     check(exc, "timeout", "read")
 
-
     # Connected, then no greeting: the conversation timed out, not the connect (4.4.318 / 4.4.2).
     assert find_code(exc) == "4.4.318" and find_code(exc, "rfc3463") == "4.4.2"
 

@@ -53,6 +53,8 @@ SESSION_BOUND = 5.0  # a whole aiosmtplib delivery; every step has its own short
 def read_timeout(target: scenarios.Target) -> float:
     """The scenario's own client timeout (a slow server: its verdict depends on it), else ours."""
     return target.timeout if target.timeout is not None else READ_TIMEOUT
+
+
 LOCAL_NAME = "client.fabrikam.test"  # never socket.getfqdn(): it may ask the real DNS
 
 

@@ -396,7 +396,9 @@ def test_auth_and_help_answer_through_the_methods_found_once_per_class(make_worl
         assert c.cmd("STARTTLS").code == 220
         c.starttls(client_context(str(world.ca_file)), H)
         assert c.cmd("EHLO client.test").code == 250
-        assert c.cmd("AUTH PLAIN AHVzZXIAcGFzc3dvcmQ=").lines == ["503 5.5.1 Error: authentication not enabled"]
+        assert c.cmd("AUTH PLAIN AHVzZXIAcGFzc3dvcmQ=").lines == [
+            "503 5.5.1 Error: authentication not enabled"
+        ]
         assert c.cmd("QUIT").code == 221
     assert not world.events.errors()
 
