@@ -515,6 +515,16 @@ def _sent(*verbs: str) -> Reached:
     return test
 
 
+_SAID: Final = {"DATA_END": "the final dot"}
+
+
+def _waited(point: str) -> Reached:
+    def test(t: Transcript, messages: Sequence[Message]) -> bool:
+        return t.waited_at == point
+
+    return test
+
+
 def _opened(t: Transcript, messages: Sequence[Message]) -> bool:
     return True
 
@@ -561,6 +571,17 @@ def _first_step(plan: SmtpPlan) -> tuple[str, Reached] | None:
     if plan.close_at is not None:
         steps.append(points[plan.close_at.point])
     order = {"EHLO": 2, "HELO": 2, "STARTTLS": 3, "MAIL": 6, "RCPT": 7, "DATA": 8, "DATA_END": 9}
+    # A slow server: the client must have waited where the server holds back (a delayed reply, a
+    # stall), and left from there (Transcript.waited_at): a client that reports a timeout without
+    # having reached the wait, or after the server answered, did not meet this fault.
+    for point, ms in plan.delays_ms.items():
+        if ms and point != "*":
+            where = "the greeting" if point == "GREETING" else f"the reply to {_SAID.get(point, point)}"
+            steps.append((order.get(point, 0), f"waited for {where} (held back {ms} ms)", _waited(point)))
+    if plan.stall_in_data is not None:
+        steps.append(
+            (8, "sent message content and waited while the server stopped reading", _waited("CONTENT"))
+        )
     for command, reply in plan.replies.items():
         if (reply.code < 400 and reply.close is None) or command not in order:
             continue
