@@ -599,6 +599,12 @@ class MailScenario:
         return list(self.scenario.target.rcpt_to)
 
     @property
+    def timeout(self) -> float | None:
+        """The timeout (seconds) a slow scenario's client must be configured with
+        (``[target] timeout``); None when the scenario leaves it to the test."""
+        return self.scenario.target.timeout
+
+    @property
     def crl_file(self) -> str | None:
         """The CA's CRL (PEM) when a certificate of the world is revoked, else None."""
         return self.facts.crl_file

@@ -88,3 +88,11 @@ def test_the_witness_asks_a_timeout_verdict_for_the_wait(sid: str, client: Clien
         assert testimony.ok is right, testimony.reason() or testimony.lines()
         if not right:
             assert "waited" in testimony.reason(), testimony.reason()
+
+
+@pytest.mark.parametrize("mail_scenario", ["slow-greeting-timeout"], indirect=True)
+def test_the_plugin_gives_the_reference_connector_the_scenarios_timeout(mail_scenario) -> None:
+    assert mail_scenario.timeout == 1.0
+    report = mail_scenario.deliver(timeout=30)  # a slow scenario's own timeout wins
+    assert "in 1 s" in report.failure.message
+    mail_scenario.assert_reported(report)
