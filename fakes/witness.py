@@ -476,7 +476,10 @@ def _host(scenario: Scenario, host: HostSpec, records: Records) -> list[Evidence
     plan = host.smtp
     if plan.cert != "valid":
         return _certificate(host, sessions)
-    step = _first_step(plan)
+    # A slow scenario's client waits out its timeout: half of it, at least, is a wait (the other half
+    # is room for the two clocks); a client that leaves at once is not one.
+    timeout = getattr(getattr(scenario, "target", None), "timeout", None)
+    step = _first_step(plan, timeout / 2 if timeout else 0.0)
     if step is None:
         return [_session_opened(host, sessions, "the session")]
     what, reached = step
@@ -518,9 +521,9 @@ def _sent(*verbs: str) -> Reached:
 _SAID: Final = {"DATA_END": "the final dot"}
 
 
-def _waited(point: str) -> Reached:
+def _waited(point: str, min_wait: float) -> Reached:
     def test(t: Transcript, messages: Sequence[Message]) -> bool:
-        return t.waited_at == point
+        return t.waited_at == point and (t.waited_for or 0.0) >= min_wait
 
     return test
 
@@ -545,7 +548,7 @@ def _tls_done(t: Transcript, messages: Sequence[Message]) -> bool:
     return t.tls_version is not None
 
 
-def _first_step(plan: SmtpPlan) -> tuple[str, Reached] | None:
+def _first_step(plan: SmtpPlan, min_wait: float = 0.0) -> tuple[str, Reached] | None:
     """The first point of the dialogue where the plan fails the client, and how to see it was reached."""
     steps: list[tuple[int, str, Reached]] = []
     if plan.greeting is not None and plan.greeting.code >= 400:
@@ -572,16 +575,17 @@ def _first_step(plan: SmtpPlan) -> tuple[str, Reached] | None:
         steps.append(points[plan.close_at.point])
     order = {"EHLO": 2, "HELO": 2, "STARTTLS": 3, "MAIL": 6, "RCPT": 7, "DATA": 8, "DATA_END": 9}
     # A slow server: the client must have waited where the server holds back (a delayed reply, a
-    # stall), and left from there (Transcript.waited_at): a client that reports a timeout without
-    # having reached the wait, or after the server answered, did not meet this fault.
+    # stall), at least ``min_wait`` seconds, and left from there (Transcript.waited_at, waited_for):
+    # a client that reports a timeout without having reached the wait, or that left as it began,
+    # or after the server answered, did not meet this fault.
     for point, ms in plan.delays_ms.items():
         if ms and point != "*":
             where = "the greeting" if point == "GREETING" else f"the reply to {_SAID.get(point, point)}"
-            steps.append((order.get(point, 0), f"waited for {where} (held back {ms} ms)", _waited(point)))
+            what = f"waited {min_wait:g} s or more for {where} (held back {ms} ms)"
+            steps.append((order.get(point, 0), what, _waited(point, min_wait)))
     if plan.stall_in_data is not None:
-        steps.append(
-            (8, "sent message content and waited while the server stopped reading", _waited("CONTENT"))
-        )
+        what = f"sent message content and waited {min_wait:g} s or more while the server stopped reading"
+        steps.append((8, what, _waited("CONTENT", min_wait)))
     for command, reply in plan.replies.items():
         if (reply.code < 400 and reply.close is None) or command not in order:
             continue
