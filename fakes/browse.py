@@ -152,6 +152,8 @@ def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
     )
     w(f"  mail_domain  {t.mail_domain}\n  require_tls  {str(t.require_tls).lower()}\n")
     w(f"  mail_from    {t.mail_from}\n  rcpt_to      {', '.join(t.rcpt_to)}\n")
+    if t.timeout is not None:
+        w(f"  timeout      {t.timeout:g} s\n")
     w(f"\n{label[3]}:\n")
     for line in describe_world(s):
         w(f"  {line}\n")

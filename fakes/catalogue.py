@@ -22,7 +22,8 @@ The file format (unknown keys anywhere are errors)::
     [title]                     # en (required) and fr, one line each
     [explain.en]                # cause and fix; same for [explain.fr] (see above)
     [target]                    # mail_domain (required), smart_host, connect_by_ip,
-                                # require_tls (true), mail_from, rcpt_to
+                                # require_tls (true), mail_from, rcpt_to, credentials,
+                                # timeout (seconds the client waits for each step: a slow server)
     [world]                     # hosts, records, dns_faults: every key in mailfakes.faults.TABLE
 
 Every name must lie under the reserved ``.test`` domain, the smart host and
@@ -155,7 +156,11 @@ _TARGET_KEYS: Final = (
     "mail_from",
     "rcpt_to",
     "credentials",
+    "timeout",
 )
+# A scenario's own client timeout ([target] timeout, seconds): long enough for a loaded machine to
+# answer a healthy step, short enough to keep a run fast.
+TARGET_TIMEOUT_RANGE: Final = (0.5, 30.0)
 _EXPLAIN_KEYS: Final = ("cause", "fix")
 _ID_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 # Compiled (by re, once) only for a file that is not TOML: not at import.
@@ -211,6 +216,9 @@ class Target:
     # Whether the client is given the smart host's account (its auth key): false for a client
     # configured without credentials (auth-required).
     credentials: bool = True
+    # The timeout (seconds) the client must be configured with, for a scenario whose verdict depends
+    # on it (a slow server): None, the run's own (check --timeout, the plugin's default).
+    timeout: float | None = None
 
 
 @frozen
@@ -499,6 +507,13 @@ def _parse_target(t: Table, world: WorldSpec) -> Target:
                 credentials,
                 "no credentials key unless the smart host has an auth table (it names that account)",
             )
+    timeout = None
+    if tt.has("timeout"):
+        value = tt.raw("timeout")
+        lo, hi = TARGET_TIMEOUT_RANGE
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+            raise _fail(tt, "timeout", value, f"a number of seconds from {lo:g} to {hi:g}")
+        timeout = float(value)
     return Target(
         smart_host=smart_host,
         mail_domain=mail_domain,
@@ -507,6 +522,7 @@ def _parse_target(t: Table, world: WorldSpec) -> Target:
         mail_from=mail_from,
         rcpt_to=rcpt_to,
         credentials=credentials,
+        timeout=timeout,
     )
 
 

@@ -365,7 +365,10 @@ def _nameserver_detail(exc: BaseException) -> str:
 
 def _from_socket(exc: BaseException) -> Failure | None:
     if isinstance(exc, TimeoutError):  # socket.timeout too
-        return Failure("timeout", "connect", None, _describe(exc))
+        # Raised by a read or a write on a connected socket (not by connect): the connection was up.
+        # Only Python frames tell (a file's readline, an SSL read); a bare C-level recv() does not.
+        detail = "read" if _frames(exc) & _IO_FRAMES and not _frames(exc) & _CONNECT_FRAMES else "connect"
+        return Failure("timeout", detail, None, _describe(exc))
     if isinstance(exc, ConnectionRefusedError):
         return Failure("refused", "refused", None, _describe(exc))
     if isinstance(exc, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, EOFError)):
@@ -376,6 +379,23 @@ def _from_socket(exc: BaseException) -> Failure | None:
         cls, detail = ERRNO_CLASSES[exc.errno]
         return Failure(cls, detail, None, _describe(exc))
     return None
+
+
+# Where a socket timeout was raised: connecting, or reading and writing a connected socket.
+_CONNECT_FRAMES: Final = frozenset({"create_connection", "connect", "_get_socket", "sock_connect"})
+_IO_FRAMES: Final = frozenset(
+    {"recv", "recv_into", "readline", "readinto", "read", "sendall", "send", "getreply", "sock_recv"}
+)
+
+
+def _frames(exc: BaseException) -> set[str]:
+    """The names of the functions ``exc`` went through."""
+    names: set[str] = set()
+    tb = exc.__traceback__
+    while tb is not None:
+        names.add(tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    return names
 
 
 def _fallback(exc: BaseException) -> Failure | None:

@@ -277,7 +277,11 @@ def _check_parser(sub: _Subparsers, full: bool) -> None:
         help="SMTP port (default: 25 with --netns, 587 for a smart host with auth; else ephemeral)",
     )
     pc.add_argument(
-        "--timeout", type=_seconds, default=2.0, help="the {timeout} given to the client (default: 2 s)"
+        "--timeout",
+        type=_seconds,
+        default=2.0,
+        help="the {timeout} given to the client (default: 2 s); a scenario that declares its own "
+        "([target] timeout: a slow server) gives that one instead",
     )
     pc.add_argument(
         "--command-timeout",

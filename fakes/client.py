@@ -1038,6 +1038,10 @@ def deliver_scenario(scenario: Any, world: Any, **options: Any) -> DeliveryRepor
         options.setdefault("auth_user", acct.user)
         options.setdefault("auth_password", acct.password)
     options.setdefault("require_tls", t.require_tls)
+    if t.timeout is not None:
+        # A slow scenario's verdict depends on its client's timeout: it wins over the caller's
+        # (check's --timeout, the demo's, a test's), as check's {timeout} does.
+        options["timeout"] = t.timeout
     if world.crl_host is not None:
         options.setdefault("crl_file", str(world.crl_file))
     if world.https_port:

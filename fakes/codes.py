@@ -16,7 +16,7 @@ from .spec import frozen
 
 FailureClass = Literal[
     "dns",  # 4.4.312 the DNS query failed
-    "timeout",  # 4.4.315 the TCP connection timed out
+    "timeout",  # 4.4.315 the TCP connection timed out; after connect (TIMEOUT_AFTER_CONNECT) 4.4.318
     "refused",  # 4.4.316 the TCP connection was refused
     "cannot_connect",  # 4.4.317 421, no STARTTLS, 454, failed TLS handshake
     "closed",  # 4.4.318 the connection was closed abruptly
@@ -139,6 +139,13 @@ _CANNOT_CONNECT_RFC: Final[dict[str, str]] = {
 }
 
 
+# Timeouts once the connection is up (the greeting, a reply, the message content never taken): not a
+# connect timeout. The server is overloaded, times out and the connection is dropped: Exchange Online
+# puts this under 4.4.318 (the source article, "Connection was closed abruptly"); Postfix logs
+# "conversation with HOST timed out while ..." with dsn 4.4.2 (smtp_proto.c, smtp_chat.c).
+TIMEOUT_AFTER_CONNECT: Final = frozenset({"greeting", "read", "reply"})
+
+
 # The healthy scenario a run includes as its control: a client must deliver
 # through it, or its failure reports prove nothing (check and the plugin).
 CONTROL_SCENARIO = "baseline-delivered"
@@ -162,9 +169,12 @@ def code_for(failure: Failure, profile: str = "eop") -> str:
         # Postfix: 4.7.4 "TLS is required, but was not offered by host", else 4.7.5 ("Server
         # certificate not verified", "TLSA lookup error for HOST:25").
         return "4.7.4" if failure.detail == "starttls-not-supported" else "4.7.5"
+    late = cls == "timeout" and failure.detail in TIMEOUT_AFTER_CONNECT
     if profile == "eop":
-        return EOP_CODES[cls]
+        return EOP_CODES["closed" if late else cls]
     if profile == "eop-observed":
+        if late:
+            return EOP_CODES["closed"]
         return "4.4.317" if cls == "certificate" else EOP_CODES[cls]
     if cls == "dns":
         if profile == "postfix" and failure.detail in ("nxdomain", "nodata"):
@@ -172,8 +182,8 @@ def code_for(failure: Failure, profile: str = "eop") -> str:
             # configuration problem, 4.3.5, where an MX host without an address bounces 5.4.4.
             return "4.3.5"
         return "5.4.4" if failure.detail in _DNS_NOT_FOUND else "4.4.3"
-    if cls == "timeout" and failure.detail == "read":
-        return "4.4.2"  # the conversation timed out: Postfix logs it as a lost connection
+    if late:
+        return "4.4.2"  # the conversation timed out: RFC 3463 X.4.2 "bad connection", Postfix's dsn
     if cls in ("timeout", "refused"):
         return "4.4.1"
     if cls == "closed":

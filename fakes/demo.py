@@ -574,6 +574,11 @@ SERVER_FAULTS = Phrases(
         ("cut", "cut ({how}) {why}", "coupure ({how}) {why}"),
         ("alert", "TLS alert {name} sent", "alerte TLS {name} envoyée"),
         (
+            "stall",
+            "stalled after {size} bytes of content",
+            "blocage : cesse de lire après {size} octets du contenu, sans jamais répondre",
+        ),
+        (
             "dns-delay",
             "DNS answer to {query} ({rcode}) sent after {ms} ms",
             "réponse DNS à {query} ({rcode}) envoyée après {ms} ms",
@@ -1659,6 +1664,8 @@ def _rows(result: DemoResult) -> list[_Row]:
             rows.append(_Row("arrow", "server", "client", line.text, "err", line.text, dashed=True))
         elif line.step == "dns-delay":
             rows.append(_Row("note", "dns", "dns", line.text, "warn", line.text))
+        elif line.step == "stall":
+            rows.append(_Row("note", "server", "server", line.text, "warn", line.text))
         elif line.step in BREAKS:
             if line.step in ("timeout", "unreachable") and rows and rows[-1].colour == "tcp":
                 rows[-1].colour, rows[-1].lost, rows[-1].dashed = "err", True, True  # the SYN goes nowhere

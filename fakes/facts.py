@@ -77,6 +77,7 @@ class ClientFacts:
     auth_user: str | None = None
     auth_password: str | None = None
     auth_mechanisms: tuple[str, ...] = ()  # what the smart host offers (PLAIN, LOGIN)
+    timeout: float | None = None  # the client's timeout the scenario declares ([target] timeout), or None
 
     @classmethod
     def of(cls, scenario: Scenario, world: World) -> ClientFacts:
@@ -123,6 +124,7 @@ class ClientFacts:
             auth_user=acct.user if acct is not None else None,
             auth_password=acct.password if acct is not None else None,
             auth_mechanisms=acct.mechanisms if acct is not None else (),
+            timeout=t.timeout,
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -151,10 +153,16 @@ class ClientFacts:
             "http_port": self.http_port,
             "auth_user": self.auth_user,
             "auth_password": self.auth_password,
+            "timeout": self.timeout,
         }
 
     def placeholders(self, timeout: float) -> dict[str, str]:
-        """The values of ``check``'s ``{name}`` placeholders (and ``MAILFAKES_*`` variables)."""
+        """The values of ``check``'s ``{name}`` placeholders (and ``MAILFAKES_*`` variables).
+
+        ``{timeout}`` is the scenario's own timeout when it declares one, else ``timeout``.
+        """
+        if self.timeout is not None:
+            timeout = self.timeout
         return {
             "smart_host": self.smart_host or "",
             "mail_domain": self.mail_domain,

@@ -599,6 +599,12 @@ class MailScenario:
         return list(self.scenario.target.rcpt_to)
 
     @property
+    def timeout(self) -> float | None:
+        """The timeout (seconds) a slow scenario's client must be configured with
+        (``[target] timeout``); None when the scenario leaves it to the test."""
+        return self.scenario.target.timeout
+
+    @property
     def crl_file(self) -> str | None:
         """The CA's CRL (PEM) when a certificate of the world is revoked, else None."""
         return self.facts.crl_file
@@ -814,7 +820,11 @@ class MailScenario:
         self._fail_with_timeline("the TLS report is wrong: " + "; ".join(dict.fromkeys(problems)))
 
     def deliver(self, **options: Any) -> DeliveryReport:
-        """Run the reference delivery client against this scenario."""
+        """Run the reference delivery client against this scenario.
+
+        A scenario that declares its client's timeout (``[target] timeout``: a slow server) is
+        run with it, over any ``timeout`` given here: its verdict depends on it.
+        """
         from .client import deliver_scenario
 
         options.setdefault("profile", self.profile)

@@ -121,6 +121,11 @@ def read_curl(status: int, out: str, err: str) -> Failure | None:
     if status == 28:
         if "resolving timed out" in err.lower():
             return Failure("dns", "timeout", message="curl: resolving timed out")
+        if "* Connected to " in err:
+            # curl's connection phase for smtp:// includes the greeting: --connect-timeout ran out
+            # once the TCP connection was up ("Operation timed out after N milliseconds with 0
+            # bytes received"), a timeout of the conversation, not of the connect.
+            return Failure("timeout", "greeting", message=f"curl: {_curl_timeout_line(err)}")
         return Failure("timeout", "connect", message="curl: timed out")
     if status == 7:
         return _curl_connect_failure(err)
@@ -148,6 +153,10 @@ def read_curl(status: int, out: str, err: str) -> Failure | None:
     if status in (8, 52, 55, 56):
         return Failure("closed", "closed", message=f"curl: exit {status}")
     return None
+
+
+def _curl_timeout_line(err: str) -> str:
+    return next((ln.lstrip("* ") for ln in err.splitlines() if "timed out" in ln.lower()), "timed out")
 
 
 def _curl_connect_failure(err: str) -> Failure | None:
@@ -200,6 +209,9 @@ def read_swaks(status: int, out: str, err: str) -> Failure | None:
         if "timeout" in low or "timed out" in low:
             return Failure("timeout", "connect", message="swaks: timed out")
         return Failure("dns", "unknown", message="swaks: error connecting")
+    if "timeout (" in low and "waiting for server response" in low:
+        # swaks(1) --timeout: "<** Timeout (N secs) waiting for server response" once connected.
+        return Failure("timeout", "read", message="swaks: timeout waiting for server response")
     reply = _last_reply(text)
     if status == 29:  # TLS required: not offered, refused, handshake or certificate failure
         if "starttls not supported" in low or "does not support starttls" in low or "not advertised" in low:
@@ -253,6 +265,9 @@ def read_msmtp(status: int, out: str, err: str) -> Failure | None:
         return Failure("dns", "unknown", message="msmtp: cannot locate host")
     if "connection refused" in said:
         return Failure("refused", "refused", message="msmtp: connection refused")
+    if ("read error" in said or "write error" in said) and ("timeout" in said or "timed out" in said):
+        # "msmtp: network read error: the operation timed out": the connection was up.
+        return Failure("timeout", "read", message="msmtp: network read timeout")
     if "timeout" in said or "timed out" in said:
         return Failure("timeout", "connect", message="msmtp: network timeout")
     if "certificate" in said:

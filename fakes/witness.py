@@ -525,7 +525,10 @@ def _host(scenario: Scenario, host: HostSpec, records: Records) -> list[Evidence
     plan = host.smtp
     if plan.cert != "valid":
         return _certificate(host, sessions)
-    step = _first_step(plan, credentials=scenario.target.credentials)
+    # A slow scenario's client waits out its timeout: half of it, at least, is a wait (the other half
+    # is room for the two clocks); a client that leaves at once is not one.
+    timeout = getattr(getattr(scenario, "target", None), "timeout", None)
+    step = _first_step(plan, timeout / 2 if timeout else 0.0, credentials=scenario.target.credentials)
     if step is None:
         return [_session_opened(host, sessions, "the session")]
     what, reached = step
@@ -564,6 +567,16 @@ def _sent(*verbs: str) -> Reached:
     return test
 
 
+_SAID: Final = {"DATA_END": "the final dot"}
+
+
+def _waited(point: str, min_wait: float) -> Reached:
+    def test(t: Transcript, messages: Sequence[Message]) -> bool:
+        return t.waited_at == point and (t.waited_for or 0.0) >= min_wait
+
+    return test
+
+
 def _opened(t: Transcript, messages: Sequence[Message]) -> bool:
     return True
 
@@ -588,7 +601,9 @@ def _ehlo_inside_tls(t: Transcript, messages: Sequence[Message]) -> bool:
     return any(line.split(" ", 1)[0].upper() in ("EHLO", "HELO") for line in _lines_after_tls(t))
 
 
-def _first_step(plan: SmtpPlan, *, credentials: bool = True) -> tuple[str, Reached] | None:
+def _first_step(
+    plan: SmtpPlan, min_wait: float = 0.0, *, credentials: bool = True
+) -> tuple[str, Reached] | None:
     """The first point of the dialogue where the plan fails the client, and how to see it was reached.
 
     ``credentials``: whether the client was given the host's account (its ``auth`` key)."""
@@ -645,6 +660,18 @@ def _first_step(plan: SmtpPlan, *, credentials: bool = True) -> tuple[str, Reach
     if plan.close_at is not None:
         steps.append(points[plan.close_at.point])
     order = {"EHLO": 2, "HELO": 2, "STARTTLS": 3, "MAIL": 6, "RCPT": 7, "DATA": 8, "DATA_END": 9}
+    # A slow server: the client must have waited where the server holds back (a delayed reply, a
+    # stall), at least ``min_wait`` seconds, and left from there (Transcript.waited_at, waited_for):
+    # a client that reports a timeout without having reached the wait, or that left as it began,
+    # or after the server answered, did not meet this fault.
+    for point, ms in plan.delays_ms.items():
+        if ms and point != "*":
+            where = "the greeting" if point == "GREETING" else f"the reply to {_SAID.get(point, point)}"
+            what = f"waited {min_wait:g} s or more for {where} (held back {ms} ms)"
+            steps.append((order.get(point, 0), what, _waited(point, min_wait)))
+    if plan.stall_in_data is not None:
+        what = f"sent message content and waited {min_wait:g} s or more while the server stopped reading"
+        steps.append((8, what, _waited("CONTENT", min_wait)))
     for command, reply in plan.replies.items():
         if (reply.code < 400 and reply.close is None) or command not in order:
             continue

@@ -41,9 +41,18 @@ smtp_tls_CAfile = $MAILFAKES_CA_FILE
 # TLS 1.2 at least where TLS is required (RFC 8996); Postfix 3.7 still allows 1.0/1.1.
 smtp_tls_mandatory_protocols = >=TLSv1.2
 smtp_tls_loglevel = 1
+# The client's timeout (MAILFAKES_TIMEOUT: a slow scenario's own) for every wait of the conversation,
+# each one a limit per read or write (smtp_per_record_deadline = no).
 smtp_connect_timeout = ${timeout}s
-smtp_helo_timeout = 10s
-smtp_data_done_timeout = 10s
+smtp_helo_timeout = ${timeout}s
+smtp_starttls_timeout = ${timeout}s
+smtp_mail_timeout = ${timeout}s
+smtp_rcpt_timeout = ${timeout}s
+smtp_data_init_timeout = ${timeout}s
+smtp_data_xfer_timeout = ${timeout}s
+smtp_data_done_timeout = ${timeout}s
+smtp_rset_timeout = ${timeout}s
+smtp_quit_timeout = ${timeout}s
 maillog_file = $log
 maillog_file_prefixes = /tmp
 alias_maps =

@@ -48,6 +48,7 @@ class RawSMTP:
         self.sock = sock
         self.buf = b""
         self.log: list[str] = []
+        self.reads = 0  # recv() calls that returned bytes: a trickled reply takes many
 
     @classmethod
     def connect(cls, ip: str, port: int, timeout: float = TIMEOUT) -> RawSMTP:
@@ -73,6 +74,7 @@ class RawSMTP:
             raise
         if not data:
             raise Closed(self._ended(), where)
+        self.reads += 1
         return data
 
     def reply(self, where: str = "waiting for a reply") -> Reply:

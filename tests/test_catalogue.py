@@ -339,6 +339,19 @@ def test_wrong_type_in_target(tmp_path: Path) -> None:
     fails(path, "target.require_tls", "'yes'", "true or false")
 
 
+@pytest.mark.parametrize("value", ["0", "0.1", "31", '"2s"', "true"])
+def test_a_bad_target_timeout_is_refused_naming_the_key(tmp_path: Path, value: str) -> None:
+    path = write(
+        tmp_path, edit('mail_domain = "contoso.test"', f'mail_domain = "contoso.test"\ntimeout = {value}')
+    )
+    fails(path, "target.timeout", "seconds from 0.5 to 30")
+
+
+def test_a_target_timeout_is_read_as_seconds(tmp_path: Path) -> None:
+    path = write(tmp_path, edit('mail_domain = "contoso.test"', 'mail_domain = "contoso.test"\ntimeout = 2'))
+    assert scenarios.load_file(path).target.timeout == 2.0
+
+
 def test_non_loopback_address_rejected(tmp_path: Path) -> None:
     record = '\n[[world.records]]\nname = "mail.contoso.test"\ntype = "A"\nvalue = "8.8.8.8"\n'
     fails(write(tmp_path, BASE + record), "world.records[0].value", "'8.8.8.8'", "loopback")
@@ -613,3 +626,43 @@ def test_the_headlines_list_reads_agree_with_the_full_load():
         for s in scenarios.load_catalogue().values()
     ]
     assert read == full
+
+
+def test_a_slow_scenario_declares_its_timeout_and_holds_back_well_past_it(
+    catalogue: dict[str, Scenario],
+) -> None:
+    """A failure that rests on a wait (a delay, a stall) names the client's timeout, and every
+    delay is at least three times it, so no correct client can be lucky; a delivered slow
+    scenario (a trickle) names it too, and a whole reply comes well within it."""
+    slow = []
+    for s in catalogue.values():
+        for h in s.world.hosts:
+            plan = h.smtp
+            waits = [ms for ms in plan.delays_ms.values() if ms]
+            if not (waits or plan.stall_in_data or plan.trickle_bps):
+                continue
+            slow.append(s.id)
+            assert s.target.timeout is not None, f"{s.id}: a slow host and no [target] timeout"
+            assert all(ms >= 3000 * s.target.timeout for ms in waits), (s.id, waits)
+            if plan.trickle_bps:
+                # The largest thing the fakes send at once is their TLS flight (under 1 KB with their
+                # EC certificates; 2 KB as a bound): in a fifth of the timeout at most.
+                assert 2048 / plan.trickle_bps <= s.target.timeout / 5, s.id
+    assert sorted(slow) == [
+        "slow-final-dot-late",
+        "slow-greeting-timeout",
+        "slow-stall-mid-data",
+        "slow-trickle-delivered",
+    ]
+
+
+def test_the_scenarios_timeout_reaches_the_client_over_the_runs_own() -> None:
+    from mailfakes import World
+    from mailfakes.facts import ClientFacts
+
+    slow, plain = scenarios.get("slow-greeting-timeout"), scenarios.get("baseline-delivered")
+    for s, expected, key in ((slow, "1", 1.0), (plain, "7", None)):
+        with World(s.world) as w:
+            facts = ClientFacts.of(s, w)
+            assert facts.placeholders(7.0)["timeout"] == expected
+            assert facts.as_json()["timeout"] == key

@@ -102,6 +102,21 @@ def test_smtplib_greeting_timeout_is_a_disconnect_that_says_timed_out(make_world
     assert isinstance(exc, smtplib.SMTPServerDisconnected) and "timed out" in str(exc)
     check(exc, "timeout", "read")
 
+    # Connected, then no greeting: the conversation timed out, not the connect (4.4.318 / 4.4.2).
+    assert find_code(exc) == "4.4.318" and find_code(exc, "rfc3463") == "4.4.2"
+
+
+def test_a_bare_socket_timeout_after_connect_is_a_read_timeout(make_world: MakeWorld) -> None:
+    world = serve(make_world, "silent.contoso.test")
+    for _ in range(3):
+        with socket.create_connection((world.address_of("silent.contoso.test"), world.port), 2) as sock:
+            sock.settimeout(SHORT)
+            reader = sock.makefile("rb")  # how smtplib and most clients read a reply line
+            exc = raised(reader.readline)
+        assert isinstance(exc, TimeoutError)
+        check(exc, "timeout", "read")
+        assert find_code(exc) == "4.4.318" and find_code(exc, "postfix") == "4.4.2"
+
 
 def test_smtplib_421_greeting(make_world: MakeWorld) -> None:
     world = serve(make_world, "greet421.contoso.test")

@@ -49,6 +49,13 @@ DNS_LIFETIME = 0.3
 CONNECT_TIMEOUT = 0.3
 READ_TIMEOUT = 2.0
 SESSION_BOUND = 5.0  # a whole aiosmtplib delivery; every step has its own shorter timeout too
+
+
+def read_timeout(target: scenarios.Target) -> float:
+    """The scenario's own client timeout (a slow server: its verdict depends on it), else ours."""
+    return target.timeout if target.timeout is not None else READ_TIMEOUT
+
+
 LOCAL_NAME = "client.fabrikam.test"  # never socket.getfqdn(): it may ask the real DNS
 
 
@@ -180,7 +187,9 @@ def deliver_smtplib(world: World, target: scenarios.Target, context: ssl.SSLCont
             continue
         name, address = route
         try:
-            smtp = ResolvedSMTP(name, address, world.port, local_hostname=LOCAL_NAME, timeout=READ_TIMEOUT)
+            smtp = ResolvedSMTP(
+                name, address, world.port, local_hostname=LOCAL_NAME, timeout=read_timeout(target)
+            )
         except (smtplib.SMTPConnectError, ConnectionRefusedError, TimeoutError) as exc:
             last = exc  # no session with this host: try the next one
             continue
@@ -251,12 +260,13 @@ async def deliver_aiosmtplib(world: World, target: scenarios.Target, context: ss
             hostname=address,
             port=world.port,
             local_hostname=LOCAL_NAME,
-            timeout=READ_TIMEOUT,
+            timeout=read_timeout(target),
             start_tls=False,  # upgraded below, verified against the name
             tls_context=context,
         )
         try:
-            await smtp.connect(timeout=CONNECT_TIMEOUT)  # the TCP connect and the greeting
+            # The TCP connect and the greeting: a scenario's own timeout is for the greeting too.
+            await smtp.connect(timeout=target.timeout or CONNECT_TIMEOUT)
         except aiosmtplib.SMTPConnectError as exc:
             last = exc  # no session with this host: try the next one
             continue
@@ -290,7 +300,7 @@ async def deliver_aiosmtplib_sock(world: World, target: scenarios.Target, contex
             hostname=name,
             sock=sock,
             local_hostname=LOCAL_NAME,
-            timeout=READ_TIMEOUT,
+            timeout=read_timeout(target),
             start_tls=True if target.require_tls else None,  # None: STARTTLS when offered
             tls_context=context,
         )

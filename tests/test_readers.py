@@ -839,3 +839,29 @@ def test_postfix_reader_tells_dane_and_mta_sts_failures(log: str, cls: str, deta
     assert failure is not None
     assert (failure.cls, failure.detail, code_for(failure, "eop")) == (cls, detail, eop)
     assert code_for(failure, "postfix") == failure.server_code  # Postfix's own dsn
+
+
+@pytest.mark.parametrize("client", ["curl", "swaks", "msmtp"])
+def test_a_greeting_that_never_comes_is_read_as_a_timeout_after_connect(world, client) -> None:
+    """Each client's own words once connected (curl exit 28 after "Connected to", swaks "Timeout
+    (1 secs) waiting for server response", msmtp "network read error: the operation timed out"):
+    4.4.318 / 4.4.2, not the connect timeout 4.4.315 a blackholed SYN gives."""
+    need(client)
+    host = "silent.contoso.test"
+    address = world.address_of(host)
+    if client == "curl":
+        status, out, err = curl(world, host, world.port, address)
+        failure = read_curl(status, out, err)
+    elif client == "swaks":
+        failure = read_swaks(
+            *run(["swaks", "--server", f"{address}:{world.port}", "--tls", "--from", "sender@fabrikam.test",
+                  "--to", "user@contoso.test", "--helo", LOCAL, "--timeout", "1"])
+        )  # fmt: skip
+    else:
+        failure = read_msmtp(
+            *run(["msmtp", "--debug", f"--host={address}", f"--port={world.port}", "--tls=on",
+                  "--tls-starttls=on", f"--tls-trust-file={world.ca_file}", "--auth=off", f"--domain={LOCAL}",
+                  "--timeout=1", "--from=sender@fabrikam.test", "user@contoso.test"])
+        )  # fmt: skip
+    assert failure is not None and failure.cls == "timeout" and failure.detail != "connect", failure
+    assert (code_for(failure), code_for(failure, "postfix")) == ("4.4.318", "4.4.2")

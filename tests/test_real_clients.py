@@ -61,6 +61,28 @@ CANNOT["msmtp"][ONE_RECIPIENT] = (
     "msmtp(1) sends one mail to the recipients on its command line in one transaction; the recipe "
     "names the one recipient MAILFAKES_RCPT_TO"
 )
+# After the connection phase curl has no timeout of its own: curl(1) --connect-timeout "only limits
+# the connection phase" (for smtp:// it ends after the greeting), --speed-time "will not affect slow
+# connects" and does not run while curl waits for a reply, and --max-time bounds the whole transfer
+# (the recipe's 30 s, so that a slow but live transfer is not cut). A stall in DATA and a late reply
+# to the final dot are waits curl cannot bound by the scenario's timeout.
+CANNOT["curl"].update(
+    dict.fromkeys(
+        ("slow-stall-mid-data", "slow-final-dot-late"),
+        "curl(1): no read timeout after the connection phase (--connect-timeout only limits that "
+        "phase, --max-time the whole transfer)",
+    )
+)
+# msmtp 1.8.23 sets --timeout as SO_RCVTIMEO/SO_SNDTIMEO (seen with strace), but after STARTTLS its
+# GnuTLS reads retry a read that timed out (EAGAIN once a second), so no timeout ever fires over TLS;
+# msmtp(1) promises only "a network timeout". The greeting comes before TLS, and times out.
+CANNOT["msmtp"].update(
+    dict.fromkeys(
+        ("slow-stall-mid-data", "slow-final-dot-late"),
+        "msmtp(1) --timeout: a network timeout that, after STARTTLS, never fires (GnuTLS retries the "
+        "timed-out read)",
+    )
+)
 PACKAGES = {"curl": "curl", "swaks": "swaks", "msmtp": "msmtp"}
 
 

@@ -423,6 +423,10 @@ def smtp_session(s: scenarios.Scenario, c: RawSMTP, world: World, name: str, pol
         return Outcome("delivered", r.lines[0], host=name, tls=tls_version, **said)  # type: ignore[arg-type]
     except Closed as closed:
         return Outcome("closed", stage, how=closed.how, host=name, lines=tuple(c.log))
+    except TimeoutError:
+        # Connected, then nothing within the timeout: how the server holds the line (open: it
+        # neither closed nor reset) is read below TLS, briefly.
+        return Outcome("timeout", stage, how=tcp_end(c.sock, 0.2), host=name, lines=tuple(c.log))
     finally:
         c.close()
 
@@ -447,7 +451,7 @@ def probe(s: scenarios.Scenario, world: World, trace: Trace | None = None) -> Ou
                 last = Outcome("connect", outcome, host=route.name)
                 break
             trace.connections += 1
-            sock.settimeout(2)
+            sock.settimeout(s.target.timeout or 2)  # a slow scenario's own timeout, else generous
             o = smtp_session(s, RawSMTP(sock), world, route.name, policy)
             if o.stage != "retry":
                 return o
@@ -468,7 +472,7 @@ def code_of(o: Outcome) -> str:
         return {"timeout": "4.4.315", "refused": "4.4.316"}.get(o.detail, f"no code for a {o.detail}")
     if o.stage == "cert":
         return "4.7.320"
-    if o.stage == "closed":
+    if o.stage in ("closed", "timeout"):  # a timeout once connected: the connection is dropped
         return "4.4.318"
     if o.stage in ("greeting", "ehlo", "starttls", "tls"):
         return "4.4.317"
@@ -692,6 +696,8 @@ def test_wire_behaviour_matches_the_scenario_code(served):
         if ca is not None and ca.point == "in_data":
             assert world.wait_until(lambda: all(t.closed for t in world.sessions), 2)
             assert world.messages == []
+    elif o.stage == "timeout":
+        check_timeout(s, world, o)
     elif o.stage == "dane":
         assert o.detail == configured_dane_result(s, o.host), f"{s.id}: {o}"
         if o.detail == "dnssec-invalid":  # RFC 7672 2.1.1: the host is skipped, never connected to
@@ -716,6 +722,59 @@ def test_wire_behaviour_matches_the_scenario_code(served):
             assert o.tls, f"{s.id}: delivered in clear under {o.policy}: {o}"
     else:
         pytest.fail(f"{s.id}: an outcome this test does not know: {o}")
+
+
+# Where the probe waits out a slow host, by what the host holds back.
+PROBE_STAGE_OF_DELAY = {"GREETING": "greeting", "EHLO": "ehlo", "DATA_END": "final_dot"}
+
+
+def check_timeout(s: scenarios.Scenario, world: World, o: Outcome) -> None:
+    """A timeout the scenario configures: the server held the line open (no FIN, no RST) and sent
+    nothing at the stage where its delay or its stall is; what it kept says which."""
+    host = target_host(s, o)
+    assert s.target.timeout is not None, f"{s.id}: a timeout with no [target] timeout: {o}"
+    assert o.how == "open", f"{s.id}: the server ended the connection ({o.how}): a close, not a wait"
+    plan = host.smtp
+    if plan.stall_in_data is not None:
+        assert o.detail == "final_dot", f"{s.id}: the stall met at {o.detail}"
+        # It stopped reading: the message never reached it, and no message was kept.
+        assert world.wait_until(lambda: bool(world.sessions) and world.sessions[0].closed, 3)
+        assert world.messages == [], f"{s.id}: a stalled server kept a message"
+        return
+    held = [point for point, ms in plan.delays_ms.items() if ms >= 3000 * s.target.timeout]
+    assert [PROBE_STAGE_OF_DELAY.get(p) for p in held] == [o.detail], f"{s.id}: delays {held}, met {o}"
+    if held == ["DATA_END"]:  # the message was taken, its 250 never came in time: a duplicate on retry
+        assert world.wait_until(lambda: len(world.messages) == 1, 2)
+        assert world.messages[0].replied is False
+
+
+SLOW = [sid for sid, s in CATALOGUE.items() if s.target.timeout is not None]
+
+
+@pytest.mark.parametrize("sid", SLOW)
+def test_slow_scenarios_hold_the_same_way_each_time(sid, make_world):
+    """Three probes on one world: each meets the same wait at the same stage (or delivers), and a
+    trickling host's greeting comes in pieces, several reads of a few bytes."""
+    s = CATALOGUE[sid]
+    world = make_world(s.world)
+    seen = set()
+    for _ in range(REPEAT):
+        o = probe(s, world)
+        seen.add((o.stage, o.detail if o.stage != "delivered" else "", o.how))
+    assert len(seen) == 1, f"{sid}: {seen}"
+    trickle = [h.smtp.trickle_bps for h in s.world.hosts if h.smtp.trickle_bps]
+    if trickle:
+        ip = world.address_of(s.target.smart_host or "")
+        for _ in range(REPEAT):
+            c = RawSMTP.connect(ip, world.port, timeout=s.target.timeout or 2)
+            try:
+                assert c.reply("before the greeting").code == 220
+                assert c.cmd("EHLO probe.test").code == 250
+                # Written bps/1000 bytes a millisecond: the two replies (about 200 bytes) take
+                # many reads where a healthy server's take two.
+                assert c.reads > 4, f"{sid}: the greeting and EHLO reply came in {c.reads} reads"
+            finally:
+                c.close()
 
 
 def test_every_configured_wire_event_is_reached_by_the_probe():
