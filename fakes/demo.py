@@ -521,7 +521,12 @@ BREAKS = frozenset(
 
 # What the client shows of the content it sends (a "C: " line it composes).
 CONTENT = Phrases(
-    [("content", "<message content, {size} bytes>", "<contenu du message, {size} octets>")],
+    [
+        ("content", "<message content, {size} bytes>", "<contenu du message, {size} octets>"),
+        ("credentials", "AUTH PLAIN <credentials, masked>", "AUTH PLAIN <identifiants masqués>"),
+        ("credentials", "<user name, masked>", "<nom d'utilisateur masqué>"),
+        ("credentials", "<password, masked>", "<mot de passe masqué>"),
+    ],
 )
 
 # The resolver's account of an answer (after "DNS: ").
@@ -577,6 +582,22 @@ SERVER_FAULTS = Phrases(
             "stall",
             "stalled after {size} bytes of content",
             "blocage : cesse de lire après {size} octets du contenu, sans jamais répondre",
+        ),
+        ("rate", "message rate limit: {code}", "limite de débit de messages atteinte : {code}"),
+        (
+            "rate",
+            "connection rate limit: connection refused",
+            "limite de débit de connexions atteinte : connexion refusée",
+        ),
+        (
+            "busy",
+            "concurrency limit: connection refused",
+            "limite de sessions simultanées : connexion refusée",
+        ),
+        (
+            "out-of-step",
+            "client sent {what} before the reply to its last command (PIPELINING is off)",
+            "le client a envoyé {what} avant la réponse à sa commande précédente (PIPELINING absent)",
         ),
         (
             "dns-delay",
@@ -1080,7 +1101,7 @@ def dialogue_line(line: str, lang: str = "en") -> DemoLine:
         return DemoLine(kind, raw, raw)
     if kind == "client":
         if CONTENT.tag(raw):  # the client's own account of what it sent
-            return DemoLine(kind, CONTENT.say(raw, lang), raw, "content")
+            return DemoLine(kind, CONTENT.say(raw, lang), raw, CONTENT.tag(raw) or "content")
         return DemoLine(kind, raw, raw)
     if kind == "dns":
         return DemoLine(kind, DNS_ANSWERS.say(raw, lang), raw, DNS_ANSWERS.tag(raw) or "answer")

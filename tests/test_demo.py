@@ -361,6 +361,7 @@ def test_validate_good_and_bad_files(tmp_path):
 # -- French: every word the demo writes itself ---------------------------------------------
 
 FRENCH_TOUR = [
+    "auth-bad-credentials",
     "dns-nxdomain",
     "dns-timeout",
     "dns-nodata",
@@ -414,7 +415,10 @@ def own_words(text: str, ids: list[str]) -> str:
     kept = []
     lines = text.splitlines()
     for i, line in enumerate(lines):
-        if line.startswith(("  S <  ", "  C >  ")) and "<contenu du message" not in line:
+        # The client's own accounts (its content, its masked credentials) are the demo's words.
+        if line.startswith(("  S <  ", "  C >  ")) and not re.search(
+            r"<(contenu du message|\w.*masqu)", line
+        ):
             continue
         if i and lines[i - 1].startswith("Le client signale"):
             continue  # the report, in Exchange's trace style
@@ -455,6 +459,7 @@ def test_the_demo_in_french_writes_no_english_of_its_own():
         "le serveur a fermé la connexion (FIN) pendant le point final",
         "serveur: coupure (fin) après EHLO, avant sa réponse",
         "serveur: alerte TLS handshake_failure envoyée",
+        "AUTH PLAIN <identifiants masqués>",
         "<contenu du message, ",
         "A mail.contoso.test : NXDOMAIN par UDP",
         "A mail.contoso.test : aucune réponse (délai dépassé) par UDP",
@@ -535,6 +540,18 @@ def test_french_sentences_written_by_hand():
             demo.SERVER_FAULTS,
             "cut (fin) after MAIL, before its reply",
         ): "coupure (fin) après MAIL, avant sa réponse",
+        (demo.SERVER_FAULTS, "message rate limit: 421"): "limite de débit de messages atteinte : 421",
+        (demo.SERVER_FAULTS, "connection rate limit: connection refused"): (
+            "limite de débit de connexions atteinte : connexion refusée"
+        ),
+        (demo.SERVER_FAULTS, "concurrency limit: connection refused"): (
+            "limite de sessions simultanées : connexion refusée"
+        ),
+        (
+            demo.SERVER_FAULTS,
+            "client sent 'RCPT TO:<a@contoso.test>' before the reply to its last command (PIPELINING is off)",
+        ): "le client a envoyé 'RCPT TO:<a@contoso.test>' avant la réponse à sa commande précédente (PIPELINING absent)",
+        (demo.CONTENT, "<password, masked>"): "<mot de passe masqué>",
         (demo.SERVER_FAULTS, "DNS answer to A mail.contoso.test (NOERROR) sent after 800 ms"): (
             "réponse DNS à A mail.contoso.test (NOERROR) envoyée après 800 ms"
         ),
