@@ -312,3 +312,25 @@ def test_the_curl_reader_reads_an_ehlo_refused_under_ssl_reqd_as_starttls_missin
     later = trace.replace("> EHLO client\n< 502 Command not implemented\n", "> EHLO client\n< 250 ok\n")
     failure = read_curl(9, "", later + "> MAIL FROM:<a@b.test>\n< 502 Command not implemented\n")
     assert failure is not None and failure.cls == "server_reply"
+
+
+# -- caps-no-8bitmime-no-size-delivered --------------------------------------------
+
+
+def test_mail_parameters_not_offered_get_555_and_a_bare_mail_delivers(make_world):
+    s, w = serve(make_world, "caps-no-8bitmime-no-size-delivered")
+    for _ in range(3):
+        c, ehlo = session(w)
+        keywords = {ln[4:].split(" ", 1)[0].upper() for ln in ehlo[1:]}
+        assert "SIZE" not in keywords and "8BITMIME" not in keywords and "STARTTLS" not in keywords
+        for param in ("SIZE=100", "BODY=8BITMIME"):
+            refused = c.cmd(f"{MAIL} {param}")
+            assert (refused.code, refused.lines[-1][4:9]) == (555, "5.5.4"), refused.lines
+        assert c.cmd(MAIL).code == 250
+        assert c.cmd("RCPT TO:<user@contoso.test>").code == 250
+        assert c.cmd("DATA").code == 354
+        c.send("Subject: t\r\n\r\nbody\r\n.")
+        assert c.reply().code == 250
+        assert c.cmd("QUIT").code == 221
+    assert w.wait_until(lambda: len(w.messages) == 3, 5)
+    assert all(m.mail_from == "sender@fabrikam.test" for m in w.messages)
