@@ -396,6 +396,11 @@ def _send_parser(sub: _Subparsers, full: bool) -> None:
         metavar="PASSWORD",
         help="the password of --auth-user (default: $MAILFAKES_AUTH_PASSWORD, kept off the command line)",
     )
+    pe.add_argument(
+        "--implicit-tls",
+        action="store_true",
+        help="TLS from the first byte (RFC 8314, a submissions port such as 465) instead of STARTTLS",
+    )
     pe.add_argument("--json", action="store_true", help="print the report as JSON")
     pe.add_argument("-v", "--verbose", action="store_true", help="show the dialogue on stderr")
 

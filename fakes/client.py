@@ -262,8 +262,11 @@ class DeliveryClient:
         reports: ReportBook | None = None,
         auth_user: str | None = None,
         auth_password: str | None = None,
+        implicit_tls: bool = False,
     ) -> None:
         self.observer = observer
+        # RFC 8314: TLS from the first byte (submissions, port 465), instead of STARTTLS.
+        self.implicit_tls = implicit_tls
         # The smart host's account (RFC 4954): used when both are given and the host offers AUTH.
         self.auth_user = auth_user
         self.auth_password = auth_password
@@ -610,6 +613,14 @@ class DeliveryClient:
         s = _Session(sock, log)
         stage = "the greeting"
         try:
+            if self.implicit_tls:
+                # RFC 8314 3.3: the TLS handshake comes first, the greeting inside it.
+                stage = "the TLS handshake"
+                log.append("*: implicit TLS: the handshake before the greeting")
+                failure = self._starttls(s, name, policy, ip)
+                if failure is not None:
+                    return failure
+                stage = "the greeting"
             code, lines = s.reply()
             report.reply = lines[-1]
             if code == 421 or (400 <= code < 500):
@@ -636,7 +647,9 @@ class DeliveryClient:
             offered = _extensions(lines)
             required = self.require_tls if policy is None else policy.requires_tls
             ehlo = lines  # the last EHLO reply (its AUTH line names the mechanisms)
-            if any(line[4:].upper().startswith("STARTTLS") for line in lines):
+            if self.implicit_tls:
+                pass  # the session is inside TLS from its first byte
+            elif any(line[4:].upper().startswith("STARTTLS") for line in lines):
                 stage = "STARTTLS"
                 code, lines = s.cmd("STARTTLS")
                 report.reply = lines[-1]
@@ -980,11 +993,13 @@ def deliver(
     reports: ReportBook | None = None,
     auth_user: str | None = None,
     auth_password: str | None = None,
+    implicit_tls: bool = False,
 ) -> DeliveryReport:
     """Deliver one message like an outbound connector and report how it went.
 
     With ``auth_user`` and ``auth_password``, it authenticates to a host that offers AUTH (after
-    STARTTLS and the second EHLO) before MAIL.
+    STARTTLS and the second EHLO) before MAIL. With ``implicit_tls`` the session is inside TLS from
+    its first byte (RFC 8314, port 465), and STARTTLS is not used.
 
     Example::
 
@@ -1012,6 +1027,7 @@ def deliver(
         reports=reports,
         auth_user=auth_user,
         auth_password=auth_password,
+        implicit_tls=implicit_tls,
     )
     report = client.deliver(
         smart_host=smart_host,
@@ -1029,7 +1045,7 @@ def deliver(
 
 def deliver_scenario(scenario: Any, world: Any, **options: Any) -> DeliveryReport:
     """Run the reference client against a served scenario (its target, its world)."""
-    from .facts import account, smart_host_address
+    from .facts import account, implicit_tls_of, smart_host_address
 
     t = scenario.target
     ip = smart_host_address(t, world)
@@ -1038,6 +1054,8 @@ def deliver_scenario(scenario: Any, world: Any, **options: Any) -> DeliveryRepor
         options.setdefault("auth_user", acct.user)
         options.setdefault("auth_password", acct.password)
     options.setdefault("require_tls", t.require_tls)
+    if implicit_tls_of(t, world):
+        options.setdefault("implicit_tls", True)
     if t.timeout is not None:
         # A slow scenario's verdict depends on its client's timeout: it wins over the caller's
         # (check's --timeout, the demo's, a test's), as check's {timeout} does.

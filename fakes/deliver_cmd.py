@@ -200,6 +200,7 @@ def cmd_send(args: argparse.Namespace, out: TextIO) -> int:
         https_port=args.https_port,
         auth_user=args.auth_user,
         auth_password=password if args.auth_user is not None else None,
+        implicit_tls=args.implicit_tls,
     )
 
     def loopback_answers(answer: Answer) -> None:

@@ -34,6 +34,15 @@ def account(target: Target, world: World) -> Auth | None:
     return account_of(host)
 
 
+def implicit_tls_of(target: Target, world: World) -> bool:
+    """Whether the smart host speaks TLS from the first byte (``tls = "implicit"``, RFC 8314), so
+    that a client must not wait for a greeting in clear nor use STARTTLS."""
+    if not target.smart_host:
+        return False
+    host = next((h for h in world.spec.hosts if h.name == target.smart_host), None)
+    return host is not None and host.smtp is not None and host.smtp.implicit_tls
+
+
 def smart_host_address(target: Target, world: World) -> str | None:
     """The smart host's address when the connector names it by IP, else None (resolve by name)."""
     if target.smart_host and target.connect_by_ip:
@@ -78,6 +87,7 @@ class ClientFacts:
     auth_password: str | None = None
     auth_mechanisms: tuple[str, ...] = ()  # what the smart host offers (PLAIN, LOGIN)
     timeout: float | None = None  # the client's timeout the scenario declares ([target] timeout), or None
+    implicit_tls: bool = False  # the smart host speaks TLS from the first byte (RFC 8314, port 465)
 
     @classmethod
     def of(cls, scenario: Scenario, world: World) -> ClientFacts:
@@ -125,6 +135,7 @@ class ClientFacts:
             auth_password=acct.password if acct is not None else None,
             auth_mechanisms=acct.mechanisms if acct is not None else (),
             timeout=t.timeout,
+            implicit_tls=implicit_tls_of(t, world),
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -154,6 +165,7 @@ class ClientFacts:
             "auth_user": self.auth_user,
             "auth_password": self.auth_password,
             "timeout": self.timeout,
+            "implicit_tls": self.implicit_tls,
         }
 
     def placeholders(self, timeout: float) -> dict[str, str]:
@@ -179,4 +191,5 @@ class ClientFacts:
             "https_port": str(self.https_port or ""),
             "auth_user": self.auth_user or "",
             "auth_password": self.auth_password or "",
+            "implicit_tls": "1" if self.implicit_tls else "0",
         }

@@ -20,9 +20,12 @@ if [ -n "${MAILFAKES_AUTH_USER:-}" ]; then
 fi
 tls=--ssl-reqd
 [ "${MAILFAKES_REQUIRE_TLS:-1}" = 0 ] && tls=--ssl
+# MAILFAKES_IMPLICIT_TLS=1 (a submissions port, RFC 8314): smtps://, TLS from the first byte.
+scheme=smtp
+[ "${MAILFAKES_IMPLICIT_TLS:-0}" = 1 ] && scheme=smtps
 printf '%s\n' "$auth" | exec curl -sv "$tls" --crlf \
   --cacert "$MAILFAKES_CA_FILE" --tlsv1.2 "$@" \
   --connect-timeout "$MAILFAKES_TIMEOUT" --max-time 30 \
   --mail-from "$MAILFAKES_MAIL_FROM" --mail-rcpt "$MAILFAKES_RCPT_TO" \
   -T "$(dirname "$0")/message.eml" \
-  -- "smtp://$MAILFAKES_SMART_HOST:$MAILFAKES_PORT"
+  -- "$scheme://$MAILFAKES_SMART_HOST:$MAILFAKES_PORT"

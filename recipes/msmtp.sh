@@ -18,9 +18,12 @@ else
 fi
 tls=on
 [ "${MAILFAKES_REQUIRE_TLS:-1}" = 0 ] && tls=off
+# MAILFAKES_IMPLICIT_TLS=1 (a submissions port, RFC 8314): --tls-starttls=off, TLS from the first byte.
+starttls=on
+[ "${MAILFAKES_IMPLICIT_TLS:-0}" = 1 ] && starttls=off
 exec msmtp --debug "$@" \
   --host="$MAILFAKES_SMART_HOST" --port="$MAILFAKES_PORT" \
-  --tls="$tls" --tls-starttls=on --tls-trust-file="$MAILFAKES_CA_FILE" \
+  --tls="$tls" --tls-starttls="$starttls" --tls-trust-file="$MAILFAKES_CA_FILE" \
   --tls-priorities="NORMAL:-VERS-TLS1.1:-VERS-TLS1.0" \
   --domain=client.fabrikam.test --timeout="$MAILFAKES_TIMEOUT" \
   --from="$MAILFAKES_MAIL_FROM" -- "$MAILFAKES_RCPT_TO" < "$(dirname "$0")/message.eml"

@@ -30,7 +30,12 @@ relay)
     # MAILFAKES_REQUIRE_TLS=0 (the target does not require TLS): "may", TLS when offered.
     level=secure
     [ "${MAILFAKES_REQUIRE_TLS:-1}" = 0 ] && level=may
+    # MAILFAKES_IMPLICIT_TLS=1 (a submissions port, RFC 8314): smtp_tls_wrappermode, TLS on connect
+    # (Postfix's TLS_README: wrapper mode wants security level encrypt or above).
+    wrapper=no
+    [ "${MAILFAKES_IMPLICIT_TLS:-0}" = 1 ] && wrapper=yes
     routing="relayhost = [$MAILFAKES_SMART_HOST]:$MAILFAKES_PORT
+smtp_tls_wrappermode = $wrapper
 smtp_tls_security_level = $level
 smtp_tls_secure_cert_match = nexthop" ;;
 mx)

@@ -13,6 +13,8 @@ if [ -n "${MAILFAKES_AUTH_USER:-}" ]; then
 fi
 tls=--tls
 [ "${MAILFAKES_REQUIRE_TLS:-1}" = 0 ] && tls=--tls-optional
+# MAILFAKES_IMPLICIT_TLS=1 (a submissions port, RFC 8314): --tlsc, TLS on connect.
+[ "${MAILFAKES_IMPLICIT_TLS:-0}" = 1 ] && tls=--tlsc
 exec swaks "$@" --server "$MAILFAKES_SMART_HOST:$MAILFAKES_PORT" \
   "$tls" --tls-verify --tls-ca-path "$MAILFAKES_CA_FILE" --tls-protocol tlsv1_2,tlsv1_3 \
   --from "$MAILFAKES_MAIL_FROM" --to "$MAILFAKES_RCPT_TO" \

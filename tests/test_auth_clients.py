@@ -71,6 +71,7 @@ def test_inside_netns_an_auth_world_listens_on_the_submission_port() -> None:
 
     auth, plain = scenarios.get("auth-bad-credentials"), scenarios.get("baseline-delivered")
     assert smtp_port(args(0, True), auth) == 587  # RFC 6409
+    assert smtp_port(args(0, True), scenarios.get("auth-submissions-465-delivered")) == 465  # RFC 8314
     assert smtp_port(args(0, True), plain) == 25
     assert smtp_port(args(2525, True), auth) == 2525  # --port wins
     assert smtp_port(args(0, False), auth) == 0  # outside: a free port
@@ -217,3 +218,69 @@ def test_smtplib_and_aiosmtplib_login_refused_or_not_offered_classify_to_the_ser
             assert read_python(1, "", printed) == failure, f"{sid}: {printed}"
     postfix = code_for(classify(with_smtplib(_served(make_world, "auth-bad-credentials")[1])), "postfix")
     assert postfix == "4.7.8"
+
+
+# -- auth-submissions-465-delivered: TLS from the first byte (RFC 8314) ------------------------
+
+
+def test_serve_json_says_the_smart_host_speaks_implicit_tls() -> None:
+    for sid, implicit in (("auth-submissions-465-delivered", True), ("auth-login-only-delivered", False)):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mailfakes", "serve", sid, "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            info = json.loads(proc.stdout.readline())
+            assert info["implicit_tls"] is implicit, sid
+        finally:
+            proc.terminate()
+            proc.communicate(timeout=10)
+
+
+def test_implicit_tls_greets_only_inside_tls_and_offers_auth_not_starttls(make_world) -> None:
+    s, world = _served(make_world, "auth-submissions-465-delivered")
+    ip = world.address_of(HOST)
+    for _ in range(3):
+        # A client that waits for a greeting in clear gets no byte: the server waits for a ClientHello.
+        plain = RawSMTP.connect(ip, world.port, timeout=0.5)
+        plain.sock.settimeout(0.5)
+        try:
+            got = plain.sock.recv(1)
+        except TimeoutError:
+            got = None
+        assert got is None, f"a greeting in clear: {got!r}"
+        plain.close()
+        # TLS first: then the greeting, and an EHLO reply with AUTH and without STARTTLS.
+        c = RawSMTP.connect(ip, world.port)
+        c.starttls(client_context(str(world.ca_file)), HOST)
+        assert c.reply().code == 220
+        ehlo = c.cmd("EHLO client.test")
+        keywords = [ln[4:].split(" ", 1)[0].upper() for ln in ehlo.lines[1:]]
+        assert "AUTH" in keywords and "STARTTLS" not in keywords, ehlo.lines
+        token = base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()).decode()
+        assert c.cmd(f"AUTH PLAIN {token}").code == 235
+        assert c.cmd("MAIL FROM:<sender@fabrikam.test>").code == 250
+        assert c.cmd("QUIT").code == 221
+    report = deliver_scenario(s, world, timeout=2)
+    assert report.delivered, report.line()
+    assert any("implicit TLS" in line for line in report.dialogue)
+    assert world.wait_until(lambda: len(world.messages) == 1, 5)
+    assert world.messages[0].tls_version is not None
+
+
+def test_send_implicit_tls_delivers_and_without_it_times_out_at_the_greeting(make_world) -> None:
+    s, world = _served(make_world, "auth-submissions-465-delivered")
+    base = [
+        sys.executable, "-m", "mailfakes", "send", "--smart-host", HOST, "--mail-domain", "contoso.test",
+        "--port", str(world.port), "--dns-host", world.dns_host, "--dns-port", str(world.dns_port),
+        "--ca-file", str(world.ca_file), "--auth-user", USER, "--timeout", "1",
+    ]  # fmt: skip
+    env = {**environment({}, s, "2.0.0"), "MAILFAKES_AUTH_PASSWORD": PASSWORD}
+    right = subprocess.run([*base, "--implicit-tls"], capture_output=True, text=True, env=env, timeout=30)
+    assert right.returncode == 0 and " 2.0.0 " in right.stdout, right.stdout + right.stderr
+    wrong = subprocess.run(base, capture_output=True, text=True, env=env, timeout=30)
+    assert wrong.returncode != 0 and "4.4.318" in wrong.stdout, wrong.stdout + wrong.stderr
+    assert world.wait_until(lambda: len(world.messages) == 1, 5)

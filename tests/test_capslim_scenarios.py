@@ -318,7 +318,7 @@ def test_the_curl_reader_reads_an_ehlo_refused_under_ssl_reqd_as_starttls_missin
 
 
 def test_mail_parameters_not_offered_get_555_and_a_bare_mail_delivers(make_world):
-    s, w = serve(make_world, "caps-no-8bitmime-no-size-delivered")
+    _, w = serve(make_world, "caps-no-8bitmime-no-size-delivered")
     for _ in range(3):
         c, ehlo = session(w)
         keywords = {ln[4:].split(" ", 1)[0].upper() for ln in ehlo[1:]}

@@ -311,7 +311,18 @@ def smtp_session(s: scenarios.Scenario, c: RawSMTP, world: World, name: str, pol
         end_after_refusal(c)
         return Outcome(stage, result, host=name, policy=policy.report, result=result, **more)  # type: ignore[arg-type]
 
+    host = next((h for h in s.world.hosts if h.name == name), None)
+    implicit = host is not None and host.kind == "smtp" and host.smtp.tls == "implicit"
     try:
+        if implicit:  # RFC 8314 3.3: TLS from the first byte, the greeting inside it
+            stage = "tls"
+            try:
+                tls_version = c.starttls_keep_socket(current_client(world), name).version() or ""
+            except ssl.SSLCertVerificationError as exc:
+                return Outcome("cert", str(exc.verify_code), host=name, message=exc.verify_message)
+            except ssl.SSLError as exc:
+                return Outcome("tls", exc.reason or str(exc), how=tcp_end(c.sock), host=name)
+            stage = "greeting"
         greeting = c.reply("before the greeting")
         if greeting.code != 220:
             return refused("greeting", "GREETING", greeting.lines[0])
@@ -322,7 +333,7 @@ def smtp_session(s: scenarios.Scenario, c: RawSMTP, world: World, name: str, pol
             ehlo = replace(ehlo, lines=ehlo.lines[:1])
         if ehlo.code != 250:
             return refused("ehlo", "EHLO", ehlo.lines[0])
-        if policy.kind != "plain":
+        if policy.kind != "plain" and not implicit:
             offered = any(line[4:].upper().startswith("STARTTLS") for line in ehlo.lines)
             if not offered and policy.kind == "verify":
                 return Outcome("ehlo", "no STARTTLS", host=name)
