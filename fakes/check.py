@@ -52,6 +52,7 @@ PLACEHOLDERS = (
     "https_port",
     "auth_user",
     "auth_password",
+    "implicit_tls",
 )
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 OUTPUT_KEPT = 4000  # characters of stdout/stderr kept per scenario in reports
