@@ -12,11 +12,13 @@ set --
 [ -n "$MAILFAKES_CRL_FILE" ] && set -- --crlfile "$MAILFAKES_CRL_FILE"
 # The smart host's account, when the scenario gives the client one: curl logs in with the mechanism
 # the server offers (PLAIN, else LOGIN). The credentials go through a config file on stdin (-K -),
-# not the command line.
+# not the command line. Inside the config file's double quotes a backslash escapes, so '\' and
+# '"' in the account are escaped (curl(1) --config); curl splits user from password at the first ':'.
 auth=
 if [ -n "${MAILFAKES_AUTH_USER:-}" ]; then
     set -- "$@" -K -
-    auth="user = \"$MAILFAKES_AUTH_USER:$MAILFAKES_AUTH_PASSWORD\""
+    account=$(printf '%s' "$MAILFAKES_AUTH_USER:$MAILFAKES_AUTH_PASSWORD" | sed 's/\\/\\\\/g; s/"/\\"/g')
+    auth="user = \"$account\""
 fi
 tls=--ssl-reqd
 [ "${MAILFAKES_REQUIRE_TLS:-1}" = 0 ] && tls=--ssl

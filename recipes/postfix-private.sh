@@ -69,7 +69,7 @@ CONF
         cat >> "$work/etc/main.cf" <<CONF
 smtp_sasl_auth_enable = yes
 smtp_sasl_password_maps = texthash:$work/etc/sasl_passwd
-smtp_sasl_security_options = noanonymous
+smtp_sasl_security_options = noanonymous, noplaintext
 smtp_sasl_tls_security_options = noanonymous
 CONF
     fi

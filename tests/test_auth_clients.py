@@ -16,7 +16,7 @@ import sys
 from mailfakes import World
 from mailfakes import catalogue as scenarios
 from mailfakes.check import environment
-from mailfakes.client import deliver_scenario
+from mailfakes.client import deliver, deliver_scenario
 from mailfakes.command import smtp_port
 from mailfakes.facts import ClientFacts
 from probe import RawSMTP, client_context
@@ -284,3 +284,29 @@ def test_send_implicit_tls_delivers_and_without_it_times_out_at_the_greeting(mak
     wrong = subprocess.run(base, capture_output=True, text=True, env=env, timeout=30)
     assert wrong.returncode != 0 and "4.4.318" in wrong.stdout, wrong.stdout + wrong.stderr
     assert world.wait_until(lambda: len(world.messages) == 1, 5)
+
+
+def test_the_reference_client_never_sends_the_password_outside_tls(make_world) -> None:
+    # A host that offers AUTH in clear (before_tls) and no STARTTLS, to a connector that does not
+    # require TLS: the connector keeps the password to itself, and the server refuses MAIL.
+    world = make_world(
+        {
+            "zone": "test",
+            "hosts": {
+                HOST: {
+                    "kind": "smtp",
+                    "tls": "none",
+                    "auth": {"user": USER, "password": PASSWORD, "before_tls": True},
+                }
+            },
+        }
+    )
+    report = deliver(
+        dns_host=world.dns_host, dns_port=world.dns_port, port=world.port, smart_host=HOST,
+        mail_domain="contoso.test", require_tls=False, auth_user=USER, auth_password=PASSWORD,
+        timeout=2,
+    )  # fmt: skip
+    assert not report.delivered and report.code == "5.7.0", report.line()
+    sent = [line for t in world.sessions for line in t.text().splitlines() if line.startswith("C:")]
+    assert sent and not any(line.split()[1:2] == ["AUTH"] for line in sent), sent
+    assert any("in clear: going on without" in line for line in report.dialogue)

@@ -191,3 +191,22 @@ def test_curl_meets_the_refused_ipv6_address_and_falls_back_to_ipv4(tmp_path):
     # is refused (RST), and delivers over the A address.
     assert "connect to fd6d:6169:6c66:" in text and "Connection refused" in text, text[-3000:]
     assert "Connected to mail.contoso.test (127." in text, text[-3000:]
+
+
+@pytest.mark.parametrize("client", ["curl", "swaks", "msmtp"])
+def test_a_password_with_quote_and_backslash_reaches_the_server_as_it_is(client, tmp_path):
+    """The recipes hand the account over unchanged: curl's config file quotes it (a '"' or '\\' left
+    raw there cut the password short, and curl logged in with the wrong one)."""
+    need(client)
+    text = (RECIPES.parent / "scenarios" / "auth-login-only-delivered.toml").read_text()
+    odd = text.replace('id = "auth-login-only-delivered"', 'id = "auth-odd-password-delivered"')
+    odd = odd.replace('password = "Relay-Passw0rd"', "password = 'Pa\\ss\"w0rd'")
+    assert odd.count("auth-odd-password-delivered") == 1 and "'Pa\\ss\"w0rd'" in odd
+    case = tmp_path / "auth-odd-password-delivered.toml"
+    case.write_text(odd)
+    result = subprocess.run(
+        [sys.executable, "-m", "mailfakes", "check", str(case), "--netns", "--reader", client,
+         "--timeout", "1", "--", str(RECIPES / f"{client}.sh")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0 and "1 passed, 0 failed" in result.stdout, result.stdout[-3000:]
