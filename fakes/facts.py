@@ -17,6 +17,7 @@ from .values import frozen
 if TYPE_CHECKING:
     from .catalogue import Scenario, Target
     from .faults import Auth
+    from .spec import HostSpec
     from .world import World
 
 PROFILES_SHOWN = ("eop", "eop-observed", "rfc3463", "postfix")
@@ -28,18 +29,22 @@ def account(target: Target, world: World) -> Auth | None:
     None for MX delivery (no smart host), a smart host without ``auth``, or a target that says
     ``credentials = false`` (a client configured without an account).
     """
-    if not target.smart_host or not target.credentials:
+    if not target.credentials:
         return None
-    host = next((h for h in world.spec.hosts if h.name == target.smart_host), None)
-    return account_of(host)
+    return account_of(_smart_host_spec(target, world))
+
+
+def _smart_host_spec(target: Target, world: World) -> HostSpec | None:
+    """The smart host's spec in the world, or None (MX delivery, or a name the world does not serve)."""
+    if not target.smart_host:
+        return None
+    return next((h for h in world.spec.hosts if h.name == target.smart_host), None)
 
 
 def implicit_tls_of(target: Target, world: World) -> bool:
     """Whether the smart host speaks TLS from the first byte (``tls = "implicit"``, RFC 8314), so
     that a client must not wait for a greeting in clear nor use STARTTLS."""
-    if not target.smart_host:
-        return False
-    host = next((h for h in world.spec.hosts if h.name == target.smart_host), None)
+    host = _smart_host_spec(target, world)
     return host is not None and host.smtp is not None and host.smtp.implicit_tls
 
 

@@ -527,7 +527,7 @@ def _host(scenario: Scenario, host: HostSpec, records: Records) -> list[Evidence
         return _certificate(host, sessions)
     # A slow scenario's client waits out its timeout: half of it, at least, is a wait (the other half
     # is room for the two clocks); a client that leaves at once is not one.
-    timeout = getattr(getattr(scenario, "target", None), "timeout", None)
+    timeout = scenario.target.timeout
     step = _first_step(plan, timeout / 2 if timeout else 0.0, credentials=scenario.target.credentials)
     if step is None:
         return [_session_opened(host, sessions, "the session")]

@@ -125,6 +125,15 @@ class RawSMTP:
         except Closed as c:
             return c.how
 
+    def replies_until_closed(self) -> tuple[list[str], str]:
+        """Every reply line until the server closes, and how it closed ('fin' or 'rst')."""
+        lines: list[str] = []
+        try:
+            while True:
+                lines += self.reply().lines
+        except Closed as closed:
+            return lines, closed.how
+
     def close(self) -> None:
         self.sock.close()
 

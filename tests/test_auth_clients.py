@@ -49,20 +49,26 @@ def test_the_facts_carry_the_account_only_when_the_client_is_given_it(make_world
         assert (env["MAILFAKES_AUTH_USER"], env["MAILFAKES_AUTH_PASSWORD"]) == (user or "", password or "")
 
 
-def test_serve_json_gives_the_account() -> None:
+def _serve_json(sid: str) -> dict:
+    """The first line of ``mailfakes serve SID --json``, from a served world that is then stopped."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mailfakes", "serve", "auth-login-only-delivered", "--json"],
+        [sys.executable, "-m", "mailfakes", "serve", sid, "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
     )
     try:
         assert proc.stdout is not None
-        info = json.loads(proc.stdout.readline())
-        assert (info["auth_user"], info["auth_password"]) == (USER, PASSWORD)
+        info: dict = json.loads(proc.stdout.readline())
+        return info
     finally:
         proc.terminate()
         proc.communicate(timeout=10)
+
+
+def test_serve_json_gives_the_account() -> None:
+    info = _serve_json("auth-login-only-delivered")
+    assert (info["auth_user"], info["auth_password"]) == (USER, PASSWORD)
 
 
 def test_inside_netns_an_auth_world_listens_on_the_submission_port() -> None:
@@ -225,19 +231,7 @@ def test_smtplib_and_aiosmtplib_login_refused_or_not_offered_classify_to_the_ser
 
 def test_serve_json_says_the_smart_host_speaks_implicit_tls() -> None:
     for sid, implicit in (("auth-submissions-465-delivered", True), ("auth-login-only-delivered", False)):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mailfakes", "serve", sid, "--json"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        try:
-            assert proc.stdout is not None
-            info = json.loads(proc.stdout.readline())
-            assert info["implicit_tls"] is implicit, sid
-        finally:
-            proc.terminate()
-            proc.communicate(timeout=10)
+        assert _serve_json(sid)["implicit_tls"] is implicit, sid
 
 
 def test_implicit_tls_greets_only_inside_tls_and_offers_auth_not_starttls(make_world) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 
 import pytest
-from probe import Closed, RawSMTP
+from probe import RawSMTP
 
 H = "mail.contoso.test"
 MAIL = "MAIL FROM:<alerts@fabrikam.test>"
@@ -36,21 +36,11 @@ def _session(w) -> RawSMTP:
     return c
 
 
-def _rest(c: RawSMTP) -> tuple[list[str], str]:
-    """Every reply line until the server closes, and how it closed."""
-    lines: list[str] = []
-    try:
-        while True:
-            lines += c.reply().lines
-    except Closed as closed:
-        return lines, closed.how
-
-
 def test_without_pipelining_a_pipelined_group_gets_554_and_the_connection_closes(lockstep):
     for _ in range(3):
         c = _session(lockstep)
         c.sock.sendall(f"{MAIL}\r\n{RCPT}\r\nDATA\r\n".encode())
-        lines, how = _rest(c)
+        lines, how = c.replies_until_closed()
         assert lines == [OUT_OF_STEP] and how == "fin"
     assert not lockstep.messages
     refused = [t for t in lockstep.sessions if t.out_of_step is not None]
@@ -62,7 +52,7 @@ def test_without_pipelining_content_sent_before_the_354_is_refused(lockstep):
         c = _session(lockstep)
         assert c.cmd(MAIL).code == 250 and c.cmd(RCPT).code == 250
         c.sock.sendall(b"DATA\r\nSubject: early\r\n\r\nhi\r\n.\r\n")
-        lines, how = _rest(c)
+        lines, how = c.replies_until_closed()
         assert lines == [OUT_OF_STEP] and how == "fin"
     assert not lockstep.messages
 
@@ -73,7 +63,7 @@ def test_without_pipelining_quit_right_after_the_final_dot_is_refused_but_the_do
         c = _session(w)
         assert c.cmd(MAIL).code == 250 and c.cmd(RCPT).code == 250 and c.cmd("DATA").code == 354
         c.sock.sendall(b"Subject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n")
-        lines, how = _rest(c)
+        lines, how = c.replies_until_closed()
         assert lines == [OUT_OF_STEP] and how == "fin"
     # The final dot came before the early QUIT: the message was read, but never answered with 250.
     assert w.wait_until(lambda: len(w.sessions) == 3 and all(t.closed for t in w.sessions), 3)
@@ -107,7 +97,7 @@ def test_garbage_pipelined_to_a_lockstep_host_is_refused_the_same_way(lockstep):
     for _ in range(3):
         c = _session(lockstep)
         c.sock.sendall(b"\xff\xfe garbage\r\n\x00\x01\r\n")
-        lines, how = _rest(c)
+        lines, how = c.replies_until_closed()
         assert lines == [OUT_OF_STEP] and how == "fin"
     with socket.create_connection((lockstep.address_of(H), lockstep.port), timeout=5) as s:
         f = s.makefile("rb")

@@ -15,7 +15,7 @@ import pytest
 from mailfakes import catalogue as scenarios
 from mailfakes.classify import classify
 from mailfakes.witness import observe
-from probe import Closed, RawSMTP, client_context
+from probe import RawSMTP, client_context
 
 H = "mail.contoso.test"
 MAIL = "MAIL FROM:<sender@fabrikam.test>"
@@ -39,14 +39,14 @@ def session(w, *, tls: bool = True) -> tuple[RawSMTP, list[str]]:
     return c, ehlo.lines
 
 
-def rest(c: RawSMTP) -> tuple[list[str], str]:
-    """Every reply line until the server closes, and how it closed."""
-    lines: list[str] = []
-    try:
-        while True:
-            lines += c.reply().lines
-    except Closed as closed:
-        return lines, closed.how
+def send_one_message(c: RawSMTP) -> None:
+    """MAIL, RCPT, DATA, the content and QUIT, each after the reply to the one before (lock-step)."""
+    assert c.cmd(MAIL).code == 250
+    assert c.cmd("RCPT TO:<user@contoso.test>").code == 250
+    assert c.cmd("DATA").code == 354
+    c.send("Subject: t\r\n\r\nbody\r\n.")
+    assert c.reply().code == 250
+    assert c.cmd("QUIT").code == 221
 
 
 # -- caps-no-pipelining-delivered --------------------------------------------------
@@ -58,7 +58,7 @@ def test_a_pipelining_client_gets_554_and_the_witness_fails_it(make_world):
         c, ehlo = session(w)
         assert not any("PIPELINING" in ln for ln in ehlo)
         c.sock.sendall(f"{MAIL}\r\nRCPT TO:<user@contoso.test>\r\nDATA\r\n".encode())
-        lines, how = rest(c)
+        lines, how = c.replies_until_closed()
         assert lines == ["554 5.5.0 Error: SMTP protocol synchronization"] and how == "fin"
     assert not w.messages
     testimony = observe(s, w)
@@ -71,12 +71,7 @@ def test_a_lock_step_client_delivers_and_the_witness_passes_it(make_world):
     s, w = serve(make_world, "caps-no-pipelining-delivered")
     for _ in range(3):
         c, _ = session(w)
-        assert c.cmd(MAIL).code == 250
-        assert c.cmd("RCPT TO:<user@contoso.test>").code == 250
-        assert c.cmd("DATA").code == 354
-        c.send("Subject: t\r\n\r\nbody\r\n.")
-        assert c.reply().code == 250
-        assert c.cmd("QUIT").code == 221
+        send_one_message(c)
         c.close()
     assert len(w.messages) == 3
     testimony = observe(s, w)
@@ -150,7 +145,7 @@ def test_the_full_message_window_answers_the_first_mail_with_421_and_closes(make
     for _ in range(3):
         c, _ = session(w)
         c.send(MAIL)
-        lines, how = rest(c)
+        lines, how = c.replies_until_closed()
         assert len(lines) == 1 and lines[0].startswith(
             "421 4.7.0 mail.contoso.test Error: too much mail from 127."
         )
@@ -326,11 +321,6 @@ def test_mail_parameters_not_offered_get_555_and_a_bare_mail_delivers(make_world
         for param in ("SIZE=100", "BODY=8BITMIME"):
             refused = c.cmd(f"{MAIL} {param}")
             assert (refused.code, refused.lines[-1][4:9]) == (555, "5.5.4"), refused.lines
-        assert c.cmd(MAIL).code == 250
-        assert c.cmd("RCPT TO:<user@contoso.test>").code == 250
-        assert c.cmd("DATA").code == 354
-        c.send("Subject: t\r\n\r\nbody\r\n.")
-        assert c.reply().code == 250
-        assert c.cmd("QUIT").code == 221
+        send_one_message(c)
     assert w.wait_until(lambda: len(w.messages) == 3, 5)
     assert all(m.mail_from == "sender@fabrikam.test" for m in w.messages)
